@@ -1,0 +1,83 @@
+"""Feast definitions: entities, file sources, feature views and the versioned feature services.
+
+`build_definitions(feature_dir)` makes them for any workdir; the module-level objects serve the plain `feast apply`
+CLI and read the feature folder from `FASHIONREC_FEATURE_DIR` (default `../work/features`).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Array, Float64, Int64, String
+
+ITEM_STRING_FEATURES = (
+    "title", "brand", "category", "subcategory", "color", "size", "material", "gender", "season", "occasion",
+)  # fmt: skip
+
+
+def build_definitions(feature_dir: Path) -> dict[str, object]:
+    """All Feast objects for feature parquet files under `feature_dir`, keyed by name."""
+    feature_dir = Path(feature_dir).resolve()
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A shopper")
+    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="A catalog item")
+    item_source = FileSource(
+        name="item_features_source", path=str(feature_dir / "item_features.parquet"),
+        timestamp_field="event_timestamp",
+    )
+    seq_source = FileSource(
+        name="user_sequence_source", path=str(feature_dir / "user_sequence.parquet"),
+        timestamp_field="event_timestamp",
+    )
+    item_attributes = FeatureView(
+        name="item_attributes",
+        entities=[item],
+        ttl=timedelta(0),  # attributes never expire
+        schema=[Field(name=n, dtype=String) for n in ITEM_STRING_FEATURES] + [Field(name="price", dtype=Float64)],
+        source=item_source,
+        description="Catalog attributes, valid from the item's created_at",
+    )
+    user_sequence = FeatureView(
+        name="user_sequence",
+        entities=[user],
+        ttl=timedelta(0),
+        schema=[
+            Field(name="seq_actions", dtype=Array(String)),
+            Field(name="seq_item_ids", dtype=Array(String)),
+            Field(name="seq_queries", dtype=Array(String)),
+            Field(name="seq_search_ids", dtype=Array(Int64)),
+            Field(name="seq_timestamps", dtype=Array(Int64)),
+        ],
+        source=seq_source,
+        description="The user's last N actions (search/click/purchase), oldest first; timestamps in epoch ms",
+    )
+    sequence_training = FeatureService(
+        name="sequence_training_v1",
+        features=[user_sequence[["seq_actions", "seq_item_ids", "seq_timestamps"]]],
+        description="What the sequential ID models read: the item sequence and its times",
+    )
+    prompt_context = FeatureService(
+        name="prompt_context_v1",
+        features=[user_sequence],
+        description="What prompt building reads per user: actions, items, queries and search ids",
+    )
+    item_context = FeatureService(
+        name="item_context_v1",
+        features=[item_attributes],
+        description="Item attributes for prompts and retrieval payloads",
+    )
+    objs = [user, item, item_source, seq_source, item_attributes, user_sequence,
+            sequence_training, prompt_context, item_context]
+    return {o.name: o for o in objs}
+
+
+_defs = build_definitions(Path(os.environ.get("FASHIONREC_FEATURE_DIR", Path(__file__).parent / "../work/features")))
+user = _defs["user"]
+item = _defs["item"]
+item_attributes = _defs["item_attributes"]
+user_sequence = _defs["user_sequence"]
+sequence_training_v1 = _defs["sequence_training_v1"]
+prompt_context_v1 = _defs["prompt_context_v1"]
+item_context_v1 = _defs["item_context_v1"]

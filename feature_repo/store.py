@@ -1,0 +1,78 @@
+"""A Feast `FeatureStore` per workdir: apply, materialize, point-in-time history and online lookups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from feast import FeatureStore, RepoConfig
+from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
+from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+
+from feature_repo.definitions import build_definitions
+from feature_repo.features import JUST_BEFORE, SEQ_FEATURES
+
+PROJECT = "fashionrec"
+
+
+class FeatureRepo:
+    """Feast over DuckDB (offline, the feature parquet) and SQLite (online), all under `feast_dir`."""
+
+    def __init__(self, feature_dir: Path, feast_dir: Path, online_path: Path | None = None):
+        self.feature_dir = Path(feature_dir).resolve()
+        self.feast_dir = Path(feast_dir).resolve()
+        self.feast_dir.mkdir(parents=True, exist_ok=True)
+        self.config = RepoConfig(
+            project=PROJECT,
+            provider="local",
+            registry=str(self.feast_dir / "registry.db"),
+            offline_store=DuckDBOfflineStoreConfig(),
+            online_store=SqliteOnlineStoreConfig(path=str(online_path or self.feast_dir / "online_store.db")),
+            entity_key_serialization_version=3,
+            repo_path=self.feast_dir,
+        )
+        self.store = FeatureStore(config=self.config)
+        self.definitions = build_definitions(self.feature_dir)
+
+    def apply(self) -> list[str]:
+        """Register entities, views and services (idempotent)."""
+        self.store.apply(list(self.definitions.values()))
+        return sorted(self.definitions)
+
+    def materialize(self, end: pd.Timestamp | None = None) -> None:
+        """Load the latest feature values up to `end` (default: now) into the online store."""
+        end = end or pd.Timestamp.now(tz="UTC")
+        start = pd.Timestamp("1970-01-02", tz="UTC")
+        self.store.materialize(start_date=start.to_pydatetime(), end_date=end.to_pydatetime())
+
+    def history_before(self, users: pd.Series, times: pd.Series, service: str = "prompt_context_v1") -> pd.DataFrame:
+        """Point-in-time join: each user's sequence features from events strictly before the given time."""
+        entity_df = pd.DataFrame(
+            {"user_id": users.to_numpy(), "event_timestamp": pd.to_datetime(times, utc=True).to_numpy() - JUST_BEFORE}
+        )
+        entity_df["event_timestamp"] = entity_df["event_timestamp"].dt.tz_localize("UTC") \
+            if entity_df["event_timestamp"].dt.tz is None else entity_df["event_timestamp"]
+        entity_df["_row"] = range(len(entity_df))
+        fs = self.store.get_feature_service(service)
+        out = self.store.get_historical_features(entity_df=entity_df, features=fs).to_df()
+        out = out.sort_values("_row").drop(columns=["_row", "event_timestamp"]).reset_index(drop=True)
+        for col in SEQ_FEATURES:
+            if col in out.columns:  # no event before the time: empty history, not None
+                out[col] = [list(v) if v is not None and not _isna(v) else [] for v in out[col]]
+        return out
+
+    def online(self, user_ids: list[str], service: str = "prompt_context_v1") -> dict[str, list]:
+        """Latest materialized features for `user_ids` from the online store."""
+        fs = self.store.get_feature_service(service)
+        return self.store.get_online_features(features=fs, entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+
+    def online_items(self, item_ids: list[str]) -> dict[str, list]:
+        fs = self.store.get_feature_service("item_context_v1")
+        return self.store.get_online_features(features=fs, entity_rows=[{"item_id": i} for i in item_ids]).to_dict()
+
+
+def _isna(v: object) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False

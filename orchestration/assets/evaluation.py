@@ -1,0 +1,84 @@
+"""Evaluation assets: one per method (same targets, same code), and the markdown report over all of them."""
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from feature_repo.schema import CanonicalTables
+from models.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
+from models.evaluation import Catalog, Scorer, evaluate, load_oracle, metrics_table
+from orchestration.assets.data import eval_targets
+from orchestration.resources import DatasetResource, WorkdirResource
+
+
+def test_targets(workdir: WorkdirResource) -> pd.DataFrame:
+    t = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
+    return t[t["split"] == "test"].reset_index(drop=True)
+
+
+def run_method(workdir: WorkdirResource, method: str, scorer: Scorer, catalog: Catalog,
+               extra: dict | None = None) -> MaterializeResult:
+    """Evaluate one method on the test targets, write `eval/<method>/`, and return metrics as metadata."""
+    t0 = time.perf_counter()
+    result = evaluate(method, scorer, test_targets(workdir), catalog, extra=extra)
+    out = result.save(workdir.eval)
+    o, c = result.metrics["overall"], result.metrics["cold_start"]
+    return MaterializeResult(metadata={
+        "recall@10": o["recall@10"], "ndcg@10": o["ndcg@10"], "mrr": o["mrr"], "n": o["n"],
+        "cold_recall@10": c["recall@10"], "eval_seconds": round(time.perf_counter() - t0, 2),
+        "path": MetadataValue.path(str(out)),
+    })
+
+
+@asset(group_name="evaluation", deps=[eval_targets], description="Most popular in category (trailing 30 days)")
+def popularity_eval(workdir: WorkdirResource):
+    tables = CanonicalTables.read(workdir.canonical)
+    catalog = Catalog.from_items(tables.items)
+    cfg = PopularityConfig()
+    return run_method(workdir, "popularity", PopularityScorer(tables.events, catalog, cfg), catalog,
+                      extra={"config": {"window_days": cfg.window_days}})
+
+
+@asset(group_name="evaluation", deps=[eval_targets], description="Last search's organic results, then popularity")
+def last_search_eval(workdir: WorkdirResource):
+    tables = CanonicalTables.read(workdir.canonical)
+    catalog = Catalog.from_items(tables.items)
+    pop = PopularityScorer(tables.events, catalog, PopularityConfig())
+    return run_method(workdir, "last-search", LastSearchScorer(tables.search_results, pop, catalog), catalog)
+
+
+METHOD_ASSETS = [popularity_eval, last_search_eval]
+
+
+def read_results(eval_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(eval_dir.glob("*/metrics.json"))]
+
+
+def per_category_table(results: list[dict], oracle: dict | None) -> str:
+    rows = ["| method | category | items | n | R@10 | N@10 | MRR | R@10 / ceiling |", "|" + "---|" * 8]
+    for m in results:
+        for cat, v in m["per_category"].items():
+            ceil = oracle.get(cat, {}).get("exp_recall10") if oracle else None
+            frac = f"{v['recall@10'] / ceil:.3f}" if ceil else ""
+            rows.append(f"| {m['method']} | {cat} | {v['n_items']:,} | {v['n']} | {v['recall@10']:.4f} | "
+                        f"{v['ndcg@10']:.4f} | {v['mrr']:.4f} | {frac} |")
+    return "\n".join(rows)
+
+
+@asset(group_name="evaluation", deps=METHOD_ASSETS, description="Markdown report: every method, overall/per category/cold")
+def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, dataset: DatasetResource):
+    results = read_results(workdir.eval)
+    oracle = load_oracle(dataset.path if dataset.format == "canonical" else None)
+    text = "\n\n".join([
+        f"# Evaluation report\n\nDataset: `{dataset.path}` ({dataset.format}). Test targets ranked among all items "
+        "of their category; ties count against the target.",
+        "## Overall and cold-start", metrics_table(results, oracle),
+        "## Per category", per_category_table(results, oracle),
+    ])
+    path = workdir.path("eval", "report.md")
+    path.write_text(text + "\n")
+    context.log.info("\n" + metrics_table(results, oracle))
+    return MaterializeResult(metadata={"report": MetadataValue.md(text), "path": MetadataValue.path(str(path))})

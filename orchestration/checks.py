@@ -1,0 +1,44 @@
+"""Asset checks: row counts, referential integrity, and point-in-time safety of the evaluation histories."""
+
+import numpy as np
+import pandas as pd
+from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
+
+from feature_repo.schema import CanonicalTables
+from orchestration.assets.data import canonical_tables, eval_targets
+from orchestration.resources import WorkdirResource
+
+
+@asset_check(asset=canonical_tables, description="Every table has rows and at most 5% of input rows were quarantined")
+def canonical_row_counts(workdir: WorkdirResource) -> AssetCheckResult:
+    t = CanonicalTables.read(workdir.canonical)
+    counts = {n: len(df) for n, df in t.as_dict().items()}
+    q = {n: len(pd.read_parquet(workdir.canonical / "quarantine" / f"{n}.parquet")) for n in counts}
+    share = {n: q[n] / max(1, q[n] + counts[n]) for n in counts}
+    ok = counts["items"] > 0 and counts["events"] > 0 and max(share.values()) <= 0.05
+    return AssetCheckResult(passed=bool(ok), metadata={**counts, **{f"quarantined_share_{n}": round(s, 4) for n, s in share.items()}})
+
+
+@asset_check(asset=canonical_tables, description="Every event and search result points at a catalog item / search")
+def referential_integrity(workdir: WorkdirResource) -> AssetCheckResult:
+    t = CanonicalTables.read(workdir.canonical)
+    items = pd.Index(t.items["item_id"])
+    ev_items = t.events["item_id"].dropna()
+    bad_events = int((~ev_items.isin(items)).sum())
+    bad_results = int((~t.search_results["item_id"].isin(items)).sum())
+    searches = pd.Index(t.events["search_id"].dropna())
+    orphan = int((~t.search_results["search_id"].isin(searches)).sum())
+    return AssetCheckResult(passed=bad_events + bad_results + orphan == 0,
+                            metadata={"unknown_event_items": bad_events, "unknown_result_items": bad_results,
+                                      "orphan_results": orphan})
+
+
+@asset_check(asset=eval_targets, description="No history event is at or after its target's timestamp",
+             blocking=True)
+def point_in_time_safety(workdir: WorkdirResource) -> AssetCheckResult:
+    t = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
+    target_ms = pd.to_datetime(t["target_ts"], utc=True).astype("datetime64[ms, UTC]").astype("int64").to_numpy()
+    latest = np.array([max(s) if len(s) else np.iinfo("int64").min for s in t["seq_timestamps"]])
+    leaks = int((latest >= target_ms).sum())
+    return AssetCheckResult(passed=leaks == 0, severity=AssetCheckSeverity.ERROR,
+                            metadata={"targets": len(t), "targets_with_future_history": leaks})

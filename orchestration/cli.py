@@ -1,0 +1,105 @@
+"""`fashionrec`: one command line for the whole platform."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="fashionrec: sequential fashion recommendation on Feast, Dagster and Qdrant.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+DataOpt = Annotated[Path | None, typer.Option("--data", help="Dataset folder (default: the bundled sample)")]
+WorkOpt = Annotated[Path, typer.Option("--workdir", help="Everything the run writes goes here")]
+FormatOpt = Annotated[str, typer.Option("--format", help="canonical | hm | amazon2018")]
+
+
+@app.command()
+def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt = "canonical",
+        select: Annotated[str, typer.Option(help="Dagster asset selection")] = "*") -> None:
+    """Materialize the whole asset graph for one dataset and print the metrics table."""
+    from dagster import AssetSelection, DagsterInstance, materialize
+
+    from orchestration.assets.evaluation import read_results
+    from orchestration.definitions import all_assets, all_checks, build_resources
+    from models.evaluation import load_oracle
+
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    resources = build_resources(str(data) if data else None, format, str(workdir))
+    typer.echo(f"fashionrec run: data={resources['dataset'].path} format={format} workdir={workdir}")
+    t0 = time.perf_counter()
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([*all_assets, *all_checks], resources=resources, instance=instance,
+                             selection=AssetSelection.from_coercible(select) if select != "*" else None)
+    elapsed = time.perf_counter() - t0
+    failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
+    for c in failed:
+        typer.secho(f"asset check failed: {c.check_name} on {c.asset_key.to_user_string()}: {c.metadata}", fg="red")
+    from models.evaluation import metrics_table
+
+    oracle = load_oracle(resources["dataset"].path if format == "canonical" else None)
+    typer.echo(metrics_table(read_results(workdir / "eval"), oracle))
+    typer.echo(f"\nwhole graph: {elapsed:.1f} s; report: {workdir / 'eval' / 'report.md'}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ingest(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt = "canonical") -> None:
+    """Validate a dataset into canonical parquet; bad rows go to quarantine with a reason."""
+    from feature_repo.ingest import ingest as do_ingest
+    from feature_repo.loaders import SAMPLE_DIR, load
+
+    report = do_ingest(load(data or SAMPLE_DIR, format), workdir.resolve() / "canonical")
+    typer.echo(report.summary())
+
+
+@app.command()
+def features(workdir: WorkOpt = Path("work"),
+             materialize: Annotated[bool, typer.Option(help="Also load the online store")] = True) -> None:
+    """Build feature tables from the canonical data, `feast apply`, and materialize."""
+    from feature_repo.features import write_feature_tables
+    from feature_repo.schema import CanonicalTables
+    from feature_repo.store import FeatureRepo
+
+    root = workdir.resolve()
+    t = CanonicalTables.read(root / "canonical")
+    typer.echo(json.dumps(write_feature_tables(t.items, t.events, root / "features")))
+    repo = FeatureRepo(root / "features", root / "feast")
+    typer.echo("applied: " + ", ".join(repo.apply()))
+    if materialize:
+        repo.materialize()
+
+
+@app.command()
+def online(user_ids: list[str], workdir: WorkOpt = Path("work"),
+           service: Annotated[str, typer.Option(help="Feature service")] = "prompt_context_v1") -> None:
+    """Print a user's online features (after `run` or `features`)."""
+    from feature_repo.store import FeatureRepo
+
+    root = workdir.resolve()
+    typer.echo(json.dumps(FeatureRepo(root / "features", root / "feast").online(user_ids, service), indent=1))
+
+
+@app.command()
+def ui(workdir: WorkOpt = Path("work"), data: DataOpt = None, format: FormatOpt = "canonical",
+       port: Annotated[int, typer.Option(help="Webserver port")] = 3000) -> None:
+    """Open the Dagster UI (`dagster dev`) on this project's definitions."""
+    env = {**os.environ, "FASHIONREC_WORKDIR": str(workdir.resolve()), "FASHIONREC_FORMAT": format,
+           "DAGSTER_HOME": str((workdir / "dagster_home").resolve())}
+    if data:
+        env["FASHIONREC_DATA"] = str(data.resolve())
+    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+if __name__ == "__main__":
+    app()
