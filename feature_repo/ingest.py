@@ -52,8 +52,15 @@ class _Validator:
         self.df = df
         self.reason = pd.Series(pd.NA, index=df.index, dtype="string")
 
+    def duplicated(self, cols: list[str]) -> pd.Series:
+        """Rows that repeat an earlier still-valid row on `cols` (already rejected rows never count as the original)."""
+        ok = self.ok
+        key = self.df.loc[ok, cols].astype("string").fillna("\0")
+        return key.duplicated(keep="first").reindex(self.df.index, fill_value=False)
+
     def fail(self, mask: pd.Series | np.ndarray, reason: str) -> None:
-        mask = pd.Series(np.asarray(mask, dtype=bool), index=self.df.index) & self.reason.isna()
+        mask = pd.Series(mask, index=self.df.index).astype("boolean").fillna(False).astype(bool)  # NA: not failed
+        mask &= self.reason.isna()
         self.reason[mask] = reason
 
     @property
@@ -91,8 +98,9 @@ def _coerce(v: _Validator, table: str) -> None:
             parsed = pd.to_numeric(raw, errors="coerce")
             bad = parsed.isna() & raw.notna()
             if pa.types.is_integer(f.type):
-                bad |= parsed.notna() & (parsed != np.floor(parsed.fillna(0)))
-                parsed = parsed.astype("Int64")
+                fractional = parsed.notna() & (parsed != np.floor(parsed.fillna(0)))
+                bad |= fractional
+                parsed = parsed.mask(fractional).astype("Int64")
             df[f.name] = parsed
         else:
             bad = pd.Series(False, index=df.index)
@@ -116,7 +124,7 @@ def validate_items(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     v = _Validator(raw.reset_index(drop=True).copy())
     _coerce(v, "items")
     v.fail(v.df["price"] < 0, "bad_price")
-    v.fail(v.df.duplicated("item_id", keep="first") & v.ok, "duplicate_item_id")
+    v.fail(v.duplicated(["item_id"]), "duplicate_item_id")
     return _split(v, "items")
 
 
@@ -130,16 +138,15 @@ def validate_events(raw: pd.DataFrame, item_ids: pd.Index) -> tuple[pd.DataFrame
     v.fail(is_search & df["item_id"].notna(), "search_with_item")
     v.fail(~is_search & df["item_id"].isna(), "missing_item")
     v.fail(~is_search & df["item_id"].notna() & ~df["item_id"].isin(item_ids), "unknown_item")
-    key = ["user_id", "timestamp", "action", "item_id", "query", "search_id"]
-    v.fail(df[key].astype("string").fillna("\0").duplicated(keep="first") & v.ok, "duplicate_event")
-    # Per-user order: each kept row must not be earlier than the latest kept row before it in file order.
+    v.fail(v.duplicated(["user_id", "timestamp", "action", "item_id", "query", "search_id"]), "duplicate_event")
+    v.fail(is_search & v.duplicated(["search_id"]), "duplicate_search_id")
+    # Per-user order (checked last, over the rows still valid): each kept row must not be earlier than the latest kept row before it in file order.
     ok = v.ok
     user = df["user_id"].where(ok, "\0")
     t = pd.Series(np.iinfo("int64").min, index=df.index)
     t[ok] = df.loc[ok, "timestamp"].astype("int64")
     prev = t.groupby(user).cummax().groupby(user).shift(1)
     v.fail(ok & prev.notna() & (t < prev), "timestamp_out_of_order")
-    v.fail(is_search & df["search_id"].duplicated(keep="first") & v.ok, "duplicate_search_id")
     return _split(v, "events")
 
 
@@ -152,7 +159,7 @@ def validate_search_results(
     v.fail(df["position"] < 1, "bad_position")
     v.fail(~df["search_id"].isin(search_ids), "unknown_search")
     v.fail(~df["item_id"].isin(item_ids), "unknown_item")
-    v.fail(df.duplicated(["search_id", "position"], keep="first") & v.ok, "duplicate_position")
+    v.fail(v.duplicated(["search_id", "position"]), "duplicate_position")
     return _split(v, "search_results")
 
 

@@ -44,6 +44,8 @@ def ordered_events(events: pd.DataFrame) -> pd.DataFrame:
 def leave_one_out(events: pd.DataFrame, items: pd.DataFrame) -> Splits:
     """Build the leave-one-out targets and training events (see module docstring)."""
     ev = ordered_events(events)
+    # Events strictly before an event's timestamp: ties at the same timestamp are not history (see features.py).
+    ev["n_before"] = ev.groupby(["user_id", "timestamp"])["pos"].transform("min")
     purchases = ev[ev["action"] == "purchase"]
     rank_from_end = purchases.groupby("user_id").cumcount(ascending=False)
     held = purchases[rank_from_end < 2].assign(split=np.where(rank_from_end[rank_from_end < 2] == 0, "test", "val"))
@@ -61,13 +63,13 @@ def leave_one_out(events: pd.DataFrame, items: pd.DataFrame) -> Splits:
             "target_item_id": held["item_id"].to_numpy(),
             "target_ts": held["timestamp"].to_numpy(),
             "category": held["item_id"].map(category).to_numpy(),
-            "n_history": held["pos"].to_numpy(),
+            "n_history": held["n_before"].to_numpy(),
         }
     )
     inter = train_events[train_events["action"].isin(INTERACTIONS)]
     targets["cold_start"] = ~targets["target_item_id"].isin(pd.Index(inter["item_id"].unique()))
     targets = targets.sort_values(["split", "user_id"], kind="stable").reset_index(drop=True)
-    return Splits(targets=targets, train_events=train_events.drop(columns="pos"))
+    return Splits(targets=targets, train_events=train_events.drop(columns=["pos", "n_before"]))
 
 
 def cross_category(splits: Splits, items: pd.DataFrame, train_category: str, test_category: str) -> Splits:

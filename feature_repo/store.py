@@ -18,7 +18,8 @@ PROJECT = "fashionrec"
 class FeatureRepo:
     """Feast over DuckDB (offline, the feature parquet) and SQLite (online), all under `feast_dir`."""
 
-    def __init__(self, feature_dir: Path, feast_dir: Path, online_path: Path | None = None):
+    def __init__(self, feature_dir: Path, feast_dir: Path, online_path: Path | None = None,
+                 online_items: bool = False):
         self.feature_dir = Path(feature_dir).resolve()
         self.feast_dir = Path(feast_dir).resolve()
         self.feast_dir.mkdir(parents=True, exist_ok=True)
@@ -32,7 +33,8 @@ class FeatureRepo:
             repo_path=self.feast_dir,
         )
         self.store = FeatureStore(config=self.config)
-        self.definitions = build_definitions(self.feature_dir)
+        self.online_items_enabled = online_items
+        self.definitions = build_definitions(self.feature_dir, online_items=online_items)
 
     def apply(self) -> list[str]:
         """Register entities, views and services (idempotent)."""
@@ -67,6 +69,9 @@ class FeatureRepo:
         return self.store.get_online_features(features=fs, entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
 
     def online_items(self, item_ids: list[str]) -> dict[str, list]:
+        """Item attributes from the online store (only when built with `online_items=True`)."""
+        if not self.online_items_enabled:
+            raise RuntimeError("item attributes are not materialized online; build FeatureRepo(online_items=True)")
         fs = self.store.get_feature_service("item_context_v1")
         return self.store.get_online_features(features=fs, entity_rows=[{"item_id": i} for i in item_ids]).to_dict()
 

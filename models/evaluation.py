@@ -57,10 +57,12 @@ def top_n(scores: np.ndarray, target_col: np.ndarray, n: int = TOP_N) -> np.ndar
     """Column indices of the top `n` per row (B, min(n, cols)), the target after its ties (see module doc)."""
     b, cols = scores.shape
     n = min(n, cols)
-    part = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < cols else np.tile(np.arange(cols), (b, 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    is_target = part == target_col[:, None]
-    order = np.lexsort((part, is_target, -part_scores), axis=1)  # last key is primary
+    rows = np.arange(b)
+    # Nudge the target just below its ties (nothing lies strictly between), so cuts through ties never favour it.
+    adj = scores.astype(np.float64, copy=True)
+    adj[rows, target_col] = np.nextafter(adj[rows, target_col], -np.inf)
+    part = np.argpartition(-adj, n - 1, axis=1)[:, :n] if n < cols else np.tile(np.arange(cols), (b, 1))
+    order = np.lexsort((part, -np.take_along_axis(adj, part, axis=1)), axis=1)  # score desc, then catalog order
     return np.take_along_axis(part, order, axis=1)
 
 

@@ -22,13 +22,14 @@ FormatOpt = Annotated[str, typer.Option("--format", help="canonical | hm | amazo
 
 @app.command()
 def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt = "canonical",
-        select: Annotated[str, typer.Option(help="Dagster asset selection")] = "*") -> None:
+        select: Annotated[str, typer.Option(help="Dagster asset selection")] = "*",
+        log_level: Annotated[str, typer.Option(help="Dagster console log level")] = "INFO") -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     from dagster import AssetSelection, DagsterInstance, materialize
 
+    from models.evaluation import load_oracle
     from orchestration.assets.evaluation import read_results
     from orchestration.definitions import all_assets, all_checks, build_resources
-    from models.evaluation import load_oracle
 
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -37,7 +38,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     t0 = time.perf_counter()
     with DagsterInstance.ephemeral() as instance:
         result = materialize([*all_assets, *all_checks], resources=resources, instance=instance,
-                             selection=AssetSelection.from_coercible(select) if select != "*" else None)
+                             selection=AssetSelection.from_coercible(select) if select != "*" else None,
+                             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
     elapsed = time.perf_counter() - t0
     failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
     for c in failed:

@@ -6,7 +6,7 @@ import os
 
 from dagster import Definitions, load_assets_from_modules
 
-from orchestration import checks
+from orchestration import checks, sensors
 from orchestration.assets import data, evaluation
 from orchestration.resources import DatasetResource, FeastResource, WorkdirResource
 
@@ -25,4 +25,11 @@ def build_resources(data_dir: str | None = None, fmt: str = "canonical", workdir
     return {"dataset": dataset, "workdir": WorkdirResource(workdir=workdir), "feast": FeastResource(workdir=workdir)}
 
 
-defs = Definitions(assets=all_assets, asset_checks=all_checks, resources=build_resources())
+defs = Definitions(
+    assets=all_assets,
+    asset_checks=all_checks,
+    jobs=[sensors.retrain_job],
+    schedules=[sensors.nightly_retrain],
+    sensors=[sensors.new_catalog_items],
+    resources=build_resources(),
+)

@@ -54,7 +54,8 @@ class FeastResource(ConfigurableResource):
     """Feast with the DuckDB offline store over `<workdir>/features` and SQLite online under `<workdir>/feast`."""
 
     workdir: str = "work"
+    online_items: bool = False  # see feature_repo.definitions.build_definitions
 
     def repo(self) -> FeatureRepo:
         root = Path(self.workdir).resolve()
-        return FeatureRepo(feature_dir=root / "features", feast_dir=root / "feast")
+        return FeatureRepo(feature_dir=root / "features", feast_dir=root / "feast", online_items=self.online_items)

@@ -80,5 +80,5 @@ def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, 
     ])
     path = workdir.path("eval", "report.md")
     path.write_text(text + "\n")
-    context.log.info("\n" + metrics_table(results, oracle))
+    context.log.info(f"wrote {path}")
     return MaterializeResult(metadata={"report": MetadataValue.md(text), "path": MetadataValue.path(str(path))})

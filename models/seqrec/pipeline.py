@@ -1,0 +1,61 @@
+"""From Feast sequence features to a trained model and an evaluation scorer.
+
+The item sequence is the clicked and purchased items in time order (searches are not items). The vocabulary is the
+items of the training sequences; every other catalog item shares the learned cold row, so cold targets are ranked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.evaluation import Catalog
+from models.seqrec.base import SequentialRecommender, pad_sequences
+from models.seqrec.data import SeqData
+from models.seqrec.vocab import ItemVocab
+
+ITEM_ACTIONS = ("click", "purchase")
+
+
+def item_sequences(actions: Sequence[Sequence[str]], item_ids: Sequence[Sequence[str]]) -> list[list[str]]:
+    """The clicked/purchased item ids of each action list, oldest first."""
+    return [[i for a, i in zip(acts, items, strict=True) if a in ITEM_ACTIONS]
+            for acts, items in zip(actions, item_ids, strict=True)]
+
+
+def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame) -> tuple[SeqData, ItemVocab]:
+    """Vocab + SeqData from per-user training histories and validation targets (both with seq_* lists)."""
+    train_items = item_sequences(train_history["seq_actions"], train_history["seq_item_ids"])
+    vocab = ItemVocab.from_items(i for seq in train_items for i in seq)
+    train = [vocab.encode(s) for s in train_items if len(s) >= 2]
+    valid_items = item_sequences(valid["seq_actions"], valid["seq_item_ids"])
+    keep = [k for k, s in enumerate(valid_items) if s]
+    data = SeqData(
+        n_items=len(vocab),
+        train=train,
+        valid_histories=[vocab.encode(valid_items[k]) for k in keep],
+        valid_targets=vocab.encode(valid["target_item_id"].to_numpy()[keep]),
+    )
+    return data, vocab
+
+
+class SeqScorer:
+    """Adapts a sequential model to the evaluation `Scorer` contract (scores for one category's catalog rows)."""
+
+    def __init__(self, model: SequentialRecommender, vocab: ItemVocab, catalog: Catalog):
+        self.model = model.eval()
+        self.vocab = vocab
+        self.max_len = model.config.max_len
+        self.vocab_of_row = vocab.encode(catalog.item_ids)  # (n_catalog,) cold items -> 1
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> np.ndarray:
+        seqs = [self.vocab.encode(s) for s in item_sequences(batch["seq_actions"], batch["seq_item_ids"])]
+        x = pad_sequences(seqs, self.max_len).to(self.device)  # (B, L)
+        scores = self.model.score_all(x)  # (B, n_vocab)
+        scores[:, 0] = -torch.inf  # padding is never an item
+        return scores[:, torch.as_tensor(self.vocab_of_row[cat_rows], device=self.device)].float().cpu().numpy()

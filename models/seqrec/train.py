@@ -1,0 +1,161 @@
+"""One training function for every sequential recommender, with full-ranking validation and early stopping."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from models.seqrec.base import SequentialRecommender, pad_sequences
+from models.seqrec.data import SeqData, iterate_batches, make_windows
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Run-level training settings (model hyperparameters live in the model's own config)."""
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = 5.0  # max global grad norm; None disables
+    patience: int = 5  # epochs without a better validation NDCG@k before stopping
+    k: int = 10  # cutoff for validation NDCG / hit rate
+    eval_batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"  # "auto": cuda when available, else cpu
+    progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.k < 1:
+            raise ValueError("epochs, batch_size, patience and k must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run did: per-epoch losses and metrics, the restored best epoch, timings."""
+
+    losses: tuple[float, ...]  # mean training loss per epoch
+    val_metrics: tuple[dict[str, float], ...]  # validation metrics per epoch (empty without validation)
+    best_metrics: dict[str, float]  # validation metrics of the restored epoch
+    best_epoch: int  # 0-based; the last epoch when there is no validation data
+    epoch_seconds: tuple[float, ...]  # wall time per epoch, training + validation
+    total_seconds: float
+    device: str
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: SequentialRecommender,
+    histories: Sequence[np.ndarray],
+    targets: np.ndarray,
+    k: int = 10,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """NDCG@k and hit@k of `targets` in the full-vocab ranking (ties rank ahead); leaves eval mode on."""
+    model.eval()
+    device = next(model.parameters()).device
+    ndcg = hit = 0.0
+    for start in range(0, len(histories), batch_size):
+        seqs = pad_sequences(histories[start : start + batch_size], model.max_len).to(device)  # (b, L)
+        target = torch.as_tensor(targets[start : start + batch_size], device=device)[:, None]  # (b, 1)
+        scores = model.score_all(seqs)  # (b, n_items)
+        rank = (scores >= scores.gather(1, target)).sum(1) - 1  # (b,) 0-based, pessimistic on ties
+        top = rank < k  # (b,)
+        hit += top.sum().item()
+        ndcg += (top / torch.log2(rank.double() + 2)).sum().item()
+    n = max(len(histories), 1)
+    return {f"ndcg@{k}": ndcg / n, f"hit@{k}": hit / n}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(model: SequentialRecommender, data: SeqData, cfg: TrainConfig | None = None) -> TrainResult:
+    """Train with Adam, validate every epoch, stop early on NDCG@k and restore the best state."""
+    cfg = cfg or TrainConfig()
+    if data.n_items != model.n_items:
+        raise ValueError(f"data has {data.n_items} items but the model was built for {model.n_items}")
+    windows = make_windows(data.train, model.max_len)  # (N, L+1)
+    if len(windows) == 0:
+        raise ValueError("no training sequence has two or more items")
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    generator = torch.Generator().manual_seed(cfg.seed)  # batch order, independent of model RNG use
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    has_valid = len(data.valid_targets) > 0
+    key = f"ndcg@{cfg.k}"
+
+    losses: list[float] = []
+    val_metrics: list[dict[str, float]] = []
+    epoch_seconds: list[float] = []
+    best_score, best_epoch, best_state, stale = -math.inf, -1, None, 0
+    t_start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        t_epoch = time.perf_counter()
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(
+            iterate_batches(windows, cfg.batch_size, generator),
+            total=math.ceil(len(windows) / cfg.batch_size),
+            desc=f"epoch {epoch}",
+            disable=not cfg.progress,
+            leave=False,
+        )
+        for batch in bar:
+            loss = model.loss(batch.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            total += loss.item() * len(batch.seqs)
+            count += len(batch.seqs)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        losses.append(total / count)
+
+        if has_valid:
+            metrics = evaluate(model, data.valid_histories, data.valid_targets, cfg.k, cfg.eval_batch_size)
+            val_metrics.append(metrics)
+            if metrics[key] > best_score:
+                best_score, best_epoch, stale = metrics[key], epoch, 0
+                best_state = {name: t.detach().clone() for name, t in model.state_dict().items()}
+            else:
+                stale += 1
+        epoch_seconds.append(time.perf_counter() - t_epoch)
+        if cfg.progress:
+            shown = f" {key}={val_metrics[-1][key]:.4f}" if has_valid else ""
+            tqdm.write(f"epoch {epoch}: loss={losses[-1]:.4f}{shown}")
+        if has_valid and stale >= cfg.patience:
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        losses=tuple(losses),
+        val_metrics=tuple(val_metrics),
+        best_metrics=val_metrics[best_epoch] if has_valid else {},
+        best_epoch=best_epoch if has_valid else len(losses) - 1,
+        epoch_seconds=tuple(epoch_seconds),
+        total_seconds=time.perf_counter() - t_start,
+        device=str(device),
+    )

@@ -1,0 +1,184 @@
+"""Dagster: the definitions load, and the whole graph materializes on the tiny dataset (also via the CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions, materialize
+from typer.testing import CliRunner
+
+from orchestration.cli import app
+from orchestration.definitions import all_assets, all_checks, build_resources, defs
+from tests.conftest import make_tiny_tables
+
+ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",
+          "popularity_eval", "last_search_eval", "evaluation_report"}  # fmt: skip
+CHECKS = {("canonical_tables", "canonical_row_counts"), ("canonical_tables", "referential_integrity"),
+          ("eval_targets", "point_in_time_safety")}  # fmt: skip
+METHODS = ("last-search", "popularity")
+ORACLE = {
+    "all": {"n": 3, "exp_recall10": 0.5, "exp_ndcg10": 0.5, "exp_mrr": 0.5},
+    "Footwear": {"exp_recall10": 0.5},
+}
+
+# Hand-worked test ranks on the tiny dataset (see conftest.py); test targets F2 (u1 @22), C2 (u2 @7), A2 (u4 @41).
+#   popularity (interactions strictly before the target, 30-day window, in the category):
+#     F2: F1 3 (u1 click+purchase, u3 click), F2 1 (u1 click @21), F3 0 (u3's click is @30) -> rank 2
+#     C2: C2 1 (u2 click @6), C1/C3 0 -> rank 1
+#     A2: A1 1 (u4 click @40; the A1 purchase is AT 41), A2 0 tied with A3 0 -> 1 + 1 + 1 = rank 3
+#   last-search: u1's last search before @22 is #3 (F3, F2) -> F3, F2, then F1 -> rank 2; u2's is #4 (C2, C3)
+#     -> rank 1; u4 never searched -> popularity -> rank 3.
+# Rows come per category, sorted: Accessories & Jewelry, Clothing, Footwear.
+RANKS = [3, 1, 2]
+OVERALL = {
+    "n": 3,
+    "recall@10": 1.0,
+    "ndcg@10": (0.5 + 1 + 1 / math.log2(3)) / 3,
+    "mrr": (1 / 3 + 1 + 1 / 2) / 3,
+}
+COLD = {
+    "n": 2,
+    "recall@10": 1.0,
+    "ndcg@10": (0.5 + 1 / math.log2(3)) / 2,
+    "mrr": (1 / 3 + 1 / 2) / 2,
+}  # A2, F2
+
+
+def test_definitions_load() -> None:
+    assert isinstance(defs, Definitions)
+    Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
+    assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
+    assert set(defs.resources) == {"dataset", "workdir", "feast"}
+    job = defs.resolve_implicit_global_asset_job_def()  # the whole graph: 8 asset ops + 3 check ops
+    assert {n.name for n in job.graph.node_defs} == ASSETS | {f"{a}_{c}" for a, c in CHECKS}
+
+
+def test_build_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    r = build_resources(str(tmp_path / "data"), "canonical", str(tmp_path / "work"))
+    assert r["dataset"].path == tmp_path / "data" and r["workdir"].eval == tmp_path / "work" / "eval"
+    assert r["feast"].repo().feast_dir == tmp_path / "work" / "feast"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pipeline_data")
+    make_tiny_tables().write(out)
+    (out / "oracle_metrics.json").write_text(json.dumps(ORACLE))
+    return out
+
+
+def _materialize(data_dir: Path, workdir: Path):
+    with DagsterInstance.ephemeral() as instance:
+        return materialize(
+            [*all_assets, *all_checks],
+            instance=instance,
+            resources=build_resources(str(data_dir), "canonical", str(workdir)),
+        )
+
+
+def _outputs(workdir: Path) -> dict[str, object]:
+    out: dict[str, object] = {
+        f"{m}/metrics.json": json.loads((workdir / "eval" / m / "metrics.json").read_text()) for m in METHODS
+    }
+    out |= {
+        f"{m}/rankings.parquet": pq.read_table(workdir / "eval" / m / "rankings.parquet") for m in METHODS
+    }
+    out["report.md"] = (workdir / "eval" / "report.md").read_text()
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("pipeline_work")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA"):
+            mp.delenv(var, raising=False)
+        result = _materialize(data_dir, workdir)
+    return workdir, result, _outputs(workdir)
+
+
+@pytest.mark.slow
+def test_materialize_whole_graph(first_run) -> None:
+    workdir, result, _ = first_run
+    assert result.success
+    done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert done == ASSETS
+    evals = result.get_asset_check_evaluations()
+    assert {(c.asset_key.to_user_string(), c.check_name) for c in evals} == CHECKS
+    assert all(c.passed for c in evals), [(c.check_name, c.metadata) for c in evals if not c.passed]
+    for rel in (
+        "canonical/items.parquet",
+        "features/user_sequence.parquet",
+        "feast/registry.db",
+        "splits/targets.parquet",
+        "splits/eval_targets.parquet",
+        "eval/report.md",
+    ):
+        assert (workdir / rel).is_file(), rel
+    meta = result.asset_materializations_for_node("canonical_tables")[0].metadata
+    assert meta["kept_events"].value == 17 and meta["quarantined_events"].value == 0
+
+
+@pytest.mark.slow
+def test_pipeline_metrics_by_hand(first_run) -> None:
+    workdir, _, outputs = first_run
+    for m in METHODS:
+        metrics = outputs[f"{m}/metrics.json"]
+        assert metrics["method"] == m
+        assert metrics["overall"] == pytest.approx(OVERALL) and metrics["cold_start"] == pytest.approx(COLD)
+        assert {c: v["n_items"] for c, v in metrics["per_category"].items()} == {
+            "Accessories & Jewelry": 3, "Clothing": 3, "Footwear": 3}  # fmt: skip
+        rankings = outputs[f"{m}/rankings.parquet"].to_pandas()
+        assert rankings["target_item_id"].tolist() == ["A2", "C2", "F2"]
+        assert rankings["target_rank"].tolist() == RANKS
+        assert rankings["cold_start"].tolist() == [True, False, True]
+    ranked = outputs["last-search/rankings.parquet"].to_pandas()["ranked_item_ids"].map(list).tolist()
+    assert ranked[2] == ["F3", "F2", "F1"]  # u1's last search (#3) shows F3 then F2
+    report = outputs["report.md"]
+    assert report.startswith("# Evaluation report")
+    assert "| ceiling (oracle exp_*) | 3 | 0.5000 | 0.5000 | 0.5000 | | | | |" in report
+    assert "| popularity | Footwear | 3 | 1 | 1.0000 | 0.6309 | 0.5000 | 2.000 |" in report  # F2 at rank 2
+
+
+@pytest.mark.slow
+def test_rematerialize_is_idempotent(first_run, data_dir: Path) -> None:
+    workdir, _, before = first_run
+    canonical = {n: pq.read_table(workdir / "canonical" / f"{n}.parquet") for n in ("items", "events")}
+    result = _materialize(data_dir, workdir)
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    after = _outputs(workdir)
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert after[key].equals(value) if hasattr(value, "equals") else after[key] == value, key
+    for n, table in canonical.items():
+        assert pq.read_table(workdir / "canonical" / f"{n}.parquet").equals(table), n
+
+
+@pytest.mark.slow
+def test_cli_run_prints_the_metrics_table(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(app, ["run", "--data", str(data_dir), "--workdir", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # OVERALL and COLD above, to 4 decimals: ndcg (0.5 + 1 + 0.6309) / 3 = 0.7103, mrr 11/18 = 0.6111;
+    # cold ndcg (0.5 + 0.6309) / 2 = 0.5655, cold mrr 5/12 = 0.4167
+    for m in METHODS:
+        assert f"| {m} | 3 | 1.0000 | 0.7103 | 0.6111 | 2 | 1.0000 | 0.5655 | 0.4167 |" in lines
+    assert "| ceiling (oracle exp_*) | 3 | 0.5000 | 0.5000 | 0.5000 | | | | |" in lines
+    assert "asset check failed" not in result.output
+    assert (tmp_path / "work" / "eval" / "report.md").is_file()
+    assert (
+        AssetCheckKey(AssetKey("eval_targets"), "point_in_time_safety")
+        in defs.resolve_asset_graph().asset_check_keys
+    )
