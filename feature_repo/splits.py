@@ -81,3 +81,11 @@ def cross_category(splits: Splits, items: pd.DataFrame, train_category: str, tes
     inter = train_events[train_events["action"].isin(INTERACTIONS)]
     targets["cold_start"] = ~targets["target_item_id"].isin(pd.Index(inter["item_id"].unique()))
     return Splits(targets=targets.reset_index(drop=True), train_events=train_events)
+
+
+def training_cutoffs(splits: Splits, events: pd.DataFrame) -> pd.DataFrame:
+    """Per user, the time before which all events are training data: the first target, else after the last event."""
+    first = splits.targets.groupby("user_id")["target_ts"].min()
+    others = events[~events["user_id"].isin(first.index)].groupby("user_id")["timestamp"].max()
+    cut = pd.concat([first, others + pd.Timedelta(milliseconds=1)])
+    return cut.rename("cutoff_ts").rename_axis("user_id").reset_index()

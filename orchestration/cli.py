@@ -23,22 +23,35 @@ FormatOpt = Annotated[str, typer.Option("--format", help="canonical | hm | amazo
 @app.command()
 def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt = "canonical",
         select: Annotated[str, typer.Option(help="Dagster asset selection")] = "*",
-        log_level: Annotated[str, typer.Option(help="Dagster console log level")] = "INFO") -> None:
+        log_level: Annotated[str, typer.Option(help="Dagster console log level")] = "INFO",
+        epochs: Annotated[int, typer.Option(help="Max epochs per sequential model (early stopping on val NDCG@10)")] = 10,
+        models: Annotated[str, typer.Option(help="Sequential models to train: comma-separated names, or 'all'")]
+        = "core-trm,sasrec-ce",
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto") -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     from dagster import AssetSelection, DagsterInstance, materialize
 
     from models.evaluation import load_oracle
     from orchestration.assets.evaluation import read_results
+    from orchestration.assets.seqrec import SEQREC_ASSETS
     from orchestration.definitions import all_assets, all_checks, build_resources
 
+    chosen = set(SEQREC_ASSETS) if models == "all" else {m.strip() for m in models.split(",") if m.strip()}
+    if unknown := chosen - set(SEQREC_ASSETS):
+        raise typer.BadParameter(f"unknown models {sorted(unknown)}; choose from {sorted(SEQREC_ASSETS)}")
+    selection = AssetSelection.all() if select == "*" else AssetSelection.from_coercible(select)
+    skipped = [SEQREC_ASSETS[m].key for m in SEQREC_ASSETS if m not in chosen]
+    if skipped:
+        selection = selection - AssetSelection.assets(*skipped)
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    resources = build_resources(str(data) if data else None, format, str(workdir))
+    resources = build_resources(str(data) if data else None, format, str(workdir),
+                                training={"epochs": epochs, "device": device})
     typer.echo(f"fashionrec run: data={resources['dataset'].path} format={format} workdir={workdir}")
     t0 = time.perf_counter()
     with DagsterInstance.ephemeral() as instance:
         result = materialize([*all_assets, *all_checks], resources=resources, instance=instance,
-                             selection=AssetSelection.from_coercible(select) if select != "*" else None,
+                             selection=selection,
                              run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
     elapsed = time.perf_counter() - t0
     failed = [c for c in result.get_asset_check_evaluations() if not c.passed]

@@ -7,22 +7,35 @@ import os
 from dagster import Definitions, load_assets_from_modules
 
 from orchestration import checks, sensors
-from orchestration.assets import data, evaluation
-from orchestration.resources import DatasetResource, FeastResource, WorkdirResource
+from orchestration.assets import data, evaluation, report, seqrec
+from orchestration.resources import (
+    DatasetResource,
+    FeastResource,
+    QdrantResource,
+    TrainingResource,
+    WorkdirResource,
+)
 
-ASSET_MODULES = [data, evaluation]
+ASSET_MODULES = [data, evaluation, seqrec, report]
 all_assets = load_assets_from_modules(ASSET_MODULES)
 all_checks = [checks.canonical_row_counts, checks.referential_integrity, checks.point_in_time_safety]
 
 
-def build_resources(data_dir: str | None = None, fmt: str = "canonical", workdir: str | None = None) -> dict:
+def build_resources(data_dir: str | None = None, fmt: str = "canonical", workdir: str | None = None,
+                    training: dict | None = None) -> dict:
     """Resources for one dataset and workdir (defaults from FASHIONREC_* environment variables)."""
     workdir = workdir or os.environ.get("FASHIONREC_WORKDIR", "work")
     dataset = DatasetResource(format=os.environ.get("FASHIONREC_FORMAT", fmt))
     data_dir = data_dir or os.environ.get("FASHIONREC_DATA")
     if data_dir:
         dataset = DatasetResource(data_dir=str(data_dir), format=dataset.format)
-    return {"dataset": dataset, "workdir": WorkdirResource(workdir=workdir), "feast": FeastResource(workdir=workdir)}
+    return {
+        "dataset": dataset,
+        "workdir": WorkdirResource(workdir=workdir),
+        "feast": FeastResource(workdir=workdir),
+        "training": TrainingResource(**(training or {})),
+        "qdrant": QdrantResource(workdir=workdir, url=os.environ.get("FASHIONREC_QDRANT_URL")),
+    }
 
 
 defs = Definitions(

@@ -59,3 +59,44 @@ class FeastResource(ConfigurableResource):
     def repo(self) -> FeatureRepo:
         root = Path(self.workdir).resolve()
         return FeatureRepo(feature_dir=root / "features", feast_dir=root / "feast", online_items=self.online_items)
+
+
+class TrainingResource(ConfigurableResource):
+    """Training settings shared by the sequential models (run-level overrides from the CLI)."""
+
+    epochs: int = 30
+    patience: int = 3
+    batch_size: int = 256
+    max_len: int = 20
+    dim: int = 64
+    min_count: int = 2  # items seen fewer times in training share the cold embedding
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+    def train_config(self):  # noqa: ANN201
+        from models.seqrec import TrainConfig
+
+        return TrainConfig(epochs=self.epochs, patience=self.patience, batch_size=self.batch_size,
+                           device=self.device, seed=self.seed, progress=self.progress)
+
+    def model_overrides(self) -> dict:
+        return {"max_len": self.max_len, "dim": self.dim}
+
+
+class QdrantResource(ConfigurableResource):
+    """Qdrant: embedded local mode under `<workdir>/qdrant` by default, a server when `url` is set."""
+
+    workdir: str = "work"
+    url: str | None = None
+    api_key: str | None = None
+    id_collection: str = "item_id_embeddings"
+    title_collection: str = "item_title_embeddings"
+    memory_collection: str = "query_memory"
+
+    def store(self):  # noqa: ANN201
+        from serving.vectorstore import VectorStore
+
+        if self.url:
+            return VectorStore.remote(self.url, api_key=self.api_key)
+        return VectorStore.local(Path(self.workdir).resolve() / "qdrant", fast_writes=True)

@@ -26,10 +26,14 @@ def item_sequences(actions: Sequence[Sequence[str]], item_ids: Sequence[Sequence
             for acts, items in zip(actions, item_ids, strict=True)]
 
 
-def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame) -> tuple[SeqData, ItemVocab]:
-    """Vocab + SeqData from per-user training histories and validation targets (both with seq_* lists)."""
+def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame, min_count: int = 1) -> tuple[SeqData, ItemVocab]:
+    """Vocab + SeqData from per-user training histories and validation targets (both with seq_* lists).
+
+    Items seen fewer than `min_count` times in training share the cold row: it keeps the softmax small on large
+    catalogs and gives the cold embedding real training signal.
+    """
     train_items = item_sequences(train_history["seq_actions"], train_history["seq_item_ids"])
-    vocab = ItemVocab.from_items(i for seq in train_items for i in seq)
+    vocab = ItemVocab.from_items((i for seq in train_items for i in seq), min_count=min_count)
     train = [vocab.encode(s) for s in train_items if len(s) >= 2]
     valid_items = item_sequences(valid["seq_actions"], valid["seq_item_ids"])
     keep = [k for k, s in enumerate(valid_items) if s]

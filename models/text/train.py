@@ -148,9 +148,8 @@ def _batch_loss(
     q = model.embed(list(batch["query"]))  # (B, D)
     t = model.embed(list(batch["title"]))  # (B, D)
     if index is None:
-        return in_batch_triplet_loss(
-            q, t, list(batch["query_key"]), list(batch["item_id"]), cfg.margin, families
-        ).loss
+        keys, item_ids = list(batch["query_key"]), list(batch["item_id"])
+        return in_batch_triplet_loss(q, t, keys, item_ids, cfg.margin, families, cfg.negatives).loss
     neg_t, neg_q = mine_catalog(
         q.detach().cpu().numpy(),
         t.detach().cpu().numpy(),

@@ -5,13 +5,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import MaterializeResult, MetadataValue, asset
 
 from feature_repo.schema import CanonicalTables
 from models.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
-from models.evaluation import Catalog, Scorer, evaluate, load_oracle, metrics_table
+from models.evaluation import Catalog, Scorer, evaluate
 from orchestration.assets.data import eval_targets
-from orchestration.resources import DatasetResource, WorkdirResource
+from orchestration.resources import WorkdirResource
 
 
 def test_targets(workdir: WorkdirResource) -> pd.DataFrame:
@@ -66,19 +66,3 @@ def per_category_table(results: list[dict], oracle: dict | None) -> str:
             rows.append(f"| {m['method']} | {cat} | {v['n_items']:,} | {v['n']} | {v['recall@10']:.4f} | "
                         f"{v['ndcg@10']:.4f} | {v['mrr']:.4f} | {frac} |")
     return "\n".join(rows)
-
-
-@asset(group_name="evaluation", deps=METHOD_ASSETS, description="Markdown report: every method, overall/per category/cold")
-def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, dataset: DatasetResource):
-    results = read_results(workdir.eval)
-    oracle = load_oracle(dataset.path if dataset.format == "canonical" else None)
-    text = "\n\n".join([
-        f"# Evaluation report\n\nDataset: `{dataset.path}` ({dataset.format}). Test targets ranked among all items "
-        "of their category; ties count against the target.",
-        "## Overall and cold-start", metrics_table(results, oracle),
-        "## Per category", per_category_table(results, oracle),
-    ])
-    path = workdir.path("eval", "report.md")
-    path.write_text(text + "\n")
-    context.log.info(f"wrote {path}")
-    return MaterializeResult(metadata={"report": MetadataValue.md(text), "path": MetadataValue.path(str(path))})
