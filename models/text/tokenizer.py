@@ -1,25 +1,29 @@
 """WordPiece tokenizer trained on our own catalog titles and search queries (paper section 4.4, first step).
 
 Titles and queries share one vocabulary because they share one encoder. Lowercase + accent-stripping normalisation
-and WordPiece subwords keep typos ("sneakres" -> "sneak ##re ##s") close to the intended word instead of [UNK].
+and WordPiece subwords keep typos ("sneakres" -> "sneak ##res") close to the intended word instead of [UNK]. The
+vocabulary is learnt by our own small deterministic BPE over word counts (see `_learn_vocab`).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 import unicodedata
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+MAX_WORD_CHARS = 50  # longer "words" (e.g. URLs) become [UNK]
 
 _SPACES = re.compile(r"\s+")
 
@@ -85,18 +89,75 @@ class TitleTokenizer:
         return cls(Tokenizer.from_file(str(directory / TOKENIZER_FILE)), cfg)
 
 
+def _learn_vocab(word_counts: Counter[str], cfg: TokenizerConfig) -> dict[str, int]:
+    """WordPiece vocabulary from BPE merges over word counts; ties go to the smaller pair, so fully deterministic.
+
+    (The `tokenizers` WordPiece trainer breaks ties in Rust hash-map order and gives a different vocabulary from run
+    to run, which would make training irreproducible.)
+    """
+    words: list[list[str]] = []
+    counts: list[int] = []
+    for w, c in sorted(word_counts.items()):
+        if len(w) <= MAX_WORD_CHARS:
+            words.append([w[0], *(f"##{ch}" for ch in w[1:])])
+            counts.append(c)
+    vocab = [PAD_TOKEN, UNK_TOKEN, *sorted({s for w in words for s in w})]
+    known = set(vocab)
+    stats: Counter[tuple[str, str]] = Counter()
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for i, w in enumerate(words):
+        for pair in zip(w, w[1:], strict=False):
+            stats[pair] += counts[i]
+            where[pair].add(i)
+    heap = [(-c, pair) for pair, c in stats.items()]
+    heapq.heapify(heap)
+    while len(vocab) < cfg.vocab_size and heap:
+        neg, pair = heapq.heappop(heap)
+        if stats.get(pair, 0) != -neg:  # stale heap entry
+            continue
+        if -neg < cfg.min_frequency:
+            break
+        a, b = pair
+        merged = a + b[2:]  # b is always a continuation piece "##..."
+        touched: set[tuple[str, str]] = set()
+        for i in sorted(where.pop(pair, ())):
+            w, c = words[i], counts[i]
+            for p in zip(w, w[1:], strict=False):
+                stats[p] -= c
+                touched.add(p)
+            out, j = [], 0
+            while j < len(w):
+                if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
+                    out.append(merged)
+                    j += 2
+                else:
+                    out.append(w[j])
+                    j += 1
+            words[i] = out
+            for p in zip(out, out[1:], strict=False):
+                stats[p] += c
+                where[p].add(i)
+                touched.add(p)
+        stats.pop(pair, None)
+        for p in sorted(touched - {pair}):
+            if stats[p] > 0:
+                heapq.heappush(heap, (-stats[p], p))
+        if merged not in known:
+            vocab.append(merged)
+            known.add(merged)
+    return {tok: i for i, tok in enumerate(vocab)}
+
+
 def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig = TokenizerConfig()) -> TitleTokenizer:
-    """Train a lowercase WordPiece tokenizer on titles + queries; deterministic for the same texts in the same order."""
-    tok = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN, max_input_chars_per_word=50))
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()]
-    )
+    """Train a lowercase WordPiece tokenizer on titles + queries; the same texts always give the same vocabulary."""
+    tok = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN, max_input_chars_per_word=MAX_WORD_CHARS))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # splits on whitespace and punctuation
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=cfg.vocab_size,
-        min_frequency=cfg.min_frequency,
-        special_tokens=[PAD_TOKEN, UNK_TOKEN],  # PAD is id 0, the LSTM embedding's padding_idx
-        show_progress=False,
+    word_counts: Counter[str] = Counter()
+    for text in texts:
+        if isinstance(text, str) and text:
+            word_counts.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
+    tok.model = models.WordPiece(
+        vocab=_learn_vocab(word_counts, cfg), unk_token=UNK_TOKEN, max_input_chars_per_word=MAX_WORD_CHARS
     )
-    tok.train_from_iterator((t for t in texts if isinstance(t, str) and t), trainer=trainer)
     return TitleTokenizer(tok, cfg)

@@ -108,6 +108,7 @@ class TitleTrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
+    num_threads: int | None = None  # torch intra-op threads while training (1 is fastest for small models); None: as is
     show_progress: bool = True
 
 
@@ -205,6 +206,17 @@ def train_title_model(
     pairs: pd.DataFrame, items: pd.DataFrame, cfg: TitleTrainConfig = TitleTrainConfig()
 ) -> tuple[LSTMTitleEncoder, TrainResult]:
     """Train tokenizer + shared query/title LSTM with the two-hard-negative triplet loss; seeded and deterministic."""
+    threads = torch.get_num_threads()
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train(pairs, items, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(pairs: pd.DataFrame, items: pd.DataFrame, cfg: TitleTrainConfig) -> tuple[LSTMTitleEncoder, TrainResult]:
+    """The body of `train_title_model`."""
     start = time.perf_counter()
     _seed_everything(cfg.seed)
     df = _join_titles(pairs, items)

@@ -345,6 +345,7 @@ TINY_CFG = TitleTrainConfig(
     epochs=40,
     batch_size=24,
     lr=1e-2,
+    num_threads=1,
     show_progress=False,
 )
 

@@ -15,8 +15,11 @@ from orchestration.cli import app
 from orchestration.definitions import all_assets, all_checks, build_resources, defs
 from tests.conftest import make_tiny_tables
 
+SEQREC = {"seqrec_sequences", "id_embeddings"} | {f"seqrec_{m.replace('-', '_')}" for m in
+                                                  ("core-ave", "core-trm", "sasrec-ce", "sasrec-bce", "gru4rec",
+                                                   "bert4rec", "nextitnet")}
 ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",
-          "popularity_eval", "last_search_eval", "evaluation_report"}  # fmt: skip
+          "popularity_eval", "last_search_eval", "evaluation_report"} | SEQREC  # fmt: skip
 CHECKS = {("canonical_tables", "canonical_row_counts"), ("canonical_tables", "referential_integrity"),
           ("eval_targets", "point_in_time_safety")}  # fmt: skip
 METHODS = ("last-search", "popularity")
@@ -54,7 +57,7 @@ def test_definitions_load() -> None:
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
-    assert set(defs.resources) == {"dataset", "workdir", "feast"}
+    assert set(defs.resources) == {"dataset", "workdir", "feast", "training", "qdrant"}
     job = defs.resolve_implicit_global_asset_job_def()  # the whole graph: 8 asset ops + 3 check ops
     assert {n.name for n in job.graph.node_defs} == ASSETS | {f"{a}_{c}" for a, c in CHECKS}
 
