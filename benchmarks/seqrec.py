@@ -75,7 +75,12 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["medium", "hm"], choices=sorted(DATASETS))
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--out", type=Path, default=Path("bench-work"))
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     for name in args.datasets:
         results, seconds = run(name, args.out, args.epochs)
         data, fmt = DATASETS[name]

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.seqrec.vocab import PAD
+from models.seqrec.vocab import COLD, PAD
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,13 @@ class SeqBatch:
 
     @property
     def targets(self) -> Tensor:
-        """Next item at every input position (0 where the input is padding)."""
-        return self.seqs[:, 1:].masked_fill(self.inputs == PAD, PAD)  # (B, L)
+        """Next item at every input position; 0 (ignored) where the input is padding or the target is cold.
+
+        The shared cold row is never a training target: it stands for many different items, and learning to predict
+        it would push every untrained catalog item to the top of the ranking at once.
+        """
+        nxt = self.seqs[:, 1:]  # (B, L)
+        return nxt.masked_fill((self.inputs == PAD) | (nxt == COLD), PAD)  # (B, L)
 
     def to(self, device: torch.device | str) -> SeqBatch:
         """Move to a device."""
@@ -176,4 +181,6 @@ class SequentialRecommender(nn.Module, ABC):
         h = self.encode(batch.inputs)  # (B, L, d)
         targets = batch.targets  # (B, L)
         keep = targets != PAD  # (B, L)
+        if not keep.any():
+            return h.sum() * 0.0  # nothing to predict in this batch
         return F.cross_entropy(self.logits(h[keep]), targets[keep])  # h[keep]: (N, d)

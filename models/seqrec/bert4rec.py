@@ -24,7 +24,7 @@ from models.seqrec.base import (
     position_ids,
 )
 from models.seqrec.layers import TransformerEncoder
-from models.seqrec.vocab import PAD
+from models.seqrec.vocab import COLD, PAD
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,11 @@ class BERT4Rec(SequentialRecommender):
     def loss(self, batch: SeqBatch) -> Tensor:
         """Cloze: mask each real item with prob mask_prob (at least one per row), predict it over all items."""
         seqs = batch.seqs[:, 1:]  # (B, L) the latest max_len items of each window
-        real = seqs != PAD  # (B, L)
+        real = (seqs != PAD) & (seqs != COLD)  # (B, L) maskable: real, non-cold items (see SeqBatch.targets)
         masked = (torch.rand(seqs.shape, device=seqs.device) < self.config.mask_prob) & real  # (B, L)
         empty = ~masked.any(dim=1)  # (B,)
         masked[:, -1] |= empty & real[:, -1]  # rows with no mask: mask the latest item, as in prediction
         h = self.encode(seqs.masked_fill(masked, self.mask_index))  # (B, L, d)
+        if not masked.any():
+            return h.sum() * 0.0  # nothing to predict in this batch
         return F.cross_entropy(self.logits(h[masked]), seqs[masked])  # h[masked]: (N, d)

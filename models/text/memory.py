@@ -253,9 +253,6 @@ def build_query_memory(
 ) -> QueryProductMemory:
     """Build the memory from search rows strictly before cutoff, keyed by `encoder` embeddings of the query text."""
     records = aggregate_query_products(search_results, cutoff, cfg)
-    keys = (
-        encoder.encode([r.query for r in records], batch_size=batch_size)
-        if records
-        else np.zeros((0, encoder.dim))
-    )
+    queries = [r.query for r in records]
+    keys = encoder.encode(queries, batch_size=batch_size) if records else np.zeros((0, encoder.dim))  # (n, d)
     return QueryProductMemory(records, keys, built_before=cutoff, encoder=encoder)

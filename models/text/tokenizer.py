@@ -151,12 +151,16 @@ def _learn_vocab(word_counts: Counter[str], cfg: TokenizerConfig) -> dict[str, i
 def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig = TokenizerConfig()) -> TitleTokenizer:
     """Train a lowercase WordPiece tokenizer on titles + queries; the same texts always give the same vocabulary."""
     tok = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN, max_input_chars_per_word=MAX_WORD_CHARS))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()])
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()]
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # splits on whitespace and punctuation
     word_counts: Counter[str] = Counter()
     for text in texts:
         if isinstance(text, str) and text:
-            word_counts.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
+            word_counts.update(
+                w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))
+            )
     tok.model = models.WordPiece(
         vocab=_learn_vocab(word_counts, cfg), unk_token=UNK_TOKEN, max_input_chars_per_word=MAX_WORD_CHARS
     )

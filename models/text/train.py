@@ -97,18 +97,17 @@ class TitleTrainConfig:
     """Everything that defines a title-model training run."""
 
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    encoder: LSTMEncoderConfig = field(
-        default_factory=LSTMEncoderConfig
-    )  # vocab_size/pad_id come from tokenizer
+    encoder: LSTMEncoderConfig = field(default_factory=LSTMEncoderConfig)  # vocab_size/pad_id: from tokenizer
     triplet: TripletConfig = field(default_factory=TripletConfig)
     epochs: int = 5
-    warmup_epochs: int = 0  # first epochs use the all-negatives in-batch loss before the configured mining
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
-    num_threads: int | None = None  # torch intra-op threads while training (1 is fastest for small models); None: as is
+    num_threads: int | None = (
+        None  # torch threads while training (1 is fastest for small models); None: as is
+    )
     show_progress: bool = True
 
 
@@ -190,10 +189,10 @@ def build_catalog_index(model: LSTMTitleEncoder, items: pd.DataFrame, df: pd.Dat
 
 @torch.no_grad()
 def evaluate_loss(model: LSTMTitleEncoder, df: pd.DataFrame, cfg: TripletConfig, batch_size: int) -> float:
-    """Mean in-batch triplet loss over fixed consecutive batches, eval mode (comparable before/after training)."""
+    """Mean in-batch triplet loss over fixed consecutive batches in eval mode (comparable before/after training)."""
     was_training = model.model.training
     model.model.eval()
-    in_batch = replace(cfg, mining="in_batch", negatives="hardest")
+    in_batch = replace(cfg, mining="in_batch")
     losses = [
         _batch_loss(model, df.iloc[s : s + batch_size], in_batch, None).item()
         for s in range(0, len(df), batch_size)
@@ -215,14 +214,16 @@ def train_title_model(
         torch.set_num_threads(threads)
 
 
-def _train(pairs: pd.DataFrame, items: pd.DataFrame, cfg: TitleTrainConfig) -> tuple[LSTMTitleEncoder, TrainResult]:
+def _train(
+    pairs: pd.DataFrame, items: pd.DataFrame, cfg: TitleTrainConfig
+) -> tuple[LSTMTitleEncoder, TrainResult]:
     """The body of `train_title_model`."""
     start = time.perf_counter()
     _seed_everything(cfg.seed)
     df = _join_titles(pairs, items)
     if len(df) < 2:
         raise ValueError(f"need at least 2 (query, item) pairs with catalog titles, got {len(df)}")
-    # Tokenizer sees the catalog titles and the training queries only (no evaluation-period text).
+    # Tokenizer sees the catalog titles and the training queries only: pass the catalog as known at training time.
     tokenizer = train_tokenizer([*items["title"].dropna(), *df["query"]], cfg.tokenizer)
     enc_cfg = replace(cfg.encoder, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
     model = LSTMTitleEncoder(tokenizer, LSTMTextEncoder(enc_cfg))
@@ -233,8 +234,7 @@ def _train(pairs: pd.DataFrame, items: pd.DataFrame, cfg: TitleTrainConfig) -> t
     epoch_losses: list[float] = []
     n_steps = 0
     for epoch in range(cfg.epochs):
-        triplet = replace(cfg.triplet, mining="in_batch", negatives="all") if epoch < cfg.warmup_epochs else cfg.triplet
-        index = build_catalog_index(model, items, df) if triplet.mining == "catalog" else None
+        index = build_catalog_index(model, items, df) if cfg.triplet.mining == "catalog" else None
         model.model.train()
         perm = torch.randperm(len(df), generator=gen).numpy()
         starts = range(0, len(df), cfg.batch_size)
@@ -243,7 +243,7 @@ def _train(pairs: pd.DataFrame, items: pd.DataFrame, cfg: TitleTrainConfig) -> t
         )
         total = 0.0
         for s in bar:
-            loss = _batch_loss(model, df.iloc[perm[s : s + cfg.batch_size]], triplet, index)
+            loss = _batch_loss(model, df.iloc[perm[s : s + cfg.batch_size]], cfg.triplet, index)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

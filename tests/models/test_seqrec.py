@@ -304,3 +304,20 @@ def test_build_model_applies_overrides_and_guards_variants() -> None:
         build_model("core-ave", N_ITEMS, variant="trm")
     with pytest.raises(KeyError):
         build_model("no-such-model", N_ITEMS)
+
+
+def test_cold_targets_are_never_trained_or_validated() -> None:
+    """The shared cold row is an input only: a window whose next item is cold contributes no target."""
+    import pandas as pd
+
+    from models.seqrec.pipeline import build_seq_data
+
+    seqs = torch.tensor([[0, 2, COLD, 3], [2, 3, 4, COLD]])  # (B, L+1)
+    batch = SeqBatch(seqs)
+    assert batch.targets.tolist() == [[0, 0, 3], [3, 4, 0]]  # cold next items and padded inputs are ignored
+    hist = pd.DataFrame({"seq_actions": [["click"] * 3, ["click"] * 2],
+                         "seq_item_ids": [["a", "b", "a"], ["b", "c"]]})
+    valid = pd.DataFrame({"seq_actions": [["click"], ["click"]], "seq_item_ids": [["a"], ["b"]],
+                          "target_item_id": ["b", "never-seen"]})
+    data, vocab = build_seq_data(hist, valid, min_count=1)
+    assert list(data.valid_targets) == list(vocab.encode(["b"]))  # the cold validation target is left out

