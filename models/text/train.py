@@ -19,7 +19,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from models.text.encoder import LSTMEncoderConfig, LSTMTextEncoder, LSTMTitleEncoder, TextEncoder
+from models.text.encoder import (
+    LSTMEncoderConfig,
+    LSTMTextEncoder,
+    LSTMTitleEncoder,
+    TextEncoder,
+    torch_threads,
+)
 from models.text.tokenizer import TokenizerConfig, normalize_text, train_tokenizer
 from models.text.triplet import (
     CatalogIndex,
@@ -105,9 +111,7 @@ class TitleTrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
-    num_threads: int | None = (
-        None  # torch threads while training (1 is fastest for small models); None: as is
-    )
+    num_threads: int | None = 1  # torch threads while training (see encoder.torch_threads); None: as is
     show_progress: bool = True
 
 
@@ -205,13 +209,8 @@ def train_title_model(
     pairs: pd.DataFrame, items: pd.DataFrame, cfg: TitleTrainConfig = TitleTrainConfig()
 ) -> tuple[LSTMTitleEncoder, TrainResult]:
     """Train tokenizer + shared query/title LSTM with the two-hard-negative triplet loss; seeded and deterministic."""
-    threads = torch.get_num_threads()
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    try:
+    with torch_threads(cfg.num_threads):
         return _train(pairs, items, cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(
@@ -284,9 +283,11 @@ def save_title_model(
     return directory
 
 
-def load_title_model(directory: str | Path, device: str = "cpu") -> LSTMTitleEncoder:
+def load_title_model(
+    directory: str | Path, device: str = "cpu", num_threads: int | None = 1
+) -> LSTMTitleEncoder:
     """Load a model written by `save_title_model`."""
-    return LSTMTitleEncoder.load(directory, device=device)
+    return LSTMTitleEncoder.load(directory, device=device, num_threads=num_threads)
 
 
 def embed_catalog(

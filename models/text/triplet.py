@@ -11,11 +11,12 @@ Which negative (`TripletConfig.negatives`):
 - "hardest": the paper's rule as written, the closest non-positive.
 - "semi_hard" (DEFAULT): the closest non-positive that is still less similar than the positive (FaceNet), falling
   back to the hardest when there is none. Why: short generic queries ("boots", "tee") have many equally good
-  items that were simply not bought from them, so the hardest "negative" is usually a false negative; on
-  synthetic small-s0 (1,783 training pairs, 4 epochs) "hardest" collapsed every title onto one point (mean
-  pairwise title cosine 0.997, loss stuck at 2m), while "semi_hard" kept them spread (0.058) and ranked the
-  purchased item far better (median rank 125 of 5.9k vs 340; hashing n-grams 227).
-- "all": mean hinge over every admissible in-batch negative (smooth, no collapse, weaker: median rank 146).
+  items that were simply not bought from them, so the hardest "negative" is usually a false negative. On
+  synthetic small-s0 (1,783 purchase pairs before 2023-10-01, 4 epochs; later purchases ranked among 5.9k
+  titles) "hardest" collapsed every title onto one point (mean pairwise title cosine 0.996, loss stuck at 2m,
+  median rank 266), while "semi_hard" kept them spread (0.068) and ranked far better (median rank 128, R@50
+  0.29; untrained character n-gram hashing: 227, 0.24).
+- "all": mean hinge over every admissible in-batch negative (no collapse, weaker: median rank 146).
 
 Where negatives come from (`TripletConfig.mining`):
 - "in_batch" (DEFAULT): the other titles/queries of the same batch, from the B x B similarity matrix the forward
@@ -25,8 +26,9 @@ Where negatives come from (`TripletConfig.mining`):
   epoch) and q_neg from an index over all distinct training queries; the positive set is the whole training pair
   set. Much harder negatives, but it re-embeds the catalog every epoch (~40k-200k titles), its neighbours are up
   to an epoch stale, and in a high-turnover catalog the nearest titles to a query are mostly variants of the
-  bought family or equally good unlogged products: false negatives that push training towards collapse. Negatives
-  are re-embedded with gradient; "all" is treated as "hardest" there.
+  bought family or equally good unlogged products: false negatives that push training towards collapse. On
+  small-s0 it was ~10x slower (155 s vs 14 s for 4 epochs) and no better (median rank 147 vs 128).
+  Negatives are re-embedded with gradient; "all" is treated as "hardest" there.
 In both modes `exclude_same_family=True` also refuses, as negatives for q, all variants of the families q bought
 from (neither positives nor negatives); set it False to make colour/size siblings count as negatives.
 """

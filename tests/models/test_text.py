@@ -407,7 +407,6 @@ TINY_CFG = TitleTrainConfig(
     epochs=40,
     batch_size=24,
     lr=1e-2,
-    num_threads=1,
     show_progress=False,
 )
 
@@ -435,7 +434,9 @@ def test_lstm_training_lowers_loss_and_ranks_right_title_first(trained_tiny) -> 
 def test_training_is_deterministic_and_save_load_round_trips(trained_tiny, tmp_path) -> None:
     model, result, items, pairs = trained_tiny
     cfg = TitleTrainConfig(**{**TINY_CFG.__dict__, "epochs": 2})
+    threads = torch.get_num_threads()
     a, ra = train_title_model(pairs, items, cfg)
+    assert torch.get_num_threads() == threads  # training uses 1 thread and restores the setting
     b, rb = train_title_model(pairs, items, cfg)
     np.testing.assert_array_equal(a.encode(QUERIES), b.encode(QUERIES))
     assert ra.epoch_losses == rb.epoch_losses
