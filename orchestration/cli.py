@@ -27,7 +27,9 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         epochs: Annotated[int, typer.Option(help="Max epochs per sequential model (early stopping on val NDCG@10)")] = 10,
         models: Annotated[str, typer.Option(help="Sequential models to train: comma-separated names, or 'all'")]
         = "core-trm,sasrec-ce",
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto") -> None:
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+        retrieval: Annotated[bool, typer.Option(help="Also build the text side and the retrieval-only evaluation")]
+        = False) -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     from dagster import AssetSelection, DagsterInstance, materialize
 
@@ -43,6 +45,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     skipped = [SEQREC_ASSETS[m].key for m in SEQREC_ASSETS if m not in chosen]
     if skipped:
         selection = selection - AssetSelection.assets(*skipped)
+    if not retrieval:
+        selection = selection - AssetSelection.groups("text")
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     resources = build_resources(str(data) if data else None, format, str(workdir),

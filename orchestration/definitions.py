@@ -7,7 +7,7 @@ import os
 from dagster import Definitions, load_assets_from_modules
 
 from orchestration import checks, sensors
-from orchestration.assets import data, evaluation, report, seqrec
+from orchestration.assets import data, evaluation, report, seqrec, text
 from orchestration.resources import (
     DatasetResource,
     FeastResource,
@@ -16,7 +16,7 @@ from orchestration.resources import (
     WorkdirResource,
 )
 
-ASSET_MODULES = [data, evaluation, seqrec, report]
+ASSET_MODULES = [data, evaluation, seqrec, text, report]
 all_assets = load_assets_from_modules(ASSET_MODULES)
 all_checks = [checks.canonical_row_counts, checks.referential_integrity, checks.point_in_time_safety]
 

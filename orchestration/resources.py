@@ -70,6 +70,8 @@ class TrainingResource(ConfigurableResource):
     max_len: int = 20
     dim: int = 64
     min_count: int = 2  # items seen fewer times in training share the cold embedding
+    title_epochs: int = 5  # LSTM title encoder (models.text.TitleTrainConfig.epochs)
+    title_include_clicks: bool = False  # title pairs from clicks too (the paper: purchases only)
     device: str = "auto"
     seed: int = 0
     progress: bool = True

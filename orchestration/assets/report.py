@@ -5,9 +5,10 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from models.evaluation import load_oracle, metrics_table
 from orchestration.assets.evaluation import METHOD_ASSETS, per_category_table, read_results
 from orchestration.assets.seqrec import SEQREC_ASSETS
+from orchestration.assets.text import RETRIEVAL_ASSETS
 from orchestration.resources import DatasetResource, WorkdirResource
 
-REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values()]
+REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values(), *RETRIEVAL_ASSETS.values()]
 
 
 @asset(group_name="evaluation", deps=REPORTED, description="Markdown report: every method, overall/per category/cold")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions, materialize
+from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, Definitions, materialize
 from typer.testing import CliRunner
 
 from orchestration.cli import app
@@ -18,6 +18,8 @@ from tests.conftest import make_tiny_tables
 SEQREC = {"seqrec_sequences", "id_embeddings"} | {f"seqrec_{m.replace('-', '_')}" for m in
                                                   ("core-ave", "core-trm", "sasrec-ce", "sasrec-bce", "gru4rec",
                                                    "bert4rec", "nextitnet")}
+TEXT = {"title_model", "item_title_embeddings", "query_memory", "retrieval_id_only", "retrieval_title_only",
+        "retrieval_mixup"}
 ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",
           "popularity_eval", "last_search_eval", "evaluation_report"} | SEQREC  # fmt: skip
 CHECKS = {("canonical_tables", "canonical_row_counts"), ("canonical_tables", "referential_integrity"),
@@ -55,11 +57,11 @@ def test_definitions_load() -> None:
     assert isinstance(defs, Definitions)
     Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS | TEXT
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
     assert set(defs.resources) == {"dataset", "workdir", "feast", "training", "qdrant"}
     job = defs.resolve_implicit_global_asset_job_def()  # the whole graph: 8 asset ops + 3 check ops
-    assert {n.name for n in job.graph.node_defs} == ASSETS | {f"{a}_{c}" for a, c in CHECKS}
+    assert {n.name for n in job.graph.node_defs} == ASSETS | TEXT | {f"{a}_{c}" for a, c in CHECKS}
 
 
 def test_build_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,6 +86,7 @@ def _materialize(data_dir: Path, workdir: Path):
             [*all_assets, *all_checks],
             instance=instance,
             resources=build_resources(str(data_dir), "canonical", str(workdir)),
+            selection=AssetSelection.all() - AssetSelection.groups("text"),  # text assets: test_text_assets.py
         )
 
 

@@ -1,0 +1,131 @@
+"""Retrieval ablation on a finished workdir: ID-only vs title-only vs mixup N=1,2,3 vs RRF vs the best baseline.
+
+Assumes the asset graph (incl. the `text` group) already ran into `--workdir`. Prints Recall@10/NDCG@10/MRR overall
+and on cold-start targets, ratios against the best non-retrieval method in `<workdir>/eval/*/metrics.json` (by
+overall NDCG@10), and memory-lookup and Qdrant-search latency p50/p99 (one query at a time).
+
+    python benchmarks/retrieval.py --workdir /tmp/w4 --data /work/shared/data/synthetic/medium-s0
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import torch
+import typer
+
+from feature_repo.schema import CanonicalTables
+from models.evaluation import Catalog, evaluate, load_oracle
+from models.text import load_title_model
+from orchestration.assets.text import TITLE_DIR, TITLE_VECTORS, retrieval_scorer
+from orchestration.resources import QdrantResource, WorkdirResource
+from serving.retrieval import RetrievalConfig, TimeSlicedMemory, last_search_queries
+
+DEFAULT_DATA = Path("/work/shared/data/synthetic/medium-s0")
+MODES = {
+    "id-only": RetrievalConfig(mode="id_only"),
+    "title-only": RetrievalConfig(mode="title_only"),
+    "mixup N=1": RetrievalConfig(mode="mixup", n=1),
+    "mixup N=2": RetrievalConfig(mode="mixup", n=2),
+    "mixup N=3": RetrievalConfig(mode="mixup", n=3),
+    "rrf": RetrievalConfig(mode="rrf"),
+}
+
+
+class Cached:
+    """Memoise a query function over identical batches (every mode evaluates the same batches in the same order)."""
+
+    def __init__(self, fn, key):  # noqa: ANN001
+        self.fn, self.key, self.cache = fn, key, {}
+
+    def __call__(self, *args):  # noqa: ANN002, ANN204
+        k = self.key(*args)
+        if k not in self.cache:
+            self.cache[k] = self.fn(*args)
+        return self.cache[k]
+
+
+def best_baseline(eval_dir: Path) -> dict:
+    """The non-retrieval method with the best overall NDCG@10."""
+    results = [json.loads(p.read_text()) for p in eval_dir.glob("*/metrics.json")]
+    results = [r for r in results if not r["method"].startswith("retrieval-")]
+    return max(results, key=lambda r: r["overall"]["ndcg@10"])
+
+
+def percentiles(seconds: list[float]) -> str:
+    ms = np.asarray(seconds) * 1e3
+    return f"p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms (n={len(ms)})"
+
+
+def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into")] = Path("work"),
+         data: Annotated[Path, typer.Option(help="Dataset dir (for its oracle ceiling)")] = DEFAULT_DATA,
+         latency_queries: Annotated[int, typer.Option(help="Single queries timed per latency figure")] = 200) -> None:
+    """Print the retrieval ablation table and latencies."""
+    torch.set_num_threads(1)
+    wd = WorkdirResource(workdir=str(workdir))
+    tables = CanonicalTables.read(wd.canonical)
+    catalog = Catalog.from_items(tables.items)
+    targets = pd.read_parquet(wd.path("splits", "eval_targets.parquet"))
+    targets = targets[targets["split"] == "test"].reset_index(drop=True)
+    encoder = load_title_model(wd.root.joinpath(*TITLE_DIR))
+    t0 = time.perf_counter()
+    memory = TimeSlicedMemory.build(tables.search_results, encoder)
+    typer.echo(f"memory: {len(memory.cutoffs)} weekly snapshots in {time.perf_counter() - t0:.1f} s; "
+               f"{len(targets)} test targets")
+
+    scorer = retrieval_scorer(wd, catalog, RetrievalConfig(), memory)
+    scorer.id_queries = Cached(scorer.id_queries, lambda h: tuple(map(tuple, h)))
+    scorer.title_queries = Cached(scorer.title_queries, lambda b, r: (tuple(b["user_id"]), int(r[0]), len(r)))
+    rows = []
+    for name, cfg in MODES.items():
+        scorer.cfg = cfg
+        t1 = time.perf_counter()
+        m = evaluate(f"retrieval-{name}", scorer, targets, catalog, progress=False).metrics
+        rows.append((name, m, time.perf_counter() - t1))
+
+    base = best_baseline(wd.eval)
+    rows.append((f"baseline: {base['method']}", base, float("nan")))
+    b, bc = base["overall"], base["cold_start"]
+    oracle = load_oracle(data)
+    typer.echo(f"\nDataset {data} (oracle {'found' if oracle else 'absent'}), workdir {workdir}; K=100, "
+               f"ratios vs {base['method']} (best NDCG@10 among non-retrieval methods)\n")
+    typer.echo("| method | R@10 | N@10 | MRR | cold n | cold R@10 | cold N@10 | R@10 / base | N@10 / base "
+               "| cold N@10 / base | eval s |")
+    typer.echo("|" + "---|" * 11)
+    for name, m, secs in rows:
+        a, c = m["overall"], m["cold_start"]
+        typer.echo(f"| {name} | {a['recall@10']:.4f} | {a['ndcg@10']:.4f} | {a['mrr']:.4f} | {c['n']} | "
+                   f"{c['recall@10']:.4f} | {c['ndcg@10']:.4f} | {a['recall@10'] / b['recall@10']:.2f} | "
+                   f"{a['ndcg@10'] / b['ndcg@10']:.2f} | {c['ndcg@10'] / max(bc['ndcg@10'], 1e-12):.2f} | "
+                   f"{secs:.1f} |")
+
+    # Latency: one target at a time, as serving would see it.
+    sample = targets.head(latency_queries)
+    last = last_search_queries(sample["seq_actions"], sample["seq_queries"])
+    searched = [(q, t) for q, t in zip(last, sample["target_ts"], strict=True) if q is not None]
+    lookup = []
+    for q, t in searched:
+        t1 = time.perf_counter()
+        memory.for_time(t).lookup([q], q=5, v=10)
+        lookup.append(time.perf_counter() - t1)
+    title_vectors = np.load(wd.path(*TITLE_VECTORS))
+    row_of = pd.Series(np.arange(len(catalog.items)), index=catalog.item_ids)
+    qdrant = QdrantResource(workdir=str(workdir))
+    search = []
+    with qdrant.store() as store:
+        for item, cat in zip(sample["target_item_id"], sample["category"], strict=True):
+            vec = title_vectors[[row_of[item]]]  # (1, d) any realistic vector in the title space
+            t1 = time.perf_counter()
+            store.search(qdrant.title_collection, vec, 100, partition=cat)
+            search.append(time.perf_counter() - t1)
+    typer.echo(f"\nmemory lookup (encode query + nearest Q=5, V=10): {percentiles(lookup)}")
+    typer.echo(f"Qdrant title search (top-100, one category, local mode): {percentiles(search)}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,138 @@
+"""Title-model assets: the LSTM title encoder, title embeddings and query memory in Qdrant, and retrieval evals."""
+
+import time
+from dataclasses import asdict, replace
+
+import numpy as np
+import pandas as pd
+from dagster import AssetsDefinition, MaterializeResult, MetadataValue, asset
+
+from feature_repo.schema import CanonicalTables
+from models.evaluation import Catalog
+from models.seqrec import load_checkpoint
+from models.text import (
+    TitleTrainConfig,
+    build_pairs,
+    build_query_memory,
+    embed_catalog,
+    load_title_model,
+    save_title_model,
+    train_title_model,
+)
+from orchestration.assets.data import eval_targets
+from orchestration.assets.evaluation import run_method
+from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
+from orchestration.resources import QdrantResource, TrainingResource, WorkdirResource
+from serving.id_index import item_vectors, query_vectors
+from serving.retrieval import RetrievalConfig, RetrievalScorer, TimeSlicedMemory, TitleQueryBuilder
+
+TITLE_DIR = ("models", "title")
+TITLE_VECTORS = ("text", "title_vectors.npy")  # catalog order (Catalog.from_items), for exact evaluation
+
+
+def _dir(workdir: WorkdirResource, *parts: str):  # noqa: ANN202
+    d = workdir.root.joinpath(*parts)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@asset(group_name="text", deps=[eval_targets],
+       description="LSTM title encoder trained with the two-hard-negative triplet loss on training purchases")
+def title_model(workdir: WorkdirResource, training: TrainingResource):
+    tables = CanonicalTables.read(workdir.canonical)
+    train_events = pd.read_parquet(workdir.path("splits", "train_events.parquet"))
+    pairs = build_pairs(train_events, tables.search_results, include_clicks=training.title_include_clicks)
+    cfg = replace(TitleTrainConfig(), epochs=training.title_epochs, seed=training.seed, show_progress=training.progress)
+    model, result = train_title_model(pairs, tables.items, cfg)
+    out = save_title_model(model, _dir(workdir, *TITLE_DIR), cfg, result)
+    return MaterializeResult(metadata={
+        "pairs": result.n_pairs, "dropped_pairs": result.n_dropped_pairs, "epochs": cfg.epochs,
+        "loss_before": result.initial_loss, "loss_after": result.final_loss,
+        "epoch_losses": MetadataValue.json(result.epoch_losses), "seconds": round(result.seconds, 2),
+        "path": MetadataValue.path(str(out)),
+    })
+
+
+@asset(group_name="text", deps=[title_model],
+       description="Title embedding of EVERY catalog item in Qdrant (partitioned by category)")
+def item_title_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):
+    catalog = Catalog.from_items(CanonicalTables.read(workdir.canonical).items)
+    items = catalog.items
+    t0 = time.perf_counter()
+    vectors = embed_catalog(load_title_model(_dir(workdir, *TITLE_DIR)), items)  # (n, d)
+    embed_s = time.perf_counter() - t0
+    np.save(workdir.path(*TITLE_VECTORS), vectors)
+    payloads = [{"item_id": i, "category": c, "title": t}
+                for i, c, t in zip(items["item_id"], items["category"], items["title"], strict=True)]
+    t1 = time.perf_counter()
+    with qdrant.store() as store:
+        n = store.upsert(qdrant.title_collection, list(items["item_id"]), vectors, payloads,
+                         partitions=list(items["category"]))
+        counts = {c: store.count(qdrant.title_collection, partition=c) for c in catalog.rows}
+    return MaterializeResult(metadata={
+        "points": n, "dim": int(vectors.shape[1]), "per_category": MetadataValue.json(counts),
+        "embed_seconds": round(embed_s, 2), "upsert_seconds": round(time.perf_counter() - t1, 2),
+    })
+
+
+@asset(group_name="text", deps=[title_model],
+       description="Query-product memory over training-period searches, keys in Qdrant (serving)")
+def query_memory(workdir: WorkdirResource, qdrant: QdrantResource):
+    tables = CanonicalTables.read(workdir.canonical)
+    train_events = pd.read_parquet(workdir.path("splits", "train_events.parquet"))
+    train_searches = set(train_events["search_id"].dropna().astype("int64"))
+    sr = tables.search_results[tables.search_results["search_id"].isin(train_searches)]
+    cutoff = train_events["timestamp"].max() + pd.Timedelta(milliseconds=1)
+    t0 = time.perf_counter()
+    memory = build_query_memory(sr, cutoff, load_title_model(_dir(workdir, *TITLE_DIR)))
+    build_s = time.perf_counter() - t0
+    memory.save(_dir(workdir, "text", "memory"))
+    points = memory.to_points()
+    with qdrant.store() as store:
+        store.drop(qdrant.memory_collection)  # the memory is rebuilt whole: no stale queries survive
+        n = store.upsert(qdrant.memory_collection, [p["payload"]["query"] for p in points],
+                         np.array([p["vector"] for p in points], np.float32).reshape(len(points), -1),
+                         [p["payload"] for p in points]) if points else 0
+    return MaterializeResult(metadata={
+        "queries": len(memory), "points": n, "search_rows": len(sr), "built_before": str(memory.built_before),
+        "mean_products": float(np.mean([len(r.products) for r in memory.records])) if len(memory) else 0.0,
+        "build_seconds": round(build_s, 2),
+    })
+
+
+def retrieval_scorer(workdir: WorkdirResource, catalog: Catalog, cfg: RetrievalConfig,
+                     memory: TimeSlicedMemory | None = None) -> RetrievalScorer:
+    """CORE + title model + weekly leakage-free memory snapshots over all searches -> a `RetrievalScorer`."""
+    tables = CanonicalTables.read(workdir.canonical)
+    ckpt = load_checkpoint(workdir.path("models", f"{ID_MODEL}.pt"))
+    encoder = load_title_model(_dir(workdir, *TITLE_DIR))
+    memory = memory or TimeSlicedMemory.build(tables.search_results, encoder)
+    titles = TitleQueryBuilder(encoder, memory, catalog, np.load(workdir.path(*TITLE_VECTORS)))
+    ids = item_vectors(ckpt.model, ckpt.vocab, catalog.item_ids)  # (n, d)
+    return RetrievalScorer(catalog, ids, np.load(workdir.path(*TITLE_VECTORS)),
+                           lambda h: query_vectors(ckpt.model, ckpt.vocab, h), titles, cfg)
+
+
+def retrieval_asset(name: str, cfg: RetrievalConfig) -> AssetsDefinition:
+    """Evaluate one retrieval combination (ID list, title list, mixup) on the test targets."""
+
+    @asset(name=f"retrieval_{name.replace('-', '_')}", group_name="text",
+           deps=[item_title_embeddings, query_memory, SEQREC_ASSETS[ID_MODEL]],
+           description=f"Retrieval eval: {cfg.mode} (K={cfg.k}, N={cfg.n})")
+    def _asset(workdir: WorkdirResource):
+        catalog = Catalog.from_items(CanonicalTables.read(workdir.canonical).items)
+        t0 = time.perf_counter()
+        scorer = retrieval_scorer(workdir, catalog, cfg)
+        setup_s = time.perf_counter() - t0
+        out = run_method(workdir, f"retrieval-{name}", scorer, catalog, extra={"retrieval_config": asdict(cfg)})
+        return MaterializeResult(metadata={**(out.metadata or {}), "setup_seconds": round(setup_s, 2)})
+
+    return _asset
+
+
+RETRIEVAL_MODES = {
+    "id-only": RetrievalConfig(mode="id_only"),
+    "title-only": RetrievalConfig(mode="title_only"),
+    "mixup": RetrievalConfig(mode="mixup", n=1),
+}
+RETRIEVAL_ASSETS = {name: retrieval_asset(name, cfg) for name, cfg in RETRIEVAL_MODES.items()}

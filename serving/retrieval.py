@@ -1,0 +1,252 @@
+"""Retrieval and ranking with Mixup (Liu et al., "Sequential LLM Framework for Fashion Recommendation", 4.2 and 4.4).
+
+Two candidate lists per user, both restricted to the target's category:
+- ID list: the CORE sequence representation of the user's clicked/purchased items, cosine against CORE's item table.
+- Title list: a title query vector (see `TitleQueryBuilder`), cosine against the title-model embedding of every item.
+They are combined by `mixup` (top-N of the ID list, then the title list; the paper's N = 1), reciprocal rank fusion,
+or either list alone (ablations). Evaluation scores with exact numpy cosine over the category's vectors: it is the
+ranking Qdrant returns (tests compare the two); the Qdrant collections are the serving path.
+
+Leakage: `TimeSlicedMemory` holds query-product-memory snapshots built at regular cutoffs, and a target at time t
+only ever sees the latest snapshot with cutoff <= t, which holds searches strictly before that cutoff.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from models.evaluation import Catalog
+from models.seqrec.pipeline import item_sequences
+from models.text.encoder import TextEncoder
+from models.text.memory import MemoryConfig, QueryProductMemory, aggregate_query_products
+from models.text.tokenizer import normalize_text
+from serving.mixup import id_only, mixup, rank_fusion, title_only
+
+Mode = Literal["id_only", "title_only", "mixup", "rrf"]
+LIST_BONUS = 3.0  # combined-list scores start above this; every cosine is <= 1
+
+
+def _utc(ts: pd.Timestamp | str | int) -> pd.Timestamp:
+    """A UTC timestamp; integers are epoch milliseconds, naive input is taken as UTC."""
+    ts = pd.Timestamp(ts, unit="ms") if isinstance(ts, int | np.integer) else pd.Timestamp(ts)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero). (n, d) float32."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float32))  # (n, d)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Leakage-free memory for evaluation
+
+
+class TimeSlicedMemory:
+    """Query-product-memory snapshots at increasing cutoffs; `for_time(t)` never shows a search at/after t."""
+
+    def __init__(self, snapshots: Sequence[QueryProductMemory], encoder: TextEncoder) -> None:
+        self.snapshots = sorted(snapshots, key=lambda m: m.built_before)
+        self.cutoffs = [m.built_before for m in self.snapshots]
+        self.encoder = encoder
+        self._empty = QueryProductMemory([], np.zeros((0, encoder.dim), np.float32), pd.Timestamp.min.tz_localize("UTC"),
+                                         encoder)
+
+    @classmethod
+    def build(
+        cls,
+        search_results: pd.DataFrame,
+        encoder: TextEncoder,
+        every: pd.Timedelta = pd.Timedelta(days=7),
+        cfg: MemoryConfig = MemoryConfig(),
+        end: pd.Timestamp | str | None = None,
+    ) -> TimeSlicedMemory:
+        """Snapshots at first-search-day + every, + 2 every, ... up to one past `end` (default: the last search)."""
+        ts = search_results["timestamp"]
+        if len(ts) == 0:
+            return cls([], encoder)
+        start = _utc(ts.min()).floor("D")
+        stop = _utc(end) if end is not None else _utc(ts.max())
+        cutoffs = pd.date_range(start + every, stop + every, freq=every)
+        records = [aggregate_query_products(search_results, c, cfg) for c in cutoffs]
+        # Each distinct query text is embedded once and shared by every snapshot that holds it.
+        texts = sorted({r.query for rs in records for r in rs})
+        keys = encoder.encode(texts) if texts else np.zeros((0, encoder.dim), np.float32)  # (U, d)
+        row = {t: i for i, t in enumerate(texts)}
+        snaps = [
+            QueryProductMemory(rs, keys[[row[r.query] for r in rs]] if rs else np.zeros((0, encoder.dim)), c, encoder)
+            for c, rs in zip(cutoffs, records, strict=True)
+        ]
+        return cls(snaps, encoder)
+
+    def for_time(self, t: pd.Timestamp | str | int) -> QueryProductMemory:
+        """The latest snapshot with cutoff <= t (an empty memory if none): it holds only searches before t."""
+        i = bisect_right(self.cutoffs, _utc(t))
+        return self.snapshots[i - 1] if i > 0 else self._empty
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Title query vector
+
+
+def last_search_queries(actions: Sequence[Sequence[str]], queries: Sequence[Sequence[str | None]]) -> list[str | None]:
+    """Each history's last non-empty search query (None if the user never searched)."""
+    out: list[str | None] = []
+    for acts, qs in zip(actions, queries, strict=True):
+        last = None
+        for a, q in zip(acts, qs, strict=True):
+            if a == "search" and q is not None and normalize_text(str(q)):
+                last = str(q)
+        out.append(last)
+    return out
+
+
+@dataclass(frozen=True)
+class TitleQueryConfig:
+    """How the title query vector is formed."""
+
+    q: int = 5  # nearest stored queries
+    v: int = 10  # products per stored query
+    query_weight: float = 0.5  # weight of the query's own embedding vs the mean of the products' titles
+    fallback_items: int = 3  # last clicked/purchased items used when the user never searched
+
+
+class TitleQueryBuilder:
+    """Title query vector per user, from the last search and the memory, or the last items' titles.
+
+    A user with a search: w * embed(last query) + (1 - w) * mean(title vectors of the memory's products for it:
+    the Q nearest stored queries' top-V products, de-duplicated, those in `allowed_rows` when any are), then
+    L2-normalised. A user without a search: the mean title vector of their last `fallback_items` clicked/purchased
+    items. A user with neither gets a zero vector (every title cosine 0).
+    """
+
+    def __init__(self, encoder: TextEncoder, memory: TimeSlicedMemory, catalog: Catalog, title_vectors: np.ndarray,
+                 cfg: TitleQueryConfig = TitleQueryConfig()) -> None:
+        self.encoder = encoder
+        self.memory = memory
+        self.title_vectors = l2_normalize(title_vectors)  # (n_catalog, d) in catalog row order
+        self.row_of = pd.Series(np.arange(len(catalog.items)), index=catalog.item_ids)
+        self.cfg = cfg
+
+    def __call__(self, batch: pd.DataFrame, allowed_rows: np.ndarray | None = None) -> np.ndarray:
+        """(B, d) unit title query vectors for a batch of targets (needs seq_* lists and target_ts)."""
+        cfg = self.cfg
+        last = last_search_queries(batch["seq_actions"], batch["seq_queries"])
+        uniq = sorted({normalize_text(q) for q in last if q is not None})
+        qvec = dict(zip(uniq, self.encoder.encode(uniq), strict=True)) if uniq else {}  # text -> (d,)
+        allowed = set(allowed_rows.tolist()) if allowed_rows is not None else None
+        items = item_sequences(batch["seq_actions"], batch["seq_item_ids"])
+        out = np.zeros((len(batch), self.title_vectors.shape[1]), np.float32)  # (B, d)
+        for b, (query, hist, t) in enumerate(zip(last, items, batch["target_ts"], strict=True)):
+            if query is not None:
+                key = qvec[normalize_text(query)]  # (d,)
+                hits = self.memory.for_time(t).lookup_vectors(key[None], q=cfg.q, v=cfg.v)[0]
+                rows = self._rows(p for h in hits for p in h.products)
+                if allowed is not None and any(r in allowed for r in rows):
+                    rows = [r for r in rows if r in allowed]
+                vec = l2_normalize(key)[0] * cfg.query_weight
+                if rows:
+                    vec = vec + (1.0 - cfg.query_weight) * self.title_vectors[rows].mean(axis=0)
+                out[b] = vec
+            elif hist:
+                rows = self._rows(hist[-cfg.fallback_items:])
+                if rows:
+                    out[b] = self.title_vectors[rows].mean(axis=0)
+        return l2_normalize(out)
+
+    def _rows(self, item_ids: object) -> list[int]:
+        """Catalog rows of the known item ids, de-duplicated in order."""
+        ids = list(dict.fromkeys(item_ids))  # type: ignore[call-overload]
+        rows = self.row_of.reindex(ids).dropna().astype(int)
+        return rows.tolist()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scorer
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Combination of the ID and title lists."""
+
+    mode: Mode = "mixup"
+    k: int = 100  # length of each retrieved list and of the combined list
+    n: int = 1  # mixup: items taken from the top of the ID list
+    rrf_c: float = 60.0
+
+
+def topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's top-k by score, best first; ties in column order. (B, min(k, n))."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
+        np.arange(scores.shape[1]), (len(scores), 1))  # (B, k)
+    order = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def combine(id_list: Sequence[int], title_list: Sequence[int], cfg: RetrievalConfig) -> list[int]:
+    """The combined top-k list of one user (column indices), by `cfg.mode`."""
+    if cfg.mode == "id_only":
+        return id_only(id_list, cfg.k)  # type: ignore[arg-type,return-value]  # generic over hashables
+    if cfg.mode == "title_only":
+        return title_only(title_list, cfg.k)  # type: ignore[arg-type,return-value]
+    if cfg.mode == "mixup":
+        return mixup(id_list, title_list, cfg.k, cfg.n)  # type: ignore[arg-type,return-value]
+    if cfg.mode == "rrf":
+        return rank_fusion([id_list, title_list], cfg.k, c=cfg.rrf_c)  # type: ignore[list-item,return-value]
+    raise ValueError(f"unknown retrieval mode {cfg.mode!r}")
+
+
+def list_scores(combined: Sequence[Sequence[int]], fallback: np.ndarray) -> np.ndarray:
+    """Full score matrix: list items score above everything, in list order; the rest keep `fallback` order."""
+    scores = np.asarray(fallback, dtype=np.float64).copy()  # (B, n), cosines in [-1, 1]
+    for b, cols in enumerate(combined):
+        scores[b, list(cols)] = LIST_BONUS + np.arange(len(cols), 0, -1)
+    return scores
+
+
+class RetrievalScorer:
+    """Evaluation `Scorer`: ID list + title list -> combined top-K; rows ranked (list order, then title cosine).
+
+    The combined top-K list (`RetrievalConfig.mode`) gets scores above every other item, in list order; the remaining
+    items of the category are ordered by title cosine, whatever the mode, so the full ranking is defined.
+    """
+
+    def __init__(self, catalog: Catalog, id_vectors: np.ndarray, title_vectors: np.ndarray,
+                 id_queries: Callable[[list[list[str]]], np.ndarray],
+                 title_queries: Callable[[pd.DataFrame, np.ndarray], np.ndarray],
+                 cfg: RetrievalConfig = RetrievalConfig()) -> None:
+        self.id_vectors = l2_normalize(id_vectors)  # (n_catalog, d_id), catalog row order
+        self.title_vectors = l2_normalize(title_vectors)  # (n_catalog, d_title)
+        self.id_queries = id_queries
+        self.title_queries = title_queries
+        self.cfg = cfg
+
+    def lists(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ID top-K and title top-K column indices (into cat_rows) and the title cosine matrix (B, n_cat)."""
+        hist = item_sequences(batch["seq_actions"], batch["seq_item_ids"])
+        qi = l2_normalize(np.nan_to_num(self.id_queries(hist)))  # (B, d_id)
+        qt = l2_normalize(self.title_queries(batch, cat_rows))  # (B, d_title)
+        id_cos = qi @ self.id_vectors[cat_rows].T  # (B, n_cat)
+        title_cos = qt @ self.title_vectors[cat_rows].T  # (B, n_cat)
+        id_top = topk_rows(id_cos, self.cfg.k)
+        id_top[[not h for h in hist]] = -1  # no clicked/purchased item: no ID list (PAD rows)
+        return id_top, topk_rows(title_cos, self.cfg.k), title_cos
+
+    def ranked(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> list[list[int]]:
+        """Each target's combined top-K list as column indices into cat_rows."""
+        id_top, title_top, _ = self.lists(batch, cat_rows)
+        return [combine([i for i in a.tolist() if i >= 0], t.tolist(), self.cfg)
+                for a, t in zip(id_top, title_top, strict=True)]
+
+    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> np.ndarray:
+        id_top, title_top, title_cos = self.lists(batch, cat_rows)
+        combined = [combine([i for i in a.tolist() if i >= 0], t.tolist(), self.cfg)
+                    for a, t in zip(id_top, title_top, strict=True)]
+        return list_scores(combined, title_cos)  # (B, n_cat)
