@@ -38,6 +38,12 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     from orchestration.assets.seqrec import SEQREC_ASSETS
     from orchestration.definitions import all_assets, all_checks, build_resources
 
+    from feature_repo.loaders import FORMATS
+
+    if format not in FORMATS:
+        raise typer.BadParameter(f"unknown format {format!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
+    if data is not None and not data.exists():
+        raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
     chosen = set(SEQREC_ASSETS) if models == "all" else {m.strip() for m in models.split(",") if m.strip()}
     if unknown := chosen - set(SEQREC_ASSETS):
         raise typer.BadParameter(f"unknown models {sorted(unknown)}; choose from {sorted(SEQREC_ASSETS)}")
@@ -120,5 +126,18 @@ def ui(workdir: WorkOpt = Path("work"), data: DataOpt = None, format: FormatOpt 
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+def main() -> None:
+    """Console entry point. Exits without interpreter teardown, where duckdb 2.0's bindings print ~40 spurious
+    "nanobind: leaked" lines; every store is closed by then."""
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -7,8 +7,11 @@ They are combined by `mixup` (top-N of the ID list, then the title list; the pap
 or either list alone (ablations). Evaluation scores with exact numpy cosine over the category's vectors: it is the
 ranking Qdrant returns (tests compare the two); the Qdrant collections are the serving path.
 
-Leakage: `TimeSlicedMemory` holds query-product-memory snapshots built at regular cutoffs, and a target at time t
-only ever sees the latest snapshot with cutoff <= t, which holds searches strictly before that cutoff.
+Leakage: `AsOfMemory` (the default for evaluation) answers every lookup exactly as of the target time t: only queries
+first searched strictly before t are keys, and their products are aggregated only from impressions strictly before t
+(the same result as `build_query_memory(search_results, cutoff=t)`). `TimeSlicedMemory` holds snapshots built at
+regular cutoffs, and a target at time t only ever sees the latest snapshot with cutoff <= t (coarser: it misses
+searches between that cutoff and t, such as the user's own recent ones).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pandas as pd
 from models.evaluation import Catalog
 from models.seqrec.pipeline import item_sequences
 from models.text.encoder import TextEncoder
-from models.text.memory import MemoryConfig, QueryProductMemory, aggregate_query_products
+from models.text.memory import MemoryConfig, MemoryHit, QueryProductMemory, aggregate_query_products
 from models.text.tokenizer import normalize_text
 from serving.mixup import id_only, mixup, rank_fusion, title_only
 
@@ -91,6 +94,138 @@ class TimeSlicedMemory:
         return self.snapshots[i - 1] if i > 0 else self._empty
 
 
+def _ns(times: object) -> np.ndarray:
+    """UTC epoch nanoseconds (B,) int64 of timestamps; integers are epoch milliseconds, naive input is UTC."""
+    arr = np.asarray(times)
+    if arr.ndim == 0:
+        arr = arr[None]
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64) * 1_000_000
+    return pd.DatetimeIndex(pd.to_datetime(pd.Series(arr), utc=True)).as_unit("ns").asi8.copy()
+
+
+class AsOfMemory:
+    """The query-product memory EXACTLY as of each lookup time, from one build over the whole search log.
+
+    Keys are the unique normalised query texts (as `models.text.memory`), embedded once. `lookup(vectors, times)`
+    returns, per row, the nearest q keys among those searched at least `cfg.min_searches` times strictly before that
+    row's time, each with its top v products aggregated only from impressions strictly before that time by the rule
+    of `aggregate_query_products` (mean reciprocal position over the key's searches, 0 when not shown; ties by
+    impressions, then best position, then item_id). So a lookup at t equals `build_query_memory(..., cutoff=t)`
+    followed by `lookup_vectors`. Assumes the rows of one search share its timestamp (the search's earliest row
+    timestamp is used as its time).
+    """
+
+    def __init__(self, search_results: pd.DataFrame, encoder: TextEncoder, cfg: MemoryConfig = MemoryConfig(),
+                 batch_size: int = 256) -> None:
+        self.encoder, self.cfg = encoder, cfg
+        sr = search_results
+        if cfg.max_position is not None:
+            sr = sr[sr["position"] <= cfg.max_position]
+        sr = sr[sr["query"].notna() & sr["item_id"].notna()]
+        norm = {q: normalize_text(q) for q in sr["query"].unique()}
+        sr = sr.assign(key=sr["query"].map(norm), t=_ns(sr["timestamp"]) if len(sr) else np.zeros(0, np.int64))
+        sr = sr[sr["key"] != ""]
+        key_code, keys = pd.factorize(sr["key"], sort=True)
+        item_code, items = pd.factorize(sr["item_id"], sort=True)  # code order = item_id order (tie-break)
+        sr = sr.assign(k=key_code, i=item_code)
+        self.queries: list[str] = [str(k) for k in keys]  # (N,) key texts, sorted
+        self.items = np.asarray(items, dtype=object)  # (n_items,) item ids, sorted
+        n = len(self.queries)
+        # One search per (key, search_id), at its earliest row time; sorted by key then time.
+        searches = sr.groupby(["k", "search_id"], as_index=False)["t"].min().sort_values(["k", "t"], kind="stable")
+        self.search_t = searches["t"].to_numpy(np.int64)  # (S,)
+        self.search_ptr = np.searchsorted(searches["k"].to_numpy(), np.arange(n + 1))  # (N + 1,) CSR offsets
+        # One impression per (key, search, item): its best position, at the search's time; sorted by key then time.
+        imp = sr.groupby(["k", "search_id", "i"], as_index=False)["position"].min()
+        imp = imp.merge(searches, on=["k", "search_id"]).sort_values(["k", "t"], kind="stable")
+        self.imp_t = imp["t"].to_numpy(np.int64)  # (M,)
+        self.imp_item = imp["i"].to_numpy(np.int64)  # (M,)
+        self.imp_pos = imp["position"].to_numpy(np.int64)  # (M,)
+        self.imp_ptr = np.searchsorted(imp["k"].to_numpy(), np.arange(n + 1))  # (N + 1,)
+        # A key is visible at t once its min_searches-th search is strictly before t.
+        counts = np.diff(self.search_ptr)  # (N,)
+        m = max(cfg.min_searches, 1)
+        self.visible_after = np.full(n, np.iinfo(np.int64).max, np.int64)  # (N,) visible iff this < t
+        ok = counts >= m
+        self.visible_after[ok] = self.search_t[self.search_ptr[:-1][ok] + m - 1]
+        emb = encoder.encode(self.queries, batch_size=batch_size) if n else np.zeros((0, encoder.dim))  # (N, d)
+        self.embeddings = l2_normalize(np.asarray(emb, np.float32).reshape(n, encoder.dim))  # (N, d) unit keys
+
+    @classmethod
+    def build(cls, search_results: pd.DataFrame, encoder: TextEncoder, cfg: MemoryConfig = MemoryConfig(),
+              batch_size: int = 256) -> AsOfMemory:
+        """The memory over all of `search_results` (what a lookup at t sees is cut at t)."""
+        return cls(search_results, encoder, cfg, batch_size)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def products(self, key: int, t_ns: int, v: int) -> tuple[tuple[str, ...], tuple[float, ...]]:
+        """Top-v products (and scores) of key index `key` from its impressions strictly before t_ns."""
+        s0, s1 = self.search_ptr[key], self.search_ptr[key + 1]
+        n_searches = int(np.searchsorted(self.search_t[s0:s1], t_ns, side="left"))
+        i0, i1 = self.imp_ptr[key], self.imp_ptr[key + 1]
+        i1 = i0 + int(np.searchsorted(self.imp_t[i0:i1], t_ns, side="left"))
+        if n_searches == 0 or i1 == i0:
+            return (), ()
+        uniq, inv = np.unique(self.imp_item[i0:i1], return_inverse=True)  # (u,), (m,)
+        pos = self.imp_pos[i0:i1]  # (m,)
+        n_imp = np.bincount(inv, minlength=len(uniq))  # (u,)
+        best = np.full(len(uniq), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(best, inv, pos)  # (u,) best position
+        if self.cfg.aggregation == "mean_reciprocal":
+            score = np.bincount(inv, weights=1.0 / pos.astype(float), minlength=len(uniq)) / n_searches  # (u,)
+        elif self.cfg.aggregation == "best_position":
+            score = 1.0 / best.astype(float)
+        else:
+            raise ValueError(f"unknown aggregation {self.cfg.aggregation!r}")
+        # Scores rounded for the ordering: equal rational scores (1/3 + 1/3 + 1/3 + 1/2 vs 1 + 1/2) tie whatever the
+        # floating-point summation order, and fall through to impressions, best position, item_id.
+        order = np.lexsort((uniq, best, -n_imp, -np.round(score, 12)))[: min(v, self.cfg.v_max)]  # last key first
+        return tuple(self.items[uniq[order]].tolist()), tuple(float(x) for x in score[order])
+
+    def lookup(self, query_vectors: np.ndarray, times: object, q: int = 5, v: int = 10,
+               chunk: int = 1024) -> list[list[MemoryHit]]:
+        """Per row of query_vectors (B, d) at times (B,): nearest q visible keys (by cosine distance, then key
+        index) with their top v products, all as of that row's time (see the class docstring)."""
+        if q < 1 or v < 1:
+            raise ValueError(f"q and v must be >= 1, got q={q}, v={v}")
+        vectors = l2_normalize(query_vectors)  # (B, d)
+        t_ns = _ns(times)  # (B,)
+        if len(t_ns) != len(vectors):
+            raise ValueError(f"{len(vectors)} query vectors but {len(t_ns)} times")
+        n = len(self.queries)
+        if n == 0:
+            return [[] for _ in range(len(vectors))]
+        k = min(q, n)
+        out: list[list[MemoryHit]] = []
+        for c0 in range(0, len(vectors), chunk):
+            vis = self.visible_after[None, :] < t_ns[c0:c0 + chunk, None]  # (b, N)
+            dist = np.clip(1.0 - vectors[c0:c0 + chunk] @ self.embeddings.T, 0.0, 2.0)  # (b, N)
+            dist = np.where(vis, dist, np.inf)
+            kth = np.partition(dist, k - 1, axis=1)[:, k - 1]  # (b,) k-th smallest distance
+            for b in range(len(dist)):
+                t = int(t_ns[c0 + b])
+                cand = np.flatnonzero(dist[b] <= kth[b])  # every key tied at the boundary too
+                cand = cand[np.lexsort((cand, dist[b, cand]))][:k]  # ascending distance, ties by key index
+                hits = []
+                for j in cand.tolist():
+                    if not np.isfinite(dist[b, j]):
+                        break  # fewer than q keys visible at t
+                    prods, scores = self.products(j, t, v)
+                    hits.append(MemoryHit(query=self.queries[j], distance=float(dist[b, j]), products=prods,
+                                          scores=scores))
+                out.append(hits)
+        return out
+
+    def lookup_queries(self, queries: Sequence[str], times: object, q: int = 5, v: int = 10) -> list[list[MemoryHit]]:
+        """`lookup` for raw query texts (normalised and embedded with the memory's encoder)."""
+        if len(queries) == 0:
+            return []
+        return self.lookup(self.encoder.encode([normalize_text(x) for x in queries]), times, q=q, v=v)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Title query vector
 
@@ -126,7 +261,8 @@ class TitleQueryBuilder:
     items. A user with neither gets a zero vector (every title cosine 0).
     """
 
-    def __init__(self, encoder: TextEncoder, memory: TimeSlicedMemory, catalog: Catalog, title_vectors: np.ndarray,
+    def __init__(self, encoder: TextEncoder, memory: AsOfMemory | TimeSlicedMemory, catalog: Catalog,
+                 title_vectors: np.ndarray,
                  cfg: TitleQueryConfig = TitleQueryConfig()) -> None:
         self.encoder = encoder
         self.memory = memory
@@ -142,12 +278,22 @@ class TitleQueryBuilder:
         qvec = dict(zip(uniq, self.encoder.encode(uniq), strict=True)) if uniq else {}  # text -> (d,)
         allowed = set(allowed_rows.tolist()) if allowed_rows is not None else None
         items = item_sequences(batch["seq_actions"], batch["seq_item_ids"])
+        searched = [b for b, query in enumerate(last) if query is not None]
+        times = batch["target_ts"].to_numpy()  # (B,)
+        if not searched:
+            found: list[list[MemoryHit]] = []
+        elif isinstance(self.memory, AsOfMemory):  # one vectorised lookup, each row as of its own target time
+            keys = np.stack([qvec[normalize_text(last[b])] for b in searched])  # (n, d)
+            found = self.memory.lookup(keys, times[searched], q=cfg.q, v=cfg.v)
+        else:
+            found = [self.memory.for_time(times[b]).lookup_vectors(qvec[normalize_text(last[b])][None], q=cfg.q,
+                                                                  v=cfg.v)[0] for b in searched]
+        hits_of = dict(zip(searched, found, strict=True))
         out = np.zeros((len(batch), self.title_vectors.shape[1]), np.float32)  # (B, d)
-        for b, (query, hist, t) in enumerate(zip(last, items, batch["target_ts"], strict=True)):
+        for b, (query, hist) in enumerate(zip(last, items, strict=True)):
             if query is not None:
                 key = qvec[normalize_text(query)]  # (d,)
-                hits = self.memory.for_time(t).lookup_vectors(key[None], q=cfg.q, v=cfg.v)[0]
-                rows = self._rows(p for h in hits for p in h.products)
+                rows = self._rows(p for h in hits_of[b] for p in h.products)
                 if allowed is not None and any(r in allowed for r in rows):
                     rows = [r for r in rows if r in allowed]
                 vec = l2_normalize(key)[0] * cfg.query_weight

@@ -2,6 +2,7 @@
 
 import time
 from dataclasses import asdict, replace
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,13 @@ from orchestration.assets.evaluation import run_method
 from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
 from orchestration.resources import QdrantResource, TrainingResource, WorkdirResource
 from serving.id_index import item_vectors, query_vectors
-from serving.retrieval import RetrievalConfig, RetrievalScorer, TimeSlicedMemory, TitleQueryBuilder
+from serving.retrieval import (
+    AsOfMemory,
+    RetrievalConfig,
+    RetrievalScorer,
+    TimeSlicedMemory,
+    TitleQueryBuilder,
+)
 
 TITLE_DIR = ("models", "title")
 TITLE_VECTORS = ("text", "title_vectors.npy")  # catalog order (Catalog.from_items), for exact evaluation
@@ -101,12 +108,23 @@ def query_memory(workdir: WorkdirResource, qdrant: QdrantResource):
 
 
 def retrieval_scorer(workdir: WorkdirResource, catalog: Catalog, cfg: RetrievalConfig,
-                     memory: TimeSlicedMemory | None = None) -> RetrievalScorer:
-    """CORE + title model + weekly leakage-free memory snapshots over all searches -> a `RetrievalScorer`."""
+                     memory: AsOfMemory | TimeSlicedMemory | None = None,
+                     memory_kind: Literal["as_of", "weekly"] = "as_of") -> RetrievalScorer:
+    """CORE + title model + leakage-free query memory over all searches -> a `RetrievalScorer`.
+
+    Without `memory`, builds one: `memory_kind="as_of"` (default) is exact as of each target time (`AsOfMemory`),
+    `"weekly"` uses weekly snapshots (`TimeSlicedMemory`).
+    """
     tables = CanonicalTables.read(workdir.canonical)
     ckpt = load_checkpoint(workdir.path("models", f"{ID_MODEL}.pt"))
     encoder = load_title_model(_dir(workdir, *TITLE_DIR))
-    memory = memory or TimeSlicedMemory.build(tables.search_results, encoder)
+    if memory is None:
+        if memory_kind == "as_of":
+            memory = AsOfMemory.build(tables.search_results, encoder)
+        elif memory_kind == "weekly":
+            memory = TimeSlicedMemory.build(tables.search_results, encoder)
+        else:
+            raise ValueError(f"unknown memory_kind {memory_kind!r}")
     titles = TitleQueryBuilder(encoder, memory, catalog, np.load(workdir.path(*TITLE_VECTORS)))
     ids = item_vectors(ckpt.model, ckpt.vocab, catalog.item_ids)  # (n, d)
     return RetrievalScorer(catalog, ids, np.load(workdir.path(*TITLE_VECTORS)),

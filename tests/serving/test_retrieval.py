@@ -7,12 +7,15 @@ import pandas as pd
 import pytest
 
 from models.evaluation import Catalog, evaluate
-from models.text import HashingNgramEncoder
+from models.text import HashingNgramEncoder, build_query_memory
+from models.text.memory import MemoryConfig
 from serving.retrieval import (
+    AsOfMemory,
     RetrievalConfig,
     RetrievalScorer,
     TimeSlicedMemory,
     TitleQueryBuilder,
+    TitleQueryConfig,
     l2_normalize,
     last_search_queries,
     topk_rows,
@@ -150,3 +153,72 @@ def test_exact_topk_equals_qdrant_search() -> None:
             assert [[h.id for h in row] for row in hits] == catalog.item_ids[rows][top].tolist()
     exact = topk_rows(np.array([[0.5, 0.9, 0.9, 0.1]]), 3)
     assert exact.tolist() == [[1, 2, 0]]  # ties in column order
+
+
+def at(days: float) -> pd.Timestamp:
+    return T0 + pd.Timedelta(days=days)
+
+
+def as_of_lookup(memory: AsOfMemory, query: str, days: float, q: int = 5, v: int = 10):  # noqa: ANN201
+    return memory.lookup_queries([query], [at(days)], q=q, v=v)[0]
+
+
+def test_as_of_memory_is_exact_at_each_time() -> None:
+    # "red shoes" searched at day 10 (A, B) and day 20 (C, A); "blue hat" first searched at day 30.
+    log = search_log([(1, "red shoes", 10.0, ["A", "B"]), (2, "Red  Shoes", 20.0, ["C", "A"]),
+                      (3, "blue hat", 30.0, ["H"])])
+    memory = AsOfMemory.build(log, HashingNgramEncoder())
+    assert memory.queries == ["blue hat", "red shoes"]
+    assert as_of_lookup(memory, "red shoes", 10.0) == []  # the day-10 search is not strictly before day 10
+    assert as_of_lookup(memory, "red shoes", 9.0) == []
+    (h15,) = as_of_lookup(memory, "red shoes", 15.0)
+    assert (h15.query, h15.products, h15.scores) == ("red shoes", ("A", "B"), (1.0, 0.5))
+    (h25,) = as_of_lookup(memory, "red shoes", 25.0)
+    # Mean reciprocal position over 2 searches: A (1 + 1/2) / 2 = 0.75, C 1/2, B 0.5/2 = 0.25.
+    assert h25.products == ("A", "C", "B") and h25.scores == pytest.approx((0.75, 0.5, 0.25))
+    (h20,) = as_of_lookup(memory, "red shoes", 20.0)
+    assert h20.products == ("A", "B")  # day 20 exactly: still only the day-10 search
+    # A key first seen after the lookup time is never returned, however close it is.
+    for days in (0.0, 15.0, 25.0, 30.0):
+        assert all(h.query != "blue hat" for h in as_of_lookup(memory, "blue hat", days))
+    assert as_of_lookup(memory, "blue hat", 30.5)[0].query == "blue hat"
+    # Vectorised rows, each with its own time.
+    rows = memory.lookup_queries(["red shoes"] * 3, [at(5), at(15), at(25)], q=1, v=1)
+    assert [[h.products for h in r] for r in rows] == [[], [("A",)], [("A",)]]
+    assert len(AsOfMemory.build(log.iloc[:0], HashingNgramEncoder())) == 0
+
+
+@pytest.mark.parametrize("cfg", [MemoryConfig(), MemoryConfig(v_max=3, min_searches=2),
+                                 MemoryConfig(aggregation="best_position", max_position=4)])
+def test_as_of_memory_agrees_with_build_query_memory(cfg: MemoryConfig) -> None:
+    rng = np.random.default_rng(1)
+    texts = ["red shoes", "blue hat", "green dress", "black boot", "red shoe", "white sneaker"]
+    rows = [(sid, texts[rng.integers(len(texts))], float(rng.integers(0, 40)),
+             [f"P{i}" for i in rng.choice(12, size=rng.integers(1, 7), replace=False)]) for sid in range(60)]
+    log = search_log(rows)
+    enc = HashingNgramEncoder()
+    memory = AsOfMemory.build(log, enc, cfg)
+    probes = ["red shoes", "dress", "black boots", "hat"]
+    for days in (0.0, 3.0, 10.0, 17.5, 25.0, 39.0, 41.0):
+        ref = build_query_memory(log, at(days), enc, cfg)
+        # q covers every key: the reference's argpartition breaks boundary ties arbitrarily, AsOfMemory by index.
+        expected = ref.lookup(probes, q=len(texts), v=5) if len(ref) else [[] for _ in probes]
+        got = memory.lookup_queries(probes, [at(days)] * len(probes), q=len(texts), v=5)
+        for e, g in zip(expected, got, strict=True):
+            assert [(h.query, h.products) for h in g] == [(h.query, h.products) for h in e], days
+            for he, hg in zip(e, g, strict=True):
+                assert hg.distance == pytest.approx(he.distance, abs=1e-6)
+                assert hg.scores == pytest.approx(he.scores)
+
+
+def test_title_query_builder_with_as_of_memory() -> None:
+    enc = HashingNgramEncoder()
+    catalog = catalog_of(4)
+    titles = enc.encode(["red sneaker", "green dress", "blue shirt", "black boot"])
+    memory = AsOfMemory.build(search_log([(1, "green dress", 2.0, ["I1"]), (2, "green dress", 5.0, ["I3"])]), enc)
+    builder = TitleQueryBuilder(enc, memory, catalog, titles, TitleQueryConfig(query_weight=0.0))
+    batch = pd.concat([targets([[]], [["green dress"]], t=at(t)) for t in (1.0, 3.0, 6.0)], ignore_index=True)
+    vec = builder(batch)  # (3, d)
+    assert not vec[0].any()  # no memory yet and weight 0 on the query
+    assert float(vec[1] @ l2_normalize(titles[1])[0]) == pytest.approx(1.0, abs=1e-5)  # only the day-2 search
+    assert float(vec[2] @ l2_normalize(titles[[1, 3]].mean(axis=0))[0]) == pytest.approx(1.0, abs=1e-5)
