@@ -33,12 +33,11 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     from dagster import AssetSelection, DagsterInstance, materialize
 
+    from feature_repo.loaders import FORMATS
     from models.evaluation import load_oracle
     from orchestration.assets.evaluation import read_results
     from orchestration.assets.seqrec import SEQREC_ASSETS
     from orchestration.definitions import all_assets, all_checks, build_resources
-
-    from feature_repo.loaders import FORMATS
 
     if format not in FORMATS:
         raise typer.BadParameter(f"unknown format {format!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
