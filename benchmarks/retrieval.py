@@ -4,7 +4,10 @@ Assumes the asset graph (incl. the `text` group) already ran into `--workdir`. P
 and on cold-start targets, ratios against the best non-retrieval method in `<workdir>/eval/*/metrics.json` (by
 overall NDCG@10), and memory-lookup and Qdrant-search latency p50/p99 (one query at a time).
 
-    python benchmarks/retrieval.py --workdir /tmp/w4 --data /work/shared/data/synthetic/medium-s0
+    python benchmarks/retrieval.py --workdir /tmp/w4 --data /work/shared/data/synthetic/medium-s0 [--memory weekly]
+
+`--memory as-of` (default) looks the memory up exactly as of each target time (`AsOfMemory`); `weekly` uses the
+weekly snapshots (`TimeSlicedMemory`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import typer
 from feature_repo.schema import CanonicalTables
 from models.evaluation import Catalog, evaluate, load_oracle
 from models.text import load_title_model
+from models.text.tokenizer import normalize_text
 from orchestration.assets.text import TITLE_DIR, TITLE_VECTORS, retrieval_scorer
 from orchestration.resources import QdrantResource, WorkdirResource
-from serving.retrieval import RetrievalConfig, TimeSlicedMemory, last_search_queries
+from serving.retrieval import AsOfMemory, RetrievalConfig, TimeSlicedMemory, last_search_queries
 
 DEFAULT_DATA = Path("/work/shared/data/synthetic/medium-s0")
 MODES = {
@@ -64,7 +68,9 @@ def percentiles(seconds: list[float]) -> str:
 
 def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into")] = Path("work"),
          data: Annotated[Path, typer.Option(help="Dataset dir (for its oracle ceiling)")] = DEFAULT_DATA,
-         latency_queries: Annotated[int, typer.Option(help="Single queries timed per latency figure")] = 200) -> None:
+         latency_queries: Annotated[int, typer.Option(help="Single queries timed per latency figure")] = 200,
+         memory_kind: Annotated[str, typer.Option("--memory", help="as-of (exact at each target time) or weekly")]
+         = "as-of") -> None:
     """Print the retrieval ablation table and latencies."""
     torch.set_num_threads(1)
     wd = WorkdirResource(workdir=str(workdir))
@@ -74,9 +80,15 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     targets = targets[targets["split"] == "test"].reset_index(drop=True)
     encoder = load_title_model(wd.root.joinpath(*TITLE_DIR))
     t0 = time.perf_counter()
-    memory = TimeSlicedMemory.build(tables.search_results, encoder)
-    typer.echo(f"memory: {len(memory.cutoffs)} weekly snapshots in {time.perf_counter() - t0:.1f} s; "
-               f"{len(targets)} test targets")
+    if memory_kind == "as-of":
+        memory: AsOfMemory | TimeSlicedMemory = AsOfMemory.build(tables.search_results, encoder)
+        built = f"as-of memory, {len(memory)} queries"
+    elif memory_kind == "weekly":
+        memory = TimeSlicedMemory.build(tables.search_results, encoder)
+        built = f"{len(memory.cutoffs)} weekly snapshots"
+    else:
+        raise typer.BadParameter(f"--memory must be as-of or weekly, not {memory_kind!r}")
+    typer.echo(f"memory: {built} in {time.perf_counter() - t0:.1f} s; {len(targets)} test targets")
 
     scorer = retrieval_scorer(wd, catalog, RetrievalConfig(), memory)
     scorer.id_queries = Cached(scorer.id_queries, lambda h: tuple(map(tuple, h)))
@@ -111,7 +123,10 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     lookup = []
     for q, t in searched:
         t1 = time.perf_counter()
-        memory.for_time(t).lookup([q], q=5, v=10)
+        if isinstance(memory, AsOfMemory):
+            memory.lookup_queries([q], [t], q=5, v=10)
+        else:
+            memory.for_time(t).lookup([q], q=5, v=10)
         lookup.append(time.perf_counter() - t1)
     title_vectors = np.load(wd.path(*TITLE_VECTORS))
     row_of = pd.Series(np.arange(len(catalog.items)), index=catalog.item_ids)
@@ -123,7 +138,16 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
             t1 = time.perf_counter()
             store.search(qdrant.title_collection, vec, 100, partition=cat)
             search.append(time.perf_counter() - t1)
-    typer.echo(f"\nmemory lookup (encode query + nearest Q=5, V=10): {percentiles(lookup)}")
+    typer.echo(f"\nmemory lookup ({memory_kind}; encode query + nearest Q=5, V=10): {percentiles(lookup)}")
+    if isinstance(memory, AsOfMemory) and searched:  # batched lookup of every searched test target, pre-embedded
+        qs, ts = zip(*[(q, t) for q, t in zip(last_search_queries(targets["seq_actions"], targets["seq_queries"]),
+                                              targets["target_ts"], strict=True) if q is not None], strict=True)
+        vecs = encoder.encode([normalize_text(q) for q in qs])
+        t1 = time.perf_counter()
+        memory.lookup(vecs, list(ts), q=5, v=10)
+        dt = time.perf_counter() - t1
+        typer.echo(f"as-of memory batched lookup (no encoding): {len(qs)} targets in {dt:.2f} s "
+                   f"({dt / len(qs) * 1e3:.3f} ms per target)")
     typer.echo(f"Qdrant title search (top-100, one category, local mode): {percentiles(search)}")
 
 
