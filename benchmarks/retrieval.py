@@ -6,6 +6,7 @@ overall NDCG@10), and memory-lookup and Qdrant-search latency p50/p99 (one query
 
     python benchmarks/retrieval.py --workdir /tmp/w4 --data /work/shared/data/synthetic/medium-s0 [--memory weekly]
 
+Title lists are memory-first (`RetrievalConfig.title_list`, default) unless marked "(cosine)".
 `--memory as-of` (default) looks the memory up exactly as of each target time (`AsOfMemory`); `weekly` uses the
 weekly snapshots (`TimeSlicedMemory`).
 """
@@ -38,6 +39,10 @@ MODES = {
     "mixup N=2": RetrievalConfig(mode="mixup", n=2),
     "mixup N=3": RetrievalConfig(mode="mixup", n=3),
     "rrf": RetrievalConfig(mode="rrf"),
+    # The title list by cosine alone (no memory products first), for comparison.
+    "title-only (cosine)": RetrievalConfig(mode="title_only", title_list="cosine"),
+    "mixup N=1 (cosine)": RetrievalConfig(mode="mixup", n=1, title_list="cosine"),
+    "rrf (cosine)": RetrievalConfig(mode="rrf", title_list="cosine"),
 }
 
 

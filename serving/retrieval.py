@@ -3,6 +3,10 @@
 Two candidate lists per user, both restricted to the target's category:
 - ID list: the CORE sequence representation of the user's clicked/purchased items, cosine against CORE's item table.
 - Title list: a title query vector (see `TitleQueryBuilder`), cosine against the title-model embedding of every item.
+  With `RetrievalConfig.title_list="memory_first"` (default) the memory's products for the user's last search come
+  first (nearest key's products in the memory's order, then the next keys', de-duplicated, in the category), then
+  that cosine ranking (see `memory_first_lists`); users without a search, or whose lookup finds nothing in the
+  category, keep the cosine list.
 They are combined by `mixup` (top-N of the ID list, then the title list; the paper's N = 1), reciprocal rank fusion,
 or either list alone (ablations). Evaluation scores with exact numpy cosine over the category's vectors: it is the
 ranking Qdrant returns (tests compare the two); the Qdrant collections are the serving path.
@@ -19,7 +23,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -32,6 +36,7 @@ from models.text.tokenizer import normalize_text
 from serving.mixup import id_only, mixup, rank_fusion, title_only
 
 Mode = Literal["id_only", "title_only", "mixup", "rrf"]
+TitleList = Literal["memory_first", "cosine"]
 LIST_BONUS = 3.0  # combined-list scores start above this; every cosine is <= 1
 
 
@@ -242,6 +247,13 @@ def last_search_queries(actions: Sequence[Sequence[str]], queries: Sequence[Sequ
     return out
 
 
+class TitleQueries(NamedTuple):
+    """A batch's title query vectors and, per target, the memory's products for its last search."""
+
+    vectors: np.ndarray  # (B, d) unit title query vectors
+    memory_rows: list[np.ndarray]  # B arrays of catalog rows: nearest key's products first, de-duplicated
+
+
 @dataclass(frozen=True)
 class TitleQueryConfig:
     """How the title query vector is formed."""
@@ -272,6 +284,12 @@ class TitleQueryBuilder:
 
     def __call__(self, batch: pd.DataFrame, allowed_rows: np.ndarray | None = None) -> np.ndarray:
         """(B, d) unit title query vectors for a batch of targets (needs seq_* lists and target_ts)."""
+        return self.queries(batch, allowed_rows).vectors
+
+    def queries(self, batch: pd.DataFrame, allowed_rows: np.ndarray | None = None) -> TitleQueries:
+        """Title query vectors (B, d) and, per target, the catalog rows of the memory's products for its last search
+        (the Q nearest keys' top-V products in the memory's order, de-duplicated, only those in `allowed_rows` when
+        given; empty without a search), from one memory lookup."""
         cfg = self.cfg
         last = last_search_queries(batch["seq_actions"], batch["seq_queries"])
         uniq = sorted({normalize_text(q) for q in last if q is not None})
@@ -290,12 +308,15 @@ class TitleQueryBuilder:
                                                                   v=cfg.v)[0] for b in searched]
         hits_of = dict(zip(searched, found, strict=True))
         out = np.zeros((len(batch), self.title_vectors.shape[1]), np.float32)  # (B, d)
+        memory_rows = [np.zeros(0, np.int64) for _ in range(len(batch))]
         for b, (query, hist) in enumerate(zip(last, items, strict=True)):
             if query is not None:
                 key = qvec[normalize_text(query)]  # (d,)
                 rows = self._rows(p for h in hits_of[b] for p in h.products)
-                if allowed is not None and any(r in allowed for r in rows):
-                    rows = [r for r in rows if r in allowed]
+                in_allowed = rows if allowed is None else [r for r in rows if r in allowed]
+                memory_rows[b] = np.asarray(in_allowed, np.int64)
+                if in_allowed:
+                    rows = in_allowed
                 vec = l2_normalize(key)[0] * cfg.query_weight
                 if rows:
                     vec = vec + (1.0 - cfg.query_weight) * self.title_vectors[rows].mean(axis=0)
@@ -304,7 +325,7 @@ class TitleQueryBuilder:
                 rows = self._rows(hist[-cfg.fallback_items:])
                 if rows:
                     out[b] = self.title_vectors[rows].mean(axis=0)
-        return l2_normalize(out)
+        return TitleQueries(l2_normalize(out), memory_rows)
 
     def _rows(self, item_ids: object) -> list[int]:
         """Catalog rows of the known item ids, de-duplicated in order."""
@@ -325,6 +346,7 @@ class RetrievalConfig:
     k: int = 100  # length of each retrieved list and of the combined list
     n: int = 1  # mixup: items taken from the top of the ID list
     rrf_c: float = 60.0
+    title_list: TitleList = "memory_first"  # memory products for the last search, then title cosine; or cosine only
 
 
 def topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
@@ -334,6 +356,28 @@ def topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
         np.arange(scores.shape[1]), (len(scores), 1))  # (B, k)
     order = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
     return np.take_along_axis(part, order, axis=1)
+
+
+def memory_columns(memory_rows: Sequence[np.ndarray], cat_rows: np.ndarray) -> list[np.ndarray]:
+    """Catalog rows -> column indices into cat_rows, in order; rows outside cat_rows (other categories) dropped."""
+    index = pd.Index(np.asarray(cat_rows))
+    cols = [index.get_indexer(np.asarray(r, np.int64)) for r in memory_rows]
+    return [c[c >= 0] for c in cols]
+
+
+def memory_first_lists(memory_cols: Sequence[np.ndarray], cosine_top: np.ndarray, k: int) -> np.ndarray:
+    """Per row: the memory columns in order, then the cosine top list, de-duplicated (first occurrence), cut at k.
+
+    cosine_top (B, k') holds each row's title-cosine top-k' columns; a row with no memory columns keeps it. Every
+    memory column is assumed to be a valid column, so a row stays min(k, k') long when k' covers the category.
+    """
+    out = np.array(cosine_top, dtype=np.int64, copy=True)[:, :k]  # (B, min(k, k'))
+    for b, mem in enumerate(memory_cols):
+        if len(mem):
+            merged = np.concatenate([np.asarray(mem, np.int64), cosine_top[b]])
+            _, first = np.unique(merged, return_index=True)
+            out[b] = merged[np.sort(first)][: out.shape[1]]
+    return out
 
 
 def combine(id_list: Sequence[int], title_list: Sequence[int], cfg: RetrievalConfig) -> list[int]:
@@ -366,7 +410,7 @@ class RetrievalScorer:
 
     def __init__(self, catalog: Catalog, id_vectors: np.ndarray, title_vectors: np.ndarray,
                  id_queries: Callable[[list[list[str]]], np.ndarray],
-                 title_queries: Callable[[pd.DataFrame, np.ndarray], np.ndarray],
+                 title_queries: Callable[[pd.DataFrame, np.ndarray], np.ndarray | TitleQueries],
                  cfg: RetrievalConfig = RetrievalConfig()) -> None:
         self.id_vectors = l2_normalize(id_vectors)  # (n_catalog, d_id), catalog row order
         self.title_vectors = l2_normalize(title_vectors)  # (n_catalog, d_title)
@@ -375,15 +419,26 @@ class RetrievalScorer:
         self.cfg = cfg
 
     def lists(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """ID top-K and title top-K column indices (into cat_rows) and the title cosine matrix (B, n_cat)."""
+        """ID top-K and title top-K column indices (into cat_rows) and the title cosine matrix (B, n_cat).
+
+        The title list is the title-cosine top-K, or with `title_list="memory_first"` and a `title_queries` that
+        returns `TitleQueries`, the memory's products for the last search first, then that cosine top-K.
+        """
         hist = item_sequences(batch["seq_actions"], batch["seq_item_ids"])
         qi = l2_normalize(np.nan_to_num(self.id_queries(hist)))  # (B, d_id)
-        qt = l2_normalize(self.title_queries(batch, cat_rows))  # (B, d_title)
+        found = self.title_queries(batch, cat_rows)
+        vectors, memory_rows = (found.vectors, found.memory_rows) if isinstance(found, TitleQueries) else (found, None)
+        qt = l2_normalize(vectors)  # (B, d_title)
         id_cos = qi @ self.id_vectors[cat_rows].T  # (B, n_cat)
         title_cos = qt @ self.title_vectors[cat_rows].T  # (B, n_cat)
         id_top = topk_rows(id_cos, self.cfg.k)
         id_top[[not h for h in hist]] = -1  # no clicked/purchased item: no ID list (PAD rows)
-        return id_top, topk_rows(title_cos, self.cfg.k), title_cos
+        title_top = topk_rows(title_cos, self.cfg.k)
+        if self.cfg.title_list == "memory_first" and memory_rows is not None:
+            title_top = memory_first_lists(memory_columns(memory_rows, cat_rows), title_top, self.cfg.k)
+        elif self.cfg.title_list not in ("memory_first", "cosine"):
+            raise ValueError(f"unknown title_list {self.cfg.title_list!r}")
+        return id_top, title_top, title_cos
 
     def ranked(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> list[list[int]]:
         """Each target's combined top-K list as column indices into cat_rows."""

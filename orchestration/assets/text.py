@@ -128,7 +128,7 @@ def retrieval_scorer(workdir: WorkdirResource, catalog: Catalog, cfg: RetrievalC
     titles = TitleQueryBuilder(encoder, memory, catalog, np.load(workdir.path(*TITLE_VECTORS)))
     ids = item_vectors(ckpt.model, ckpt.vocab, catalog.item_ids)  # (n, d)
     return RetrievalScorer(catalog, ids, np.load(workdir.path(*TITLE_VECTORS)),
-                           lambda h: query_vectors(ckpt.model, ckpt.vocab, h), titles, cfg)
+                           lambda h: query_vectors(ckpt.model, ckpt.vocab, h), titles.queries, cfg)
 
 
 def retrieval_asset(name: str, cfg: RetrievalConfig) -> AssetsDefinition:

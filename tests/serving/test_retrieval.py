@@ -14,10 +14,12 @@ from serving.retrieval import (
     RetrievalConfig,
     RetrievalScorer,
     TimeSlicedMemory,
+    TitleQueries,
     TitleQueryBuilder,
     TitleQueryConfig,
     l2_normalize,
     last_search_queries,
+    memory_first_lists,
     topk_rows,
 )
 from serving.vectorstore import VectorStore
@@ -222,3 +224,63 @@ def test_title_query_builder_with_as_of_memory() -> None:
     assert not vec[0].any()  # no memory yet and weight 0 on the query
     assert float(vec[1] @ l2_normalize(titles[1])[0]) == pytest.approx(1.0, abs=1e-5)  # only the day-2 search
     assert float(vec[2] @ l2_normalize(titles[[1, 3]].mean(axis=0))[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+# Ten items over two categories: Footwear I0 I2 I4 I6 I8 (rows 0, 2, ...), Clothing I1 I3 ... Query at angle 0.
+# Footwear title cosine order: I0 I2 I4 I6 I8; Footwear ID cosine order: I8 I6 I4 I2 I0.
+MF_TITLES = angle_vectors([0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45])
+MF_IDS = angle_vectors([0.4, 0.45, 0.3, 0.35, 0.2, 0.25, 0.1, 0.15, 0.0, 0.05])
+
+
+def memory_first_ranking(cfg: RetrievalConfig, memory_rows: list[list[int]]) -> list[list[str]]:
+    catalog = catalog_of(10, ("Footwear", "Clothing"))
+    n = len(memory_rows)
+    queries = TitleQueries(np.repeat(QUERY, n, 0), [np.asarray(r, np.int64) for r in memory_rows])
+    scorer = RetrievalScorer(catalog, MF_IDS, MF_TITLES, fixed(np.repeat(QUERY, n, 0)), lambda *_: queries, cfg)
+    rows = catalog.rows["Footwear"]
+    scores = scorer(targets([["I1"]] * n), rows)  # (n, 5)
+    return [list(catalog.item_ids[rows][np.argsort(-s, kind="stable")]) for s in scores]
+
+
+def test_memory_first_title_list() -> None:
+    # Memory rows (catalog order): I6, I3 (Clothing: dropped), I4, I6 again (dropped); the second user has none.
+    memory = [[6, 3, 4, 6], []]
+    got = memory_first_ranking(RetrievalConfig(mode="title_only", k=4), memory)
+    assert got == [["I6", "I4", "I0", "I2", "I8"],  # memory in order, then cosine (dedup), cut at K; rest by cosine
+                   ["I0", "I2", "I4", "I6", "I8"]]  # no memory products: the cosine list
+    cosine = memory_first_ranking(RetrievalConfig(mode="title_only", k=4, title_list="cosine"), memory)
+    assert cosine == [["I0", "I2", "I4", "I6", "I8"]] * 2
+    # Mixup keeps its structure: top-1 of the ID list (I8), then the memory-first title list.
+    assert memory_first_ranking(RetrievalConfig(mode="mixup", k=4, n=1), memory) == [
+        ["I8", "I6", "I4", "I0", "I2"], ["I8", "I0", "I2", "I4", "I6"]]
+    # The pure merge: memory columns first, then the cosine list without repeats, cut at the cosine list's length.
+    top = np.array([[0, 1, 2, 3], [0, 1, 2, 3]])
+    assert memory_first_lists([np.array([3, 5, 3]), np.array([], np.int64)], top, 4).tolist() == [
+        [3, 5, 0, 1], [0, 1, 2, 3]]
+
+
+def test_title_query_builder_memory_rows_follow_memory_order() -> None:
+    enc = HashingNgramEncoder()
+    catalog = catalog_of(6, ("Footwear", "Clothing"))  # Footwear I0 I2 I4 (rows 0, 2, 4), Clothing I1 I3 I5
+    titles = enc.encode(["red shoe", "red shirt", "red boot", "blue shirt", "red sneaker", "red dress"])
+    # "red shoes" -> I4 (pos 1), I1, I2; the next key "red shoe" -> I0, I2 (I2 is already in).
+    log = search_log([(1, "red shoes", 1.0, ["I4", "I1", "I2"]), (2, "red shoe", 1.0, ["I0", "I2"])])
+    memory = AsOfMemory.build(log, enc)
+    builder = TitleQueryBuilder(enc, memory, catalog, titles)
+    batch = pd.concat([targets([[]], [["red shoes"]], t=at(3.0)), targets([[]], [["red shoes"]], t=at(0.5)),
+                       targets([["I2"]], t=at(3.0))], ignore_index=True)
+    assert [h.query for h in memory.lookup_queries(["red shoes"], [at(3.0)])[0]] == ["red shoes", "red shoe"]
+    found = builder.queries(batch, catalog.rows["Footwear"])
+    assert [r.tolist() for r in found.memory_rows] == [[4, 2, 0], [], []]  # Footwear only; none before day 1
+    assert [r.tolist() for r in builder.queries(batch).memory_rows] == [[4, 1, 2, 0], [], []]
+    np.testing.assert_allclose(builder(batch, catalog.rows["Footwear"]), found.vectors)
+    # Scorer: the searched user's title list is the memory's Footwear products in order; the others keep cosine.
+    ids = np.eye(6, dtype=np.float32)
+    for cfg in (RetrievalConfig(mode="title_only", k=3), RetrievalConfig(mode="rrf", k=3)):
+        scorer = RetrievalScorer(catalog, ids, titles, fixed(np.ones((3, 6))), builder.queries, cfg)
+        cosine = RetrievalScorer(catalog, ids, titles, fixed(np.ones((3, 6))), builder.queries,
+                                 RetrievalConfig(mode=cfg.mode, k=3, title_list="cosine"))
+        _, title_top, _ = scorer.lists(batch, catalog.rows["Footwear"])
+        _, cosine_top, _ = cosine.lists(batch, catalog.rows["Footwear"])
+        assert title_top[0].tolist() == [2, 1, 0]  # columns of I4, I2, I0 in the Footwear rows
+        assert title_top[1:].tolist() == cosine_top[1:].tolist()
