@@ -41,6 +41,18 @@ class WorkdirResource(ConfigurableResource):
     def canonical(self) -> Path:
         return self.root / "canonical"
 
+    def items(self):  # noqa: ANN201
+        """The canonical catalog alone (the other tables are large and most assets need only this)."""
+        import pandas as pd
+
+        return pd.read_parquet(self.canonical / "items.parquet")
+
+    def catalog(self):  # noqa: ANN201
+        """The evaluation catalog (items sorted by id, rows per category)."""
+        from models.evaluation import Catalog
+
+        return Catalog.from_items(self.items())
+
     @property
     def features(self) -> Path:
         return self.root / "features"

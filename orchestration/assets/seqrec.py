@@ -9,7 +9,6 @@ from dagster import AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import Splits, training_cutoffs
-from models.evaluation import Catalog
 from models.seqrec import MODELS, build_model, load_checkpoint, save_checkpoint, train
 from models.seqrec.pipeline import SeqScorer, build_seq_data, item_sequences
 from orchestration.assets.data import eval_targets
@@ -45,7 +44,7 @@ def seqrec_asset(name: str) -> AssetsDefinition:
         result = train(model, data, cfg)
         ckpt = workdir.path("models", f"{name}.pt")
         save_checkpoint(ckpt, model, vocab, cfg)
-        catalog = Catalog.from_items(CanonicalTables.read(workdir.canonical).items)
+        catalog = workdir.catalog()
         out = run_method(workdir, name, SeqScorer(model, vocab, catalog), catalog, extra={
             "model_config": asdict(model.config), "train_config": asdict(cfg), "best_epoch": result.best_epoch,
             "seconds_per_epoch": float(np.mean(result.epoch_seconds)), "val": result.best_metrics,
@@ -67,7 +66,7 @@ ID_MODEL = "core-trm"  # the paper's ID-embedding model
        description="CORE's item table as the ID embeddings in Qdrant (one point per catalog item, per category)")
 def id_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):
     ckpt = load_checkpoint(workdir.path("models", f"{ID_MODEL}.pt"))
-    items = CanonicalTables.read(workdir.canonical).items
+    items = workdir.items()
     targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet")).head(50)
     t0 = time.perf_counter()
     with qdrant.store() as store:

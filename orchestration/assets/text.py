@@ -63,7 +63,7 @@ def title_model(workdir: WorkdirResource, training: TrainingResource):
 @asset(group_name="text", deps=[title_model],
        description="Title embedding of EVERY catalog item in Qdrant (partitioned by category)")
 def item_title_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):
-    catalog = Catalog.from_items(CanonicalTables.read(workdir.canonical).items)
+    catalog = workdir.catalog()
     items = catalog.items
     t0 = time.perf_counter()
     vectors = embed_catalog(load_title_model(_dir(workdir, *TITLE_DIR)), items)  # (n, d)
@@ -138,7 +138,7 @@ def retrieval_asset(name: str, cfg: RetrievalConfig) -> AssetsDefinition:
            deps=[item_title_embeddings, query_memory, SEQREC_ASSETS[ID_MODEL]],
            description=f"Retrieval eval: {cfg.mode} (K={cfg.k}, N={cfg.n})")
     def _asset(workdir: WorkdirResource):
-        catalog = Catalog.from_items(CanonicalTables.read(workdir.canonical).items)
+        catalog = workdir.catalog()
         t0 = time.perf_counter()
         scorer = retrieval_scorer(workdir, catalog, cfg)
         setup_s = time.perf_counter() - t0
