@@ -1,4 +1,5 @@
-"""Retrieval ablation on a finished workdir: ID-only vs title-only vs mixup N=1,2,3 vs RRF vs the best baseline.
+"""Retrieval ablation on a finished workdir: ID-only vs title-only vs mixup N=1,2,3 vs RRF vs the best baseline,
+each list also re-ranked by a colour x size `VariantRanker` fitted on the workdir's validation targets.
 
 Assumes the asset graph (incl. the `text` group) already ran into `--workdir`. Prints Recall@10/NDCG@10/MRR overall
 and on cold-start targets, ratios against the best non-retrieval method in `<workdir>/eval/*/metrics.json` (by
@@ -27,9 +28,17 @@ from feature_repo.schema import CanonicalTables
 from models.evaluation import Catalog, evaluate, load_oracle
 from models.text import load_title_model
 from models.text.tokenizer import normalize_text
+from models.variants import ItemAttributes, VariantConfig, fit_variant_ranker
 from orchestration.assets.text import TITLE_DIR, TITLE_VECTORS, retrieval_scorer
 from orchestration.resources import QdrantResource, WorkdirResource
-from serving.retrieval import AsOfMemory, RetrievalConfig, TimeSlicedMemory, last_search_queries
+from serving.retrieval import (
+    AsOfMemory,
+    RetrievalConfig,
+    TimeSlicedMemory,
+    VariantScorer,
+    last_search_queries,
+    variant_examples,
+)
 
 DEFAULT_DATA = Path("/work/shared/data/synthetic/medium-s0")
 MODES = {
@@ -39,12 +48,15 @@ MODES = {
     "mixup N=2": RetrievalConfig(mode="mixup", n=2),
     "mixup N=3": RetrievalConfig(mode="mixup", n=3),
     "rrf": RetrievalConfig(mode="rrf"),
+    # Without the seen-item filter (the user's own clicked/purchased items may fill the lists).
+    "title-only (seen kept)": RetrievalConfig(mode="title_only", exclude_seen=False),
+    "mixup N=1 (seen kept)": RetrievalConfig(mode="mixup", n=1, exclude_seen=False),
     # The title list by cosine alone (no memory products first), for comparison.
     "title-only (cosine)": RetrievalConfig(mode="title_only", title_list="cosine"),
     "mixup N=1 (cosine)": RetrievalConfig(mode="mixup", n=1, title_list="cosine"),
-    "rrf (cosine)": RetrievalConfig(mode="rrf", title_list="cosine"),
 }
-
+# Combined lists re-ranked by a `VariantRanker` fitted on the validation targets of the same workdir.
+VARIANT_MODES = ("id-only", "title-only", "mixup N=1", "mixup N=2", "mixup N=3")
 
 class Cached:
     """Memoise a query function over identical batches (every mode evaluates the same batches in the same order)."""
@@ -82,6 +94,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     tables = CanonicalTables.read(wd.canonical)
     catalog = Catalog.from_items(tables.items)
     targets = pd.read_parquet(wd.path("splits", "eval_targets.parquet"))
+    val = targets[targets["split"] == "val"].reset_index(drop=True)
     targets = targets[targets["split"] == "test"].reset_index(drop=True)
     encoder = load_title_model(wd.root.joinpath(*TITLE_DIR))
     t0 = time.perf_counter()
@@ -97,13 +110,26 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
 
     scorer = retrieval_scorer(wd, catalog, RetrievalConfig(), memory)
     scorer.id_queries = Cached(scorer.id_queries, lambda h: tuple(map(tuple, h)))
-    scorer.title_queries = Cached(scorer.title_queries, lambda b, r: (tuple(b["user_id"]), int(r[0]), len(r)))
+    scorer.title_queries = Cached(scorer.title_queries, lambda b, r: (tuple(b["user_id"]), b["target_ts"].iloc[0],
+                                                                     int(r[0]), len(r)))
     rows = []
     for name, cfg in MODES.items():
         scorer.cfg = cfg
         t1 = time.perf_counter()
         m = evaluate(f"retrieval-{name}", scorer, targets, catalog, progress=False).metrics
         rows.append((name, m, time.perf_counter() - t1))
+
+    # Variant selection: a VariantRanker per combination, fitted on the validation targets' combined lists.
+    attrs = ItemAttributes.from_items(catalog.items)
+    fits = []
+    for name in VARIANT_MODES:
+        scorer.cfg = MODES[name]
+        t1 = time.perf_counter()
+        ranker = fit_variant_ranker(variant_examples(scorer, val, catalog, attrs, VariantConfig()))
+        m = evaluate(f"retrieval-{name}+variants", VariantScorer(scorer, catalog, ranker, attrs), targets, catalog,
+                     progress=False).metrics
+        rows.append((f"{name} + variants", m, time.perf_counter() - t1))
+        fits.append((name, ranker))
 
     base = best_baseline(wd.eval)
     rows.append((f"baseline: {base['method']}", base, float("nan")))
@@ -120,6 +146,12 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
                    f"{c['recall@10']:.4f} | {c['ndcg@10']:.4f} | {a['recall@10'] / b['recall@10']:.2f} | "
                    f"{a['ndcg@10'] / b['ndcg@10']:.2f} | {c['ndcg@10'] / max(bc['ndcg@10'], 1e-12):.2f} | "
                    f"{secs:.1f} |")
+
+    typer.echo("\nVariant rankers (conditional logit on validation targets; 'used' = bought item among the candidates):")
+    for name, ranker in fits:
+        info = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in ranker.fit_info.items()}
+        typer.echo(f"- {name}: {info}")
+        typer.echo("  weights: " + ", ".join(f"{k} {v:+.2f}" for k, v in ranker.weights.items()))
 
     # Latency: one target at a time, as serving would see it.
     sample = targets.head(latency_queries)

@@ -33,6 +33,7 @@ from models.seqrec.pipeline import item_sequences
 from models.text.encoder import TextEncoder
 from models.text.memory import MemoryConfig, MemoryHit, QueryProductMemory, aggregate_query_products
 from models.text.tokenizer import normalize_text
+from models.variants import ItemAttributes, VariantConfig, VariantRanker, candidate_features
 from serving.mixup import id_only, mixup, rank_fusion, title_only
 
 Mode = Literal["id_only", "title_only", "mixup", "rrf"]
@@ -347,6 +348,9 @@ class RetrievalConfig:
     n: int = 1  # mixup: items taken from the top of the ID list
     rrf_c: float = 60.0
     title_list: TitleList = "memory_first"  # memory products for the last search, then title cosine; or cosine only
+    # Leave the user's own clicked/purchased items out of both lists (they rank after the list). On medium-s0 the
+    # bought item is in the history for 0.7% of test targets, but CORE's top-1 is a history item for 83% of them.
+    exclude_seen: bool = True
 
 
 def topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
@@ -368,15 +372,17 @@ def memory_columns(memory_rows: Sequence[np.ndarray], cat_rows: np.ndarray) -> l
 def memory_first_lists(memory_cols: Sequence[np.ndarray], cosine_top: np.ndarray, k: int) -> np.ndarray:
     """Per row: the memory columns in order, then the cosine top list, de-duplicated (first occurrence), cut at k.
 
-    cosine_top (B, k') holds each row's title-cosine top-k' columns; a row with no memory columns keeps it. Every
-    memory column is assumed to be a valid column, so a row stays min(k, k') long when k' covers the category.
+    cosine_top (B, k') holds each row's title-cosine top-k' columns (-1 = PAD); a row with no memory columns keeps
+    it. Every memory column is assumed to be a valid column; rows are PAD-filled to min(k, k').
     """
     out = np.array(cosine_top, dtype=np.int64, copy=True)[:, :k]  # (B, min(k, k'))
     for b, mem in enumerate(memory_cols):
         if len(mem):
-            merged = np.concatenate([np.asarray(mem, np.int64), cosine_top[b]])
+            top = cosine_top[b]
+            merged = np.concatenate([np.asarray(mem, np.int64), top[top >= 0]])  # PAD (-1) entries dropped
             _, first = np.unique(merged, return_index=True)
-            out[b] = merged[np.sort(first)][: out.shape[1]]
+            row = merged[np.sort(first)][: out.shape[1]]
+            out[b] = np.pad(row, (0, out.shape[1] - len(row)), constant_values=-1)
     return out
 
 
@@ -412,6 +418,7 @@ class RetrievalScorer:
                  id_queries: Callable[[list[list[str]]], np.ndarray],
                  title_queries: Callable[[pd.DataFrame, np.ndarray], np.ndarray | TitleQueries],
                  cfg: RetrievalConfig = RetrievalConfig()) -> None:
+        self.index = pd.Index(catalog.item_ids)
         self.id_vectors = l2_normalize(id_vectors)  # (n_catalog, d_id), catalog row order
         self.title_vectors = l2_normalize(title_vectors)  # (n_catalog, d_title)
         self.id_queries = id_queries
@@ -431,11 +438,25 @@ class RetrievalScorer:
         qt = l2_normalize(vectors)  # (B, d_title)
         id_cos = qi @ self.id_vectors[cat_rows].T  # (B, n_cat)
         title_cos = qt @ self.title_vectors[cat_rows].T  # (B, n_cat)
-        id_top = topk_rows(id_cos, self.cfg.k)
+        title_rank = title_cos
+        if self.cfg.exclude_seen:
+            seen = memory_columns(history_rows(batch, self.index), cat_rows)  # B arrays of columns
+            b_idx = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
+            c_idx = np.concatenate(seen) if seen else np.zeros(0, np.int64)
+            id_cos[b_idx, c_idx] = -np.inf
+            title_rank = title_cos.copy()
+            title_rank[b_idx, c_idx] = -np.inf
+            if memory_rows is not None:
+                memory_rows = [r[~np.isin(r, cat_rows[s])] for r, s in zip(memory_rows, seen, strict=True)]
+        k = self.cfg.k
+        id_top = topk_rows(id_cos, k)
+        title_top = topk_rows(title_rank, k)
+        if self.cfg.exclude_seen:  # a seen item can only be in a top-k when the category has fewer unseen items
+            id_top[np.isneginf(np.take_along_axis(id_cos, id_top, axis=1))] = -1
+            title_top[np.isneginf(np.take_along_axis(title_rank, title_top, axis=1))] = -1
         id_top[[not h for h in hist]] = -1  # no clicked/purchased item: no ID list (PAD rows)
-        title_top = topk_rows(title_cos, self.cfg.k)
         if self.cfg.title_list == "memory_first" and memory_rows is not None:
-            title_top = memory_first_lists(memory_columns(memory_rows, cat_rows), title_top, self.cfg.k)
+            title_top = memory_first_lists(memory_columns(memory_rows, cat_rows), title_top, k)
         elif self.cfg.title_list not in ("memory_first", "cosine"):
             raise ValueError(f"unknown title_list {self.cfg.title_list!r}")
         return id_top, title_top, title_cos
@@ -443,11 +464,84 @@ class RetrievalScorer:
     def ranked(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> list[list[int]]:
         """Each target's combined top-K list as column indices into cat_rows."""
         id_top, title_top, _ = self.lists(batch, cat_rows)
-        return [combine([i for i in a.tolist() if i >= 0], t.tolist(), self.cfg)
+        id_top, title_top, _ = self.lists(batch, cat_rows)
+        return self.combined(id_top, title_top)
+
+    def combined(self, id_top: np.ndarray, title_top: np.ndarray) -> list[list[int]]:
+        """`combine` per row of the two top-K column arrays (PAD -1 entries skipped)."""
+        return [combine([i for i in a.tolist() if i >= 0], [i for i in t.tolist() if i >= 0], self.cfg)
                 for a, t in zip(id_top, title_top, strict=True)]
 
     def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> np.ndarray:
         id_top, title_top, title_cos = self.lists(batch, cat_rows)
-        combined = [combine([i for i in a.tolist() if i >= 0], t.tolist(), self.cfg)
-                    for a, t in zip(id_top, title_top, strict=True)]
-        return list_scores(combined, title_cos)  # (B, n_cat)
+        return list_scores(self.combined(id_top, title_top), title_cos)  # (B, n_cat)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Variant selection on top of any combined list
+
+
+def history_rows(batch: pd.DataFrame, catalog_index: pd.Index) -> list[np.ndarray]:
+    """Catalog rows of each target's clicked/purchased items, oldest first (items not in the catalog dropped)."""
+    out = []
+    for seq in item_sequences(batch["seq_actions"], batch["seq_item_ids"]):
+        rows = catalog_index.get_indexer(np.asarray(seq, dtype=object)) if seq else np.zeros(0, np.int64)
+        out.append(rows[rows >= 0].astype(np.int64))
+    return out
+
+
+class VariantScorer:
+    """Evaluation `Scorer`: a `RetrievalScorer`'s combined top-K, re-ranked by a `VariantRanker`.
+
+    The ranker puts every released colour x size variant of the list's leading families in score order, then the
+    rest of the list; the result is cut at K and scored like `RetrievalScorer` (list order, then title cosine).
+    """
+
+    def __init__(self, base: RetrievalScorer, catalog: Catalog, ranker: VariantRanker,
+                 attrs: ItemAttributes | None = None) -> None:
+        self.base, self.ranker = base, ranker
+        self.attrs = attrs if attrs is not None else ItemAttributes.from_items(catalog.items)
+        self.index = pd.Index(catalog.item_ids)
+
+    def ranked_rows(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each target's re-ranked list as catalog rows (cut at K), and the title cosine matrix (B, n_cat)."""
+        id_top, title_top, title_cos = self.base.lists(batch, cat_rows)
+        hist = history_rows(batch, self.index)
+        t_ns = _ns(batch["target_ts"].to_numpy())  # (B,)
+        out = []
+        for b, cols in enumerate(self.base.combined(id_top, title_top)):
+            rows = self.ranker.rerank(cat_rows[np.asarray(cols, np.int64)], hist[b], int(t_ns[b]), self.attrs)
+            keep = np.isin(rows, cat_rows)  # variants stay in the category
+            if self.base.cfg.exclude_seen:
+                keep &= ~np.isin(rows, hist[b])
+            out.append(rows[keep][: self.base.cfg.k])
+        return out, title_cos
+
+    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> np.ndarray:
+        rows, title_cos = self.ranked_rows(batch, cat_rows)
+        cols = [np.searchsorted(cat_rows, r).tolist() for r in rows]  # cat_rows ascending (Catalog.rows)
+        return list_scores(cols, title_cos)  # (B, n_cat)
+
+
+def variant_examples(base: RetrievalScorer, targets: pd.DataFrame, catalog: Catalog, attrs: ItemAttributes,
+                     cfg: VariantConfig, batch_size: int = 256) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """(candidates, features, bought row) per target, from `base`'s combined lists: input to `fit_variant_ranker`."""
+    index = pd.Index(catalog.item_ids)
+    target_rows = catalog.index_of(targets["target_item_id"])
+    out = []
+    for cat, idx in targets.groupby("category", sort=True).indices.items():
+        cat_rows = catalog.rows[cat]
+        for start in range(0, len(idx), batch_size):
+            b = idx[start:start + batch_size]
+            batch = targets.iloc[b]
+            id_top, title_top, _ = base.lists(batch, cat_rows)
+            hist = history_rows(batch, index)
+            t_ns = _ns(batch["target_ts"].to_numpy())
+            for j, cols in enumerate(base.combined(id_top, title_top)):
+                cand, x = candidate_features(cat_rows[np.asarray(cols, np.int64)], hist[j], int(t_ns[j]), attrs,
+                                             cfg)
+                if base.cfg.exclude_seen:  # the scorer drops them too
+                    keep = ~np.isin(cand, hist[j])
+                    cand, x = cand[keep], x[keep]
+                out.append((cand, x, int(target_rows[b[j]])))
+    return out

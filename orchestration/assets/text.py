@@ -20,6 +20,7 @@ from models.text import (
     save_title_model,
     train_title_model,
 )
+from models.variants import ItemAttributes, VariantConfig, VariantRanker, fit_variant_ranker
 from orchestration.assets.data import eval_targets
 from orchestration.assets.evaluation import run_method
 from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
@@ -31,6 +32,8 @@ from serving.retrieval import (
     RetrievalScorer,
     TimeSlicedMemory,
     TitleQueryBuilder,
+    VariantScorer,
+    variant_examples,
 )
 
 TITLE_DIR = ("models", "title")
@@ -131,18 +134,47 @@ def retrieval_scorer(workdir: WorkdirResource, catalog: Catalog, cfg: RetrievalC
                            lambda h: query_vectors(ckpt.model, ckpt.vocab, h), titles.queries, cfg)
 
 
-def retrieval_asset(name: str, cfg: RetrievalConfig) -> AssetsDefinition:
-    """Evaluate one retrieval combination (ID list, title list, mixup) on the test targets."""
+VARIANT_RANKER = ("models", "variant_ranker.json")
+VARIANT_FIT_MODE = RetrievalConfig(mode="mixup", n=1)  # the lists the ranker is fitted on: the serving default
 
-    @asset(name=f"retrieval_{name.replace('-', '_')}", group_name="text",
-           deps=[item_title_embeddings, query_memory, SEQREC_ASSETS[ID_MODEL]],
-           description=f"Retrieval eval: {cfg.mode} (K={cfg.k}, N={cfg.n})")
+
+@asset(group_name="text", deps=[item_title_embeddings, query_memory, SEQREC_ASSETS[ID_MODEL]],
+       description="Colour x size variant re-ranker: conditional logit fitted on the validation targets' mixup lists")
+def variant_ranker(workdir: WorkdirResource):
+    catalog = workdir.catalog()
+    targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
+    val = targets[targets["split"] == "val"].reset_index(drop=True)
+    attrs = ItemAttributes.from_items(catalog.items)
+    cfg = VariantConfig()
+    t0 = time.perf_counter()
+    examples = variant_examples(retrieval_scorer(workdir, catalog, VARIANT_FIT_MODE), val, catalog, attrs, cfg)
+    ranker = fit_variant_ranker(examples, cfg)
+    ranker.fit_info["examples_seconds"] = round(time.perf_counter() - t0, 2)
+    out = ranker.save(workdir.path(*VARIANT_RANKER))
+    return MaterializeResult(metadata={
+        **{k: v for k, v in ranker.fit_info.items() if isinstance(v, int | float | bool)},
+        "weights": MetadataValue.json(ranker.weights), "path": MetadataValue.path(str(out)),
+    })
+
+
+def retrieval_asset(name: str, cfg: RetrievalConfig, variants: bool = False) -> AssetsDefinition:
+    """Evaluate one retrieval combination (ID list, title list, mixup), optionally variant-re-ranked, on test."""
+    deps = [item_title_embeddings, query_memory, SEQREC_ASSETS[ID_MODEL], *([variant_ranker] if variants else [])]
+    method = f"retrieval-{name}" + ("-variants" if variants else "")
+
+    @asset(name=method.replace("-", "_"), group_name="text", deps=deps,
+           description=f"Retrieval eval: {cfg.mode} (K={cfg.k}, N={cfg.n})" + (", variant re-ranked" if variants else ""))
     def _asset(workdir: WorkdirResource):
         catalog = workdir.catalog()
         t0 = time.perf_counter()
         scorer = retrieval_scorer(workdir, catalog, cfg)
+        extra = {"retrieval_config": asdict(cfg)}
+        if variants:
+            ranker = VariantRanker.load(workdir.path(*VARIANT_RANKER))
+            scorer = VariantScorer(scorer, catalog, ranker)
+            extra["variant_weights"] = ranker.weights
         setup_s = time.perf_counter() - t0
-        out = run_method(workdir, f"retrieval-{name}", scorer, catalog, extra={"retrieval_config": asdict(cfg)})
+        out = run_method(workdir, method, scorer, catalog, extra=extra)
         return MaterializeResult(metadata={**(out.metadata or {}), "setup_seconds": round(setup_s, 2)})
 
     return _asset
@@ -154,3 +186,5 @@ RETRIEVAL_MODES = {
     "mixup": RetrievalConfig(mode="mixup", n=1),
 }
 RETRIEVAL_ASSETS = {name: retrieval_asset(name, cfg) for name, cfg in RETRIEVAL_MODES.items()}
+RETRIEVAL_ASSETS |= {f"{name}-variants": retrieval_asset(name, RETRIEVAL_MODES[name], variants=True)
+                     for name in ("title-only", "mixup")}

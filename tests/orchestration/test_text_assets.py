@@ -17,8 +17,9 @@ from orchestration.definitions import all_assets, build_resources
 from orchestration.resources import QdrantResource
 from tests.conftest import make_tiny_tables
 
-TEXT_ASSETS = {"title_model", "item_title_embeddings", "query_memory",
-               "retrieval_id_only", "retrieval_title_only", "retrieval_mixup"}  # fmt: skip
+TEXT_ASSETS = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker",
+               "retrieval_id_only", "retrieval_title_only", "retrieval_mixup",
+               "retrieval_title_only_variants", "retrieval_mixup_variants"}  # fmt: skip
 
 
 def tiny_workdir(root: Path) -> None:
@@ -58,7 +59,13 @@ def test_materialize_text_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert meta["per_category"].value == {"Accessories & Jewelry": 3, "Clothing": 3, "Footwear": 3}
     memory = result.asset_materializations_for_node("query_memory")[0].metadata
     assert memory["queries"].value == memory["points"].value >= 1
-    for method in ("retrieval-id-only", "retrieval-title-only", "retrieval-mixup"):
+    ranker = result.asset_materializations_for_node("variant_ranker")[0].metadata
+    n_val = int((pd.read_parquet(tmp_path / "splits" / "eval_targets.parquet")["split"] == "val").sum())
+    assert ranker["examples"].value == n_val == ranker["used"].value + ranker["skipped"].value >= 1
+    saved = json.loads((tmp_path / "models" / "variant_ranker.json").read_text())
+    assert saved["fit_info"]["examples"] == n_val
+    for method in ("retrieval-id-only", "retrieval-title-only", "retrieval-mixup", "retrieval-title-only-variants",
+                   "retrieval-mixup-variants"):
         metrics = json.loads((tmp_path / "eval" / method / "metrics.json").read_text())
         assert metrics["overall"]["n"] == 3
     with QdrantResource(workdir=str(tmp_path)).store() as store:

@@ -9,6 +9,7 @@ import pytest
 from models.evaluation import Catalog, evaluate
 from models.text import HashingNgramEncoder, build_query_memory
 from models.text.memory import MemoryConfig
+from models.variants import VariantRanker
 from serving.retrieval import (
     AsOfMemory,
     RetrievalConfig,
@@ -17,6 +18,7 @@ from serving.retrieval import (
     TitleQueries,
     TitleQueryBuilder,
     TitleQueryConfig,
+    VariantScorer,
     l2_normalize,
     last_search_queries,
     memory_first_lists,
@@ -66,8 +68,22 @@ QUERY = angle_vectors([0.0])
 def ranking(cfg: RetrievalConfig) -> list[str]:
     catalog = catalog_of(5)
     scorer = RetrievalScorer(catalog, ID_VECS, TITLE_VECS, fixed(QUERY), fixed(QUERY), cfg)
-    scores = scorer(targets([["I4"]]), catalog.rows["Footwear"])  # (1, 5)
+    # The history item is outside the catalog: an ID list exists, and no catalog item is excluded as seen.
+    scores = scorer(targets([["X9"]]), catalog.rows["Footwear"])  # (1, 5)
     return list(catalog.item_ids[np.argsort(-scores[0], kind="stable")])
+
+
+def test_seen_items_leave_both_lists() -> None:
+    catalog = catalog_of(5)
+    cols = catalog.rows["Footwear"]
+    for excl, expect in [(True, [[2, 3, 4], [2, 3]]), (False, [[0, 1, 3], [0, 1]])]:
+        # ID order I0 I1 I2 I3 I4, title order I1 I3 I0 I4 I2; the user clicked I0 and I1.
+        scorer = RetrievalScorer(catalog, ID_VECS, TITLE_VECS, fixed(QUERY), fixed(QUERY),
+                                 RetrievalConfig(mode="mixup", k=3, n=1, exclude_seen=excl))
+        id_top, title_top, _ = scorer.lists(targets([["I0", "I1"]]), cols)
+        assert scorer.ranked(targets([["I0", "I1"]]), cols) == [expect[0]]  # mixup: I2 (ID), then I3 I4 (title)
+        assert id_top[0, :2].tolist() == expect[1]
+        assert not excl or not {0, 1} & set(title_top[0].tolist())
 
 
 def test_mixup_order_and_dedup() -> None:
@@ -142,7 +158,7 @@ def test_exact_topk_equals_qdrant_search() -> None:
     catalog = catalog_of(60, ("Footwear", "Clothing"))
     id_vecs, title_vecs = rng.normal(size=(60, 8)), rng.normal(size=(60, 6))
     qi, qt = rng.normal(size=(4, 8)), rng.normal(size=(4, 6))
-    scorer = RetrievalScorer(catalog, id_vecs, title_vecs, fixed(qi), fixed(qt), RetrievalConfig(k=7))
+    scorer = RetrievalScorer(catalog, id_vecs, title_vecs, fixed(qi), fixed(qt), RetrievalConfig(k=7, exclude_seen=False))
     items = catalog.items
     store = VectorStore.memory()
     store.upsert("ids", list(items["item_id"]), id_vecs, partitions=list(items["category"]))
@@ -284,3 +300,29 @@ def test_title_query_builder_memory_rows_follow_memory_order() -> None:
         _, cosine_top, _ = cosine.lists(batch, catalog.rows["Footwear"])
         assert title_top[0].tolist() == [2, 1, 0]  # columns of I4, I2, I0 in the Footwear rows
         assert title_top[1:].tolist() == cosine_top[1:].tolist()
+
+
+def test_variant_scorer_picks_the_users_size_and_colour() -> None:
+    # Family F: V1 (8, Red) V2 (9, Red) V3 (8, Blue) V4 (9, Blue); the user clicked H (another family, 9, Blue).
+    items = pd.DataFrame({
+        "item_id": ["H", "V1", "V2", "V3", "V4"], "family_id": ["G", "F", "F", "F", "F"],
+        "color": ["Blue", "Red", "Red", "Blue", "Blue"], "size": ["9", "8", "9", "8", "9"],
+        "subcategory": "sneaker", "category": "Footwear", "title": ["h", "v1", "v2", "v3", "v4"],
+    })
+    catalog = Catalog.from_items(items)
+    title_vecs = angle_vectors([0.4, 0.0, 0.1, 0.2, 0.3])  # title order V1 V2 V3 V4 H
+    base = RetrievalScorer(catalog, title_vecs, title_vecs, fixed(QUERY), fixed(QUERY),
+                           RetrievalConfig(mode="title_only", k=1))  # the list holds V1 alone
+    ranker = VariantRanker({"size_subcategory": 1.0, "colour": 1.0})
+    scorer = VariantScorer(base, catalog, ranker)
+    batch = targets([["H"]]).assign(target_item_id="V4")
+    rows, _ = scorer.ranked_rows(batch, catalog.rows["Footwear"])
+    # V4 matches size and colour (2 log 2); V2 size, V3 colour (log 2, candidate order: catalog); V1 neither.
+    # K=1 cuts the re-ranked list to V4; the rest follow by title cosine, the seen H last.
+    assert catalog.item_ids[rows[0]].tolist() == ["V4"]
+    result = evaluate("variants", scorer, batch, catalog, progress=False)
+    assert result.rankings["target_rank"].tolist() == [1]
+    assert list(result.rankings["ranked_item_ids"][0]) == ["V4", "V1", "V2", "V3", "H"]
+    base.cfg = RetrievalConfig(mode="title_only", k=10)
+    rows, _ = scorer.ranked_rows(batch, catalog.rows["Footwear"])
+    assert catalog.item_ids[rows[0]].tolist() == ["V4", "V2", "V3", "V1"]  # H is seen: out of the list
