@@ -1,0 +1,131 @@
+"""The retrieval-only recommender on the serving path: Qdrant collections in, a ranked list of catalog items out.
+
+For one request (the user's clicked/purchased items, their last search query, the category and the time):
+1. ID list: the ID model's sequence representation searched in the ID collection (`item_id_embeddings`).
+2. Memory: the last query's embedding searched in `query_memory`; the Q nearest stored queries' top-V products.
+3. Title list: the title query vector (as `TitleQueryBuilder`: query embedding blended with the memory products'
+   title embeddings) searched in `item_title_embeddings`, with the memory's products first (`memory_first`).
+4. The two lists combined by `RetrievalConfig.mode` (mixup by default), the user's own items left out, and
+   re-ranked by a `VariantRanker` when one is given.
+Every search is restricted to the request's category partition. This is the same ranking the evaluation computes
+with exact numpy (`RetrievalScorer`, `VariantScorer`) when the memory holds the same searches; a test checks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from models.text.encoder import TextEncoder
+from models.text.tokenizer import normalize_text
+from models.variants import ItemAttributes, VariantRanker
+from serving.retrieval import RetrievalConfig, TitleQueryConfig, _ns, combine, l2_normalize
+from serving.vectorstore import VectorStore
+
+
+TIE_SLACK = 5  # extra memory hits fetched so that ties at the q-th place break by query text
+
+
+@dataclass(frozen=True)
+class UserContext:
+    """What serving knows about one request."""
+
+    category: str  # the category to recommend in (every search is restricted to it)
+    history: Sequence[str] = ()  # clicked/purchased item ids, oldest first
+    last_query: str | None = None  # the user's last search query
+    at: pd.Timestamp | None = None  # request time: variants released after it are not candidates (None: now)
+
+
+@dataclass
+class Recommendation:
+    items: list[str]  # ranked item ids
+    id_list: list[str] = field(default_factory=list)  # the ID collection's list (seen items removed)
+    title_list: list[str] = field(default_factory=list)  # memory products first, then title search
+    memory_queries: list[str] = field(default_factory=list)  # the stored queries the memory matched
+
+
+@dataclass(frozen=True)
+class Collections:
+    ids: str = "item_id_embeddings"
+    titles: str = "item_title_embeddings"
+    memory: str = "query_memory"
+
+
+class OnlineRetriever:
+    """Retrieval-only recommendations from the Qdrant collections (see the module docstring)."""
+
+    def __init__(self, store: VectorStore, items: pd.DataFrame, encoder: TextEncoder,
+                 id_queries: Callable[[list[list[str]]], np.ndarray], ranker: VariantRanker | None = None,
+                 cfg: RetrievalConfig = RetrievalConfig(), title_cfg: TitleQueryConfig = TitleQueryConfig(),
+                 collections: Collections = Collections()) -> None:
+        self.store, self.encoder, self.id_queries = store, encoder, id_queries
+        self.ranker, self.cfg, self.title_cfg, self.collections = ranker, cfg, title_cfg, collections
+        self.items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
+        self.index = pd.Index(self.items["item_id"])
+        self.category = self.items["category"].to_numpy()
+        self.titles = self.items["title"].fillna("").astype(str).to_numpy()
+        self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
+
+    def _rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        rows = self.index.get_indexer(np.asarray(list(item_ids), dtype=object)) if len(item_ids) else np.zeros(0, int)
+        return rows[rows >= 0].astype(np.int64)
+
+    def recommend(self, ctx: UserContext) -> Recommendation:
+        cfg, tcfg = self.cfg, self.title_cfg
+        seen = set(ctx.history) if cfg.exclude_seen else set()
+        extra = len(seen)  # fetch enough to still have k after dropping seen items
+        history = [i for i in ctx.history if i in self.index]
+
+        id_list: list[str] = []
+        if ctx.history:
+            vec = l2_normalize(np.nan_to_num(self.id_queries([list(ctx.history)])))  # (1, d)
+            hits = self.store.search(self.collections.ids, vec, cfg.k + extra, partition=ctx.category)[0]
+            id_list = [h.id for h in hits if h.id not in seen][: cfg.k]
+
+        memory_products: list[str] = []
+        memory_queries: list[str] = []
+        query_vec = None
+        if ctx.last_query is not None and normalize_text(ctx.last_query):
+            key = l2_normalize(self.encoder.encode([normalize_text(ctx.last_query)]))  # (1, d)
+            # Ties broken by query text, as the exact memories do (their keys are sorted texts); a few extra hits
+            # so that a tie at the q-th place is broken the same way.
+            hits = self.store.search(self.collections.memory, key, tcfg.q + TIE_SLACK)[0]
+            hits = sorted(hits, key=lambda h: (-round(h.score, 5), h.payload["query"]))[: tcfg.q]
+            memory_queries = [h.payload["query"] for h in hits]
+            found = list(dict.fromkeys(p for h in hits for p in h.payload["products"][: tcfg.v]))
+            rows = self._rows(found)
+            in_cat = rows[self.category[rows] == ctx.category]
+            memory_products = [str(i) for i in self.items["item_id"].to_numpy()[in_cat] if i not in seen]
+            blend = in_cat if len(in_cat) else rows
+            query_vec = key[0] * tcfg.query_weight
+            if len(blend):
+                query_vec = query_vec + (1 - tcfg.query_weight) * self._title_vectors(blend).mean(axis=0)
+        elif ctx.history:
+            rows = self._rows(list(dict.fromkeys(ctx.history[-tcfg.fallback_items:])))
+            if len(rows):
+                query_vec = self._title_vectors(rows).mean(axis=0)
+        title_hits: list[str] = []
+        if query_vec is not None:
+            hits = self.store.search(self.collections.titles, l2_normalize(query_vec), cfg.k + extra,
+                                     partition=ctx.category)[0]
+            title_hits = [h.id for h in hits if h.id not in seen][: cfg.k]
+        title_list = title_hits
+        if cfg.title_list == "memory_first":
+            title_list = list(dict.fromkeys([*memory_products, *title_hits]))[: cfg.k]
+
+        ranked = combine(id_list, title_list, cfg)
+        if self.ranker is not None and ranked:
+            at = ctx.at if ctx.at is not None else pd.Timestamp.now(tz="UTC")
+            rows = self.ranker.rerank(self._rows(ranked), self._rows(history), int(_ns([at])[0]), self.attrs)
+            ids = self.items["item_id"].to_numpy()[rows]
+            ranked = [str(i) for i, c in zip(ids, self.category[rows], strict=True)
+                      if c == ctx.category and i not in seen][: cfg.k]
+        return Recommendation(items=list(ranked), id_list=id_list, title_list=title_list,
+                              memory_queries=memory_queries)
+
+    def _title_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Unit title embeddings of catalog rows (encoded on the fly, as `embed_catalog` does). (n, d)"""
+        return l2_normalize(self.encoder.encode(list(self.titles[rows])))

@@ -1,0 +1,118 @@
+"""The serving path (Qdrant collections) ranks exactly like the evaluation scorers (exact numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.evaluation import Catalog
+from models.text import HashingNgramEncoder, build_query_memory, embed_catalog
+from models.variants import VariantRanker
+from serving.recommend import OnlineRetriever, UserContext
+from serving.retrieval import AsOfMemory, RetrievalConfig, RetrievalScorer, TitleQueryBuilder, VariantScorer
+from serving.vectorstore import VectorStore
+
+T0 = pd.Timestamp("2024-03-01", tz="UTC")
+COLOURS, SIZES = ["red", "blue", "black"], ["7", "8", "9"]
+KINDS = {"Footwear": ["sneaker", "boot", "sandal", "loafer"], "Clothing": ["dress", "shirt", "jeans", "coat"]}
+
+
+def catalog_items() -> pd.DataFrame:
+    rows = []
+    for cat, kinds in KINDS.items():
+        for f, kind in enumerate(kinds):
+            for c in COLOURS:
+                for s in SIZES:
+                    rows.append({"item_id": f"{cat[0]}{f}-{c}-{s}", "family_id": f"{cat}{f}", "category": cat,
+                                 "subcategory": kind, "color": c, "size": s, "created_at": T0 - pd.Timedelta(days=30),
+                                 "title": f"{c} {kind} size {s} brand{f}"})
+    return pd.DataFrame(rows)
+
+
+def search_results(items: pd.DataFrame) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    queries = ["red sneakers", "black boots", "blue dress", "summer sandals", "denim jeans", "warm coat"]
+    rows = []
+    for sid in range(30):
+        q = queries[sid % len(queries)]
+        shown = rng.choice(items["item_id"].to_numpy(), size=6, replace=False)
+        rows += [{"search_id": sid, "user_id": f"u{sid}", "session_id": sid, "query": q,
+                  "timestamp": T0 - pd.Timedelta(days=20 - sid * 0.1), "item_id": i, "position": p}
+                 for p, i in enumerate(shown, start=1)]
+    return pd.DataFrame(rows)
+
+
+CONTEXTS = [
+    UserContext("Footwear", ["F0-red-8", "F1-black-8"], "red snekers"),  # typo: the memory still matches
+    UserContext("Footwear", ["F2-blue-9"], None),  # no search: title vector from the last items
+    UserContext("Clothing", [], "blue dress"),  # no history: no ID list
+    UserContext("Clothing", ["C3-red-7", "C0-blue-7", "F0-red-8"], "warm coat"),
+]
+
+
+@pytest.fixture(scope="module")
+def setup():  # noqa: ANN201
+    items = catalog_items()
+    catalog = Catalog.from_items(items)
+    encoder = HashingNgramEncoder()
+    sr = search_results(items)
+    title_vecs = embed_catalog(encoder, catalog.items)  # (n, d) catalog order
+    rng = np.random.default_rng(1)
+    id_vecs = rng.normal(size=(len(catalog.items), 8)).astype(np.float32)
+    id_of = dict(zip(catalog.item_ids, id_vecs, strict=True))
+
+    def id_queries(histories: list[list[str]]) -> np.ndarray:  # mean of the history's ID vectors
+        return np.stack([np.mean([id_of[i] for i in h], axis=0) if h else np.zeros(8) for h in histories])
+
+    store = VectorStore.memory()
+    store.upsert("item_id_embeddings", list(catalog.item_ids), id_vecs, partitions=list(catalog.items["category"]))
+    store.upsert("item_title_embeddings", list(catalog.item_ids), title_vecs,
+                 partitions=list(catalog.items["category"]))
+    memory = build_query_memory(sr, T0, encoder)
+    points = memory.to_points()
+    store.upsert("query_memory", [p["payload"]["query"] for p in points], np.array([p["vector"] for p in points]),
+                 [p["payload"] for p in points])
+    titles = TitleQueryBuilder(encoder, AsOfMemory.build(sr, encoder), catalog, title_vecs)
+    scorer = RetrievalScorer(catalog, id_vecs, title_vecs, id_queries, titles.queries)
+    return catalog, encoder, store, scorer, id_queries
+
+
+def as_targets(contexts: list[UserContext]) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "user_id": f"u{i}", "category": c.category, "target_ts": T0, "cold_start": False,
+        "target_item_id": "F0-red-7",
+        "seq_actions": (["search"] if c.last_query else []) + ["click"] * len(c.history),
+        "seq_item_ids": ([""] if c.last_query else []) + list(c.history),
+        "seq_queries": ([c.last_query] if c.last_query else []) + [""] * len(c.history),
+    } for i, c in enumerate(contexts)])
+
+
+@pytest.mark.parametrize("cfg", [RetrievalConfig(mode="mixup", k=12), RetrievalConfig(mode="title_only", k=12),
+                                 RetrievalConfig(mode="id_only", k=12), RetrievalConfig(mode="rrf", k=12)])
+@pytest.mark.parametrize("variants", [False, True])
+def test_online_retriever_equals_the_evaluation_scorer(setup, cfg: RetrievalConfig, variants: bool) -> None:  # noqa: ANN001
+    catalog, encoder, store, scorer, id_queries = setup
+    scorer.cfg = cfg
+    ranker = VariantRanker() if variants else None
+    online = OnlineRetriever(store, catalog.items, encoder, id_queries, ranker, cfg)
+    for i, ctx in enumerate(CONTEXTS):
+        got = online.recommend(UserContext(ctx.category, ctx.history, ctx.last_query, T0)).items
+        batch = as_targets([ctx])
+        rows = catalog.rows[ctx.category]
+        if variants:
+            expect = catalog.item_ids[VariantScorer(scorer, catalog, ranker).ranked_rows(batch, rows)[0][0]].tolist()
+        else:
+            expect = catalog.item_ids[rows[scorer.ranked(batch, rows)[0]]].tolist()
+        assert got == expect, f"context {i}"
+        assert len(got) == len(set(got)) and not set(got) & set(ctx.history)
+        assert got or (cfg.mode == "id_only" and not ctx.history)  # only an ID list can be empty (no history)
+        assert all(catalog.items.set_index("item_id").loc[got, "category"] == ctx.category)
+
+
+def test_online_retriever_reports_its_lists(setup) -> None:  # noqa: ANN001
+    catalog, encoder, store, _, id_queries = setup
+    online = OnlineRetriever(store, catalog.items, encoder, id_queries, cfg=RetrievalConfig(mode="mixup", k=5))
+    rec = online.recommend(CONTEXTS[0])
+    assert rec.memory_queries[0] == "red sneakers"  # the typo'd query finds its stored paraphrase first
+    assert rec.items[0] == rec.id_list[0] and rec.items[1:] == [i for i in rec.title_list if i != rec.id_list[0]][:4]
