@@ -25,7 +25,6 @@ from models.variants import ItemAttributes, VariantRanker
 from serving.retrieval import RetrievalConfig, TitleQueryConfig, _ns, combine, l2_normalize
 from serving.vectorstore import VectorStore
 
-
 TIE_SLACK = 5  # extra memory hits fetched so that ties at the q-th place break by query text
 
 
