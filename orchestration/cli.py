@@ -28,8 +28,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         models: Annotated[str, typer.Option(help="Sequential models to train: comma-separated names, or 'all'")]
         = "core-trm,sasrec-ce",
         device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-        retrieval: Annotated[bool, typer.Option(help="Also build the text side and the retrieval-only evaluation")]
-        = False) -> None:
+        retrieval: Annotated[bool, typer.Option(help="Build the text side (title model, query memory, variant ranker) "
+                                                     "and the retrieval-only evaluation")] = True) -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     from dagster import AssetSelection, DagsterInstance, materialize
 

@@ -127,6 +127,7 @@ class TrainResult:
     n_steps: int
     seconds: float
     mining: str
+    trained: bool = True  # False: fewer than 2 pairs, the encoder is its random initialisation
 
 
 def _seed_everything(seed: int) -> None:
@@ -220,19 +221,20 @@ def _train(
     start = time.perf_counter()
     _seed_everything(cfg.seed)
     df = _join_titles(pairs, items)
-    if len(df) < 2:
-        raise ValueError(f"need at least 2 (query, item) pairs with catalog titles, got {len(df)}")
+    # With fewer than 2 pairs (a log without searches, such as H&M) there is no triplet to learn from: the model is
+    # returned untrained (n_steps 0, `trained` False) so that titles can still be embedded and the graph goes on.
+    trainable = len(df) >= 2
     # Tokenizer sees the catalog titles and the training queries only: pass the catalog as known at training time.
     tokenizer = train_tokenizer([*items["title"].dropna(), *df["query"]], cfg.tokenizer)
     enc_cfg = replace(cfg.encoder, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
     model = LSTMTitleEncoder(tokenizer, LSTMTextEncoder(enc_cfg))
     opt = torch.optim.Adam(model.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    initial = evaluate_loss(model, df, cfg.triplet, cfg.batch_size)
+    initial = evaluate_loss(model, df, cfg.triplet, cfg.batch_size) if trainable else float("nan")
 
     epoch_losses: list[float] = []
     n_steps = 0
-    for epoch in range(cfg.epochs):
+    for epoch in range(cfg.epochs if trainable else 0):
         index = build_catalog_index(model, items, df) if cfg.triplet.mining == "catalog" else None
         model.model.train()
         perm = torch.randperm(len(df), generator=gen).numpy()
@@ -258,12 +260,13 @@ def _train(
     result = TrainResult(
         epoch_losses=epoch_losses,
         initial_loss=initial,
-        final_loss=evaluate_loss(model, df, cfg.triplet, cfg.batch_size),
+        final_loss=evaluate_loss(model, df, cfg.triplet, cfg.batch_size) if trainable else float("nan"),
         n_pairs=len(df),
         n_dropped_pairs=len(pairs) - len(df),
         n_steps=n_steps,
         seconds=time.perf_counter() - start,
         mining=cfg.triplet.mining,
+        trained=trainable,
     )
     return model, result
 

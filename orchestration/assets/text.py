@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from dagster import AssetsDefinition, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from feature_repo.schema import CanonicalTables
 from models.evaluation import Catalog
@@ -48,15 +48,18 @@ def _dir(workdir: WorkdirResource, *parts: str):  # noqa: ANN202
 
 @asset(group_name="text", deps=[eval_targets],
        description="LSTM title encoder trained with the two-hard-negative triplet loss on training purchases")
-def title_model(workdir: WorkdirResource, training: TrainingResource):
+def title_model(context: AssetExecutionContext, workdir: WorkdirResource, training: TrainingResource):
     tables = CanonicalTables.read(workdir.canonical)
     train_events = pd.read_parquet(workdir.path("splits", "train_events.parquet"))
     pairs = build_pairs(train_events, tables.search_results, include_clicks=training.title_include_clicks)
     cfg = replace(TitleTrainConfig(), epochs=training.title_epochs, seed=training.seed, show_progress=training.progress)
     model, result = train_title_model(pairs, tables.items, cfg)
+    if not result.trained:
+        context.log.warning(f"title model NOT trained: {result.n_pairs} (query, purchased item) pair(s) in the "
+                            "training period, 2 needed; titles are embedded by the untrained encoder")
     out = save_title_model(model, _dir(workdir, *TITLE_DIR), cfg, result)
     return MaterializeResult(metadata={
-        "pairs": result.n_pairs, "dropped_pairs": result.n_dropped_pairs, "epochs": cfg.epochs,
+        "trained": result.trained, "pairs": result.n_pairs, "dropped_pairs": result.n_dropped_pairs, "epochs": cfg.epochs,
         "loss_before": result.initial_loss, "loss_after": result.final_loss,
         "epoch_losses": MetadataValue.json(result.epoch_losses), "seconds": round(result.seconds, 2),
         "path": MetadataValue.path(str(out)),

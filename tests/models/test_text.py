@@ -465,6 +465,16 @@ def test_embed_catalog_covers_every_item_in_row_order(trained_tiny) -> None:
     np.testing.assert_allclose(np.linalg.norm(cold), 1.0, atol=1e-5)
 
 
+def test_fewer_than_two_pairs_gives_an_untrained_but_usable_encoder() -> None:
+    items, pairs = _tiny_catalog()
+    cfg = TitleTrainConfig(**{**TINY_CFG.__dict__, "epochs": 3})
+    model, result = train_title_model(pairs.head(1), items, cfg)
+    assert (result.trained, result.n_steps, result.epoch_losses, result.n_pairs) == (False, 0, [], 1)
+    emb = embed_catalog(model, items)  # titles still embed: unit vectors, one per item
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert train_title_model(pairs.head(2), items, cfg)[1].trained
+
+
 def test_catalog_mining_training_runs_and_lowers_loss() -> None:
     items, pairs = _tiny_catalog()
     cfg = TitleTrainConfig(

@@ -182,6 +182,8 @@ def test_cli_run_prints_the_metrics_table(
     for m in METHODS:
         assert f"| {m} | 3 | 1.0000 | 0.7103 | 0.6111 | 2 | 1.0000 | 0.5655 | 0.4167 |" in lines
     assert "| ceiling (oracle exp_*) | 3 | 0.5000 | 0.5000 | 0.5000 | | | | |" in lines
+    for method in ("retrieval-mixup", "retrieval-mixup-variants", "retrieval-title-only-variants"):  # on by default
+        assert any(line.startswith(f"| {method} | 3 |") for line in lines), method
     assert "asset check failed" not in result.output
     assert (tmp_path / "work" / "eval" / "report.md").is_file()
     assert (
