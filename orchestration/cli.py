@@ -113,6 +113,43 @@ def online(user_ids: list[str], workdir: WorkOpt = Path("work"),
 
 
 @app.command()
+def recommend(user_id: str, workdir: WorkOpt = Path("work"),
+              category: Annotated[str | None, typer.Option(help="Category (default: of the last clicked item)")] = None,
+              query: Annotated[str | None, typer.Option(help="Search query (default: the user's last one)")] = None,
+              k: Annotated[int, typer.Option(help="Items to return")] = 10,
+              mode: Annotated[str, typer.Option(help="mixup | title_only | id_only | rrf")] = "mixup") -> None:
+    """Recommend for one user on the serving path: Feast online features -> Qdrant retrieval -> variant re-rank."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from feature_repo.store import FeatureRepo
+    from serving.recommend import context_from_features, load_online_retriever
+    from serving.retrieval import RetrievalConfig
+
+    root = workdir.resolve()
+    features = FeatureRepo(root / "features", root / "feast").online([user_id], "prompt_context_v1")
+    if not (features.get("seq_actions") or [None])[0]:
+        raise typer.BadParameter(f"no online features for user {user_id!r} in {root}", param_hint="USER_ID")
+    from orchestration.resources import QdrantResource
+
+    with QdrantResource(workdir=str(root), url=os.environ.get("FASHIONREC_QDRANT_URL")).store() as store:
+        retriever = load_online_retriever(root, store, cfg=RetrievalConfig(mode=mode, k=max(k, 1)))  # type: ignore[arg-type]
+        ctx = context_from_features(features, category=category, items=retriever.items)
+        if query is not None:
+            ctx = replace(ctx, last_query=query)
+        rec = retriever.recommend(ctx)
+    titles = retriever.items.set_index("item_id")["title"]
+    typer.echo(f"user {user_id}: category {ctx.category!r}, last query {ctx.last_query!r}, "
+               f"{len(ctx.history)} clicked/purchased items; mode {mode}"
+               f"{', variant re-ranked' if retriever.ranker else ''}; memory matched {rec.memory_queries[:3]}")
+    ids, title_ids = set(rec.id_list), set(rec.title_list)
+    source = ["+".join(n for n, s in (("id", ids), ("title", title_ids)) if i in s) or "variant" for i in rec.items]
+    typer.echo(pd.DataFrame({"item_id": rec.items, "title": titles.reindex(rec.items).to_numpy(), "list": source})
+               .to_string(index=True))
+
+
+@app.command()
 def ui(workdir: WorkOpt = Path("work"), data: DataOpt = None, format: FormatOpt = "canonical",
        port: Annotated[int, typer.Option(help="Webserver port")] = 3000) -> None:
     """Open the Dagster UI (`dagster dev`) on this project's definitions."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -128,3 +129,40 @@ class OnlineRetriever:
     def _title_vectors(self, rows: np.ndarray) -> np.ndarray:
         """Unit title embeddings of catalog rows (encoded on the fly, as `embed_catalog` does). (n, d)"""
         return l2_normalize(self.encoder.encode(list(self.titles[rows])))
+
+
+def context_from_features(features: dict[str, list], row: int = 0, category: str | None = None,
+                          items: pd.DataFrame | None = None, at: pd.Timestamp | None = None) -> UserContext:
+    """A `UserContext` from Feast online features (`prompt_context_v1`: the aligned `seq_*` lists of one row).
+
+    Without `category`, the category of the user's last clicked/purchased item is used (needs `items`).
+    """
+    actions = features.get("seq_actions", [None])[row] or []
+    item_ids = features.get("seq_item_ids", [None])[row] or [None] * len(actions)
+    queries = features.get("seq_queries", [None])[row] or [None] * len(actions)
+    history = [str(i) for a, i in zip(actions, item_ids, strict=True) if a in ("click", "purchase") and i]
+    searched = [str(q) for a, q in zip(actions, queries, strict=True) if a == "search" and q and normalize_text(q)]
+    if category is None:
+        if not history or items is None:
+            raise ValueError("no category given and no clicked/purchased item to take it from")
+        category = str(items.set_index("item_id").at[history[-1], "category"])
+    return UserContext(category=category, history=history, last_query=searched[-1] if searched else None, at=at)
+
+
+def load_online_retriever(workdir: Path | str, store: VectorStore, id_model: str = "core-trm",
+                          cfg: RetrievalConfig = RetrievalConfig()) -> OnlineRetriever:
+    """The retriever over a workdir the asset graph wrote: catalog, ID checkpoint, title model, variant ranker."""
+    from models.seqrec import load_checkpoint
+    from models.text import load_title_model
+    from serving.id_index import query_vectors
+
+    root = Path(workdir)
+    needed = {"catalog": root / "canonical" / "items.parquet", "ID model": root / "models" / f"{id_model}.pt",
+              "title model": root / "models" / "title"}
+    if missing := [f"{k} ({p})" for k, p in needed.items() if not p.exists()]:
+        raise FileNotFoundError(f"workdir {root} lacks {', '.join(missing)}: run `fashionrec run` into it first")
+    ckpt = load_checkpoint(needed["ID model"])
+    ranker_path = root / "models" / "variant_ranker.json"
+    ranker = VariantRanker.load(ranker_path) if ranker_path.exists() else None
+    return OnlineRetriever(store, pd.read_parquet(needed["catalog"]), load_title_model(needed["title model"]),
+                           lambda h: query_vectors(ckpt.model, ckpt.vocab, h), ranker, cfg)

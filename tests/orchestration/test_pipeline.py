@@ -186,6 +186,15 @@ def test_cli_run_prints_the_metrics_table(
         assert any(line.startswith(f"| {method} | 3 |") for line in lines), method
     assert "asset check failed" not in result.output
     assert (tmp_path / "work" / "eval" / "report.md").is_file()
+    # The serving path over what the run wrote: Feast online features -> Qdrant retrieval -> variant re-rank.
+    rec = CliRunner().invoke(app, ["recommend", "u1", "--workdir", str(tmp_path / "work"), "--k", "2"])
+    assert rec.exit_code == 0, rec.output
+    lines = rec.output.splitlines()
+    assert lines[0].startswith("user u1: category 'Footwear', last query 'sneakers'")
+    # u1 clicked/purchased F1 and F2: of the 3 Footwear items only F3 is left to recommend.
+    assert len(lines) == 3 and lines[2].split()[:2] == ["0", "F3"]
+    bad = CliRunner().invoke(app, ["recommend", "nobody", "--workdir", str(tmp_path / "work")])
+    assert bad.exit_code != 0 and "no online features" in bad.output
     assert (
         AssetCheckKey(AssetKey("eval_targets"), "point_in_time_safety")
         in defs.resolve_asset_graph().asset_check_keys
