@@ -18,8 +18,8 @@ from tests.conftest import make_tiny_tables
 SEQREC = {"seqrec_sequences", "id_embeddings"} | {f"seqrec_{m.replace('-', '_')}" for m in
                                                   ("core-ave", "core-trm", "sasrec-ce", "sasrec-bce", "gru4rec",
                                                    "bert4rec", "nextitnet")}
-TEXT = {"title_model", "item_title_embeddings", "query_memory", "retrieval_id_only", "retrieval_title_only",
-        "retrieval_mixup"}
+TEXT = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker", "retrieval_id_only",
+        "retrieval_title_only", "retrieval_mixup", "retrieval_title_only_variants", "retrieval_mixup_variants"}
 ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",
           "popularity_eval", "last_search_eval", "evaluation_report"} | SEQREC  # fmt: skip
 CHECKS = {("canonical_tables", "canonical_row_counts"), ("canonical_tables", "referential_integrity"),
