@@ -490,6 +490,17 @@ def history_rows(batch: pd.DataFrame, catalog_index: pd.Index) -> list[np.ndarra
     return out
 
 
+def combined_lists(base: RetrievalScorer, batch: pd.DataFrame, cat_rows: np.ndarray, catalog_index: pd.Index
+                   ) -> tuple[list[tuple[np.ndarray, np.ndarray, int]], np.ndarray]:
+    """Per target: (combined list as catalog rows, history rows, target time in ns); and the title cosine matrix."""
+    id_top, title_top, title_cos = base.lists(batch, cat_rows)
+    hist = history_rows(batch, catalog_index)
+    t_ns = _ns(batch["target_ts"].to_numpy())  # (B,)
+    lists = [(cat_rows[np.asarray(cols, np.int64)], hist[b], int(t_ns[b]))
+             for b, cols in enumerate(base.combined(id_top, title_top))]
+    return lists, title_cos
+
+
 class VariantScorer:
     """Evaluation `Scorer`: a `RetrievalScorer`'s combined top-K, re-ranked by a `VariantRanker`.
 
@@ -505,15 +516,13 @@ class VariantScorer:
 
     def ranked_rows(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """Each target's re-ranked list as catalog rows (cut at K), and the title cosine matrix (B, n_cat)."""
-        id_top, title_top, title_cos = self.base.lists(batch, cat_rows)
-        hist = history_rows(batch, self.index)
-        t_ns = _ns(batch["target_ts"].to_numpy())  # (B,)
+        lists, title_cos = combined_lists(self.base, batch, cat_rows, self.index)
         out = []
-        for b, cols in enumerate(self.base.combined(id_top, title_top)):
-            rows = self.ranker.rerank(cat_rows[np.asarray(cols, np.int64)], hist[b], int(t_ns[b]), self.attrs)
+        for list_rows, hist, t in lists:
+            rows = self.ranker.rerank(list_rows, hist, t, self.attrs)
             keep = np.isin(rows, cat_rows)  # variants stay in the category
             if self.base.cfg.exclude_seen:
-                keep &= ~np.isin(rows, hist[b])
+                keep &= ~np.isin(rows, hist)
             out.append(rows[keep][: self.base.cfg.k])
         return out, title_cos
 
@@ -533,15 +542,11 @@ def variant_examples(base: RetrievalScorer, targets: pd.DataFrame, catalog: Cata
         cat_rows = catalog.rows[cat]
         for start in range(0, len(idx), batch_size):
             b = idx[start:start + batch_size]
-            batch = targets.iloc[b]
-            id_top, title_top, _ = base.lists(batch, cat_rows)
-            hist = history_rows(batch, index)
-            t_ns = _ns(batch["target_ts"].to_numpy())
-            for j, cols in enumerate(base.combined(id_top, title_top)):
-                cand, x = candidate_features(cat_rows[np.asarray(cols, np.int64)], hist[j], int(t_ns[j]), attrs,
-                                             cfg)
+            lists, _ = combined_lists(base, targets.iloc[b], cat_rows, index)
+            for j, (list_rows, hist, t) in enumerate(lists):
+                cand, x = candidate_features(list_rows, hist, t, attrs, cfg)
                 if base.cfg.exclude_seen:  # the scorer drops them too
-                    keep = ~np.isin(cand, hist[j])
+                    keep = ~np.isin(cand, hist)
                     cand, x = cand[keep], x[keep]
                 out.append((cand, x, int(target_rows[b[j]])))
     return out
