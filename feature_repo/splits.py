@@ -1,27 +1,45 @@
-"""Leave-one-out splits on purchases, per user, with a cold-start flag and a cross-category variant.
+"""Evaluation splits on purchases: a global temporal protocol (default) and the paper's leave-one-out.
 
-Order is by timestamp, then by event order in the canonical table (never by item ID). Per user, the last purchase is
-the test target and the one before it the validation target; every event before the user's first held-out target is
-training data. A user with one purchase gets a test row (history = their earlier searches and clicks) and no
-validation row. A target's history is every event strictly before it.
+- `temporal_split` (protocol "temporal"): two global cut dates, by default the last 10% of the time span for test
+  and the 10% before it for validation. Test targets are each user's last purchase at or after the test cut,
+  validation targets each user's last purchase between the cuts. Training data is every event before the
+  validation cut, for every user: no model, vocabulary, memory or ranker sees anything from the evaluation period.
+- `leave_one_out` (protocol "loo", the paper's and RecBole's): per user, the last purchase is the test target and
+  the one before it the validation target; every event before the user's first held-out target is training data.
+  There is no global cut, so training holds other users' events from after a target's time: keep it for
+  comparability with the paper, not as the measure of record.
+
+Under both, order is by timestamp, then by event order in the canonical table (never by item ID), a target's
+history is every event strictly before it, and `cold_start` is measured at the target's time: the item is cold when
+no one clicked or purchased it strictly before the target's timestamp (`n_prior` counts those interactions).
+`warm_rare` marks targets that are warm but occur fewer than `min_count` times in the training events, so the ID
+models' vocabulary maps them to the shared cold row too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 INTERACTIONS = ("click", "purchase")
+Protocol = Literal["temporal", "loo"]
+PROTOCOLS: tuple[str, ...] = ("temporal", "loo")
+DEFAULT_MIN_COUNT = 2  # the ID models' vocabulary threshold (TrainingResource.min_count)
 
 
 @dataclass(frozen=True)
 class Splits:
-    """`targets`: one row per held-out purchase; `train_events`: every event before each user's first target."""
+    """`targets`: one row per held-out purchase; `train_events`: the events every model may learn from."""
 
-    targets: pd.DataFrame  # user_id, split, target_item_id, target_ts, category, n_history, cold_start
+    targets: pd.DataFrame  # user_id, split, target_item_id, target_ts, category, n_history, n_prior, cold_start, ...
     train_events: pd.DataFrame
+    protocol: str = "loo"
+    cuts: dict[str, pd.Timestamp] = field(default_factory=dict)  # temporal: {"val": ..., "test": ...}
 
     def split(self, name: str) -> pd.DataFrame:
         return self.targets[self.targets["split"] == name].reset_index(drop=True)
@@ -32,6 +50,10 @@ class Splits:
         inter = self.train_events[self.train_events["action"].isin(INTERACTIONS)]
         return pd.Index(inter["item_id"].unique())
 
+    def describe(self) -> dict:
+        """Protocol and cut dates as JSON-able values (written beside the split tables)."""
+        return {"protocol": self.protocol, "cuts": {k: v.isoformat() for k, v in self.cuts.items()}}
+
 
 def ordered_events(events: pd.DataFrame) -> pd.DataFrame:
     """Events sorted per user by (timestamp, canonical event order), with `pos` = position within the user."""
@@ -41,11 +63,48 @@ def ordered_events(events: pd.DataFrame) -> pd.DataFrame:
     return ev.assign(pos=ev.groupby("user_id").cumcount())
 
 
-def leave_one_out(events: pd.DataFrame, items: pd.DataFrame) -> Splits:
-    """Build the leave-one-out targets and training events (see module docstring)."""
+def prior_interactions(events: pd.DataFrame, item_ids: pd.Series | np.ndarray, times: pd.Series | np.ndarray
+                       ) -> np.ndarray:
+    """Per (item, time): clicks + purchases of that item by anyone strictly before that time. (n,) int64."""
+    inter = events[events["action"].isin(INTERACTIONS)]
+    t = pd.DatetimeIndex(pd.to_datetime(inter["timestamp"], utc=True)).as_unit("ns").asi8
+    by_item = pd.Series(t).groupby(inter["item_id"].to_numpy()).apply(lambda s: np.sort(s.to_numpy()))
+    q = pd.DatetimeIndex(pd.to_datetime(pd.Series(np.asarray(times)), utc=True)).as_unit("ns").asi8
+    empty = np.zeros(0, np.int64)
+    return np.array([np.searchsorted(by_item.get(i, empty), tq, side="left")
+                     for i, tq in zip(np.asarray(item_ids), q, strict=True)], dtype=np.int64)
+
+
+def _targets(held: pd.DataFrame, events: pd.DataFrame, train_events: pd.DataFrame, items: pd.DataFrame,
+             min_count: int) -> pd.DataFrame:
+    """The targets table from held-out purchase rows (with `n_before` and `split`)."""
+    category = items.set_index("item_id")["category"]
+    targets = pd.DataFrame({
+        "user_id": held["user_id"].to_numpy(),
+        "split": held["split"].to_numpy(),
+        "target_item_id": held["item_id"].to_numpy(),
+        "target_ts": held["timestamp"].to_numpy(),
+        "category": held["item_id"].map(category).to_numpy(),
+        "n_history": held["n_before"].to_numpy(),
+    })
+    targets["n_prior"] = prior_interactions(events, targets["target_item_id"], targets["target_ts"])
+    targets["cold_start"] = targets["n_prior"] == 0
+    inter = train_events[train_events["action"].isin(INTERACTIONS)]
+    n_train = targets["target_item_id"].map(inter["item_id"].value_counts()).fillna(0).astype(np.int64)
+    targets["warm_rare"] = ~targets["cold_start"] & (n_train < min_count)
+    return targets.sort_values(["split", "user_id"], kind="stable").reset_index(drop=True)
+
+
+def _with_n_before(events: pd.DataFrame) -> pd.DataFrame:
     ev = ordered_events(events)
     # Events strictly before an event's timestamp: ties at the same timestamp are not history (see features.py).
     ev["n_before"] = ev.groupby(["user_id", "timestamp"])["pos"].transform("min")
+    return ev
+
+
+def leave_one_out(events: pd.DataFrame, items: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) -> Splits:
+    """Per-user leave-one-out targets and training events (see the module docstring)."""
+    ev = _with_n_before(events)
     purchases = ev[ev["action"] == "purchase"]
     rank_from_end = purchases.groupby("user_id").cumcount(ascending=False)
     held = purchases[rank_from_end < 2].assign(split=np.where(rank_from_end[rank_from_end < 2] == 0, "test", "val"))
@@ -54,22 +113,51 @@ def leave_one_out(events: pd.DataFrame, items: pd.DataFrame) -> Splits:
     train_events = ev[cutoff.notna() & (ev["pos"] < cutoff)].reset_index(drop=True)
     # Users who never purchase have no target; their events are still training data for the sequence models.
     train_events = pd.concat([train_events, ev[cutoff.isna()]], ignore_index=True)
+    targets = _targets(held, ev, train_events, items, min_count)
+    return Splits(targets=targets, train_events=train_events.drop(columns=["pos", "n_before"]), protocol="loo")
 
-    category = items.set_index("item_id")["category"]
-    targets = pd.DataFrame(
-        {
-            "user_id": held["user_id"].to_numpy(),
-            "split": held["split"].to_numpy(),
-            "target_item_id": held["item_id"].to_numpy(),
-            "target_ts": held["timestamp"].to_numpy(),
-            "category": held["item_id"].map(category).to_numpy(),
-            "n_history": held["n_before"].to_numpy(),
-        }
-    )
-    inter = train_events[train_events["action"].isin(INTERACTIONS)]
-    targets["cold_start"] = ~targets["target_item_id"].isin(pd.Index(inter["item_id"].unique()))
-    targets = targets.sort_values(["split", "user_id"], kind="stable").reset_index(drop=True)
-    return Splits(targets=targets, train_events=train_events.drop(columns=["pos", "n_before"]))
+
+def temporal_cuts(events: pd.DataFrame, val_frac: float = 0.1, test_frac: float = 0.1) -> dict[str, pd.Timestamp]:
+    """The validation and test cut dates: the last `test_frac` of the time span, and the `val_frac` before it."""
+    if not (0 < test_frac < 1 and 0 < val_frac < 1 and val_frac + test_frac < 1):
+        raise ValueError(f"need 0 < val_frac, test_frac and val_frac + test_frac < 1, got {val_frac}, {test_frac}")
+    ts = pd.to_datetime(events["timestamp"], utc=True)
+    t0, t1 = ts.min(), ts.max()
+    span = t1 - t0
+    # Rounded to the millisecond, the resolution of canonical timestamps.
+    return {"val": (t1 - span * (val_frac + test_frac)).round("ms"), "test": (t1 - span * test_frac).round("ms")}
+
+
+def temporal_split(events: pd.DataFrame, items: pd.DataFrame, val_frac: float = 0.1, test_frac: float = 0.1,
+                   cuts: dict[str, pd.Timestamp] | None = None, min_count: int = DEFAULT_MIN_COUNT) -> Splits:
+    """Global temporal targets and training events (see the module docstring); `cuts` overrides the fractions."""
+    cuts = {k: pd.Timestamp(v) for k, v in (cuts or temporal_cuts(events, val_frac, test_frac)).items()}
+    cuts = {k: v.tz_localize("UTC") if v.tzinfo is None else v.tz_convert("UTC") for k, v in cuts.items()}
+    if cuts["val"] >= cuts["test"]:
+        raise ValueError(f"the validation cut {cuts['val']} must be before the test cut {cuts['test']}")
+    ev = _with_n_before(events)
+    ts = pd.to_datetime(ev["timestamp"], utc=True)
+    purchases = ev[ev["action"] == "purchase"]
+    p_ts = ts[purchases.index]
+    window = np.where(p_ts >= cuts["test"], "test", np.where(p_ts >= cuts["val"], "val", ""))
+    purchases = purchases.assign(split=window)
+    purchases = purchases[purchases["split"] != ""]
+    # Each user's last purchase in each window (pos is increasing in time within a user).
+    held = purchases.groupby(["user_id", "split"], sort=False).tail(1)
+    train_events = ev[ts < cuts["val"]].reset_index(drop=True)
+    targets = _targets(held, ev, train_events, items, min_count)
+    return Splits(targets=targets, train_events=train_events.drop(columns=["pos", "n_before"]), protocol="temporal",
+                  cuts=cuts)
+
+
+def make_splits(events: pd.DataFrame, items: pd.DataFrame, protocol: str = "temporal", *, val_frac: float = 0.1,
+                test_frac: float = 0.1, min_count: int = DEFAULT_MIN_COUNT) -> Splits:
+    """The splits of one protocol: "temporal" (global cut dates) or "loo" (the paper's leave-one-out)."""
+    if protocol == "temporal":
+        return temporal_split(events, items, val_frac, test_frac, min_count=min_count)
+    if protocol == "loo":
+        return leave_one_out(events, items, min_count=min_count)
+    raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
 
 
 def cross_category(splits: Splits, items: pd.DataFrame, train_category: str, test_category: str) -> Splits:
@@ -77,15 +165,43 @@ def cross_category(splits: Splits, items: pd.DataFrame, train_category: str, tes
     category = splits.train_events["item_id"].map(items.set_index("item_id")["category"])
     keep = (splits.train_events["action"] == "search") | (category == train_category)
     train_events = splits.train_events[keep].reset_index(drop=True)
-    targets = splits.targets[splits.targets["category"] == test_category].copy()
-    inter = train_events[train_events["action"].isin(INTERACTIONS)]
-    targets["cold_start"] = ~targets["target_item_id"].isin(pd.Index(inter["item_id"].unique()))
-    return Splits(targets=targets.reset_index(drop=True), train_events=train_events)
+    targets = splits.targets[splits.targets["category"] == test_category].reset_index(drop=True)
+    return Splits(targets=targets, train_events=train_events, protocol=splits.protocol, cuts=splits.cuts)
 
 
 def training_cutoffs(splits: Splits, events: pd.DataFrame) -> pd.DataFrame:
-    """Per user, the time before which all events are training data: the first target, else after the last event."""
+    """Per user, the time before which all events are training data.
+
+    Temporal: the validation cut, for every user. Leave-one-out: the user's first target, else after their last event.
+    """
+    if splits.protocol == "temporal":
+        users = pd.Index(events["user_id"].unique())
+        return pd.DataFrame({"user_id": users, "cutoff_ts": splits.cuts["val"]})
     first = splits.targets.groupby("user_id")["target_ts"].min()
     others = events[~events["user_id"].isin(first.index)].groupby("user_id")["timestamp"].max()
     cut = pd.concat([first, others + pd.Timedelta(milliseconds=1)])
     return cut.rename("cutoff_ts").rename_axis("user_id").reset_index()
+
+
+def write_splits(splits: Splits, folder: Path) -> None:
+    """`targets.parquet`, `train_events.parquet` and `protocol.json` under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    splits.targets.to_parquet(folder / "targets.parquet", index=False)
+    splits.train_events.to_parquet(folder / "train_events.parquet", index=False)
+    (folder / "protocol.json").write_text(json.dumps(splits.describe(), indent=2))
+
+
+def read_protocol(folder: Path) -> tuple[str, dict[str, pd.Timestamp]]:
+    """The protocol and cuts `write_splits` recorded (leave-one-out for folders written before it existed)."""
+    path = folder / "protocol.json"
+    if not path.exists():
+        return "loo", {}
+    d = json.loads(path.read_text())
+    return d["protocol"], {k: pd.Timestamp(v) for k, v in d.get("cuts", {}).items()}
+
+
+def read_splits(folder: Path) -> Splits:
+    """Inverse of `write_splits`."""
+    protocol, cuts = read_protocol(folder)
+    return Splits(targets=pd.read_parquet(folder / "targets.parquet"),
+                  train_events=pd.read_parquet(folder / "train_events.parquet"), protocol=protocol, cuts=cuts)

@@ -1,9 +1,20 @@
-"""Full-ranking evaluation: each target is ranked among ALL catalog items of its category, as in the paper.
+"""Full-ranking evaluation: each target is ranked among every item of its category released by the target's time.
+
+The candidate set of a target is its category's items whose `created_at` is at or before the target's timestamp
+(an item without a `created_at` counts as always released; the target itself always counts). It is what serving
+offers at that moment (`serving.recommend` filters by the request time the same way); items released later are
+neither ranked nor counted.
 
 Ties count against the target: `target_rank = 1 + #(score > s_t) + #(score == s_t, other items)`, so a method that
-scores everything equally gets the worst rank, never the best. Recall@K and NDCG@K use that rank; MRR is `1/rank`
-over the full ranking. `ranked_item_ids` lists the top 100 by score, ties in catalog order except that the target
-sorts after the items it ties with, so its position there equals `target_rank`.
+scores everything equally gets the worst rank, never the best. Scorers that build ordered lists (retrieval, mixup,
+the variant re-rank) cut and merge lists before any score exists; they are "tie-aware" (`tie_aware = True`) and get
+each target's column as `demote=`: wherever they order tied items (by item id otherwise, as serving does), that
+column goes last. Recall@K and NDCG@K use that rank; MRR is `1/rank` over the full ranking. `ranked_item_ids` lists
+the top 100 by score, ties in catalog order except that the target sorts after the items it ties with, so its
+position there equals `target_rank`.
+
+The ceiling (`ceiling`) is the mean of the dataset's per-target oracle metrics (`oracle.parquet`, synthetic sets)
+over exactly the targets evaluated.
 """
 
 from __future__ import annotations
@@ -17,6 +28,24 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+NEVER = np.iinfo(np.int64).min  # created_ns of an item without created_at: always released
+
+
+def to_ns(times: object) -> np.ndarray:
+    """UTC epoch nanoseconds (n,) int64 of timestamps (naive input is UTC)."""
+    arr = np.asarray(times)
+    if arr.ndim == 0:
+        arr = arr[None]
+    return pd.DatetimeIndex(pd.to_datetime(pd.Series(arr), utc=True)).as_unit("ns").asi8.copy()
+
+
+def release_ns(items: pd.DataFrame) -> np.ndarray:
+    """Release time of each item row as epoch ns (n,) int64; NaT or no `created_at` column -> NEVER."""
+    if "created_at" not in items:
+        return np.full(len(items), NEVER, np.int64)
+    return to_ns(items["created_at"].to_numpy())  # NaT -> int64 min == NEVER
+
+
 # A scorer maps a batch of targets (one category) and that category's catalog rows to scores (B, n_category_items).
 Scorer = Callable[[pd.DataFrame, np.ndarray], np.ndarray]
 TOP_N = 100
@@ -28,12 +57,18 @@ class Catalog:
 
     items: pd.DataFrame
     rows: dict[str, np.ndarray]
+    created_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (n,) release time, epoch ns
 
     @classmethod
     def from_items(cls, items: pd.DataFrame) -> Catalog:
         items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
         rows = {c: np.flatnonzero(items["category"].to_numpy() == c) for c in sorted(items["category"].unique())}
-        return cls(items=items, rows=rows)
+        return cls(items=items, rows=rows, created_ns=release_ns(items))
+
+    def released(self, cat_rows: np.ndarray, t_ns: np.ndarray) -> np.ndarray:
+        """(B, len(cat_rows)) True where the item was released at or before each time t_ns (B,)."""
+        created = self.created_ns if len(self.created_ns) else release_ns(self.items)
+        return created[np.asarray(cat_rows)][None, :] <= np.asarray(t_ns, np.int64)[:, None]
 
     @property
     def item_ids(self) -> np.ndarray:
@@ -47,19 +82,31 @@ class Catalog:
         return pos
 
 
-def ranks_from_scores(scores: np.ndarray, target_col: np.ndarray) -> np.ndarray:
-    """1-based pessimistic rank of each row's target column. scores: (B, n), target_col: (B,)."""
+def ranks_from_scores(scores: np.ndarray, target_col: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """1-based pessimistic rank of each row's target column among the valid columns.
+
+    scores: (B, n), target_col: (B,), valid: (B, n) bool candidates (default all; the target always counts).
+    """
     s_t = scores[np.arange(len(scores)), target_col][:, None]  # (B, 1)
-    return 1 + (scores > s_t).sum(axis=1) + (scores == s_t).sum(axis=1) - 1
+    ahead = (scores > s_t) | (scores == s_t)  # (B, n), the target itself included once
+    if valid is not None:
+        ahead &= valid
+        ahead[np.arange(len(scores)), target_col] = True
+    return ahead.sum(axis=1)
 
 
-def top_n(scores: np.ndarray, target_col: np.ndarray, n: int = TOP_N) -> np.ndarray:
-    """Column indices of the top `n` per row (B, min(n, cols)), the target after its ties (see module doc)."""
+def top_n(scores: np.ndarray, target_col: np.ndarray, n: int = TOP_N, valid: np.ndarray | None = None) -> np.ndarray:
+    """Column indices of the top `n` per row (B, min(n, cols)), the target after its ties (see module doc).
+
+    Invalid columns (`valid` False) sort after every valid one; callers drop them.
+    """
     b, cols = scores.shape
     n = min(n, cols)
     rows = np.arange(b)
     # Nudge the target just below its ties (nothing lies strictly between), so cuts through ties never favour it.
     adj = scores.astype(np.float64, copy=True)
+    if valid is not None:
+        adj[~valid] = -np.inf
     adj[rows, target_col] = np.nextafter(adj[rows, target_col], -np.inf)
     part = np.argpartition(-adj, n - 1, axis=1)[:, :n] if n < cols else np.tile(np.arange(cols), (b, 1))
     order = np.lexsort((part, -np.take_along_axis(adj, part, axis=1)), axis=1)  # score desc, then catalog order
@@ -102,16 +149,22 @@ def summarize(method: str, rankings: pd.DataFrame, k: int = 10, extra: dict | No
     for cat, g in rankings.groupby("category", sort=True):
         per_cat[cat] = {**metrics_from_ranks(g["target_rank"].to_numpy(), k), "n_items": int(g["n_category_items"].iloc[0])}
     cold = rankings["cold_start"].to_numpy(dtype=bool)
-    return {
+    rare = rankings["warm_rare"].to_numpy(dtype=bool) if "warm_rare" in rankings else np.zeros(len(r), bool)
+    out = {
         "method": method,
         "k": k,
         "ties": "pessimistic: tied items rank ahead of the target",
+        "candidates": "the category's items released by the target's time",
         "overall": metrics_from_ranks(r, k),
         "per_category": per_cat,
+        "cold_share": float(cold.mean()) if len(cold) else float("nan"),
         "cold_start": metrics_from_ranks(r[cold], k),
         "warm": metrics_from_ranks(r[~cold], k),
-        **(extra or {}),
+        "warm_rare": metrics_from_ranks(r[rare], k),
     }
+    if "n_candidates" in rankings:
+        out["mean_candidates"] = float(rankings["n_candidates"].mean()) if len(rankings) else float("nan")
+    return {**out, **(extra or {})}
 
 
 def evaluate(
@@ -127,6 +180,7 @@ def evaluate(
 ) -> EvalResult:
     """Rank every target among its category's items with `scorer`, in batches; return rankings and metrics."""
     target_rows = catalog.index_of(targets["target_item_id"])
+    tie_aware = bool(getattr(scorer, "tie_aware", False))
     parts = []
     bar = tqdm(total=len(targets), desc=f"eval {method}", disable=not progress, leave=False)
     for cat, idx in targets.groupby("category", sort=True).indices.items():
@@ -135,37 +189,83 @@ def evaluate(
         for start in range(0, len(idx), batch_size):
             b = idx[start : start + batch_size]
             batch = targets.iloc[b]
-            scores = np.asarray(scorer(batch, cat_rows), dtype=np.float64)  # (B, n_cat)
+            tcol = col_of_row.loc[target_rows[b]].to_numpy()
+            out = scorer(batch, cat_rows, demote=tcol) if tie_aware else scorer(batch, cat_rows)  # type: ignore[call-arg]
+            scores = np.asarray(out, dtype=np.float64)  # (B, n_cat)
             if scores.shape != (len(b), len(cat_rows)):
                 raise ValueError(f"{method}: scorer returned {scores.shape}, expected {(len(b), len(cat_rows))}")
             scores = np.nan_to_num(scores, nan=-np.inf)
-            tcol = col_of_row.loc[target_rows[b]].to_numpy()
-            ranks = ranks_from_scores(scores, tcol)
-            top = cat_rows[top_n(scores, tcol)]
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "user_id": batch["user_id"].to_numpy(),
-                        "category": cat,
-                        "target_item_id": batch["target_item_id"].to_numpy(),
-                        "n_category_items": len(cat_rows),
-                        "cold_start": batch["cold_start"].to_numpy(dtype=bool),
-                        "target_rank": ranks.astype(np.int64),
-                        "ranked_item_ids": list(catalog.item_ids[top]),
-                    }
-                )
-            )
+            valid = catalog.released(cat_rows, to_ns(batch["target_ts"].to_numpy()))  # (B, n_cat)
+            valid[np.arange(len(b)), tcol] = True  # bought, so it was on sale
+            ranks = ranks_from_scores(scores, tcol, valid)
+            top = top_n(scores, tcol, valid=valid)
+            keep = np.take_along_axis(valid, top, axis=1)  # (B, n)
+            frame = {
+                "user_id": batch["user_id"].to_numpy(),
+                "category": cat,
+                "target_item_id": batch["target_item_id"].to_numpy(),
+                "target_ts": batch["target_ts"].to_numpy(),
+                "n_category_items": len(cat_rows),
+                "n_candidates": valid.sum(axis=1),
+                "cold_start": batch["cold_start"].to_numpy(dtype=bool),
+                "target_rank": ranks.astype(np.int64),
+                "ranked_item_ids": [list(catalog.item_ids[cat_rows[t[m]]]) for t, m in zip(top, keep, strict=True)],
+            }
+            if "warm_rare" in batch:
+                frame["warm_rare"] = batch["warm_rare"].to_numpy(dtype=bool)
+            parts.append(pd.DataFrame(frame))
             bar.update(len(b))
     bar.close()
     rankings = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    rankings["ranked_item_ids"] = rankings["ranked_item_ids"].map(list)
+    if len(rankings):
+        rankings["ranked_item_ids"] = rankings["ranked_item_ids"].map(list)
     return EvalResult(method=method, rankings=rankings, metrics=summarize(method, rankings, k, extra))
 
 
 def load_oracle(data_dir: Path | None) -> dict | None:
-    """The dataset's ceiling (`oracle_metrics.json`, synthetic sets), if it ships one."""
+    """The dataset's whole-set ceiling (`oracle_metrics.json`, synthetic sets), if it ships one."""
     path = data_dir / "oracle_metrics.json" if data_dir else None
     return json.loads(path.read_text()) if path and path.exists() else None
+
+
+def load_oracle_targets(data_dir: Path | None) -> pd.DataFrame | None:
+    """The dataset's per-target oracle (`oracle.parquet`: user_id, timestamp, item_id, exp_*), if it ships one."""
+    path = data_dir / "oracle.parquet" if data_dir else None
+    return pd.read_parquet(path) if path and path.exists() else None
+
+
+CEILING_COLUMNS = ("exp_recall10", "exp_ndcg10", "exp_mrr")
+
+
+def ceiling(targets: pd.DataFrame, oracle: pd.DataFrame) -> dict:
+    """The ceiling of exactly these targets: the mean of the oracle's exp_* over them, overall, per category and
+    over the cold ones. Targets match oracle rows on (user_id, target_item_id, target_ts); `coverage` is the share
+    of targets that matched (the means are over the matched ones)."""
+    o = oracle.rename(columns={"item_id": "target_item_id", "timestamp": "target_ts"})
+    o = o.assign(target_ts=pd.to_datetime(o["target_ts"], utc=True).astype("datetime64[ms, UTC]"))
+    t = targets.assign(target_ts=pd.to_datetime(targets["target_ts"], utc=True).astype("datetime64[ms, UTC]"))
+    cols = ["user_id", "target_item_id", "target_ts"]
+    m = t.merge(o[[*cols, *CEILING_COLUMNS]].drop_duplicates(cols), on=cols, how="inner")
+
+    def mean(df: pd.DataFrame) -> dict:
+        return {"n": int(len(df)), **{c: float(df[c].mean()) if len(df) else float("nan") for c in CEILING_COLUMNS}}
+
+    out = {"all": mean(m), "coverage": float(len(m) / len(t)) if len(t) else float("nan")}
+    if "cold_start" in m:
+        out["cold"] = mean(m[m["cold_start"].astype(bool)])
+    if "category" in m:
+        out |= {str(c): mean(g) for c, g in m.groupby("category", sort=True)}
+    return out
+
+
+def targets_ceiling(data_dir: Path | None, targets: pd.DataFrame, protocol: str) -> dict | None:
+    """The ceiling for these targets: per-target from `oracle.parquet` when the dataset has it; else the whole-set
+    `oracle_metrics.json`, which describes exactly the leave-one-out test targets only (None otherwise)."""
+    per_target = load_oracle_targets(data_dir)
+    if per_target is not None:
+        return ceiling(targets, per_target)
+    whole = load_oracle(data_dir)
+    return whole if whole is not None and protocol == "loo" else None
 
 
 def metrics_table(results: list[dict], oracle: dict | None = None, k: int = 10) -> str:

@@ -5,7 +5,8 @@ import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
 from feature_repo.schema import CanonicalTables
-from orchestration.assets.data import canonical_tables, eval_targets
+from feature_repo.splits import read_splits
+from orchestration.assets.data import canonical_tables, eval_targets, splits
 from orchestration.resources import WorkdirResource
 
 
@@ -31,6 +32,25 @@ def referential_integrity(workdir: WorkdirResource) -> AssetCheckResult:
     return AssetCheckResult(passed=bad_events + bad_results + orphan == 0,
                             metadata={"unknown_event_items": bad_events, "unknown_result_items": bad_results,
                                       "orphan_results": orphan})
+
+
+@asset_check(asset=splits, description="Temporal protocol: every training event is before the validation cut, and "
+             "every target at or after it; leave-one-out: each user's training events precede their first target",
+             blocking=True)
+def training_before_targets(workdir: WorkdirResource) -> AssetCheckResult:
+    s = read_splits(workdir.root / "splits")
+    train_ts = pd.to_datetime(s.train_events["timestamp"], utc=True)
+    if s.protocol == "temporal":
+        late = int((train_ts >= s.cuts["val"]).sum())
+        early = int((pd.to_datetime(s.targets["target_ts"], utc=True) < s.cuts["val"]).sum())
+    else:
+        first = s.targets.groupby("user_id")["target_ts"].min()
+        limit = s.train_events["user_id"].map(first)
+        late = int((limit.notna() & (train_ts >= pd.to_datetime(limit, utc=True))).sum())
+        early = 0
+    return AssetCheckResult(passed=late + early == 0, severity=AssetCheckSeverity.ERROR,
+                            metadata={"protocol": s.protocol, "train_events_after_cut": late,
+                                      "targets_before_cut": early})
 
 
 @asset_check(asset=eval_targets, description="No history event is at or after its target's timestamp",

@@ -28,19 +28,28 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         models: Annotated[str, typer.Option(help="Sequential models to train: comma-separated names, or 'all'")]
         = "core-trm,sasrec-ce",
         device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+        protocol: Annotated[str, typer.Option(help="temporal (global cut dates: nothing after the validation cut "
+                                                   "is trained on) | loo (the paper's leave-one-out)")] = "temporal",
         retrieval: Annotated[bool, typer.Option(help="Build the text side (title model, query memory, variant ranker) "
                                                      "and the retrieval-only evaluation")] = True) -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     from dagster import AssetSelection, DagsterInstance, materialize
 
     from feature_repo.loaders import FORMATS
-    from models.evaluation import load_oracle
+    import pandas as pd
+
+    from feature_repo.splits import PROTOCOLS, read_protocol
+    from models.evaluation import targets_ceiling
+    from orchestration.assets.report import protocol_line
     from orchestration.assets.evaluation import read_results
     from orchestration.assets.seqrec import SEQREC_ASSETS
     from orchestration.definitions import all_assets, all_checks, build_resources
 
     if format not in FORMATS:
         raise typer.BadParameter(f"unknown format {format!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
+    if protocol not in PROTOCOLS:
+        raise typer.BadParameter(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}",
+                                 param_hint="--protocol")
     if data is not None and not data.exists():
         raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
     chosen = set(SEQREC_ASSETS) if models == "all" else {m.strip() for m in models.split(",") if m.strip()}
@@ -55,8 +64,9 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     resources = build_resources(str(data) if data else None, format, str(workdir),
-                                training={"epochs": epochs, "device": device})
-    typer.echo(f"fashionrec run: data={resources['dataset'].path} format={format} workdir={workdir}")
+                                training={"epochs": epochs, "device": device}, protocol=protocol)
+    typer.echo(f"fashionrec run: data={resources['dataset'].path} format={format} protocol={protocol} "
+               f"workdir={workdir}")
     t0 = time.perf_counter()
     with DagsterInstance.ephemeral() as instance:
         result = materialize([*all_assets, *all_checks], resources=resources, instance=instance,
@@ -68,7 +78,11 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         typer.secho(f"asset check failed: {c.check_name} on {c.asset_key.to_user_string()}: {c.metadata}", fg="red")
     from models.evaluation import metrics_table
 
-    oracle = load_oracle(resources["dataset"].path if format == "canonical" else None)
+    used, cuts = read_protocol(workdir / "splits")
+    targets = pd.read_parquet(workdir / "splits" / "targets.parquet")
+    test = targets[targets["split"] == "test"]
+    oracle = targets_ceiling(resources["dataset"].path if format == "canonical" else None, test, used)
+    typer.echo(f"\n{protocol_line(used, cuts)} {len(test):,} test targets, {test['cold_start'].mean():.1%} cold-start.")
     typer.echo(metrics_table(read_results(workdir / "eval"), oracle))
     typer.echo(f"\nwhole graph: {elapsed:.1f} s; report: {workdir / 'eval' / 'report.md'}")
     if failed:

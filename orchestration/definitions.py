@@ -11,6 +11,7 @@ from orchestration.assets import data, evaluation, report, seqrec, text
 from orchestration.resources import (
     DatasetResource,
     FeastResource,
+    ProtocolResource,
     QdrantResource,
     TrainingResource,
     WorkdirResource,
@@ -18,11 +19,12 @@ from orchestration.resources import (
 
 ASSET_MODULES = [data, evaluation, seqrec, text, report]
 all_assets = load_assets_from_modules(ASSET_MODULES)
-all_checks = [checks.canonical_row_counts, checks.referential_integrity, checks.point_in_time_safety]
+all_checks = [checks.canonical_row_counts, checks.referential_integrity, checks.point_in_time_safety,
+              checks.training_before_targets]
 
 
 def build_resources(data_dir: str | None = None, fmt: str = "canonical", workdir: str | None = None,
-                    training: dict | None = None) -> dict:
+                    training: dict | None = None, protocol: str | None = None) -> dict:
     """Resources for one dataset and workdir (defaults from FASHIONREC_* environment variables)."""
     workdir = workdir or os.environ.get("FASHIONREC_WORKDIR", "work")
     dataset = DatasetResource(format=os.environ.get("FASHIONREC_FORMAT", fmt))
@@ -34,6 +36,7 @@ def build_resources(data_dir: str | None = None, fmt: str = "canonical", workdir
         "workdir": WorkdirResource(workdir=workdir),
         "feast": FeastResource(workdir=workdir),
         "training": TrainingResource(**(training or {})),
+        "protocol": ProtocolResource(protocol=protocol or os.environ.get("FASHIONREC_PROTOCOL", "temporal")),
         "qdrant": QdrantResource(workdir=workdir, url=os.environ.get("FASHIONREC_QDRANT_URL")),
     }
 

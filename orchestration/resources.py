@@ -23,6 +23,15 @@ class DatasetResource(ConfigurableResource):
         return Path(self.data_dir)
 
 
+class ProtocolResource(ConfigurableResource):
+    """The evaluation protocol: "temporal" (global cut dates, the default) or "loo" (the paper's leave-one-out)."""
+
+    protocol: str = "temporal"
+    val_frac: float = 0.1  # temporal: the validation window, as a share of the time span
+    test_frac: float = 0.1  # temporal: the test window (the last share of the time span)
+    min_count: int = 2  # the ID vocabulary's threshold, for the warm-but-rare flag (TrainingResource.min_count)
+
+
 class WorkdirResource(ConfigurableResource):
     """Everything a run writes lives under this folder."""
 

@@ -8,7 +8,7 @@ title-embedding list (the paper uses N = 1). All functions are pure, over ranked
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -44,11 +44,12 @@ def mixup(id_list: Sequence[str], title_list: Sequence[str], k: int, n: int = 1)
 
 
 def rank_fusion(
-    lists: Sequence[Sequence[str]], k: int, c: float = 60.0, weights: Sequence[float] | None = None
+    lists: Sequence[Sequence[str]], k: int, c: float = 60.0, weights: Sequence[float] | None = None,
+    last: Hashable | None = None,
 ) -> list[str]:
     """Reciprocal rank fusion: score(x) = sum_l w_l / (c + rank_l(x)), ranks from 1; top-k by score."""
     # A repeat within one list counts at its first (best) rank only. Ties keep first-seen order,
-    # scanning the lists in the order given.
+    # scanning the lists in the order given, except `last` (the evaluation's target), which goes after its ties.
     _check(k)
     if c < 0:
         raise ValueError("c must be >= 0")
@@ -61,7 +62,7 @@ def rank_fusion(
         for rank, item in enumerate(unique(ranked), start=1):
             scores[item] = scores.get(item, 0.0) + w / (c + rank)
     # sorted() is stable, so equal scores stay in first-seen (dict insertion) order.
-    return sorted(scores, key=lambda item: -scores[item])[:k]
+    return sorted(scores, key=lambda item: (-scores[item], item == last))[:k]
 
 
 def mixup_batch(

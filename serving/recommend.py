@@ -7,8 +7,15 @@ For one request (the user's clicked/purchased items, their last search query, th
    title embeddings) searched in `item_title_embeddings`, with the memory's products first (`memory_first`).
 4. The two lists combined by `RetrievalConfig.mode` (mixup by default), the user's own items left out, and
    re-ranked by a `VariantRanker` when one is given.
-Every search is restricted to the request's category partition. This is the same ranking the evaluation computes
-with exact numpy (`RetrievalScorer`, `VariantScorer`) when the memory holds the same searches; a test checks it.
+Every search is restricted to the request's category partition, and items released after the request time are left
+out. Hits with equal scores are ordered by item id, and a search whose k-th hit ties with the last one fetched is
+repeated with a larger limit until the tie group is whole, so Qdrant's own order of ties never shows.
+
+The memory is read as of the request: the `query_memory` collection holds every search up to its build time
+(`built_before` in each point's payload), so it serves requests at or after that time, and a request dated before it
+is refused (it would read later searches). Give an `AsOfMemory` instead to replay requests at any past time: that
+is what the evaluation reads, and with it this is exactly the evaluation's ranking (`RetrievalScorer`,
+`VariantScorer`); a test checks it.
 """
 
 from __future__ import annotations
@@ -20,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.evaluation import release_ns
 from models.text.encoder import TextEncoder
 from models.text.tokenizer import normalize_text
 from models.variants import ItemAttributes, VariantRanker
-from serving.retrieval import RetrievalConfig, TitleQueryConfig, _ns, combine, l2_normalize
-from serving.vectorstore import VectorStore
+from serving.retrieval import AsOfMemory, RetrievalConfig, TitleQueryConfig, _ns, combine, l2_normalize
+from serving.vectorstore import Hit, VectorStore
 
 TIE_SLACK = 5  # extra memory hits fetched so that ties at the q-th place break by query text
 
@@ -36,7 +44,7 @@ class UserContext:
     category: str  # the category to recommend in (every search is restricted to it)
     history: Sequence[str] = ()  # clicked/purchased item ids, oldest first
     last_query: str | None = None  # the user's last search query
-    at: pd.Timestamp | None = None  # request time: variants released after it are not candidates (None: now)
+    at: pd.Timestamp | None = None  # request time: items released after it are left out (None: now)
 
 
 @dataclass
@@ -60,45 +68,53 @@ class OnlineRetriever:
     def __init__(self, store: VectorStore, items: pd.DataFrame, encoder: TextEncoder,
                  id_queries: Callable[[list[list[str]]], np.ndarray], ranker: VariantRanker | None = None,
                  cfg: RetrievalConfig = RetrievalConfig(), title_cfg: TitleQueryConfig = TitleQueryConfig(),
-                 collections: Collections = Collections()) -> None:
-        self.store, self.encoder, self.id_queries = store, encoder, id_queries
+                 collections: Collections = Collections(), memory: AsOfMemory | None = None) -> None:
+        self.store, self.encoder, self.id_queries, self.memory = store, encoder, id_queries, memory
         self.ranker, self.cfg, self.title_cfg, self.collections = ranker, cfg, title_cfg, collections
         self.items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
         self.index = pd.Index(self.items["item_id"])
         self.category = self.items["category"].to_numpy()
         self.titles = self.items["title"].fillna("").astype(str).to_numpy()
+        self.created_ns = release_ns(self.items)  # (n,)
         self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
 
+    def _search(self, collection: str, vector: np.ndarray, k: int, partition: str, exclude: set[str]) -> list[Hit]:
+        """Top-k hits not in `exclude`, by score then item id (see the module docstring on ties). vector: (1, d)."""
+        limit = k + len(exclude) + TIE_SLACK
+        while True:
+            hits = self.store.search(collection, vector, limit, partition=partition)[0]
+            kept = sorted((h for h in hits if h.id not in exclude), key=lambda h: (-h.score, h.id))
+            if len(hits) < limit or (len(kept) >= k and kept[k - 1].score > hits[-1].score):
+                return kept[:k]  # everything fetched, or the k-th hit is strictly above the fetch floor
+            limit *= 2
     def _rows(self, item_ids: Sequence[str]) -> np.ndarray:
         rows = self.index.get_indexer(np.asarray(list(item_ids), dtype=object)) if len(item_ids) else np.zeros(0, int)
         return rows[rows >= 0].astype(np.int64)
 
     def recommend(self, ctx: UserContext) -> Recommendation:
         cfg, tcfg = self.cfg, self.title_cfg
+        at = ctx.at if ctx.at is not None else pd.Timestamp.now(tz="UTC")
+        at_ns = int(_ns([at])[0])
         seen = set(ctx.history) if cfg.exclude_seen else set()
-        extra = len(seen)  # fetch enough to still have k after dropping seen items
+        in_category = self.category == ctx.category
+        unreleased = set(self.items["item_id"].to_numpy()[in_category & (self.created_ns > at_ns)].tolist())
+        excluded = seen | unreleased
         history = [i for i in ctx.history if i in self.index]
 
         id_list: list[str] = []
         if ctx.history:
             vec = l2_normalize(np.nan_to_num(self.id_queries([list(ctx.history)])))  # (1, d)
-            hits = self.store.search(self.collections.ids, vec, cfg.k + extra, partition=ctx.category)[0]
-            id_list = [h.id for h in hits if h.id not in seen][: cfg.k]
+            id_list = [h.id for h in self._search(self.collections.ids, vec, cfg.k, ctx.category, excluded)]
 
         memory_products: list[str] = []
         memory_queries: list[str] = []
         query_vec = None
         if ctx.last_query is not None and normalize_text(ctx.last_query):
             key = l2_normalize(self.encoder.encode([normalize_text(ctx.last_query)]))  # (1, d)
-            # Ties broken by query text, as the exact memories do (their keys are sorted texts); a few extra hits
-            # so that a tie at the q-th place is broken the same way.
-            hits = self.store.search(self.collections.memory, key, tcfg.q + TIE_SLACK)[0]
-            hits = sorted(hits, key=lambda h: (-round(h.score, 5), h.payload["query"]))[: tcfg.q]
-            memory_queries = [h.payload["query"] for h in hits]
-            found = list(dict.fromkeys(p for h in hits for p in h.payload["products"][: tcfg.v]))
+            memory_queries, found = self._memory(key, at)
             rows = self._rows(found)
             in_cat = rows[self.category[rows] == ctx.category]
-            memory_products = [str(i) for i in self.items["item_id"].to_numpy()[in_cat] if i not in seen]
+            memory_products = [str(i) for i in self.items["item_id"].to_numpy()[in_cat] if i not in excluded]
             blend = in_cat if len(in_cat) else rows
             query_vec = key[0] * tcfg.query_weight
             if len(blend):
@@ -109,22 +125,36 @@ class OnlineRetriever:
                 query_vec = self._title_vectors(rows).mean(axis=0)
         title_hits: list[str] = []
         if query_vec is not None:
-            hits = self.store.search(self.collections.titles, l2_normalize(query_vec), cfg.k + extra,
-                                     partition=ctx.category)[0]
-            title_hits = [h.id for h in hits if h.id not in seen][: cfg.k]
+            hits = self._search(self.collections.titles, l2_normalize(query_vec), cfg.k, ctx.category, excluded)
+            title_hits = [h.id for h in hits]
         title_list = title_hits
         if cfg.title_list == "memory_first":
             title_list = list(dict.fromkeys([*memory_products, *title_hits]))[: cfg.k]
 
         ranked = combine(id_list, title_list, cfg)
         if self.ranker is not None and ranked:
-            at = ctx.at if ctx.at is not None else pd.Timestamp.now(tz="UTC")
-            rows = self.ranker.rerank(self._rows(ranked), self._rows(history), int(_ns([at])[0]), self.attrs)
+            rows = self.ranker.rerank(self._rows(ranked), self._rows(history), at_ns, self.attrs)
             ids = self.items["item_id"].to_numpy()[rows]
             ranked = [str(i) for i, c in zip(ids, self.category[rows], strict=True)
                       if c == ctx.category and i not in seen][: cfg.k]
         return Recommendation(items=list(ranked), id_list=id_list, title_list=title_list,
                               memory_queries=memory_queries)
+
+    def _memory(self, key: np.ndarray, at: pd.Timestamp) -> tuple[list[str], list[str]]:
+        """The Q nearest stored queries as of `at` and their top-V products, de-duplicated in order. key: (1, d)."""
+        tcfg = self.title_cfg
+        if self.memory is not None:
+            hits = self.memory.lookup(key, [at], q=tcfg.q, v=tcfg.v)[0]
+            return [h.query for h in hits], list(dict.fromkeys(p for h in hits for p in h.products))
+        # Ties broken by query text, as the exact memories do (their keys are sorted texts); a few extra hits
+        # so that a tie at the q-th place is broken the same way.
+        found = self.store.search(self.collections.memory, key, tcfg.q + TIE_SLACK)[0]
+        if found and pd.Timestamp(found[0].payload["built_before"]) > at:
+            raise ValueError(f"the query memory collection holds searches up to {found[0].payload['built_before']}, "
+                             f"after the request time {at}; pass an AsOfMemory to replay past requests")
+        found = sorted(found, key=lambda h: (-round(h.score, 5), h.payload["query"]))[: tcfg.q]
+        return ([h.payload["query"] for h in found],
+                list(dict.fromkeys(p for h in found for p in h.payload["products"][: tcfg.v])))
 
     def _title_vectors(self, rows: np.ndarray) -> np.ndarray:
         """Unit title embeddings of catalog rows (encoded on the fly, as `embed_catalog` does). (n, d)"""

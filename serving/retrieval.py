@@ -11,6 +11,11 @@ They are combined by `mixup` (top-N of the ID list, then the title list; the pap
 or either list alone (ablations). Evaluation scores with exact numpy cosine over the category's vectors: it is the
 ranking Qdrant returns (tests compare the two); the Qdrant collections are the serving path.
 
+Ties: every list orders tied items by item id (catalog order), as serving does, except that a tie-aware caller (the
+evaluation) can pass a `demote` column per row, which then goes after every item it ties with, so a cut or a merge
+through a tie never favours the target (see `models.evaluation`). Items released after the target's time are never
+in a list (the evaluation does not rank them either).
+
 Leakage: `AsOfMemory` (the default for evaluation) answers every lookup exactly as of the target time t: only queries
 first searched strictly before t are keys, and their products are aggregated only from impressions strictly before t
 (the same result as `build_query_memory(search_results, cutoff=t)`). `TimeSlicedMemory` holds snapshots built at
@@ -167,8 +172,10 @@ class AsOfMemory:
     def __len__(self) -> int:
         return len(self.queries)
 
-    def products(self, key: int, t_ns: int, v: int) -> tuple[tuple[str, ...], tuple[float, ...]]:
-        """Top-v products (and scores) of key index `key` from its impressions strictly before t_ns."""
+    def products(self, key: int, t_ns: int, v: int, last_item: str | None = None
+                 ) -> tuple[tuple[str, ...], tuple[float, ...]]:
+        """Top-v products (and scores) of key index `key` from its impressions strictly before t_ns; `last_item`
+        goes after the products it ties with (score, impressions and best position equal) instead of by item id."""
         s0, s1 = self.search_ptr[key], self.search_ptr[key + 1]
         n_searches = int(np.searchsorted(self.search_t[s0:s1], t_ns, side="left"))
         i0, i1 = self.imp_ptr[key], self.imp_ptr[key + 1]
@@ -188,13 +195,19 @@ class AsOfMemory:
             raise ValueError(f"unknown aggregation {self.cfg.aggregation!r}")
         # Scores rounded for the ordering: equal rational scores (1/3 + 1/3 + 1/3 + 1/2 vs 1 + 1/2) tie whatever the
         # floating-point summation order, and fall through to impressions, best position, item_id.
-        order = np.lexsort((uniq, best, -n_imp, -np.round(score, 12)))[: min(v, self.cfg.v_max)]  # last key first
+        tiebreak = uniq.copy()  # item codes are in item_id order
+        if last_item is not None:
+            code = np.searchsorted(self.items, last_item)
+            if code < len(self.items) and self.items[code] == last_item:
+                tiebreak[uniq == code] = len(self.items)
+        order = np.lexsort((tiebreak, best, -n_imp, -np.round(score, 12)))[: min(v, self.cfg.v_max)]  # last key first
         return tuple(self.items[uniq[order]].tolist()), tuple(float(x) for x in score[order])
 
     def lookup(self, query_vectors: np.ndarray, times: object, q: int = 5, v: int = 10,
-               chunk: int = 1024) -> list[list[MemoryHit]]:
+               chunk: int = 1024, last_items: Sequence[str | None] | None = None) -> list[list[MemoryHit]]:
         """Per row of query_vectors (B, d) at times (B,): nearest q visible keys (by cosine distance, then key
-        index) with their top v products, all as of that row's time (see the class docstring)."""
+        index) with their top v products, all as of that row's time (see the class docstring). `last_items` (B,)
+        are ordered last among their ties in every product list (the evaluation's targets)."""
         if q < 1 or v < 1:
             raise ValueError(f"q and v must be >= 1, got q={q}, v={v}")
         vectors = l2_normalize(query_vectors)  # (B, d)
@@ -219,7 +232,7 @@ class AsOfMemory:
                 for j in cand.tolist():
                     if not np.isfinite(dist[b, j]):
                         break  # fewer than q keys visible at t
-                    prods, scores = self.products(j, t, v)
+                    prods, scores = self.products(j, t, v, None if last_items is None else last_items[c0 + b])
                     hits.append(MemoryHit(query=self.queries[j], distance=float(dist[b, j]), products=prods,
                                           scores=scores))
                 out.append(hits)
@@ -287,10 +300,12 @@ class TitleQueryBuilder:
         """(B, d) unit title query vectors for a batch of targets (needs seq_* lists and target_ts)."""
         return self.queries(batch, allowed_rows).vectors
 
-    def queries(self, batch: pd.DataFrame, allowed_rows: np.ndarray | None = None) -> TitleQueries:
+    def queries(self, batch: pd.DataFrame, allowed_rows: np.ndarray | None = None,
+                demote_items: Sequence[str | None] | None = None) -> TitleQueries:
         """Title query vectors (B, d) and, per target, the catalog rows of the memory's products for its last search
         (the Q nearest keys' top-V products in the memory's order, de-duplicated, only those in `allowed_rows` when
-        given; empty without a search), from one memory lookup."""
+        given; empty without a search), from one memory lookup. `demote_items` (B,) go last among their ties in
+        the memory's product lists (`AsOfMemory` only; the weekly snapshots order ties by item id)."""
         cfg = self.cfg
         last = last_search_queries(batch["seq_actions"], batch["seq_queries"])
         uniq = sorted({normalize_text(q) for q in last if q is not None})
@@ -303,7 +318,8 @@ class TitleQueryBuilder:
             found: list[list[MemoryHit]] = []
         elif isinstance(self.memory, AsOfMemory):  # one vectorised lookup, each row as of its own target time
             keys = np.stack([qvec[normalize_text(last[b])] for b in searched])  # (n, d)
-            found = self.memory.lookup(keys, times[searched], q=cfg.q, v=cfg.v)
+            demoted = None if demote_items is None else [demote_items[b] for b in searched]
+            found = self.memory.lookup(keys, times[searched], q=cfg.q, v=cfg.v, last_items=demoted)
         else:
             found = [self.memory.for_time(times[b]).lookup_vectors(qvec[normalize_text(last[b])][None], q=cfg.q,
                                                                   v=cfg.v)[0] for b in searched]
@@ -353,13 +369,31 @@ class RetrievalConfig:
     exclude_seen: bool = True
 
 
-def topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of each row's top-k by score, best first; ties in column order. (B, min(k, n))."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
-        np.arange(scores.shape[1]), (len(scores), 1))  # (B, k)
-    order = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+def topk_rows(scores: np.ndarray, k: int, demote: np.ndarray | None = None) -> np.ndarray:
+    """Column indices of each row's top-k by score, best first. (B, min(k, n)).
+
+    Ties are in column order (item id order, as serving orders them), except each row's `demote` column (B,), which
+    goes after every column it ties with; a cut at k through a tie group keeps the group's first columns.
+    """
+    b, n = scores.shape
+    k = min(k, n)
+    if k == 0:
+        return np.zeros((b, 0), np.int64)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (b, 1))  # (B, k)
+    kth = np.take_along_axis(scores, part, axis=1).min(axis=1)  # (B,) the k-th best score
+    through_tie = (scores >= kth[:, None]).sum(axis=1) > k  # (B,) the k-th score is shared outside the partition
+
+    last = None if demote is None else np.asarray(demote, np.int64)  # (B,)
+    tb = part.copy()  # (B, k) tie-break key: the column, or n for the demoted one
+    if last is not None:
+        tb[part == last[:, None]] = n
+    order = np.lexsort((tb, -np.take_along_axis(scores, part, axis=1)), axis=1)
+    out = np.take_along_axis(part, order, axis=1)
+    for r in np.flatnonzero(through_tie):  # the whole tie group competes for the last places
+        cand = np.flatnonzero(scores[r] >= kth[r])
+        tb_r = np.where(cand == last[r], n, cand) if last is not None else cand
+        out[r] = cand[np.lexsort((tb_r, -scores[r, cand]))][:k]
+    return out
 
 
 def memory_columns(memory_rows: Sequence[np.ndarray], cat_rows: np.ndarray) -> list[np.ndarray]:
@@ -386,8 +420,9 @@ def memory_first_lists(memory_cols: Sequence[np.ndarray], cosine_top: np.ndarray
     return out
 
 
-def combine(id_list: Sequence[int], title_list: Sequence[int], cfg: RetrievalConfig) -> list[int]:
-    """The combined top-k list of one user (column indices), by `cfg.mode`."""
+def combine(id_list: Sequence[int], title_list: Sequence[int], cfg: RetrievalConfig, last: int | None = None
+            ) -> list[int]:
+    """The combined top-k list of one user (column indices), by `cfg.mode`; `last` goes last among RRF ties."""
     if cfg.mode == "id_only":
         return id_only(id_list, cfg.k)  # type: ignore[arg-type,return-value]  # generic over hashables
     if cfg.mode == "title_only":
@@ -395,7 +430,7 @@ def combine(id_list: Sequence[int], title_list: Sequence[int], cfg: RetrievalCon
     if cfg.mode == "mixup":
         return mixup(id_list, title_list, cfg.k, cfg.n)  # type: ignore[arg-type,return-value]
     if cfg.mode == "rrf":
-        return rank_fusion([id_list, title_list], cfg.k, c=cfg.rrf_c)  # type: ignore[list-item,return-value]
+        return rank_fusion([id_list, title_list], cfg.k, c=cfg.rrf_c, last=last)  # type: ignore[list-item,return-value]
     raise ValueError(f"unknown retrieval mode {cfg.mode!r}")
 
 
@@ -411,13 +446,17 @@ class RetrievalScorer:
     """Evaluation `Scorer`: ID list + title list -> combined top-K; rows ranked (list order, then title cosine).
 
     The combined top-K list (`RetrievalConfig.mode`) gets scores above every other item, in list order; the remaining
-    items of the category are ordered by title cosine, whatever the mode, so the full ranking is defined.
+    items of the category are ordered by title cosine, whatever the mode, so the full ranking is defined. Items
+    released after a target's time are in no list. Tie-aware: `demote` columns go last among their ties.
     """
+
+    tie_aware = True
 
     def __init__(self, catalog: Catalog, id_vectors: np.ndarray, title_vectors: np.ndarray,
                  id_queries: Callable[[list[list[str]]], np.ndarray],
-                 title_queries: Callable[[pd.DataFrame, np.ndarray], np.ndarray | TitleQueries],
+                 title_queries: Callable[..., np.ndarray | TitleQueries],
                  cfg: RetrievalConfig = RetrievalConfig()) -> None:
+        self.catalog = catalog
         self.index = pd.Index(catalog.item_ids)
         self.id_vectors = l2_normalize(id_vectors)  # (n_catalog, d_id), catalog row order
         self.title_vectors = l2_normalize(title_vectors)  # (n_catalog, d_title)
@@ -425,35 +464,46 @@ class RetrievalScorer:
         self.title_queries = title_queries
         self.cfg = cfg
 
-    def lists(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def lists(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """ID top-K and title top-K column indices (into cat_rows) and the title cosine matrix (B, n_cat).
 
         The title list is the title-cosine top-K, or with `title_list="memory_first"` and a `title_queries` that
         returns `TitleQueries`, the memory's products for the last search first, then that cosine top-K.
+        `demote` (B,) columns go last among their ties in every list (the evaluation passes its targets).
         """
         hist = item_sequences(batch["seq_actions"], batch["seq_item_ids"])
         qi = l2_normalize(np.nan_to_num(self.id_queries(hist)))  # (B, d_id)
-        found = self.title_queries(batch, cat_rows)
+        if demote is None:
+            found = self.title_queries(batch, cat_rows)
+        else:
+            found = self.title_queries(batch, cat_rows, list(self.catalog.item_ids[cat_rows[demote]]))
         vectors, memory_rows = (found.vectors, found.memory_rows) if isinstance(found, TitleQueries) else (found, None)
         qt = l2_normalize(vectors)  # (B, d_title)
         id_cos = qi @ self.id_vectors[cat_rows].T  # (B, n_cat)
         title_cos = qt @ self.title_vectors[cat_rows].T  # (B, n_cat)
-        title_rank = title_cos
+        # Unreleased at the target's time: in no list (the evaluation does not rank them either).
+        unreleased = ~self.catalog.released(cat_rows, _ns(batch["target_ts"].to_numpy()))  # (B, n_cat)
+        id_cos[unreleased] = -np.inf
+        title_rank = title_cos.copy()
+        title_rank[unreleased] = -np.inf
+        if memory_rows is not None:
+            memory_rows = [self._released_rows(r, t) for r, t in zip(memory_rows, _ns(batch["target_ts"].to_numpy()),
+                                                                     strict=True)]
         if self.cfg.exclude_seen:
             seen = memory_columns(history_rows(batch, self.index), cat_rows)  # B arrays of columns
             b_idx = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
             c_idx = np.concatenate(seen) if seen else np.zeros(0, np.int64)
             id_cos[b_idx, c_idx] = -np.inf
-            title_rank = title_cos.copy()
             title_rank[b_idx, c_idx] = -np.inf
             if memory_rows is not None:
                 memory_rows = [r[~np.isin(r, cat_rows[s])] for r, s in zip(memory_rows, seen, strict=True)]
         k = self.cfg.k
-        id_top = topk_rows(id_cos, k)
-        title_top = topk_rows(title_rank, k)
-        if self.cfg.exclude_seen:  # a seen item can only be in a top-k when the category has fewer unseen items
-            id_top[np.isneginf(np.take_along_axis(id_cos, id_top, axis=1))] = -1
-            title_top[np.isneginf(np.take_along_axis(title_rank, title_top, axis=1))] = -1
+        id_top = topk_rows(id_cos, k, demote)
+        title_top = topk_rows(title_rank, k, demote)
+        # An excluded item (seen or unreleased) is only in a top-k when the category has fewer others: PAD it.
+        id_top[np.isneginf(np.take_along_axis(id_cos, id_top, axis=1))] = -1
+        title_top[np.isneginf(np.take_along_axis(title_rank, title_top, axis=1))] = -1
         id_top[[not h for h in hist]] = -1  # no clicked/purchased item: no ID list (PAD rows)
         if self.cfg.title_list == "memory_first" and memory_rows is not None:
             title_top = memory_first_lists(memory_columns(memory_rows, cat_rows), title_top, k)
@@ -461,20 +511,25 @@ class RetrievalScorer:
             raise ValueError(f"unknown title_list {self.cfg.title_list!r}")
         return id_top, title_top, title_cos
 
-    def ranked(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> list[list[int]]:
+    def _released_rows(self, rows: np.ndarray, t_ns: int) -> np.ndarray:
+        """The catalog rows released at or before t_ns, in order."""
+        return rows[self.catalog.created_ns[rows] <= t_ns] if len(self.catalog.created_ns) else rows
+
+    def ranked(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> list[list[int]]:
         """Each target's combined top-K list as column indices into cat_rows."""
-        id_top, title_top, _ = self.lists(batch, cat_rows)
-        id_top, title_top, _ = self.lists(batch, cat_rows)
-        return self.combined(id_top, title_top)
+        id_top, title_top, _ = self.lists(batch, cat_rows, demote)
+        return self.combined(id_top, title_top, demote)
 
-    def combined(self, id_top: np.ndarray, title_top: np.ndarray) -> list[list[int]]:
+    def combined(self, id_top: np.ndarray, title_top: np.ndarray, demote: np.ndarray | None = None
+                 ) -> list[list[int]]:
         """`combine` per row of the two top-K column arrays (PAD -1 entries skipped)."""
-        return [combine([i for i in a.tolist() if i >= 0], [i for i in t.tolist() if i >= 0], self.cfg)
-                for a, t in zip(id_top, title_top, strict=True)]
+        last = [None] * len(id_top) if demote is None else [int(c) for c in demote]
+        return [combine([i for i in a.tolist() if i >= 0], [i for i in t.tolist() if i >= 0], self.cfg, d)
+                for a, t, d in zip(id_top, title_top, last, strict=True)]
 
-    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> np.ndarray:
-        id_top, title_top, title_cos = self.lists(batch, cat_rows)
-        return list_scores(self.combined(id_top, title_top), title_cos)  # (B, n_cat)
+    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
+        id_top, title_top, title_cos = self.lists(batch, cat_rows, demote)
+        return list_scores(self.combined(id_top, title_top, demote), title_cos)  # (B, n_cat)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -490,14 +545,15 @@ def history_rows(batch: pd.DataFrame, catalog_index: pd.Index) -> list[np.ndarra
     return out
 
 
-def combined_lists(base: RetrievalScorer, batch: pd.DataFrame, cat_rows: np.ndarray, catalog_index: pd.Index
+def combined_lists(base: RetrievalScorer, batch: pd.DataFrame, cat_rows: np.ndarray, catalog_index: pd.Index,
+                   demote: np.ndarray | None = None
                    ) -> tuple[list[tuple[np.ndarray, np.ndarray, int]], np.ndarray]:
     """Per target: (combined list as catalog rows, history rows, target time in ns); and the title cosine matrix."""
-    id_top, title_top, title_cos = base.lists(batch, cat_rows)
+    id_top, title_top, title_cos = base.lists(batch, cat_rows, demote)
     hist = history_rows(batch, catalog_index)
     t_ns = _ns(batch["target_ts"].to_numpy())  # (B,)
     lists = [(cat_rows[np.asarray(cols, np.int64)], hist[b], int(t_ns[b]))
-             for b, cols in enumerate(base.combined(id_top, title_top))]
+             for b, cols in enumerate(base.combined(id_top, title_top, demote))]
     return lists, title_cos
 
 
@@ -506,7 +562,10 @@ class VariantScorer:
 
     The ranker puts every released colour x size variant of the list's leading families in score order, then the
     rest of the list; the result is cut at K and scored like `RetrievalScorer` (list order, then title cosine).
+    Tie-aware like its base: a `demote` column goes last among the candidates it ties with.
     """
+
+    tie_aware = True
 
     def __init__(self, base: RetrievalScorer, catalog: Catalog, ranker: VariantRanker,
                  attrs: ItemAttributes | None = None) -> None:
@@ -514,20 +573,22 @@ class VariantScorer:
         self.attrs = attrs if attrs is not None else ItemAttributes.from_items(catalog.items)
         self.index = pd.Index(catalog.item_ids)
 
-    def ranked_rows(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    def ranked_rows(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None
+                    ) -> tuple[list[np.ndarray], np.ndarray]:
         """Each target's re-ranked list as catalog rows (cut at K), and the title cosine matrix (B, n_cat)."""
-        lists, title_cos = combined_lists(self.base, batch, cat_rows, self.index)
+        lists, title_cos = combined_lists(self.base, batch, cat_rows, self.index, demote)
         out = []
-        for list_rows, hist, t in lists:
-            rows = self.ranker.rerank(list_rows, hist, t, self.attrs)
+        for b, (list_rows, hist, t) in enumerate(lists):
+            last = None if demote is None else int(cat_rows[demote[b]])
+            rows = self.ranker.rerank(list_rows, hist, t, self.attrs, last_row=last)
             keep = np.isin(rows, cat_rows)  # variants stay in the category
             if self.base.cfg.exclude_seen:
                 keep &= ~np.isin(rows, hist)
             out.append(rows[keep][: self.base.cfg.k])
         return out, title_cos
 
-    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> np.ndarray:
-        rows, title_cos = self.ranked_rows(batch, cat_rows)
+    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
+        rows, title_cos = self.ranked_rows(batch, cat_rows, demote)
         cols = [np.searchsorted(cat_rows, r).tolist() for r in rows]  # cat_rows ascending (Catalog.rows)
         return list_scores(cols, title_cos)  # (B, n_cat)
 

@@ -17,7 +17,8 @@ Mapping choices
   the value seen first in the file; "" when an asin has none. Other style keys ("Style") are ignored.
 - title = "Amazon Fashion item {asin}" plus " ({color}, {size})" from what exists: there are no real titles.
 - brand, material, gender, season, occasion = "" (unknown); price = 0.0 (unknown).
-- created_at = the asin's first (raw) review time.
+- created_at = the first review time in the file, for every asin: there are no release dates, and an asin's own
+  first review comes from after earlier targets' times (see the H&M loader).
 - search_results: empty, with canonical dtypes.
 """
 
@@ -116,7 +117,7 @@ def load_amazon2018_with_report(path: Path) -> tuple[CanonicalTables, LoadReport
             "season": [""] * n,
             "occasion": [""] * n,
             "price": [0.0] * n,
-            "created_at": by_item["ts"].min().reindex(color.index).to_numpy(),
+            "created_at": [raw["ts"].min()] * n,  # no release dates (see the module docstring)
         }
     ).astype({"price": "float64", "created_at": "datetime64[ms, UTC]"})
 

@@ -27,8 +27,10 @@ Mapping choices
 - size, material, season, occasion = "" (not in the data).
 - price = median transaction price of the article in this sample (Kaggle prices are normalised, about 0.03);
   0.0 for never-bought articles.
-- created_at = the article's first transaction day in this sample; never-bought articles get the dataset start
-  2018-09-20 (H&M publishes no release dates).
+- created_at = the dataset start 2018-09-20 for every article: H&M publishes no release dates, and a date derived
+  from transactions (the first purchase day) would come from after earlier targets' times, so a candidate filter
+  on it would remove items that were on sale then and keep the one the target's own purchase dated. Every
+  article therefore counts as on sale from the start.
 - search_results: empty (no search data), with canonical dtypes.
 """
 
@@ -166,7 +168,6 @@ def _build_items(articles: pd.DataFrame, tx: pd.DataFrame) -> pd.DataFrame:
     family = col("product_code").str.zfill(7) if "product_code" in articles.columns else ids.str[:7]
     bought = tx.groupby("article_id")
     price = ids.map(bought["price"].median()).fillna(0.0).astype("float64")
-    first_day = ids.map(bought["day"].min())
     n = len(articles)
     return pd.DataFrame(
         {
@@ -185,7 +186,7 @@ def _build_items(articles: pd.DataFrame, tx: pd.DataFrame) -> pd.DataFrame:
             "season": [""] * n,
             "occasion": [""] * n,
             "price": price.to_numpy(),
-            "created_at": first_day.fillna(HM_DATASET_START).astype("datetime64[ms, UTC]").to_numpy(),
+            "created_at": [HM_DATASET_START] * n,  # no release dates (see the module docstring)
         }
     ).astype({"created_at": "datetime64[ms, UTC]"})
 

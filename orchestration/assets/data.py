@@ -10,8 +10,8 @@ from feature_repo.features import write_feature_tables
 from feature_repo.ingest import ingest
 from feature_repo.loaders import load
 from feature_repo.schema import CanonicalTables
-from feature_repo.splits import leave_one_out
-from orchestration.resources import DatasetResource, FeastResource, WorkdirResource
+from feature_repo.splits import make_splits, write_splits
+from orchestration.resources import DatasetResource, FeastResource, ProtocolResource, WorkdirResource
 
 
 @asset(group_name="data", description="Validated canonical items/events/search_results; bad rows quarantined")
@@ -49,17 +49,22 @@ def feast_online_store(feast: FeastResource):
     })
 
 
-@asset(group_name="data", deps=[canonical_tables], description="Leave-one-out purchase targets and training events")
-def splits(workdir: WorkdirResource):
+@asset(group_name="data", deps=[canonical_tables],
+       description="Purchase targets and training events: temporal cut dates (default) or leave-one-out")
+def splits(workdir: WorkdirResource, protocol: ProtocolResource):
     tables = CanonicalTables.read(workdir.canonical)
-    s = leave_one_out(tables.events, tables.items)
-    s.targets.to_parquet(workdir.path("splits", "targets.parquet"), index=False)
-    s.train_events.to_parquet(workdir.path("splits", "train_events.parquet"), index=False)
-    counts = s.targets.groupby("split").agg(n=("user_id", "size"), cold=("cold_start", "mean"))
+    s = make_splits(tables.events, tables.items, protocol.protocol, val_frac=protocol.val_frac,
+                    test_frac=protocol.test_frac, min_count=protocol.min_count)
+    write_splits(s, workdir.root / "splits")
+    counts = s.targets.groupby("split").agg(n=("user_id", "size"), cold=("cold_start", "mean"),
+                                            warm_rare=("warm_rare", "mean"))
     return MaterializeResult(metadata={
+        "protocol": s.protocol,
+        **{f"{k}_cut": v.isoformat() for k, v in s.cuts.items()},
         "targets": MetadataValue.json(json.loads(counts.round(4).to_json(orient="index"))),
         "train_events": len(s.train_events),
         "train_items": len(s.train_items),
+        "last_train_event": str(s.train_events["timestamp"].max()),
     })
 
 

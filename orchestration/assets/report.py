@@ -2,7 +2,10 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from models.evaluation import load_oracle, metrics_table
+import pandas as pd
+
+from feature_repo.splits import read_protocol
+from models.evaluation import metrics_table, targets_ceiling
 from orchestration.assets.evaluation import METHOD_ASSETS, per_category_table, read_results
 from orchestration.assets.seqrec import SEQREC_ASSETS
 from orchestration.assets.text import RETRIEVAL_ASSETS
@@ -14,14 +17,30 @@ REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values(), *RETRIEVAL_ASSETS.values()]
 @asset(group_name="evaluation", deps=REPORTED, description="Markdown report: every method, overall/per category/cold")
 def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, dataset: DatasetResource):
     results = read_results(workdir.eval)
-    oracle = load_oracle(dataset.path if dataset.format == "canonical" else None)
+    protocol, cuts = read_protocol(workdir.root / "splits")
+    targets = pd.read_parquet(workdir.path("splits", "targets.parquet"))
+    test = targets[targets["split"] == "test"]
+    oracle = targets_ceiling(dataset.path if dataset.format == "canonical" else None, test, protocol)
     text = "\n\n".join([
-        f"# Evaluation report\n\nDataset: `{dataset.path}` ({dataset.format}). Test targets ranked among all items "
-        "of their category; ties count against the target.",
+        f"# Evaluation report\n\nDataset: `{dataset.path}` ({dataset.format}). {protocol_line(protocol, cuts)} "
+        f"{len(test):,} test targets, {test['cold_start'].mean():.1%} cold-start (nobody had clicked or bought the "
+        "item before the target's time). Each is ranked among the items of its category released by its time; "
+        "ties count against the target." + (f" Ceiling: mean of the oracle's exp_* over these targets "
+                                            f"(coverage {oracle['coverage']:.0%})." if oracle and "coverage" in oracle
+                                            else ""),
         "## Overall and cold-start", metrics_table(results, oracle),
         "## Per category", per_category_table(results, oracle),
     ])
     path = workdir.path("eval", "report.md")
     path.write_text(text + "\n")
     context.log.info(f"wrote {path}")
-    return MaterializeResult(metadata={"report": MetadataValue.md(text), "path": MetadataValue.path(str(path))})
+    return MaterializeResult(metadata={"report": MetadataValue.md(text), "path": MetadataValue.path(str(path)),
+                                       "protocol": protocol})
+
+
+def protocol_line(protocol: str, cuts: dict) -> str:
+    """One sentence naming the protocol and its cut dates."""
+    if protocol == "temporal":
+        return (f"Protocol: temporal (training before {cuts['val']:%Y-%m-%d %H:%M}, validation targets until "
+                f"{cuts['test']:%Y-%m-%d %H:%M}, test targets after).")
+    return "Protocol: leave-one-out (per user; training holds other users' later events)."

@@ -8,7 +8,7 @@ import pandas as pd
 from dagster import AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from feature_repo.schema import CanonicalTables
-from feature_repo.splits import Splits, training_cutoffs
+from feature_repo.splits import Splits, read_protocol, training_cutoffs
 from models.seqrec import MODELS, build_model, load_checkpoint, save_checkpoint, train
 from models.seqrec.pipeline import SeqScorer, build_seq_data, item_sequences
 from orchestration.assets.data import eval_targets
@@ -18,15 +18,17 @@ from serving.id_index import max_topk_disagreement, write_id_embeddings
 
 
 @asset(group_name="id_models", deps=[eval_targets],
-       description="Per-user training item sequences (sequence_training_v1, point-in-time before the first target)")
+       description="Per-user training item sequences (sequence_training_v1, point in time at the training cut)")
 def seqrec_sequences(workdir: WorkdirResource, feast: FeastResource):
     tables = CanonicalTables.read(workdir.canonical)
-    splits = Splits(targets=pd.read_parquet(workdir.path("splits", "targets.parquet")), train_events=tables.events)
+    protocol, cuts = read_protocol(workdir.root / "splits")
+    splits = Splits(targets=pd.read_parquet(workdir.path("splits", "targets.parquet")), train_events=tables.events,
+                    protocol=protocol, cuts=cuts)
     cut = training_cutoffs(splits, tables.events)
     hist = feast.repo().history_before(cut["user_id"], cut["cutoff_ts"], service="sequence_training_v1")
     hist.to_parquet(workdir.path("seqrec", "train_history.parquet"), index=False)
     lengths = pd.Series([len(s) for s in item_sequences(hist["seq_actions"], hist["seq_item_ids"])])
-    return MaterializeResult(metadata={"users": len(hist), "mean_items": float(lengths.mean()),
+    return MaterializeResult(metadata={"protocol": protocol, "users": len(hist), "mean_items": float(lengths.mean()),
                                        "users_with_2plus_items": int((lengths >= 2).sum())})
 
 

@@ -89,13 +89,14 @@ def item_title_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):
 
 
 @asset(group_name="text", deps=[title_model],
-       description="Query-product memory over training-period searches, keys in Qdrant (serving)")
+       description="Serving's query-product memory: every search so far, keys in Qdrant (as of the last search)")
 def query_memory(workdir: WorkdirResource, qdrant: QdrantResource):
+    # Serving answers requests made now, so its memory holds every search logged so far (the memory as of now;
+    # the evaluation reads the same rule as of each target's time: AsOfMemory). Nothing here trains a model.
     tables = CanonicalTables.read(workdir.canonical)
-    train_events = pd.read_parquet(workdir.path("splits", "train_events.parquet"))
-    train_searches = set(train_events["search_id"].dropna().astype("int64"))
-    sr = tables.search_results[tables.search_results["search_id"].isin(train_searches)]
-    cutoff = train_events["timestamp"].max() + pd.Timedelta(milliseconds=1)
+    sr = tables.search_results
+    last = sr["timestamp"].max() if len(sr) else tables.events["timestamp"].max()
+    cutoff = last + pd.Timedelta(milliseconds=1)
     t0 = time.perf_counter()
     memory = build_query_memory(sr, cutoff, load_title_model(_dir(workdir, *TITLE_DIR)))
     build_s = time.perf_counter() - t0

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -117,12 +118,12 @@ def test_hm_fixture_items_exact(hm_dir: Path) -> None:
         "season": "",
         "occasion": "",
         "price": pytest.approx(0.02),  # median of 0.02, 0.02, 0.03
-        "created_at": ts("2019-01-01"),
+        "created_at": HM_DATASET_START,  # no release dates: every article is on sale from the start
     }
     assert items.loc["0100000002", "title"] == "Runner Sneakers - White"
     assert items.loc["0100000002", "price"] == pytest.approx(0.045)
     # 0200000001 is only in articles.csv, not in the catalog parquet: it is still an item.
-    assert items.loc["0200000001", "created_at"] == ts("2019-01-03")
+    assert (items["created_at"] == HM_DATASET_START).all()
     assert items["gender"].to_dict() == {
         "0100000001": "women", "0100000002": "men", "0200000001": "kids", "0300000001": "unisex", "0300000002": "women",
     }  # fmt: skip
@@ -203,8 +204,9 @@ def test_amazon_fixture_exact(amazon_file: Path) -> None:
         "Big Boys",
     )
     assert (a["category"], a["subcategory"], a["family_id"], a["price"]) == ("Clothing", "", "B0A", 0.0)
-    assert a["created_at"] == ts(day1)
     b = items.loc["B0B"]
+    # No release dates: every asin gets the file's first review time, not its own (B0B's first review is day 2).
+    assert a["created_at"] == b["created_at"] == ts(day1)
     assert (b["title"], b["color"], b["size"]) == ("Amazon Fashion item B0B (Large)", "", "Large")
     assert (report.n_events, report.n_users, report.n_items, report.n_tied_rows) == (5, 2, 2, 2)
     assert_canonical(tables)
@@ -321,3 +323,30 @@ def test_amazon_real(amazon_real) -> None:
     assert (multi["color"], multi["size"]) == ("Multi", "X-Large")
     assert multi["title"] == "Amazon Fashion item B00GKF5BAS (Multi, X-Large)"
     assert (items["size"] != "").sum() >= 20 and (items["color"] != "").sum() >= 20
+
+
+def test_hm_sibling_first_bought_after_a_target_stays_a_variant_candidate(tmp_path: Path) -> None:
+    """Release dates derived from first purchases would hide a sibling bought first AFTER a target's time."""
+    from models.evaluation import Catalog
+    from models.variants import ItemAttributes, VariantConfig, candidate_features
+
+    (tmp_path / "transactions.csv").write_text(
+        "t_dat,customer_id,article_id,price,sales_channel_id\n"
+        "2019-01-01,u1,0100000001,0.02,2\n"
+        "2019-01-02,u2,0100000001,0.03,1\n"  # u2's target, on Jan 2
+        "2019-01-05,u3,0100000002,0.05,1\n"  # the sibling (same product code 0100000) is first bought on Jan 5
+    )
+    with open(tmp_path / "articles.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(_ARTICLE_FIELDS)
+        w.writerows(_ARTICLES[:2])
+    pd.DataFrame({"article_id": [100000001, 100000002], **{k: [a[i] for a in _ARTICLES[:2]]
+                  for i, k in enumerate(_ARTICLE_FIELDS) if k != "article_id"}}).to_parquet(
+        tmp_path / "articles_full_catalog.parquet")
+    catalog = Catalog.from_items(load_hm(tmp_path).items)
+    attrs = ItemAttributes.from_items(catalog.items)
+    bought, sibling = catalog.index_of(["0100000001", "0100000002"])
+    t = ts("2019-01-02").value
+    cand, _ = candidate_features(np.array([bought]), np.zeros(0, np.int64), t, attrs, VariantConfig())
+    assert sibling in cand.tolist() and bought in cand.tolist()
+    assert catalog.released(np.array([bought, sibling]), np.array([t])).all()

@@ -1,11 +1,24 @@
-"""Leave-one-out and cross-category splits on the tiny handmade dataset (expected rows worked out in conftest.py)."""
+"""Temporal, leave-one-out and cross-category splits on the tiny handmade dataset (expected rows worked out in conftest.py)."""
 
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from feature_repo.schema import CanonicalTables
-from feature_repo.splits import Splits, cross_category, leave_one_out, ordered_events
+from feature_repo.splits import (
+    Splits,
+    cross_category,
+    leave_one_out,
+    make_splits,
+    ordered_events,
+    read_protocol,
+    read_splits,
+    temporal_cuts,
+    temporal_split,
+    training_cutoffs,
+    write_splits,
+)
 from tests.conftest import at
 
 
@@ -15,17 +28,20 @@ def _rows(df: pd.DataFrame, cols: list[str]) -> list[tuple]:
 
 def test_leave_one_out_targets(tiny_tables: CanonicalTables) -> None:
     s = leave_one_out(tiny_tables.events, tiny_tables.items)
-    cols = ["user_id", "split", "target_item_id", "target_ts", "category", "n_history", "cold_start"]
+    cols = ["user_id", "split", "target_item_id", "target_ts", "category", "n_history", "n_prior", "cold_start",
+            "warm_rare"]
     # u1 buys F1, C1, F2 -> test F2, val C1; u2 buys only C2 -> test only; u3 never buys -> nothing;
     # u4 buys A1 then A2 at the same minute -> file order decides: test A2, val A1.
-    # n_history = events strictly before the target's timestamp (u4's A1 shares A2's minute, so it is not history). cold_start = the item is not clicked/purchased
-    # in any training event: training clicks/purchases are F1 (u1, u3), C1 (u1), C2 (u2), A1 (u4), F3 (u3).
+    # n_history = events strictly before the target's timestamp (u4's A1 shares A2's minute, so it is not history).
+    # n_prior = clicks/purchases of the item by anyone strictly before the target's time: F2 <- u1's click @21,
+    # C2 <- u2's click @6, A2 <- none (cold), C1 <- u1's click @11, A1 <- u4's click @40. cold_start = n_prior == 0.
+    # warm_rare = warm but seen fewer than 2 times in the training events (F2: 0, C2: 1, C1: 1, A1: 1).
     assert _rows(s.targets, cols) == [
-        ("u1", "test", "F2", at(22), "Footwear", 8, True),
-        ("u2", "test", "C2", at(7), "Clothing", 2, False),
-        ("u4", "test", "A2", at(41), "Accessories & Jewelry", 1, True),
-        ("u1", "val", "C1", at(12), "Clothing", 5, False),
-        ("u4", "val", "A1", at(41), "Accessories & Jewelry", 1, False),
+        ("u1", "test", "F2", at(22), "Footwear", 8, 1, False, True),
+        ("u2", "test", "C2", at(7), "Clothing", 2, 1, False, True),
+        ("u4", "test", "A2", at(41), "Accessories & Jewelry", 1, 0, True, False),
+        ("u1", "val", "C1", at(12), "Clothing", 5, 1, False, True),
+        ("u4", "val", "A1", at(41), "Accessories & Jewelry", 1, 1, False, True),
     ]
     assert s.split("val")["user_id"].tolist() == ["u1", "u4"]
     assert "u2" not in set(s.split("val")["user_id"])  # a single purchase gives no validation row
@@ -74,9 +90,108 @@ def test_cross_category(tiny_tables: CanonicalTables) -> None:
     inter = x.train_events[x.train_events["action"] != "search"]
     assert sorted(inter["item_id"]) == ["F1", "F1", "F1", "F3"]
     assert (x.train_events["action"] == "search").sum() == 3
-    # Targets: only the Clothing ones; C1 and C2 were Clothing interactions, dropped from training -> now cold.
+    # Targets: only the Clothing ones. Cold-start stays measured at the target's time (someone clicked C1 and C2
+    # before), whatever the training events keep.
     assert _rows(x.targets, ["user_id", "split", "target_item_id", "cold_start"]) == [
-        ("u2", "test", "C2", True),
-        ("u1", "val", "C1", True),
+        ("u2", "test", "C2", False),
+        ("u1", "val", "C1", False),
     ]
-    assert set(s.targets["cold_start"]) == {True, False}  # the original split is untouched
+    assert x.protocol == s.protocol == "loo"
+
+
+# --- the temporal protocol ---------------------------------------------------------------------------------------
+
+CUTS = {"val": at(10), "test": at(20)}
+
+
+def test_temporal_split_targets_and_training(tiny_tables: CanonicalTables) -> None:
+    s = temporal_split(tiny_tables.events, tiny_tables.items, cuts=CUTS)
+    assert s.protocol == "temporal" and s.cuts == CUTS
+    # Purchases: u1 F1 @2 (training period), C1 @12 (validation window), F2 @22 (test window); u2 C2 @7 (training);
+    # u4 A1 and A2 @41 (test window: the last one, A2, is the target).
+    cols = ["user_id", "split", "target_item_id", "target_ts", "n_history", "n_prior", "cold_start", "warm_rare"]
+    assert _rows(s.targets, cols) == [
+        ("u1", "test", "F2", at(22), 8, 1, False, True),
+        ("u4", "test", "A2", at(41), 1, 0, True, False),
+        ("u1", "val", "C1", at(12), 5, 1, False, True),
+    ]
+    # Training: every event before the validation cut, whoever made it: u1 @0-2, u2 @5-7, u3 @3.
+    assert sorted(_rows(s.train_events, ["user_id", "timestamp"])) == [
+        ("u1", at(0)), ("u1", at(1)), ("u1", at(2)), ("u2", at(5)), ("u2", at(6)), ("u2", at(7)), ("u3", at(3)),
+    ]  # fmt: skip
+    cut = training_cutoffs(s, tiny_tables.events)
+    assert set(cut["user_id"]) == {"u1", "u2", "u3", "u4"} and (cut["cutoff_ts"] == CUTS["val"]).all()
+
+
+def test_temporal_default_cuts_are_the_last_tenths_of_the_span(tiny_tables: CanonicalTables) -> None:
+    cuts = temporal_cuts(tiny_tables.events)  # span @0..@41
+    assert cuts == {"val": at(32) + pd.Timedelta(seconds=48), "test": at(36) + pd.Timedelta(seconds=54)}  # -8.2, -4.1 min
+    with pytest.raises(ValueError, match="val_frac"):
+        temporal_cuts(tiny_tables.events, 0.5, 0.5)
+    with pytest.raises(ValueError, match="protocol"):
+        make_splits(tiny_tables.events, tiny_tables.items, "random")
+
+
+def _with_future(tables: CanonicalTables) -> CanonicalTables:
+    """The tiny set plus a new user u5 who, AFTER u1's test target (@22), searches "sneakers", sees F2 first, clicks
+    F2 three times and buys A2: events that would teach a model about F2 and A2 if the future leaked."""
+    ev = pd.DataFrame([
+        ("u5", 9, at(30), "search", None, "sneakers", 9),
+        *[("u5", 9, at(31 + i), "click", "F2", None, None) for i in range(3)],
+        ("u5", 9, at(35), "click", "A2", None, None),
+    ], columns=["user_id", "session_id", "timestamp", "action", "item_id", "query", "search_id"])  # fmt: skip
+    ev = ev.astype({"timestamp": "datetime64[ms, UTC]", "search_id": "Int64"})
+    sr = pd.DataFrame([(9, "u5", 9, "sneakers", at(30), item, pos) for pos, item in enumerate(["F2", "F1"], 1)],
+                      columns=list(tables.search_results.columns)).astype({"timestamp": "datetime64[ms, UTC]"})
+    return CanonicalTables(items=tables.items, events=pd.concat([tables.events, ev], ignore_index=True),
+                           search_results=pd.concat([tables.search_results, sr], ignore_index=True))
+
+
+def test_later_events_by_other_users_change_nothing_under_the_temporal_protocol(tiny_tables: CanonicalTables) -> None:
+    from models.baselines import PopularityConfig, PopularityScorer
+    from models.evaluation import Catalog
+    from models.seqrec.vocab import ItemVocab
+    from models.text import HashingNgramEncoder, build_pairs
+    from serving.retrieval import AsOfMemory
+
+    future = _with_future(tiny_tables)
+
+    def inter(events: pd.DataFrame) -> list[str]:
+        return events.loc[events["action"].isin(["click", "purchase"]), "item_id"].tolist()
+
+    def everything(t: CanonicalTables, protocol: str) -> dict:
+        s = make_splits(t.events, t.items, protocol) if protocol == "loo" else temporal_split(t.events, t.items,
+                                                                                               cuts=CUTS)
+        target = s.targets[(s.targets["user_id"] == "u1") & (s.targets["split"] == "test")]
+        catalog = Catalog.from_items(t.items)
+        pop = PopularityScorer(t.events, catalog, PopularityConfig(window_days=None))(target, catalog.rows["Footwear"])
+        enc = HashingNgramEncoder()
+        hits = AsOfMemory.build(t.search_results, enc).lookup_queries(["sneakers"], target["target_ts"].to_numpy())
+        return {
+            "train_events": _rows(s.train_events, ["user_id", "timestamp", "action", "item_id"]),
+            "vocab": ItemVocab.from_items(inter(s.train_events), min_count=1).to_list(),
+            "title_pairs": _rows(build_pairs(s.train_events, t.search_results), ["query", "item_id"]),
+            "target": _rows(target, ["target_item_id", "target_ts", "n_prior", "cold_start", "warm_rare"]),
+            "popularity": pop.tolist(),
+            "memory": [(h.query, h.products, h.scores) for h in hits[0]],
+        }
+
+    before, after = everything(tiny_tables, "temporal"), everything(future, "temporal")
+    for key in before:
+        assert before[key] == after[key], key
+    # The same events do leak into leave-one-out's training data (u5 has no purchase, so all of it is training):
+    # the ID vocabulary learns F2 and A2 from after u1's target. Hence the temporal protocol is the default.
+    loo_before, loo_after = everything(tiny_tables, "loo"), everything(future, "loo")
+    assert "F2" not in loo_before["vocab"] and {"F2", "A2"} <= set(loo_after["vocab"])
+    # The cold flag is at the target's time under both protocols; "warm but rare in training" is not, under LOO.
+    assert [r[:4] for r in loo_before["target"]] == [r[:4] for r in loo_after["target"]]
+    assert loo_before["target"][0][4] and not loo_after["target"][0][4]
+
+
+def test_write_and_read_splits_round_trip(tiny_tables: CanonicalTables, tmp_path) -> None:  # noqa: ANN001
+    s = temporal_split(tiny_tables.events, tiny_tables.items, cuts=CUTS)
+    write_splits(s, tmp_path / "splits")
+    back = read_splits(tmp_path / "splits")
+    assert back.protocol == "temporal" and back.cuts == CUTS
+    pd.testing.assert_frame_equal(back.targets, s.targets)
+    assert read_protocol(tmp_path / "nothing") == ("loo", {})

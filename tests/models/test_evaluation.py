@@ -14,6 +14,7 @@ from models.evaluation import (
     Catalog,
     EvalResult,
     evaluate,
+    ceiling,
     load_oracle,
     metrics_from_ranks,
     metrics_table,
@@ -90,6 +91,7 @@ TARGETS = pd.DataFrame({
     "category": ["Footwear", "Clothing", "Footwear"],
     "target_item_id": ["F2", "C1", "F3"],
     "cold_start": [False, True, False],
+    "target_ts": pd.Timestamp("2024-03-01", tz="UTC"),
 })  # fmt: skip
 
 
@@ -207,3 +209,52 @@ def test_eval_result_save_round_trip(tmp_path: Path) -> None:
     out = res.save(tmp_path)
     assert json.loads((out / "metrics.json").read_text())["mrr"] == pytest.approx(47 / 99)
     assert pd.read_parquet(out / "rankings.parquet")["target_rank"].tolist() == [1, 3, 11]
+
+
+def test_items_released_after_the_target_are_not_ranked() -> None:
+    # F1 (30) and C2 (70) are released after the targets' time; F3 is released exactly at it (on sale).
+    t = pd.Timestamp("2024-03-01", tz="UTC")
+    items = ITEMS.assign(created_at=[t, t + pd.Timedelta(days=1), t + pd.Timedelta(seconds=1), t, t])
+    catalog = Catalog.from_items(items)
+    res = evaluate("price", PriceScorer(catalog), TARGETS, catalog, k=2, progress=False)
+    r = res.rankings
+    # Clothing: only C1 is on sale -> rank 1 (C2, priced higher, does not count). Footwear: F2 (50), F3 (30): F2
+    # rank 1; F3 rank 2 (its tie F1 is not released, so it no longer counts against it).
+    assert r[["target_item_id", "n_category_items", "n_candidates", "target_rank"]].values.tolist() == [
+        ["C1", 2, 1, 1], ["F2", 3, 2, 1], ["F3", 3, 2, 2],
+    ]  # fmt: skip
+    assert [list(x) for x in r["ranked_item_ids"]] == [["C1"], ["F2", "F3"], ["F2", "F3"]]
+    assert res.metrics["mean_candidates"] == pytest.approx(5 / 3)
+    # A target bought before its recorded release still counts as on sale (it was bought), and only itself.
+    late = Catalog.from_items(ITEMS.assign(created_at=t + pd.Timedelta(days=9)))
+    assert evaluate("p", PriceScorer(late), TARGETS, late, progress=False).rankings["target_rank"].tolist() == [1, 1, 1]
+
+
+def test_ceiling_is_the_mean_of_exactly_the_evaluated_targets() -> None:
+    t = pd.Timestamp("2024-03-01", tz="UTC")
+    oracle = pd.DataFrame({
+        "user_id": ["u1", "u2", "u3", "u4"], "item_id": ["F2", "C1", "F3", "F1"],
+        "timestamp": [t, t, t, t + pd.Timedelta(hours=1)],
+        "exp_recall10": [0.9, 0.3, 0.6, 0.0], "exp_ndcg10": [0.8, 0.2, 0.5, 0.0], "exp_mrr": [0.7, 0.1, 0.4, 0.0],
+    })  # fmt: skip
+    # u4 is not a target; u3's row would match only with the same item and time.
+    subset = TARGETS.iloc[[0, 1]]  # u1 F2 (warm, Footwear), u2 C1 (cold, Clothing)
+    c = ceiling(subset, oracle)
+    assert c["all"] == {"n": 2, "exp_recall10": pytest.approx(0.6), "exp_ndcg10": pytest.approx(0.5),
+                        "exp_mrr": pytest.approx(0.4)}
+    assert c["coverage"] == 1.0
+    assert c["cold"]["n"] == 1 and c["cold"]["exp_ndcg10"] == pytest.approx(0.2)
+    assert c["Footwear"]["exp_recall10"] == pytest.approx(0.9) and c["Clothing"]["exp_mrr"] == pytest.approx(0.1)
+    # A target without an oracle row lowers the coverage and stays out of the mean.
+    moved = TARGETS.assign(target_ts=[t, t, t + pd.Timedelta(minutes=5)])
+    c3 = ceiling(moved, oracle)
+    assert c3["all"]["n"] == 2 and c3["coverage"] == pytest.approx(2 / 3)
+    assert ceiling(TARGETS, oracle)["all"]["exp_recall10"] == pytest.approx((0.9 + 0.3 + 0.6) / 3)
+
+
+def test_summary_reports_the_cold_share_and_warm_but_rare_targets() -> None:
+    catalog = Catalog.from_items(ITEMS)
+    targets = TARGETS.assign(warm_rare=[True, False, False])
+    m = evaluate("price", PriceScorer(catalog), targets, catalog, k=2, progress=False).metrics
+    assert m["cold_share"] == pytest.approx(1 / 3)
+    assert m["warm_rare"]["n"] == 1 and m["warm_rare"]["mrr"] == 1.0  # u1's F2 has rank 1

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, Definitions, materialize
@@ -13,7 +14,8 @@ from typer.testing import CliRunner
 
 from orchestration.cli import app
 from orchestration.definitions import all_assets, all_checks, build_resources, defs
-from tests.conftest import make_tiny_tables
+from orchestration.resources import ProtocolResource
+from tests.conftest import at, make_tiny_tables
 
 SEQREC = {"seqrec_sequences", "id_embeddings"} | {f"seqrec_{m.replace('-', '_')}" for m in
                                                   ("core-ave", "core-trm", "sasrec-ce", "sasrec-bce", "gru4rec",
@@ -23,14 +25,18 @@ TEXT = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker"
 ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",
           "popularity_eval", "last_search_eval", "evaluation_report"} | SEQREC  # fmt: skip
 CHECKS = {("canonical_tables", "canonical_row_counts"), ("canonical_tables", "referential_integrity"),
-          ("eval_targets", "point_in_time_safety")}  # fmt: skip
+          ("eval_targets", "point_in_time_safety"), ("splits", "training_before_targets")}  # fmt: skip
 METHODS = ("last-search", "popularity")
 ORACLE = {
     "all": {"n": 3, "exp_recall10": 0.5, "exp_ndcg10": 0.5, "exp_mrr": 0.5},
     "Footwear": {"exp_recall10": 0.5},
 }
+# The per-target oracle (final purchases) takes precedence over the whole-set json: the ceiling of the evaluated
+# targets is the mean of theirs. Leave-one-out tests all three (0.4); the temporal run below tests F2 and A2 (0.5).
+ORACLE_ROWS = [("u1", "F2", 22, 0.1), ("u2", "C2", 7, 0.2), ("u4", "A2", 41, 0.9)]
 
-# Hand-worked test ranks on the tiny dataset (see conftest.py); test targets F2 (u1 @22), C2 (u2 @7), A2 (u4 @41).
+# Hand-worked test ranks on the tiny dataset (see conftest.py) under leave-one-out; test targets F2 (u1 @22),
+# C2 (u2 @7), A2 (u4 @41). Only A2 is cold-start: someone clicked F2 (@21) and C2 (@6) before it was bought.
 #   popularity (interactions strictly before the target, 30-day window, in the category):
 #     F2: F1 3 (u1 click+purchase, u3 click), F2 1 (u1 click @21), F3 0 (u3's click is @30) -> rank 2
 #     C2: C2 1 (u2 click @6), C1/C3 0 -> rank 1
@@ -45,12 +51,7 @@ OVERALL = {
     "ndcg@10": (0.5 + 1 + 1 / math.log2(3)) / 3,
     "mrr": (1 / 3 + 1 + 1 / 2) / 3,
 }
-COLD = {
-    "n": 2,
-    "recall@10": 1.0,
-    "ndcg@10": (0.5 + 1 / math.log2(3)) / 2,
-    "mrr": (1 / 3 + 1 / 2) / 2,
-}  # A2, F2
+COLD = {"n": 1, "recall@10": 1.0, "ndcg@10": 0.5, "mrr": 1 / 3}  # A2
 
 
 def test_definitions_load() -> None:
@@ -59,7 +60,7 @@ def test_definitions_load() -> None:
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS | TEXT
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
-    assert set(defs.resources) == {"dataset", "workdir", "feast", "training", "qdrant"}
+    assert set(defs.resources) == {"dataset", "workdir", "feast", "training", "qdrant", "protocol"}
     job = defs.resolve_implicit_global_asset_job_def()  # the whole graph: 8 asset ops + 3 check ops
     assert {n.name for n in job.graph.node_defs} == ASSETS | TEXT | {f"{a}_{c}" for a, c in CHECKS}
 
@@ -77,15 +78,19 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pipeline_data")
     make_tiny_tables().write(out)
     (out / "oracle_metrics.json").write_text(json.dumps(ORACLE))
+    pd.DataFrame([{"user_id": u, "item_id": i, "timestamp": at(m), "exp_recall10": e, "exp_ndcg10": e, "exp_mrr": e}
+                  for u, i, m, e in ORACLE_ROWS]).to_parquet(out / "oracle.parquet")
     return out
 
 
-def _materialize(data_dir: Path, workdir: Path):
+def _materialize(data_dir: Path, workdir: Path, protocol: ProtocolResource | None = None):
+    resources = build_resources(str(data_dir), "canonical", str(workdir))
+    resources["protocol"] = protocol or ProtocolResource(protocol="loo")
     with DagsterInstance.ephemeral() as instance:
         return materialize(
             [*all_assets, *all_checks],
             instance=instance,
-            resources=build_resources(str(data_dir), "canonical", str(workdir)),
+            resources=resources,
             selection=AssetSelection.all() - AssetSelection.groups("text"),  # text assets: test_text_assets.py
         )
 
@@ -145,13 +150,14 @@ def test_pipeline_metrics_by_hand(first_run) -> None:
         rankings = outputs[f"{m}/rankings.parquet"].to_pandas()
         assert rankings["target_item_id"].tolist() == ["A2", "C2", "F2"]
         assert rankings["target_rank"].tolist() == RANKS
-        assert rankings["cold_start"].tolist() == [True, False, True]
+        assert rankings["cold_start"].tolist() == [True, False, False]
     ranked = outputs["last-search/rankings.parquet"].to_pandas()["ranked_item_ids"].map(list).tolist()
     assert ranked[2] == ["F3", "F2", "F1"]  # u1's last search (#3) shows F3 then F2
     report = outputs["report.md"]
     assert report.startswith("# Evaluation report")
-    assert "| ceiling (oracle exp_*) | 3 | 0.5000 | 0.5000 | 0.5000 | | | | |" in report
-    assert "| popularity | Footwear | 3 | 1 | 1.0000 | 0.6309 | 0.5000 | 2.000 |" in report  # F2 at rank 2
+    assert "Protocol: leave-one-out" in report and "3 test targets, 33.3% cold-start" in report
+    assert "| ceiling (oracle exp_*) | 3 | 0.4000 | 0.4000 | 0.4000 | | | | |" in report
+    assert "| popularity | Footwear | 3 | 1 | 1.0000 | 0.6309 | 0.5000 | 10.000 |" in report  # F2 rank 2, ceiling .1
 
 
 @pytest.mark.slow
@@ -174,14 +180,17 @@ def test_cli_run_prints_the_metrics_table(
 ) -> None:
     for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA"):
         monkeypatch.delenv(var, raising=False)
-    result = CliRunner().invoke(app, ["run", "--data", str(data_dir), "--workdir", str(tmp_path / "work")])
+    result = CliRunner().invoke(app, ["run", "--data", str(data_dir), "--workdir", str(tmp_path / "work"),
+                                      "--protocol", "loo"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
+    assert "Protocol: leave-one-out (per user; training holds other users' later events). 3 test targets, " \
+           "33.3% cold-start." in lines
     # OVERALL and COLD above, to 4 decimals: ndcg (0.5 + 1 + 0.6309) / 3 = 0.7103, mrr 11/18 = 0.6111;
-    # cold ndcg (0.5 + 0.6309) / 2 = 0.5655, cold mrr 5/12 = 0.4167
+    # cold (A2 at rank 3) ndcg 0.5, mrr 1/3
     for m in METHODS:
-        assert f"| {m} | 3 | 1.0000 | 0.7103 | 0.6111 | 2 | 1.0000 | 0.5655 | 0.4167 |" in lines
-    assert "| ceiling (oracle exp_*) | 3 | 0.5000 | 0.5000 | 0.5000 | | | | |" in lines
+        assert f"| {m} | 3 | 1.0000 | 0.7103 | 0.6111 | 1 | 1.0000 | 0.5000 | 0.3333 |" in lines
+    assert "| ceiling (oracle exp_*) | 3 | 0.4000 | 0.4000 | 0.4000 | | | | |" in lines
     for method in ("retrieval-mixup", "retrieval-mixup-variants", "retrieval-title-only-variants"):  # on by default
         assert any(line.startswith(f"| {method} | 3 |") for line in lines), method
     assert "asset check failed" not in result.output
@@ -199,3 +208,28 @@ def test_cli_run_prints_the_metrics_table(
         AssetCheckKey(AssetKey("eval_targets"), "point_in_time_safety")
         in defs.resolve_asset_graph().asset_check_keys
     )
+
+
+@pytest.mark.slow
+def test_temporal_protocol_end_to_end(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    # Span @0..@41: test cut @20.5 (last 50%), validation cut @8.2 (the 30% before). Test targets: u1's F2 @22 and
+    # u4's A2 @41; validation: u1's C1 @12; u2's only purchase (@7) is training data.
+    result = _materialize(data_dir, tmp_path, ProtocolResource(protocol="temporal", val_frac=0.3, test_frac=0.5))
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    targets = pd.read_parquet(tmp_path / "splits" / "targets.parquet")
+    assert list(zip(targets["split"], targets["target_item_id"], strict=True)) == [("test", "F2"), ("test", "A2"),
+                                                                                    ("val", "C1")]
+    train = pd.read_parquet(tmp_path / "splits" / "train_events.parquet")
+    assert train["timestamp"].max() == at(7)  # nothing at or after the validation cut
+    # The ID models' sequences are read from Feast at the validation cut: no user's sequence reaches past it.
+    hist = pd.read_parquet(tmp_path / "seqrec" / "train_history.parquet")
+    assert max(max(s) for s in hist["seq_timestamps"] if len(s)) < at(8.2).value // 1_000_000
+    # Same hand-worked ranks as leave-one-out for these two targets (A2 rank 3, F2 rank 2); A2 alone is cold.
+    for m in METHODS:
+        r = pd.read_parquet(tmp_path / "eval" / m / "rankings.parquet")
+        assert r["target_rank"].tolist() == [3, 2] and r["cold_start"].tolist() == [True, False]
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "Protocol: temporal (training before 2024-03-01 10:08" in report
+    assert "| ceiling (oracle exp_*) | 2 | 0.5000 | 0.5000 | 0.5000 | | | | |" in report  # (0.1 + 0.9) / 2
