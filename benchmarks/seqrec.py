@@ -1,6 +1,6 @@
 """Every sequential model and baseline on medium-s0 and the real H&M sample, in one run, through the platform.
 
-    python benchmarks/seqrec.py [--epochs 20] [--datasets medium hm] [--out bench-work]
+    python benchmarks/seqrec.py [--epochs 20] [--datasets medium hm] [--out bench-work] [--protocol temporal|loo]
 
 Each dataset goes through the same Dagster graph as `fashionrec run` (same split, same evaluation code), so every
 row is comparable. Prints Recall@10, NDCG@10 and MRR overall, on cold-start targets and per category, and the
@@ -14,9 +14,10 @@ import json
 import time
 from pathlib import Path
 
+import pandas as pd
 from dagster import DagsterInstance, materialize
 
-from models.evaluation import load_oracle
+from models.evaluation import targets_ceiling
 from orchestration.definitions import all_assets, all_checks, build_resources
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -28,10 +29,11 @@ DATASETS = {
 BASELINES = ("popularity", "last-search")
 
 
-def run(name: str, out: Path, epochs: int) -> tuple[list[dict], float]:
+def run(name: str, out: Path, epochs: int, protocol: str) -> tuple[list[dict], float]:
     data, fmt = DATASETS[name]
-    workdir = out / name
-    resources = build_resources(str(data), fmt, str(workdir), training={"epochs": epochs, "progress": False})
+    workdir = out / f"{name}-{protocol}"
+    resources = build_resources(str(data), fmt, str(workdir), training={"epochs": epochs, "progress": False},
+                                protocol=protocol)
     t0 = time.perf_counter()
     with DagsterInstance.ephemeral() as instance:
         materialize([*all_assets, *all_checks], resources=resources, instance=instance,
@@ -76,15 +78,19 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--out", type=Path, default=Path("bench-work"))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--protocol", default="temporal", choices=["temporal", "loo"])
     args = ap.parse_args()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     for name in args.datasets:
-        results, seconds = run(name, args.out, args.epochs)
+        results, seconds = run(name, args.out, args.epochs, args.protocol)
         data, fmt = DATASETS[name]
-        print(table(name, results, load_oracle(data if fmt == "canonical" else None)))
+        targets = pd.read_parquet(args.out / f"{name}-{args.protocol}" / "splits" / "targets.parquet")
+        test = targets[targets["split"] == "test"]
+        print(table(f"{name} ({args.protocol})", results,
+                    targets_ceiling(data if fmt == "canonical" else None, test, args.protocol)))
         print(f"\n{name}: whole graph {seconds:.0f} s\n", flush=True)
 
 

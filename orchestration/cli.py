@@ -33,15 +33,14 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         retrieval: Annotated[bool, typer.Option(help="Build the text side (title model, query memory, variant ranker) "
                                                      "and the retrieval-only evaluation")] = True) -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
+    import pandas as pd
     from dagster import AssetSelection, DagsterInstance, materialize
 
     from feature_repo.loaders import FORMATS
-    import pandas as pd
-
     from feature_repo.splits import PROTOCOLS, read_protocol
     from models.evaluation import targets_ceiling
-    from orchestration.assets.report import protocol_line
     from orchestration.assets.evaluation import read_results
+    from orchestration.assets.report import protocol_line
     from orchestration.assets.seqrec import SEQREC_ASSETS
     from orchestration.definitions import all_assets, all_checks, build_resources
 

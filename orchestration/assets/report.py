@@ -1,8 +1,7 @@
 """The evaluation report: one markdown table over every method's metrics.json."""
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
-
 import pandas as pd
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from feature_repo.splits import read_protocol
 from models.evaluation import metrics_table, targets_ceiling

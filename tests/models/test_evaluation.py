@@ -13,8 +13,8 @@ import pytest
 from models.evaluation import (
     Catalog,
     EvalResult,
-    evaluate,
     ceiling,
+    evaluate,
     load_oracle,
     metrics_from_ranks,
     metrics_table,

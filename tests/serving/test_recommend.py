@@ -116,3 +116,26 @@ def test_online_retriever_reports_its_lists(setup) -> None:  # noqa: ANN001
     rec = online.recommend(CONTEXTS[0])
     assert rec.memory_queries[0] == "red sneakers"  # the typo'd query finds its stored paraphrase first
     assert rec.items[0] == rec.id_list[0] and rec.items[1:] == [i for i in rec.title_list if i != rec.id_list[0]][:4]
+
+
+@pytest.mark.parametrize("cfg", [RetrievalConfig(mode="mixup", k=12), RetrievalConfig(mode="title_only", k=12)])
+def test_serving_reads_the_memory_as_of_the_request(setup, cfg: RetrievalConfig) -> None:  # noqa: ANN001
+    """Replayed at a past time with the as-of memory, serving equals the evaluation; the collection, built later,
+    refuses such a request instead of reading searches from after it."""
+    catalog, encoder, store, scorer, id_queries = setup
+    scorer.cfg = cfg
+    memory = AsOfMemory.build(search_results(catalog_items()), encoder)  # the fixture's search log
+    online = OnlineRetriever(store, catalog.items, encoder, id_queries, cfg=cfg, memory=memory)
+    when = T0 - pd.Timedelta(days=18.5)  # the searches of days -20 .. -18.6 are visible, the later ones not
+    for i, ctx in enumerate(CONTEXTS):
+        got = online.recommend(UserContext(ctx.category, ctx.history, ctx.last_query, when))
+        batch = as_targets([ctx]).assign(target_ts=when)
+        rows = catalog.rows[ctx.category]
+        assert got.items == catalog.item_ids[rows[scorer.ranked(batch, rows)[0]]].tolist(), f"context {i}"
+    # At T0 the as-of memory sees more searches than at `when`: the same request can change.
+    early = memory.lookup_queries(["blue dress"], [when])[0]
+    late = memory.lookup_queries(["blue dress"], [T0])[0]
+    assert [h.products for h in early] != [h.products for h in late]
+    collection_only = OnlineRetriever(store, catalog.items, encoder, id_queries, cfg=cfg)
+    with pytest.raises(ValueError, match="AsOfMemory"):
+        collection_only.recommend(UserContext("Footwear", ["F0-red-8"], "red sneakers", when))
