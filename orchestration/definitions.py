@@ -7,24 +7,25 @@ import os
 from dagster import Definitions, load_assets_from_modules
 
 from orchestration import checks, sensors
-from orchestration.assets import data, evaluation, report, seqrec, text
+from orchestration.assets import data, evaluation, llm, report, seqrec, text
 from orchestration.resources import (
     DatasetResource,
     FeastResource,
+    LLMResource,
     ProtocolResource,
     QdrantResource,
     TrainingResource,
     WorkdirResource,
 )
 
-ASSET_MODULES = [data, evaluation, seqrec, text, report]
+ASSET_MODULES = [data, evaluation, seqrec, text, llm, report]
 all_assets = load_assets_from_modules(ASSET_MODULES)
 all_checks = [checks.canonical_row_counts, checks.referential_integrity, checks.point_in_time_safety,
               checks.training_before_targets]
 
 
 def build_resources(data_dir: str | None = None, fmt: str = "canonical", workdir: str | None = None,
-                    training: dict | None = None, protocol: str | None = None) -> dict:
+                    training: dict | None = None, protocol: str | None = None, llm: dict | None = None) -> dict:
     """Resources for one dataset and workdir (defaults from FASHIONREC_* environment variables)."""
     workdir = workdir or os.environ.get("FASHIONREC_WORKDIR", "work")
     dataset = DatasetResource(format=os.environ.get("FASHIONREC_FORMAT", fmt))
@@ -36,6 +37,7 @@ def build_resources(data_dir: str | None = None, fmt: str = "canonical", workdir
         "workdir": WorkdirResource(workdir=workdir),
         "feast": FeastResource(workdir=workdir),
         "training": TrainingResource(**(training or {})),
+        "llm": LLMResource(**(llm or {})),
         "protocol": ProtocolResource(protocol=protocol or os.environ.get("FASHIONREC_PROTOCOL", "temporal")),
         "qdrant": QdrantResource(workdir=workdir, url=os.environ.get("FASHIONREC_QDRANT_URL")),
     }

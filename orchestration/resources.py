@@ -32,6 +32,25 @@ class ProtocolResource(ConfigurableResource):
     min_count: int = 2  # the ID vocabulary's threshold, for the warm-but-rare flag (TrainingResource.min_count)
 
 
+class LLMResource(ConfigurableResource):
+    """The LLM stage: base model and the CPU budgets (seeded samples of prompts and targets)."""
+
+    model: str = "smollm2-135m"  # tiny | smollm2-135m | a Hugging Face causal LM name or path (local files)
+    train_prompts: int = 24  # validation targets turned into training prompts
+    eval_targets: int = 24  # seeded sample of test targets for the llm-* rows
+    max_train_seconds: float = 90.0  # fine-tuning stops after this much time
+    lr: float = 2e-4  # the paper's 2e-5 barely moves a 135M model in a CPU budget of steps
+    batch_size: int = 4
+    budget_tokens: int = 1024
+    candidates: int = 20
+    permutations: int = 1  # candidate display orders averaged at evaluation
+    high_share: float = 0.2
+    format_check: int = 4  # held-out generations before/after fine-tuning, for the format-violation rate
+    max_new_tokens: int = 64
+    constrained: bool = False  # catalog-constrained decoding of the generated ID
+    seed: int = 0
+
+
 class WorkdirResource(ConfigurableResource):
     """Everything a run writes lives under this folder."""
 

@@ -225,9 +225,14 @@ def parse_answer(text: str) -> ParsedAnswer:
     return ParsedAnswer(m_id.group(1).rstrip(".") if m_id else None, title or None, False)
 
 
-def candidate_block(candidates: Sequence[str], items: ItemTable, cfg: PromptConfig) -> str:
+CANDIDATE_ATTRIBUTES = ("title", "brand", "color", "size")  # shorter than the history's: 20 of them fit the budget
+
+
+def candidate_block(candidates: Sequence[str], items: ItemTable, cfg: PromptConfig,
+                    attributes: tuple[str, ...] = CANDIDATE_ATTRIBUTES) -> str:
     """The lettered candidate list appended to the input for candidate scoring."""
     if len(candidates) > len(LETTERS):
         raise ValueError(f"at most {len(LETTERS)} candidates, got {len(candidates)}")
-    rows = [f"{LETTERS[i]}. {describe_item(c, items, cfg)}" for i, c in enumerate(candidates)]
+    short = replace(cfg, attributes=attributes)
+    rows = [f"{LETTERS[i]}. {describe_item(c, items, short)}" for i, c in enumerate(candidates)]
     return "\nCandidates:\n" + "\n".join(rows)

@@ -6,11 +6,12 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from feature_repo.splits import read_protocol
 from models.evaluation import metrics_table, targets_ceiling
 from orchestration.assets.evaluation import METHOD_ASSETS, per_category_table, read_results
+from orchestration.assets.llm import llm_eval
 from orchestration.assets.seqrec import SEQREC_ASSETS
 from orchestration.assets.text import RETRIEVAL_ASSETS
 from orchestration.resources import DatasetResource, WorkdirResource
 
-REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values(), *RETRIEVAL_ASSETS.values()]
+REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values(), *RETRIEVAL_ASSETS.values(), llm_eval]
 
 
 @asset(group_name="evaluation", deps=REPORTED, description="Markdown report: every method, overall/per category/cold")
@@ -27,7 +28,7 @@ def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, 
         "ties count against the target." + (f" Ceiling: mean of the oracle's exp_* over these targets "
                                             f"(coverage {oracle['coverage']:.0%})." if oracle and "coverage" in oracle
                                             else ""),
-        "## Overall and cold-start", metrics_table(results, oracle),
+        "## Overall and cold-start", metrics_table(results, oracle) + llm_note(results),
         "## Per category", per_category_table(results, oracle),
     ])
     path = workdir.path("eval", "report.md")
@@ -35,6 +36,16 @@ def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, 
     context.log.info(f"wrote {path}")
     return MaterializeResult(metadata={"report": MetadataValue.md(text), "path": MetadataValue.path(str(path)),
                                        "protocol": protocol})
+
+
+def llm_note(results: list[dict]) -> str:
+    """Under the table: which model the llm-* rows used and on which sample."""
+    llm = [r for r in results if r["method"].startswith("llm-")]
+    if not llm:
+        return ""
+    r = llm[0]
+    return (f"\n\nThe llm-* rows: base model `{r.get('llm_base_model')}`, prompt `{r.get('prompt_version')}`, on "
+            f"{r.get('llm_sample')}; `llm-sample-base` is the mixup + variants list they read, on the same targets.")
 
 
 def protocol_line(protocol: str, cuts: dict) -> str:

@@ -22,6 +22,7 @@ SEQREC = {"seqrec_sequences", "id_embeddings"} | {f"seqrec_{m.replace('-', '_')}
                                                    "bert4rec", "nextitnet")}
 TEXT = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker", "retrieval_id_only",
         "retrieval_title_only", "retrieval_mixup", "retrieval_title_only_variants", "retrieval_mixup_variants"}
+LLM = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_eval"}
 ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",
           "popularity_eval", "last_search_eval", "evaluation_report"} | SEQREC  # fmt: skip
 CHECKS = {("canonical_tables", "canonical_row_counts"), ("canonical_tables", "referential_integrity"),
@@ -58,11 +59,11 @@ def test_definitions_load() -> None:
     assert isinstance(defs, Definitions)
     Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS | TEXT
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS | TEXT | LLM
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
-    assert set(defs.resources) == {"dataset", "workdir", "feast", "training", "qdrant", "protocol"}
+    assert set(defs.resources) == {"dataset", "workdir", "feast", "training", "qdrant", "protocol", "llm"}
     job = defs.resolve_implicit_global_asset_job_def()  # the whole graph: 8 asset ops + 3 check ops
-    assert {n.name for n in job.graph.node_defs} == ASSETS | TEXT | {f"{a}_{c}" for a, c in CHECKS}
+    assert {n.name for n in job.graph.node_defs} == ASSETS | TEXT | LLM | {f"{a}_{c}" for a, c in CHECKS}
 
 
 def test_build_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +92,7 @@ def _materialize(data_dir: Path, workdir: Path, protocol: ProtocolResource | Non
             [*all_assets, *all_checks],
             instance=instance,
             resources=resources,
-            selection=AssetSelection.all() - AssetSelection.groups("text"),  # text assets: test_text_assets.py
+            selection=AssetSelection.all() - AssetSelection.groups("text", "llm"),  # in test_text_assets.py
         )
 
 
@@ -181,7 +182,8 @@ def test_cli_run_prints_the_metrics_table(
     for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA"):
         monkeypatch.delenv(var, raising=False)
     result = CliRunner().invoke(app, ["run", "--data", str(data_dir), "--workdir", str(tmp_path / "work"),
-                                      "--protocol", "loo"])
+                                      "--protocol", "loo", "--llm-model", "tiny", "--llm-prompts", "2",
+                                      "--llm-targets", "3", "--llm-train-seconds", "5"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "Protocol: leave-one-out (per user; training holds other users' later events). 3 test targets, " \
@@ -191,7 +193,8 @@ def test_cli_run_prints_the_metrics_table(
     for m in METHODS:
         assert f"| {m} | 3 | 1.0000 | 0.7103 | 0.6111 | 1 | 1.0000 | 0.5000 | 0.3333 |" in lines
     assert "| ceiling (oracle exp_*) | 3 | 0.4000 | 0.4000 | 0.4000 | | | | |" in lines
-    for method in ("retrieval-mixup", "retrieval-mixup-variants", "retrieval-title-only-variants"):  # on by default
+    for method in ("retrieval-mixup", "retrieval-mixup-variants", "retrieval-title-only-variants",  # on by default
+                   "llm-generate-mixup", "llm-candidates", "llm-sample-base"):
         assert any(line.startswith(f"| {method} | 3 |") for line in lines), method
     assert "asset check failed" not in result.output
     assert (tmp_path / "work" / "eval" / "report.md").is_file()

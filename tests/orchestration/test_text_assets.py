@@ -1,4 +1,5 @@
-"""Dagster: the text group (title model, title embeddings, query memory, retrieval evals) on a tiny workdir."""
+"""Dagster: the text group (title model, title embeddings, query memory, retrieval evals) and the LLM group (with
+the tiny model) on a tiny workdir."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.conftest import make_tiny_tables
 TEXT_ASSETS = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker",
                "retrieval_id_only", "retrieval_title_only", "retrieval_mixup",
                "retrieval_title_only_variants", "retrieval_mixup_variants"}  # fmt: skip
+LLM_ASSETS = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_eval"}
 
 
 def tiny_workdir(root: Path) -> None:
@@ -42,18 +44,21 @@ def tiny_workdir(root: Path) -> None:
     save_checkpoint(root / "models" / "core-trm.pt", build_model("core-trm", len(vocab), dim=8, max_len=5), vocab)
 
 
-@pytest.mark.slow  # ~45 s on a loaded 2-core box: trains a title model and runs three evals
-def test_materialize_text_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.slow  # ~60 s on a loaded 2-core box: trains a title model, a tiny LLM, and runs the evals
+def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA", "FASHIONREC_QDRANT_URL"):
         monkeypatch.delenv(var, raising=False)
     (tmp_path / "models").mkdir()
     tiny_workdir(tmp_path)
-    resources = build_resources(None, "canonical", str(tmp_path), training={"title_epochs": 1, "progress": False})
+    resources = build_resources(None, "canonical", str(tmp_path), training={"title_epochs": 1, "progress": False},
+                                llm={"model": "tiny", "train_prompts": 4, "eval_targets": 3, "max_train_seconds": 20,
+                                     "max_new_tokens": 12, "format_check": 1})
     with DagsterInstance.ephemeral() as instance:
         result = materialize(all_assets, resources=resources, instance=instance,
-                             selection=AssetSelection.groups("text"))
+                             selection=AssetSelection.groups("text", "llm"))
     assert result.success
-    assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == TEXT_ASSETS
+    done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert done == TEXT_ASSETS | LLM_ASSETS
     meta = result.asset_materializations_for_node("item_title_embeddings")[0].metadata
     assert meta["points"].value == 9  # every catalog item, cold ones included
     assert meta["per_category"].value == {"Accessories & Jewelry": 3, "Clothing": 3, "Footwear": 3}
@@ -70,3 +75,22 @@ def test_materialize_text_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert metrics["overall"]["n"] == 3
     with QdrantResource(workdir=str(tmp_path)).store() as store:
         assert store.count("item_title_embeddings", partition="Footwear") == 3
+
+    # The LLM group: prompts from the 2 validation targets, an adapter that names its base model, the llm-* rows.
+    prompts = result.asset_materializations_for_node("llm_prompts")[0].metadata
+    assert prompts["generate_prompts"].value == n_val and prompts["base_model"].value == "tiny"
+    adapter = result.asset_materializations_for_node("llm_adapter")[0].metadata
+    assert adapter["base_model"].value == "tiny" and adapter["steps"].value >= 1
+    assert 0 < adapter["trainable_parameters"].value < adapter["parameters"].value
+    assert (tmp_path / "models" / "llm_adapter" / "adapter_config.json").exists()
+    assert json.loads((tmp_path / "models" / "llm_adapter" / "llm_meta.json").read_text())["base_model"] == "tiny"
+    assert (tmp_path / "llm" / "loss.png").stat().st_size > 1000
+    items = pd.read_parquet(tmp_path / "canonical" / "items.parquet").set_index("item_id")["category"]
+    for method in ("llm-generate-mixup", "llm-candidates", "llm-sample-base"):
+        metrics = json.loads((tmp_path / "eval" / method / "metrics.json").read_text())
+        assert metrics["overall"]["n"] == 3 and metrics["llm_base_model"] == "tiny"
+        ranked = pd.read_parquet(tmp_path / "eval" / method / "rankings.parquet")
+        for cat, ids in zip(ranked["category"], ranked["ranked_item_ids"], strict=True):
+            assert (items.loc[list(ids)] == cat).all()  # every recommended item is in the target's category
+    gen = json.loads((tmp_path / "eval" / "llm-generate-mixup" / "metrics.json").read_text())["generation"]
+    assert gen["n"] == 3 and 0 <= gen["format_violation_rate"] <= 1

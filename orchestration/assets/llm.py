@@ -1,0 +1,267 @@
+"""LLM-stage assets: training prompts, their perplexity, the LoRA adapter, and the LLM evaluation rows.
+
+Training prompts come from the VALIDATION targets (after the training cut, before the test cut; as the variant
+ranker): a generation prompt per target (response: the bought item's ID and title) and, where the bought item is
+among the first 20 of its mixup + variants list, a candidate prompt with those 20 shuffled (response: its letter).
+On a CPU the stage runs within `LLMResource`'s budgets on seeded samples, and every row and asset says so, and
+names the base model.
+"""
+
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from feature_repo.schema import CanonicalTables
+from models.evaluation import Catalog, evaluate
+from models.llm.generate import GenerateConfig, generate
+from models.llm.model import add_lora, load_llm
+from models.llm.prompt import (
+    LETTERS,
+    PROMPT_VERSION,
+    Prompt,
+    PromptConfig,
+    build_prompt,
+    candidate_block,
+    parse_answer,
+)
+from models.llm.train import (
+    LLMTrainConfig,
+    config_dict,
+    fine_tune,
+    high_perplexity,
+    load_adapter,
+    loss_curve_png,
+    response_perplexity,
+    save_adapter,
+    schedule,
+)
+from models.seqrec import load_checkpoint
+from models.text import load_title_model
+from models.variants import VariantRanker
+from orchestration.assets.data import eval_targets
+from orchestration.assets.evaluation import test_targets
+from orchestration.assets.seqrec import ID_MODEL
+from orchestration.assets.text import TITLE_DIR, VARIANT_RANKER, retrieval_scorer, variant_ranker
+from orchestration.resources import LLMResource, WorkdirResource
+from serving.id_index import item_vectors
+from serving.llm import (
+    CatalogItems,
+    LLMCandidateScorer,
+    LLMGenerateScorer,
+    PromptFactory,
+    candidate_summary,
+    generation_summary,
+)
+from serving.retrieval import AsOfMemory, RetrievalConfig, VariantScorer
+
+LLM_DIR = ("llm",)
+ADAPTER = ("models", "llm_adapter")
+BASE_MODE = RetrievalConfig(mode="mixup", n=1)  # the lists the LLM reads and re-ranks
+
+
+def _llm_dir(workdir: WorkdirResource) -> Path:
+    d = workdir.root.joinpath(*LLM_DIR)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of at most n rows, in the original order."""
+    if len(df) <= n:
+        return df.reset_index(drop=True)
+    keep = np.sort(np.random.default_rng(seed).choice(len(df), size=n, replace=False))
+    return df.iloc[keep].reset_index(drop=True)
+
+
+def _world(workdir: WorkdirResource, catalog: Catalog) -> tuple[AsOfMemory, VariantScorer, CatalogItems]:
+    """The as-of memory, the mixup + variants scorer the LLM reads, and the item table."""
+    tables = CanonicalTables.read(workdir.canonical)
+    memory = AsOfMemory.build(tables.search_results, load_title_model(workdir.root.joinpath(*TITLE_DIR)))
+    base = retrieval_scorer(workdir, catalog, BASE_MODE, memory)
+    ranked = VariantScorer(base, catalog, VariantRanker.load(workdir.path(*VARIANT_RANKER)))
+    return memory, ranked, CatalogItems(catalog.items)
+
+
+def _prompts_frame(prompts: list[Prompt], kinds: list[str], users: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": users, "kind": kinds, "text": [p.text for p in prompts],
+                         "response": [p.response for p in prompts], "n_tokens": [p.n_tokens for p in prompts],
+                         "n_dropped": [p.n_dropped for p in prompts]})
+
+
+def _prompts(df: pd.DataFrame) -> list[Prompt]:
+    return [Prompt(t, r, int(n), 0, int(d)) for t, r, n, d in
+            zip(df["text"], df["response"], df["n_tokens"], df["n_dropped"], strict=True)]
+
+
+@asset(group_name="llm", deps=[eval_targets, variant_ranker],
+       description="Training prompts from the validation targets: generation (ID + title) and candidate letters")
+def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
+    t0 = time.perf_counter()
+    catalog = workdir.catalog()
+    memory, ranked, items = _world(workdir, catalog)
+    targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
+    val = _sample(targets[targets["split"] == "val"], llm.train_prompts, llm.seed)
+    base = load_llm(llm.model, corpus=_corpus(catalog, targets))
+    cfg = PromptConfig(budget=llm.budget_tokens)
+    factory = PromptFactory(memory)
+    prompts, kinds, users = [], [], []
+    for cat, idx in val.groupby("category", sort=True).indices.items():
+        batch = val.iloc[idx].reset_index(drop=True)
+        rows, _ = ranked.ranked_rows(batch, catalog.rows[cat])
+        for b, (inp, lst) in enumerate(zip(factory.inputs(batch), rows, strict=True)):
+            target = str(batch["target_item_id"].iloc[b])
+            prompts.append(build_prompt(inp, items, base.tokenizer, cfg, response=(target, items.title(target))))
+            kinds.append("generate")
+            users.append(str(batch["user_id"].iloc[b]))
+            cands = catalog.item_ids[lst[: llm.candidates]].tolist()
+            if target in cands:  # shown shuffled: the list order must not teach "A is usually right"
+                order = np.random.default_rng([llm.seed, b]).permutation(len(cands))
+                shown = [cands[i] for i in order]
+                block = candidate_block(shown, items, cfg)
+                prompts.append(build_prompt(inp, items, base.tokenizer, cfg, response=LETTERS[shown.index(target)],
+                                            candidates=block))
+                kinds.append("candidates")
+                users.append(str(batch["user_id"].iloc[b]))
+    df = _prompts_frame(prompts, kinds, users)
+    out = _llm_dir(workdir) / "train_prompts.parquet"
+    df.to_parquet(out, index=False)
+    context.log.info(f"{len(df)} training prompts from {len(val)} validation targets ({base.name})")
+    return MaterializeResult(metadata={
+        "base_model": base.name, "prompt_version": PROMPT_VERSION, "validation_targets": len(val),
+        "generate_prompts": int((df["kind"] == "generate").sum()),
+        "candidate_prompts": int((df["kind"] == "candidates").sum()),
+        "candidate_list_recall": float((df["kind"] == "candidates").sum() / max(len(val), 1)),
+        "mean_tokens": float(df["n_tokens"].mean()) if len(df) else 0.0,
+        "truncated_share": float((df["n_dropped"] > 0).mean()) if len(df) else 0.0,
+        "budget_tokens": llm.budget_tokens, "seconds": round(time.perf_counter() - t0, 2),
+        "path": MetadataValue.path(str(out)),
+    })
+
+
+def _corpus(catalog: Catalog, targets: pd.DataFrame) -> list[str]:
+    """Text for the tiny model's tokenizer (ignored by pretrained models)."""
+    queries = [q for qs in targets["seq_queries"].head(2000) for q in qs if q]
+    return [*catalog.items["title"].astype(str).head(5000), *catalog.item_ids[:5000], *queries]
+
+
+@asset(group_name="llm", deps=[llm_prompts], description="Response perplexity of each training prompt (base model)")
+def llm_perplexity(workdir: WorkdirResource, llm: LLMResource):
+    t0 = time.perf_counter()
+    df = pd.read_parquet(_llm_dir(workdir) / "train_prompts.parquet")
+    catalog = workdir.catalog()
+    base = load_llm(llm.model, corpus=_corpus(catalog, pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))))
+    ppl = response_perplexity(base.model, base.tokenizer, _prompts(df), batch_size=4)
+    high = high_perplexity(ppl, llm.high_share)
+    out = df.assign(perplexity=ppl, high=np.isin(np.arange(len(df)), high))
+    out.to_parquet(_llm_dir(workdir) / "perplexity.parquet", index=False)
+    return MaterializeResult(metadata={
+        "base_model": base.name, "prompts": len(df), "high_perplexity_prompts": len(high),
+        "high_share": llm.high_share, "median_perplexity": float(np.median(ppl)) if len(ppl) else 0.0,
+        "high_threshold": float(ppl[high].min()) if len(high) else 0.0, "seconds": round(time.perf_counter() - t0, 2),
+    })
+
+
+@asset(group_name="llm", deps=[llm_perplexity],
+       description="LoRA adapter fine-tuned with the perplexity-aware schedule (adapter only, with its metadata)")
+def llm_adapter(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
+    df = pd.read_parquet(_llm_dir(workdir) / "perplexity.parquet")
+    catalog = workdir.catalog()
+    targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
+    model = add_lora(load_llm(llm.model, corpus=_corpus(catalog, targets)))
+    cfg = LLMTrainConfig(lr=llm.lr, epochs=1, high_share=llm.high_share, high_epochs=3, batch_size=llm.batch_size,
+                         max_seconds=llm.max_train_seconds, seed=llm.seed, progress=True)
+    prompts = _prompts(df)
+    check = [p for p, k in zip(prompts, df["kind"], strict=True) if k == "generate"][: llm.format_check]
+    before = _format_violations(model, check, llm)
+    order = schedule(df["perplexity"].to_numpy(), cfg)
+    res = fine_tune(model.model, model.tokenizer, prompts, cfg, order)
+    after = _format_violations(model, check, llm)
+    out = workdir.root.joinpath(*ADAPTER)
+    meta = {"base_model": model.name, "base_info": model.info, "train_config": config_dict(cfg),
+            "steps": res.steps, "examples_seen": res.examples_seen, "seconds": res.seconds,
+            "stopped_early": res.stopped_early, "format_violation_before": before, "format_violation_after": after}
+    save_adapter(model.model, out, meta)
+    png = loss_curve_png(res.step_losses, _llm_dir(workdir) / "loss.png",
+                         f"LoRA on {model.name}: {res.steps} steps, {res.examples_seen} prompts")
+    context.log.info(f"adapter: {res.steps} steps in {res.seconds:.0f} s; format violations {before:.2f} -> {after:.2f}")
+    return MaterializeResult(metadata={
+        "base_model": model.name, "trainable_parameters": model.info["trainable_parameters"],
+        "parameters": model.info["parameters"], "steps": res.steps, "examples_seen": res.examples_seen,
+        "scheduled_examples": len(order), "stopped_early": res.stopped_early, "wall_seconds": round(res.seconds, 1),
+        "loss_first": float(np.mean(res.step_losses[:5])) if res.step_losses else float("nan"),
+        "loss_last": float(np.mean(res.step_losses[-5:])) if res.step_losses else float("nan"),
+        "format_violation_before": before, "format_violation_after": after, "lr": llm.lr,
+        "loss_curve": MetadataValue.path(str(png)), "adapter": MetadataValue.path(str(out)),
+    })
+
+
+def _format_violations(model, prompts: list[Prompt], llm: LLMResource) -> float:  # noqa: ANN001
+    """Share of generated answers to these prompts that break the two-line format."""
+    if not prompts:
+        return float("nan")
+    out = generate(model.model, model.tokenizer, [p.text for p in prompts], _gen_cfg(llm))
+    return float(np.mean([not parse_answer(o).well_formed for o in out]))
+
+
+def _gen_cfg(llm: LLMResource) -> GenerateConfig:
+    return GenerateConfig(max_new_tokens=llm.max_new_tokens, batch_size=llm.batch_size, seed=llm.seed)
+
+
+@asset(group_name="llm", deps=[llm_adapter],
+       description="LLM rows of the report on a seeded sample of test targets: generation + mixup, candidate scoring")
+def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
+    t0 = time.perf_counter()
+    catalog = workdir.catalog()
+    targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
+    sample = _sample(test_targets(workdir), llm.eval_targets, llm.seed)
+    memory, ranked, items = _world(workdir, catalog)
+    base = load_llm(llm.model, corpus=_corpus(catalog, targets))
+    tuned = load_adapter(base.model, workdir.root.joinpath(*ADAPTER))
+    model = type(base)(tuned, base.tokenizer, base.name, base.info)
+    factory = PromptFactory(memory)
+    ckpt = load_checkpoint(workdir.path("models", f"{ID_MODEL}.pt"))
+
+    def id_vector_of(ids: list[str | None]) -> np.ndarray:
+        known = [i if i is not None and i in ckpt.vocab else None for i in ids]
+        vec = item_vectors(ckpt.model, ckpt.vocab, np.array([i or "" for i in known], dtype=object))
+        vec[[i is None for i in known]] = np.nan  # no trained ID embedding: keep the sequence vector
+        return vec
+
+    note = {"llm_base_model": base.name, "llm_sample": f"{len(sample)} of the test targets (seed {llm.seed})",
+            "prompt_version": PROMPT_VERSION}
+    results = {}
+    gen = LLMGenerateScorer(ranked.base, model, factory, items, load_title_model(workdir.root.joinpath(*TITLE_DIR)),
+                            id_vector_of, PromptConfig(budget=llm.budget_tokens), _gen_cfg(llm),
+                            constrained=llm.constrained)
+    t1 = time.perf_counter()
+    r = evaluate("llm-generate-mixup", gen, sample, catalog, batch_size=llm.batch_size, progress=False, extra=note)
+    r.metrics["generation"] = generation_summary(gen.records, catalog)  # what the scorer saw while evaluating
+    results["llm-generate-mixup"] = (r, time.perf_counter() - t1)
+    cand = LLMCandidateScorer(ranked, model, factory, items, catalog, PromptConfig(budget=llm.budget_tokens),
+                              n=llm.candidates, permutations=llm.permutations, seed=llm.seed,
+                              batch_size=llm.batch_size)
+    t1 = time.perf_counter()
+    r = evaluate("llm-candidates", cand, sample, catalog, batch_size=llm.batch_size, progress=False, extra=note)
+    r.metrics["candidates"] = candidate_summary(cand)
+    results["llm-candidates"] = (r, time.perf_counter() - t1)
+    t1 = time.perf_counter()
+    r = evaluate("llm-sample-base", ranked, sample, catalog, progress=False,
+                 extra={**note, "what": "the mixup + variants list the LLM rows read, on the same sample"})
+    results["llm-sample-base"] = (r, time.perf_counter() - t1)
+    meta: dict = {"base_model": base.name, "targets": len(sample), "seconds": round(time.perf_counter() - t0, 1)}
+    for name, (res, secs) in results.items():
+        res.save(workdir.eval)
+        o = res.metrics["overall"]
+        meta |= {f"{name}/ndcg@10": o["ndcg@10"], f"{name}/recall@10": o["recall@10"], f"{name}/seconds": round(secs, 1)}
+    meta["generation"] = MetadataValue.json(results["llm-generate-mixup"][0].metrics["generation"])
+    meta["candidates"] = MetadataValue.json(results["llm-candidates"][0].metrics["candidates"])
+    (_llm_dir(workdir) / "generated.json").write_text(json.dumps([r.__dict__ for r in gen.records], indent=1))
+    return MaterializeResult(metadata=meta)
+
+
+LLM_ASSETS = [llm_prompts, llm_perplexity, llm_adapter, llm_eval]
