@@ -27,8 +27,16 @@ import pandas as pd
 from models.evaluation import Catalog
 from models.llm.generate import GenerateConfig, IdTrie, generate, letter_scores
 from models.llm.model import LoadedLLM
+from models.llm.prompt import (
+    LETTERS,
+    Prompt,
+    PromptConfig,
+    PromptInput,
+    build_prompt,
+    candidate_block,
+    parse_answer,
+)
 from models.llm.prompt import Action as PromptAction
-from models.llm.prompt import PromptConfig, PromptInput, build_prompt, candidate_block, parse_answer
 from models.text.encoder import TextEncoder
 from models.text.tokenizer import normalize_text
 from serving.retrieval import (
@@ -255,3 +263,33 @@ def candidate_summary(scorer: LLMCandidateScorer) -> dict:
             "choice_is_target": float(np.mean(hit)) if hit else float("nan"),
             "top_letter_A": float(np.mean([a == 0 for a, _ in letters])) if letters else float("nan"),
             "top_letter_A_unbiased": float(np.mean([1 / n for _, n in letters])) if letters else float("nan")}
+
+
+def training_prompts(targets: pd.DataFrame, ranked: VariantScorer | RetrievalScorer, factory: PromptFactory,
+                     items: CatalogItems, catalog: Catalog, tokenizer: Any, cfg: PromptConfig, candidates: int = 20,
+                     seed: int = 0) -> pd.DataFrame:
+    """Training prompts for these (validation) targets: a generation prompt each (response: ID and title) and,
+    where the bought item is among the first `candidates` of its list, a candidate prompt with them shuffled
+    (response: its letter; shuffled so that the list order cannot teach "A is usually right")."""
+    rows: list[tuple[str, str, Prompt]] = []
+    for cat, idx in targets.groupby("category", sort=True).indices.items():
+        batch = targets.iloc[idx].reset_index(drop=True)
+        cat_rows = catalog.rows[cat]
+        if isinstance(ranked, VariantScorer):
+            lists, _ = ranked.ranked_rows(batch, cat_rows)
+        else:
+            lists = [cat_rows[np.asarray(c, np.int64)] for c in ranked.ranked(batch, cat_rows)]
+        for b, (inp, lst) in enumerate(zip(factory.inputs(batch), lists, strict=True)):
+            user, target = str(batch["user_id"].iloc[b]), str(batch["target_item_id"].iloc[b])
+            rows.append((user, "generate", build_prompt(inp, items, tokenizer, cfg,
+                                                        response=(target, items.title(target)))))
+            cands = catalog.item_ids[lst[:candidates]].tolist()
+            if target in cands:
+                order = np.random.default_rng([seed, b, len(rows)]).permutation(len(cands))
+                shown = [cands[i] for i in order]
+                rows.append((user, "candidates", build_prompt(inp, items, tokenizer, cfg,
+                                                              response=LETTERS[shown.index(target)],
+                                                              candidates=candidate_block(shown, items, cfg))))
+    return pd.DataFrame({"user_id": [u for u, _, _ in rows], "kind": [k for _, k, _ in rows],
+                         "text": [p.text for _, _, p in rows], "response": [p.response for _, _, p in rows],
+                         "n_tokens": [p.n_tokens for _, _, p in rows], "n_dropped": [p.n_dropped for _, _, p in rows]})

@@ -21,12 +21,9 @@ from models.evaluation import Catalog, evaluate
 from models.llm.generate import GenerateConfig, generate
 from models.llm.model import add_lora, load_llm
 from models.llm.prompt import (
-    LETTERS,
     PROMPT_VERSION,
     Prompt,
     PromptConfig,
-    build_prompt,
-    candidate_block,
     parse_answer,
 )
 from models.llm.train import (
@@ -56,6 +53,7 @@ from serving.llm import (
     PromptFactory,
     candidate_summary,
     generation_summary,
+    training_prompts,
 )
 from serving.retrieval import AsOfMemory, RetrievalConfig, VariantScorer
 
@@ -87,12 +85,6 @@ def _world(workdir: WorkdirResource, catalog: Catalog) -> tuple[AsOfMemory, Vari
     return memory, ranked, CatalogItems(catalog.items)
 
 
-def _prompts_frame(prompts: list[Prompt], kinds: list[str], users: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"user_id": users, "kind": kinds, "text": [p.text for p in prompts],
-                         "response": [p.response for p in prompts], "n_tokens": [p.n_tokens for p in prompts],
-                         "n_dropped": [p.n_dropped for p in prompts]})
-
-
 def _prompts(df: pd.DataFrame) -> list[Prompt]:
     return [Prompt(t, r, int(n), 0, int(d)) for t, r, n, d in
             zip(df["text"], df["response"], df["n_tokens"], df["n_dropped"], strict=True)]
@@ -107,27 +99,8 @@ def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
     targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
     val = _sample(targets[targets["split"] == "val"], llm.train_prompts, llm.seed)
     base = load_llm(llm.model, corpus=_corpus(catalog, targets))
-    cfg = PromptConfig(budget=llm.budget_tokens)
-    factory = PromptFactory(memory)
-    prompts, kinds, users = [], [], []
-    for cat, idx in val.groupby("category", sort=True).indices.items():
-        batch = val.iloc[idx].reset_index(drop=True)
-        rows, _ = ranked.ranked_rows(batch, catalog.rows[cat])
-        for b, (inp, lst) in enumerate(zip(factory.inputs(batch), rows, strict=True)):
-            target = str(batch["target_item_id"].iloc[b])
-            prompts.append(build_prompt(inp, items, base.tokenizer, cfg, response=(target, items.title(target))))
-            kinds.append("generate")
-            users.append(str(batch["user_id"].iloc[b]))
-            cands = catalog.item_ids[lst[: llm.candidates]].tolist()
-            if target in cands:  # shown shuffled: the list order must not teach "A is usually right"
-                order = np.random.default_rng([llm.seed, b]).permutation(len(cands))
-                shown = [cands[i] for i in order]
-                block = candidate_block(shown, items, cfg)
-                prompts.append(build_prompt(inp, items, base.tokenizer, cfg, response=LETTERS[shown.index(target)],
-                                            candidates=block))
-                kinds.append("candidates")
-                users.append(str(batch["user_id"].iloc[b]))
-    df = _prompts_frame(prompts, kinds, users)
+    df = training_prompts(val, ranked, PromptFactory(memory), items, catalog, base.tokenizer,
+                          PromptConfig(budget=llm.budget_tokens), llm.candidates, llm.seed)
     out = _llm_dir(workdir) / "train_prompts.parquet"
     df.to_parquet(out, index=False)
     context.log.info(f"{len(df)} training prompts from {len(val)} validation targets ({base.name})")

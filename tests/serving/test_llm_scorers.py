@@ -4,6 +4,8 @@ target's category, whatever the model generates."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from models.evaluation import Catalog, evaluate
 from models.llm.generate import GenerateConfig
 from models.llm.model import TINY, load_llm
+from models.llm.prompt import PromptConfig
 from models.text import HashingNgramEncoder, embed_catalog
 from serving.llm import (
     CatalogItems,
@@ -19,6 +22,7 @@ from serving.llm import (
     PromptFactory,
     candidate_summary,
     generation_summary,
+    training_prompts,
 )
 from serving.retrieval import AsOfMemory, RetrievalConfig, RetrievalScorer, TitleQueryBuilder
 from tests.serving.test_recommend import T0, catalog_items, search_results
@@ -98,3 +102,31 @@ def test_full_framework_recommends_only_category_items(world) -> None:  # noqa: 
             assert summary["valid_catalog_id_rate"] == 1.0
             assert all(cats[r.item_id] == t for r, t in zip(scorer.records, targets(catalog)["category"].sort_values(),
                                                            strict=True))
+
+
+def test_training_prompts_shuffle_the_candidates_and_answer_with_the_bought_item(world) -> None:  # noqa: ANN001
+    catalog, _, memory, base, llm, _ = world
+    batch = targets(catalog)
+    cfg = base.cfg
+    base.cfg = RetrievalConfig(mode="title_only", k=36, exclude_seen=False)  # every item listed: all are candidates
+    try:
+        df = training_prompts(batch, base, PromptFactory(memory), CatalogItems(catalog.items), catalog,
+                              llm.tokenizer, PromptConfig(), candidates=20)
+        listed = {}
+        for cat, g in batch.groupby("category"):
+            rows = catalog.rows[cat]
+            for u, cols in zip(g["user_id"], base.ranked(g.reset_index(drop=True), rows), strict=True):
+                listed[u] = catalog.item_ids[rows[cols[:20]]].tolist()
+    finally:
+        base.cfg = cfg
+    gen = df[df["kind"] == "generate"]
+    assert len(gen) == 3 and all(r.startswith(f"ID: {t}\n") for r, t in
+                                 zip(gen["response"], batch.sort_values("category")["target_item_id"], strict=True))
+    cand = df[df["kind"] == "candidates"]
+    assert len(cand) >= 1  # a candidate prompt only where the bought item is among the first 20
+    targets_of = dict(zip(batch["user_id"], batch["target_item_id"], strict=True))
+    for user, text, letter in zip(cand["user_id"], cand["text"], cand["response"], strict=True):
+        shown = dict(re.findall(r"^([A-T])\. (\S+) ", text, flags=re.M))
+        assert shown[letter] == targets_of[user]  # the response names the bought item's letter
+        order = [shown[x] for x in sorted(shown)]
+        assert sorted(order) == sorted(listed[user]) and order != listed[user]  # the list's 20, shuffled
