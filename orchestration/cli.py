@@ -36,9 +36,9 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
                                                "CPU-sized samples")] = True,
         llm_model: Annotated[str, typer.Option(help="Base LLM: smollm2-135m | tiny (tests only) | a Hugging Face "
                                                     "causal LM name or local path")] = "smollm2-135m",
-        llm_prompts: Annotated[int, typer.Option(help="Validation targets turned into LLM training prompts")] = 24,
-        llm_targets: Annotated[int, typer.Option(help="Test targets in the llm-* rows' seeded sample")] = 24,
-        llm_train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget, seconds")] = 90.0) -> None:
+        llm_prompts: Annotated[int, typer.Option(help="Validation targets turned into LLM training prompts")] = 16,
+        llm_targets: Annotated[int, typer.Option(help="Test targets in the llm-* rows' seeded sample")] = 16,
+        llm_train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget, seconds")] = 60.0) -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     import pandas as pd
     from dagster import AssetSelection, DagsterInstance, materialize

@@ -122,7 +122,7 @@ def letter_scores(model: Any, tokenizer: Any, texts: Sequence[str], n_letters: S
     out: list[np.ndarray] = []
     for rows in _batches(len(texts), batch_size):
         enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False)
-        logits = model(**{k: v.to(device) for k, v in enc.items()}).logits[:, -1].float()  # (b, V)
+        logits = model(**{k: v.to(device) for k, v in enc.items()}, logits_to_keep=1).logits[:, -1].float()  # (b, V)
         for j, i in enumerate(rows):
             x = logits[j, letters[: n_letters[i]]]  # (n,)
             out.append(torch.log_softmax(x, dim=0).cpu().numpy())

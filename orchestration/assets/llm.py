@@ -128,7 +128,7 @@ def llm_perplexity(workdir: WorkdirResource, llm: LLMResource):
     df = pd.read_parquet(_llm_dir(workdir) / "train_prompts.parquet")
     catalog = workdir.catalog()
     base = load_llm(llm.model, corpus=_corpus(catalog, pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))))
-    ppl = response_perplexity(base.model, base.tokenizer, _prompts(df), batch_size=4)
+    ppl = response_perplexity(base.model, base.tokenizer, _prompts(df), batch_size=llm.batch_size)
     high = high_perplexity(ppl, llm.high_share)
     out = df.assign(perplexity=ppl, high=np.isin(np.arange(len(df)), high))
     out.to_parquet(_llm_dir(workdir) / "perplexity.parquet", index=False)
@@ -182,7 +182,7 @@ def _format_violations(model, prompts: list[Prompt], llm: LLMResource) -> float:
 
 
 def _gen_cfg(llm: LLMResource) -> GenerateConfig:
-    return GenerateConfig(max_new_tokens=llm.max_new_tokens, batch_size=llm.batch_size, seed=llm.seed)
+    return GenerateConfig(max_new_tokens=llm.max_new_tokens, batch_size=llm.infer_batch_size, seed=llm.seed)
 
 
 @asset(group_name="llm", deps=[llm_adapter],
@@ -212,14 +212,16 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
                             id_vector_of, PromptConfig(budget=llm.budget_tokens), _gen_cfg(llm),
                             constrained=llm.constrained)
     t1 = time.perf_counter()
-    r = evaluate("llm-generate-mixup", gen, sample, catalog, batch_size=llm.batch_size, progress=False, extra=note)
+    r = evaluate("llm-generate-mixup", gen, sample, catalog, batch_size=llm.infer_batch_size, progress=False,
+                 extra=note)
     r.metrics["generation"] = generation_summary(gen.records, catalog)  # what the scorer saw while evaluating
     results["llm-generate-mixup"] = (r, time.perf_counter() - t1)
     cand = LLMCandidateScorer(ranked, model, factory, items, catalog, PromptConfig(budget=llm.budget_tokens),
                               n=llm.candidates, permutations=llm.permutations, seed=llm.seed,
-                              batch_size=llm.batch_size)
+                              batch_size=llm.infer_batch_size)
     t1 = time.perf_counter()
-    r = evaluate("llm-candidates", cand, sample, catalog, batch_size=llm.batch_size, progress=False, extra=note)
+    r = evaluate("llm-candidates", cand, sample, catalog, batch_size=llm.infer_batch_size, progress=False,
+                 extra=note)
     r.metrics["candidates"] = candidate_summary(cand)
     results["llm-candidates"] = (r, time.perf_counter() - t1)
     t1 = time.perf_counter()
