@@ -41,14 +41,14 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         llm_train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget, seconds")] = 60.0) -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     import pandas as pd
-    from dagster import AssetSelection, DagsterInstance, materialize
+    from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
 
     from feature_repo.loaders import FORMATS
     from feature_repo.splits import PROTOCOLS, read_protocol
     from models.evaluation import targets_ceiling
     from orchestration.assets.evaluation import read_results
     from orchestration.assets.report import protocol_line
-    from orchestration.assets.seqrec import SEQREC_ASSETS
+    from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
     from orchestration.definitions import all_assets, all_checks, build_resources
 
     if format not in FORMATS:
@@ -65,6 +65,11 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     skipped = [SEQREC_ASSETS[m].key for m in SEQREC_ASSETS if m not in chosen]
     if skipped:
         selection = selection - AssetSelection.assets(*skipped)
+    if ID_MODEL not in chosen:  # the ID collection, the retrieval lists and the LLM stage read CORE-trm's item table
+        typer.secho(f"--models without {ID_MODEL}: skipping the ID-embedding collection, the text side and the LLM "
+                    f"stage, which use {ID_MODEL}'s item table (add {ID_MODEL} to --models to build them)", fg="yellow")
+        selection = selection - AssetSelection.assets(AssetKey("id_embeddings")) - AssetSelection.groups("text", "llm")
+        retrieval = False
     if not retrieval:
         selection = selection - AssetSelection.groups("text", "llm")  # the LLM reads the retrieval lists
     if not llm:

@@ -236,3 +236,19 @@ def test_temporal_protocol_end_to_end(data_dir: Path, tmp_path: Path, monkeypatc
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "Protocol: temporal (training before 2024-03-01 10:08" in report
     assert "| ceiling (oracle exp_*) | 2 | 0.5000 | 0.5000 | 0.5000 | | | | |" in report  # (0.1 + 0.9) / 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [[], ["--no-retrieval"]])
+def test_cli_run_without_the_id_model_skips_what_needs_it(data_dir: Path, tmp_path: Path, extra: list[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Choosing models never breaks the graph: without core-trm there is no ID collection to build (it crashed)."""
+    for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(app, ["run", "--data", str(data_dir), "--workdir", str(tmp_path / "w"),
+                                      "--models", "sasrec-ce", "--epochs", "1", *extra])
+    assert result.exit_code == 0, result.output
+    assert "--models without core-trm: skipping the ID-embedding collection" in result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("| sasrec-ce | ") for line in lines)
+    assert not any(line.startswith(("| core-trm |", "| retrieval-", "| llm-")) for line in lines)
