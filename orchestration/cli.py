@@ -41,7 +41,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         llm_train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget, seconds")] = 60.0) -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     import pandas as pd
-    from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
+    from dagster import AssetKey, AssetSelection, materialize
 
     from feature_repo.loaders import FORMATS
     from feature_repo.splits import PROTOCOLS, read_protocol
@@ -50,6 +50,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     from orchestration.assets.report import protocol_line
     from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
     from orchestration.definitions import all_assets, all_checks, build_resources
+    from orchestration.instance import workdir_instance
 
     if format not in FORMATS:
         raise typer.BadParameter(f"unknown format {format!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
@@ -90,7 +91,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     typer.echo(f"fashionrec run: data={resources['dataset'].path} format={format} protocol={protocol} "
                f"workdir={workdir}")
     t0 = time.perf_counter()
-    with DagsterInstance.ephemeral() as instance:
+    with workdir_instance(workdir) as instance:  # the UI on this workdir shows this run
         result = materialize([*all_assets, *all_checks], resources=resources, instance=instance,
                              selection=selection,
                              run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
@@ -189,11 +190,12 @@ def recommend(user_id: str, workdir: WorkOpt = Path("work"),
 def ui(workdir: WorkOpt = Path("work"), data: DataOpt = None, format: FormatOpt = "canonical",
        port: Annotated[int, typer.Option(help="Webserver port")] = 3000) -> None:
     """Open the Dagster UI (`dagster dev`) on this project's definitions."""
+    from orchestration.instance import dagster_home
+
     env = {**os.environ, "FASHIONREC_WORKDIR": str(workdir.resolve()), "FASHIONREC_FORMAT": format,
-           "DAGSTER_HOME": str((workdir / "dagster_home").resolve())}
+           "DAGSTER_HOME": str(dagster_home(workdir))}  # the same instance `fashionrec run` records into
     if data:
         env["FASHIONREC_DATA"] = str(data.resolve())
-    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "dagster", "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)]
     raise typer.Exit(subprocess.call(cmd, env=env))
 

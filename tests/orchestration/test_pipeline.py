@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from orchestration.cli import app
 from orchestration.definitions import all_assets, all_checks, build_resources, defs
+from orchestration.instance import workdir_instance
 from orchestration.resources import ProtocolResource
 from tests.conftest import at, make_tiny_tables
 
@@ -198,6 +199,14 @@ def test_cli_run_prints_the_metrics_table(
         assert any(line.startswith(f"| {method} | 3 |") for line in lines), method
     assert "asset check failed" not in result.output
     assert (tmp_path / "work" / "eval" / "report.md").is_file()
+    # The run recorded into the workdir's persistent instance: the UI opened on this workdir shows every asset.
+    home = tmp_path / "work" / "dagster_home"
+    assert "telemetry:\n  enabled: false" in (home / "dagster.yaml").read_text()
+    with workdir_instance(tmp_path / "work") as instance:
+        not_chosen = {f"seqrec_{m}" for m in ("core_ave", "sasrec_bce", "gru4rec", "bert4rec", "nextitnet")}
+        missing = [a for a in sorted((ASSETS | TEXT | LLM) - not_chosen)
+                   if instance.get_latest_materialization_event(AssetKey(a)) is None]
+        assert not missing, missing
     # The serving path over what the run wrote: Feast online features -> Qdrant retrieval -> variant re-rank.
     rec = CliRunner().invoke(app, ["recommend", "u1", "--workdir", str(tmp_path / "work"), "--k", "2"])
     assert rec.exit_code == 0, rec.output
