@@ -198,10 +198,12 @@ def build_prompt(inp: PromptInput, items: ItemTable, tokenizer: Any, cfg: Prompt
 # ---------------------------------------------------------------------------------------------------------------
 # Parsing the answer
 
+# The keys are case-sensitive: the prompt's own attribute keys are lower case ("title: ..."), and a model that echoes
+# its input must not have those lines read as its answer.
 _ID_LINE = re.compile(rf"^\s*{ID_KEY}\s*:\s*(\S+)\s*$")
 _TITLE_LINE = re.compile(rf"^\s*{TITLE_KEY}\s*:\s*(.*\S)\s*$")
-_ID_ANY = re.compile(rf"(?i)\b{ID_KEY}[ \t]*\**[ \t]*[:=][ \t]*\**[ \t]*([A-Za-z0-9][A-Za-z0-9_.\-]*)")
-_TITLE_ANY = re.compile(rf"(?i)\b{TITLE_KEY}[ \t]*\**[ \t]*[:=][ \t]*\**[ \t]*([^\n]*\S)")
+_ID_ANY = re.compile(rf"\b{ID_KEY}[ \t]*\**[ \t]*[:=][ \t]*\**[ \t]*([A-Za-z0-9][A-Za-z0-9_.\-]*)")
+_TITLE_ANY = re.compile(rf"\b{TITLE_KEY}[ \t]*\**[ \t]*[:=][ \t]*\**[ \t]*([^\n]*\S)")
 
 
 @dataclass(frozen=True)

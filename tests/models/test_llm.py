@@ -144,6 +144,8 @@ def test_parser_well_formed_malformed_and_adversarial() -> None:
     assert (two.item_id, two.well_formed) == ("SKU003", False)
     extra = parse_answer("ID: SKU005\nTitle: x\nThis is a great choice")
     assert (extra.item_id, extra.well_formed) == ("SKU005", False)
+    echo = parse_answer('1. click SKU001 (title: "red sneaker", brand: "Acme")')  # the input's format, echoed
+    assert (echo.item_id, echo.title) == (None, None)
     none = parse_answer("I cannot help with that.")
     assert (none.item_id, none.title, none.well_formed) == (None, None, False)
     assert parse_answer("").item_id is None and parse_answer("ID:\nTitle:").item_id is None
