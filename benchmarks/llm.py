@@ -44,7 +44,6 @@ from models.variants import VariantRanker
 from orchestration.assets.seqrec import ID_MODEL
 from orchestration.assets.text import TITLE_DIR, VARIANT_RANKER, retrieval_scorer
 from orchestration.resources import WorkdirResource
-from serving.id_index import item_vectors
 from serving.llm import (
     CatalogItems,
     LLMCandidateScorer,
@@ -52,6 +51,7 @@ from serving.llm import (
     PromptFactory,
     candidate_summary,
     generation_summary,
+    trained_id_vectors,
     training_prompts,
 )
 from serving.retrieval import AsOfMemory, RetrievalConfig, VariantScorer
@@ -145,12 +145,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
 
     assert tuned is not None
     ckpt = load_checkpoint(wd.path("models", f"{ID_MODEL}.pt"))
-
-    def id_vector_of(ids: list[str | None]) -> np.ndarray:
-        known = [i if i is not None and i in ckpt.vocab else None for i in ids]
-        vec = item_vectors(ckpt.model, ckpt.vocab, np.array([i or "" for i in known], dtype=object))
-        vec[[i is None for i in known]] = np.nan
-        return vec
+    id_vector_of = trained_id_vectors(ckpt.model, ckpt.vocab)
 
     encoder = load_title_model(wd.root.joinpath(*TITLE_DIR))
     for constrained in (False, True):

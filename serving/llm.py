@@ -235,6 +235,20 @@ class LLMCandidateScorer:
         return list_scores(cols, title_cos)
 
 
+def trained_id_vectors(model: Any, vocab: Any) -> Callable[[list[str | None]], np.ndarray]:
+    """`id_vector_of` for `LLMGenerateScorer`: the ID model's item vector of each generated id, NaN rows for None and
+    for items without a trained embedding (the scorer then keeps the sequence representation)."""
+    from serving.id_index import item_vectors
+
+    def id_vector_of(ids: list[str | None]) -> np.ndarray:
+        known = [i if i is not None and i in vocab else None for i in ids]
+        vec = item_vectors(model, vocab, np.array([i or "" for i in known], dtype=object))  # (B, d)
+        vec[[i is None for i in known]] = np.nan
+        return vec
+
+    return id_vector_of
+
+
 def generation_summary(records: Sequence[LLMRecord], catalog: Catalog) -> dict:
     """Format violations, valid catalog IDs, and exact-item and family hit rates of the generated answers."""
     if not records:

@@ -45,7 +45,6 @@ from orchestration.assets.evaluation import test_targets
 from orchestration.assets.seqrec import ID_MODEL
 from orchestration.assets.text import TITLE_DIR, VARIANT_RANKER, retrieval_scorer, variant_ranker
 from orchestration.resources import LLMResource, WorkdirResource
-from serving.id_index import item_vectors
 from serving.llm import (
     CatalogItems,
     LLMCandidateScorer,
@@ -53,6 +52,7 @@ from serving.llm import (
     PromptFactory,
     candidate_summary,
     generation_summary,
+    trained_id_vectors,
     training_prompts,
 )
 from serving.retrieval import AsOfMemory, RetrievalConfig, VariantScorer
@@ -198,12 +198,7 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
     model = type(base)(tuned, base.tokenizer, base.name, base.info)
     factory = PromptFactory(memory)
     ckpt = load_checkpoint(workdir.path("models", f"{ID_MODEL}.pt"))
-
-    def id_vector_of(ids: list[str | None]) -> np.ndarray:
-        known = [i if i is not None and i in ckpt.vocab else None for i in ids]
-        vec = item_vectors(ckpt.model, ckpt.vocab, np.array([i or "" for i in known], dtype=object))
-        vec[[i is None for i in known]] = np.nan  # no trained ID embedding: keep the sequence vector
-        return vec
+    id_vector_of = trained_id_vectors(ckpt.model, ckpt.vocab)
 
     note = {"llm_base_model": base.name, "llm_sample": f"{len(sample)} of the test targets (seed {llm.seed})",
             "prompt_version": PROMPT_VERSION}
