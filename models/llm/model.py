@@ -126,8 +126,12 @@ def load_llm(name: str = SMOLLM2, *, corpus: Sequence[str] = (), device: str = "
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                                bnb_4bit_compute_dtype=compute)
             kwargs["device_map"] = device
-        tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        try:
+            tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        except OSError as exc:
+            raise FileNotFoundError(f"base model {name!r} is neither {TINY!r}, {SMOLLM2!r}, a local folder nor in the "
+                                    f"Hugging Face cache (models are never downloaded at run time): {exc}") from exc
         source = name
     if tok.chat_template is None:
         tok.chat_template = CHATML

@@ -294,3 +294,8 @@ def test_the_same_training_runs_under_accelerate_launch(tmp_path: Path) -> None:
     # 6 prompts, the top 20% (1) for 3 epochs: 6 + 2 = 8 scheduled, batches of 2 -> 4 steps, on 1 process.
     assert (meta["steps"], meta["processes"], meta["base_model"]) == (4, 1, TINY)
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
+
+
+def test_an_unknown_base_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        load_llm(str(tmp_path / "no-such-model"))
