@@ -1,8 +1,14 @@
-"""A Feast `FeatureStore` per workdir: apply, materialize, point-in-time history and online lookups."""
+"""A Feast `FeatureStore` per workdir: apply, materialize, point-in-time history and online lookups.
+
+The online store is SQLite under the workdir by default; `online_store="redis://host:port[/db]"` (or the
+`FASHIONREC_ONLINE_STORE` environment variable through the resources and the service) selects Redis, the scale path.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pandas as pd
 from feast import FeatureStore, RepoConfig
@@ -19,16 +25,17 @@ class FeatureRepo:
     """Feast over DuckDB (offline, the feature parquet) and SQLite (online), all under `feast_dir`."""
 
     def __init__(self, feature_dir: Path, feast_dir: Path, online_path: Path | None = None,
-                 online_items: bool = False):
+                 online_items: bool = False, online_store: str | None = None):
         self.feature_dir = Path(feature_dir).resolve()
         self.feast_dir = Path(feast_dir).resolve()
         self.feast_dir.mkdir(parents=True, exist_ok=True)
+        self.online_store_url = online_store if online_store is not None else os.environ.get("FASHIONREC_ONLINE_STORE")
         self.config = RepoConfig(
             project=PROJECT,
             provider="local",
             registry=str(self.feast_dir / "registry.db"),
             offline_store=DuckDBOfflineStoreConfig(),
-            online_store=SqliteOnlineStoreConfig(path=str(online_path or self.feast_dir / "online_store.db")),
+            online_store=online_store_config(self.online_store_url, online_path or self.feast_dir / "online_store.db"),
             entity_key_serialization_version=3,
             repo_path=self.feast_dir,
         )
@@ -82,6 +89,25 @@ class FeatureRepo:
             raise RuntimeError("item attributes are not materialized online; build FeatureRepo(online_items=True)")
         rows = [{"item_id": i} for i in item_ids]
         return self.store.get_online_features(features=self.service("item_context_v1"), entity_rows=rows).to_dict()
+
+
+def online_store_config(url: str | None, sqlite_path: Path):  # noqa: ANN201
+    """SQLite at `sqlite_path` for None, "" or "sqlite"; Redis for `redis://host:port[/db]`."""
+    if not url or url == "sqlite":
+        return SqliteOnlineStoreConfig(path=str(sqlite_path))
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise ValueError(f"online store {url!r}: expected 'sqlite' or redis://host:port[/db]")
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
+    parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
+    if parsed.password:
+        parts.append(f"password={parsed.password}")
+    if parsed.scheme == "rediss":
+        parts.append("ssl=true")
+    if parsed.path.strip("/"):
+        parts.append(f"db={int(parsed.path.strip('/'))}")
+    return RedisOnlineStoreConfig(connection_string=",".join(parts))
 
 
 def _isna(v: object) -> bool:

@@ -187,6 +187,34 @@ def recommend(user_id: str, workdir: WorkOpt = Path("work"),
 
 
 @app.command()
+def serve(workdir: WorkOpt = Path("work"),
+          host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="Port")] = 8000,
+          workers: Annotated[int, typer.Option(help="Worker processes (each loads the models; the embedded "
+                                                    "vector store allows one, a Qdrant server many)")] = 1,
+          online_store: Annotated[str | None, typer.Option(help="sqlite | redis://host:port[/db] "
+                                                                "(default: FASHIONREC_ONLINE_STORE or sqlite)")] = None,
+          no_llm: Annotated[bool, typer.Option("--no-llm", help="Do not load the LLM adapter")] = False) -> None:
+    """Serve recommendations over HTTP (FastAPI + uvicorn) from a workdir `fashionrec run` wrote."""
+    import logging
+
+    import uvicorn
+
+    root = workdir.resolve()
+    os.environ["FASHIONREC_WORKDIR"] = str(root)  # workers read their settings from the environment
+    if online_store:
+        os.environ["FASHIONREC_ONLINE_STORE"] = online_store
+    if no_llm:
+        os.environ["FASHIONREC_LLM_ENABLED"] = "false"
+    if workers > 1 and not os.environ.get("FASHIONREC_QDRANT_URL"):
+        raise typer.BadParameter("the embedded vector store opens in one process only; use --workers 1, or set "
+                                 "FASHIONREC_QDRANT_URL to a Qdrant server", param_hint="--workers")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    typer.echo(f"serving {root} on http://{host}:{port} (docs at /docs)")
+    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+
+
+@app.command()
 def ui(workdir: WorkOpt = Path("work"), data: DataOpt = None, format: FormatOpt = "canonical",
        port: Annotated[int, typer.Option(help="Webserver port")] = 3000) -> None:
     """Open the Dagster UI (`dagster dev`) on this project's definitions."""

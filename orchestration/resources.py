@@ -128,7 +128,7 @@ class TrainingResource(ConfigurableResource):
 
 
 class QdrantResource(ConfigurableResource):
-    """Qdrant: embedded local mode under `<workdir>/qdrant` by default, a server when `url` is set."""
+    """Qdrant: the embedded Qdrant Edge engine under `<workdir>/qdrant` by default, a server when `url` is set."""
 
     workdir: str = "work"
     url: str | None = None
@@ -142,4 +142,4 @@ class QdrantResource(ConfigurableResource):
 
         if self.url:
             return VectorStore.remote(self.url, api_key=self.api_key)
-        return VectorStore.local(Path(self.workdir).resolve() / "qdrant", fast_writes=True)
+        return VectorStore.local(Path(self.workdir).resolve() / "qdrant")

@@ -17,6 +17,7 @@ Both are tie-aware like the scorers they wrap (the target goes after its ties), 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,19 @@ from serving.retrieval import (
 )
 
 ITEM_FIELDS = ("title", "brand", "color", "size", "material", "season", "occasion", "category", "family_id")
+
+
+def display_order(user: str, n: int, p: int = 0, seed: int = 0) -> np.ndarray:
+    """The p-th display order of n candidates for a user: a seeded shuffle, the same in every process (the user's
+    key is a CRC32, not Python's per-process salted `hash`), so serving shows what the evaluation showed."""
+    return np.random.default_rng([seed, p, zlib.crc32(user.encode("utf-8"))]).permutation(n)
+
+
+def tokenizer_corpus(items: pd.DataFrame, targets: pd.DataFrame | None = None) -> list[str]:
+    """Text that trains the tiny model's tokenizer (ignored by pretrained models); training, evaluation and serving
+    must pass the same tables so that the tiny tokenizer is the same."""
+    queries = [q for qs in targets["seq_queries"].head(2000) for q in qs if q] if targets is not None else []
+    return [*items["title"].astype(str).head(5000), *items["item_id"].astype(str).head(5000), *queries]
 
 
 class CatalogItems:
@@ -191,9 +205,8 @@ class LLMCandidateScorer:
         return [cat_rows[np.asarray(c, np.int64)] for c in cols], title_cos
 
     def permutation(self, user: str, n: int, p: int) -> np.ndarray:
-        """The p-th display order of n candidates for a user (p = 0: a seeded shuffle, never the list order)."""
-        rng = np.random.default_rng([self.seed, p, abs(hash(user)) % (2**31)])
-        return rng.permutation(n)
+        """The p-th display order of n candidates for a user (see `display_order`)."""
+        return display_order(user, n, p, self.seed)
 
     def candidate_scores(self, batch: pd.DataFrame, cands: list[np.ndarray]) -> list[np.ndarray]:
         """Mean letter log-probability of each candidate over the display permutations. B arrays (n_b,)."""

@@ -20,6 +20,7 @@ is what the evaluation reads, and with it this is exactly the evaluation's ranki
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,16 @@ class Recommendation:
     id_list: list[str] = field(default_factory=list)  # the ID collection's list (seen items removed)
     title_list: list[str] = field(default_factory=list)  # memory products first, then title search
     memory_queries: list[str] = field(default_factory=list)  # the stored queries the memory matched
+    memory_products: list[str] = field(default_factory=list)  # their products in the category, in order
+    timings_ms: dict[str, float] = field(default_factory=dict)  # per stage
+
+    def source(self, item_id: str) -> str:
+        """The list an item came from: memory, id, title, or variant (added by the variant re-rank)."""
+        if item_id in self.memory_products:
+            return "memory"
+        if item_id in self.id_list:
+            return "id"
+        return "title" if item_id in self.title_list else "variant"
 
 
 @dataclass(frozen=True)
@@ -91,8 +102,15 @@ class OnlineRetriever:
         rows = self.index.get_indexer(np.asarray(list(item_ids), dtype=object)) if len(item_ids) else np.zeros(0, int)
         return rows[rows >= 0].astype(np.int64)
 
-    def recommend(self, ctx: UserContext) -> Recommendation:
+    def recommend(self, ctx: UserContext, id_vector: np.ndarray | None = None,
+                  title_vector: np.ndarray | None = None) -> Recommendation:
+        """Rank the category's items for one request.
+
+        `id_vector` / `title_vector` replace the ID and title query vectors (the LLM stage's generated item and
+        title, as `LLMGenerateScorer` does); the memory's products still lead the title list.
+        """
         cfg, tcfg = self.cfg, self.title_cfg
+        clock = _Clock()
         at = ctx.at if ctx.at is not None else pd.Timestamp.now(tz="UTC")
         at_ns = int(_ns([at])[0])
         seen = set(ctx.history) if cfg.exclude_seen else set()
@@ -102,9 +120,11 @@ class OnlineRetriever:
         history = [i for i in ctx.history if i in self.index]
 
         id_list: list[str] = []
-        if ctx.history:
-            vec = l2_normalize(np.nan_to_num(self.id_queries([list(ctx.history)])))  # (1, d)
+        if id_vector is not None or ctx.history:
+            vec = id_vector if id_vector is not None else np.nan_to_num(self.id_queries([list(ctx.history)]))
+            vec = l2_normalize(np.asarray(vec, np.float32).reshape(1, -1))  # (1, d)
             id_list = [h.id for h in self._search(self.collections.ids, vec, cfg.k, ctx.category, excluded)]
+        clock.lap("id_search")
 
         memory_products: list[str] = []
         memory_queries: list[str] = []
@@ -123,6 +143,9 @@ class OnlineRetriever:
             rows = self._rows(list(dict.fromkeys(ctx.history[-tcfg.fallback_items:])))
             if len(rows):
                 query_vec = self._title_vectors(rows).mean(axis=0)
+        clock.lap("memory")
+        if title_vector is not None:
+            query_vec = np.asarray(title_vector, np.float32).reshape(-1)
         title_hits: list[str] = []
         if query_vec is not None:
             hits = self._search(self.collections.titles, l2_normalize(query_vec), cfg.k, ctx.category, excluded)
@@ -130,6 +153,7 @@ class OnlineRetriever:
         title_list = title_hits
         if cfg.title_list == "memory_first":
             title_list = list(dict.fromkeys([*memory_products, *title_hits]))[: cfg.k]
+        clock.lap("title_search")
 
         ranked = combine(id_list, title_list, cfg)
         if self.ranker is not None and ranked:
@@ -137,28 +161,55 @@ class OnlineRetriever:
             ids = self.items["item_id"].to_numpy()[rows]
             ranked = [str(i) for i, c in zip(ids, self.category[rows], strict=True)
                       if c == ctx.category and i not in seen][: cfg.k]
+        clock.lap("mixup_rerank")
         return Recommendation(items=list(ranked), id_list=id_list, title_list=title_list,
-                              memory_queries=memory_queries)
+                              memory_queries=memory_queries, memory_products=memory_products,
+                              timings_ms=clock.laps)
 
-    def _memory(self, key: np.ndarray, at: pd.Timestamp) -> tuple[list[str], list[str]]:
+    def memory_for(self, queries: Sequence[str], at: pd.Timestamp, products: int = 3) -> dict[str, tuple[str, ...]]:
+        """Each query's nearest stored query's top products (the prompt's memory segment), as of `at`."""
+        out: dict[str, tuple[str, ...]] = {}
+        for q in dict.fromkeys(q for q in queries if q and normalize_text(q)):
+            key = l2_normalize(self.encoder.encode([normalize_text(q)]))  # (1, d)
+            _, found = self._memory(key, at, q=1, v=products)
+            if found:
+                out[q] = tuple(found)
+        return out
+
+    def _memory(self, key: np.ndarray, at: pd.Timestamp, q: int | None = None, v: int | None = None
+                ) -> tuple[list[str], list[str]]:
         """The Q nearest stored queries as of `at` and their top-V products, de-duplicated in order. key: (1, d)."""
         tcfg = self.title_cfg
+        q, v = q or tcfg.q, v or tcfg.v
         if self.memory is not None:
-            hits = self.memory.lookup(key, [at], q=tcfg.q, v=tcfg.v)[0]
+            hits = self.memory.lookup(key, [at], q=q, v=v)[0]
             return [h.query for h in hits], list(dict.fromkeys(p for h in hits for p in h.products))
         # Ties broken by query text, as the exact memories do (their keys are sorted texts); a few extra hits
         # so that a tie at the q-th place is broken the same way.
-        found = self.store.search(self.collections.memory, key, tcfg.q + TIE_SLACK)[0]
+        found = self.store.search(self.collections.memory, key, q + TIE_SLACK)[0]
         if found and pd.Timestamp(found[0].payload["built_before"]) > at:
             raise ValueError(f"the query memory collection holds searches up to {found[0].payload['built_before']}, "
                              f"after the request time {at}; pass an AsOfMemory to replay past requests")
-        found = sorted(found, key=lambda h: (-round(h.score, 5), h.payload["query"]))[: tcfg.q]
+        found = sorted(found, key=lambda h: (-round(h.score, 5), h.payload["query"]))[:q]
         return ([h.payload["query"] for h in found],
-                list(dict.fromkeys(p for h in found for p in h.payload["products"][: tcfg.v])))
+                list(dict.fromkeys(p for h in found for p in h.payload["products"][:v])))
 
     def _title_vectors(self, rows: np.ndarray) -> np.ndarray:
         """Unit title embeddings of catalog rows (encoded on the fly, as `embed_catalog` does). (n, d)"""
         return l2_normalize(self.encoder.encode(list(self.titles[rows])))
+
+
+class _Clock:
+    """Milliseconds per named stage, measured between consecutive `lap` calls."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(self.laps.get(name, 0.0) + (now - self._t) * 1e3, 3)
+        self._t = now
 
 
 def context_from_features(features: dict[str, list], row: int = 0, category: str | None = None,

@@ -52,6 +52,7 @@ from serving.llm import (
     PromptFactory,
     candidate_summary,
     generation_summary,
+    tokenizer_corpus,
     trained_id_vectors,
     training_prompts,
 )
@@ -117,9 +118,8 @@ def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
 
 
 def _corpus(catalog: Catalog, targets: pd.DataFrame) -> list[str]:
-    """Text for the tiny model's tokenizer (ignored by pretrained models)."""
-    queries = [q for qs in targets["seq_queries"].head(2000) for q in qs if q]
-    return [*catalog.items["title"].astype(str).head(5000), *catalog.item_ids[:5000], *queries]
+    """Text for the tiny model's tokenizer (ignored by pretrained models); serving passes the same tables."""
+    return tokenizer_corpus(catalog.items, targets)
 
 
 @asset(group_name="llm", deps=[llm_prompts], description="Response perplexity of each training prompt (base model)")

@@ -1,35 +1,27 @@
-"""VectorStore against real embedded Qdrant, both `:memory:` and on disk in a temp dir."""
+"""VectorStore against both real engines: Qdrant Edge (in memory and on disk) and qdrant-client's local mode.
 
-import logging
-import sqlite3
+qdrant-client's local mode runs the same client calls as a Qdrant server, so the server path is tested here too.
+"""
+
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from qdrant_client.common import client_warnings
-from qdrant_client.local.local_collection import LocalCollection
 
-from serving import vectorstore
 from serving.config import Settings
-from serving.vectorstore import (
-    POINT_NAMESPACE,
-    Hit,
-    VectorStore,
-    collection_name,
-    partition_slug,
-    point_id,
-)
+from serving.vectorstore import POINT_NAMESPACE, Hit, StoreUnavailable, VectorStore, point_id
 
 
-@pytest.fixture(params=["memory", "path", "path-fast"])
+@pytest.fixture(params=["edge-memory", "edge-path", "client-local"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
-    if request.param == "memory":
+    if request.param == "edge-memory":
         s = VectorStore.memory()
+    elif request.param == "edge-path":
+        s = VectorStore.local(tmp_path / "qdrant")
     else:
-        s = VectorStore.local(tmp_path / "qdrant", fast_writes=request.param == "path-fast")
+        s = VectorStore.client_local(":memory:")
     yield s
     s.close()
 
@@ -55,24 +47,25 @@ def test_point_id_is_uuid5_of_fixed_namespace() -> None:
     assert point_id("B000123") != point_id("B000124")
 
 
-def test_stored_point_ids_are_deterministic(store: VectorStore) -> None:
-    store.upsert("items", ["x1", "x2"], np.eye(2, 4, dtype=np.float32), [{"title": "a"}, {"title": "b"}])
-    records = store.client.retrieve("items", [point_id("x1"), point_id("x2")], with_payload=True)
+def test_stored_point_ids_are_deterministic(tmp_path: Path) -> None:
+    import qdrant_edge as qe
+
+    with VectorStore.local(tmp_path / "q") as store:
+        store.upsert("items", ["x1", "x2"], np.eye(2, 4, dtype=np.float32), [{"title": "a"}, {"title": "b"}])
+    shard = qe.EdgeShard.load(str(tmp_path / "q" / "items" / "shard"))
+    records = shard.retrieve([point_id("x1"), point_id("x2")], True, False)
+    shard.close()
     assert sorted(r.payload["id"] for r in records) == ["x1", "x2"]
     assert {str(r.id) for r in records} == {point_id("x1"), point_id("x2")}
 
 
-def test_partition_slug_and_collection_name() -> None:
-    assert partition_slug("footwear") == "footwear"
-    assert collection_name("item_id_embeddings", "footwear") == "item_id_embeddings__footwear"
-    assert collection_name("items") == "items"
-    messy = partition_slug("Bags & Luggage")
-    assert messy.startswith("bags-luggage-") and messy != partition_slug("bags-luggage")
-    assert partition_slug("Footwear") != partition_slug("footwear")
+def test_collection_names_are_checked(store: VectorStore) -> None:
     with pytest.raises(ValueError):
-        collection_name("bad__name")
+        store.upsert("bad name", ["a"], np.ones((1, 4)))
     with pytest.raises(ValueError):
-        partition_slug("")
+        store.upsert("../escape", ["a"], np.ones((1, 4)))
+    with pytest.raises(ValueError):
+        store.upsert("items", ["a"], np.ones((1, 4)), partitions=[""])
 
 
 # -- upsert -----------------------------------------------------------------------------------------
@@ -174,19 +167,24 @@ def test_partitions_do_not_leak(store: VectorStore) -> None:
     ids, vecs, parts = _partitioned(store)
     assert store.partitions("items") == sorted(["shoes", "Bags & Luggage", "jewelry"])
     assert [store.count("items", p) for p in ("shoes", "Bags & Luggage", "jewelry")] == [30, 30, 30]
-    assert store.count("items") == 0  # partitioned data is not in the unpartitioned collection
+    assert store.count("items") == 90  # one collection holds every partition
 
     # Query with every item's own vector, in every partition: only that partition's items come back,
     # and the item itself is the top hit exactly when it lives there.
     for p in ("shoes", "Bags & Luggage", "jewelry"):
         results = store.search("items", vecs, k=30, partition=p)
         for hits, own_id, own_part in zip(results, ids, parts, strict=True):
+            assert len(hits) == 30
             assert {h.payload["category"] for h in hits} == {p}
             assert {h.payload["partition"] for h in hits} == {p}
             assert (hits[0].id == own_id) == (own_part == p)
+    [unfiltered] = store.search("items", vecs[:1], k=90)
+    assert sorted(h.id for h in unfiltered) == sorted(ids)
 
     with pytest.raises(KeyError):
         store.search("items", vecs[:1], k=3, partition="hats")
+    with pytest.raises(ValueError):
+        store.search("items", np.ones((1, 3)), k=3)  # wrong dimension
 
 
 def test_partition_topk_matches_exact_within_partition(store: VectorStore) -> None:
@@ -199,48 +197,58 @@ def test_partition_topk_matches_exact_within_partition(store: VectorStore) -> No
     assert [[h.id for h in hits] for hits in results] == [[sub_ids[i] for i in row] for row in top]
 
 
-def test_drop_removes_all_physical_collections(store: VectorStore) -> None:
+def test_drop_removes_only_that_collection(store: VectorStore) -> None:
     _partitioned(store)
-    store.upsert("items", ["u"], np.ones((1, 8)))
     store.upsert("other", ["o"], np.ones((1, 8)))
-    assert store.drop("items") == 4
+    assert store.collections() == ["items", "other"]
+    assert store.drop("items") == 1
+    assert store.drop("items") == 0
     assert store.partitions("items") == []
     assert store.count("items") == 0
     assert store.count("other") == 1
 
 
-# -- local mode specifics ---------------------------------------------------------------------------
+# -- local (Edge) specifics -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fast_writes", [False, True])
-def test_local_path_persists_across_reopen(tmp_path: Path, fast_writes: bool) -> None:
+def test_local_path_persists_across_reopen(tmp_path: Path) -> None:
     vecs = _unit_rows(np.random.default_rng(4), 4, 8)
-    with VectorStore.local(tmp_path / "q", fast_writes=fast_writes) as s:
-        s.upsert("items", ["a", "b", "c", "d"], vecs, partitions=["Shoes & Co", "Shoes & Co", "bags", "bags"])
-    journal = sqlite3.connect(tmp_path / "q" / "collection" / "items__bags" / "storage.sqlite")
-    assert journal.execute("PRAGMA journal_mode").fetchone()[0] == ("wal" if fast_writes else "delete")
-    journal.close()
     with VectorStore.local(tmp_path / "q") as s:
+        s.upsert("items", ["a", "b", "c", "d"], vecs, partitions=["Shoes & Co", "Shoes & Co", "bags", "bags"])
+    with VectorStore.local(tmp_path / "q") as s:
+        assert s.engine == "qdrant-edge"
         assert s.partitions("items") == ["Shoes & Co", "bags"]
         assert s.count("items", "Shoes & Co") == 2
         [hits] = s.search("items", vecs[2:3], k=1, partition="bags")
         assert hits[0].id == "c"
 
 
-def test_large_local_collection_logs_instead_of_warning(
-    store: VectorStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Lower both thresholds instead of writing 20k points; reset qdrant's warn-once memory.
-    monkeypatch.setattr(LocalCollection, "LARGE_DATA_THRESHOLD", 5)
-    monkeypatch.setattr(vectorstore, "LOCAL_POINT_LIMIT", 5)
-    monkeypatch.setattr(client_warnings, "SEEN_MESSAGES", set())
-    vectorstore._quiet_local_size_warning()  # pytest resets warning filters per test
-    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
-        store.upsert("items", [str(i) for i in range(8)], np.ones((8, 4)))
-        store.upsert("items", [str(i) for i in range(8, 10)], np.ones((2, 4)))
-    assert not [w for w in caught if "Local mode is not recommended" in str(w.message)]
-    logged = [r for r in caplog.records if "FASHIONREC_QDRANT_URL" in r.getMessage()]
-    assert len(logged) == 1 and "items holds 8 points" in logged[0].getMessage()
+def test_second_process_gets_a_clear_lock_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with VectorStore.local(tmp_path / "q") as s:
+        s.upsert("items", ["a"], np.ones((1, 4)))
+        code = ("import sys; import numpy as np; from serving.vectorstore import VectorStore, StoreUnavailable\n"
+                "s = VectorStore.local(sys.argv[1])\n"
+                "try:\n    s.search('items', np.ones((1, 4)), 1)\n"
+                "except StoreUnavailable as e:\n    print(e); sys.exit(3)\n")
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "q")], capture_output=True, text=True,
+                             cwd=Path(__file__).parents[2])
+    assert out.returncode == 3, out.stderr
+    assert "open in another process" in out.stdout
+
+
+def test_memory_store_removes_its_directory_and_refuses_after_close() -> None:
+    s = VectorStore.memory()
+    s.upsert("items", ["a"], np.ones((1, 4)))
+    root = s._backend.root
+    assert root.is_dir()
+    s.ping()
+    s.close()
+    assert not root.exists()
+    with pytest.raises(StoreUnavailable):
+        s.ping()
 
 
 # -- settings wiring --------------------------------------------------------------------------------
@@ -250,7 +258,7 @@ def test_from_settings_local_uses_derived_path(tmp_path: Path) -> None:
     settings = Settings(workdir=tmp_path)
     with VectorStore.from_settings(settings) as s:
         s.upsert("items", ["a"], np.ones((1, 4)))
-    assert (tmp_path / "qdrant" / "collection" / "items").is_dir()
+    assert (tmp_path / "qdrant" / "items" / "collection.json").is_file()
 
 
 def test_from_settings_with_url_goes_remote() -> None:

@@ -1,0 +1,469 @@
+"""The recommendation service behind the HTTP app: everything loaded once, one method per endpoint.
+
+`RecommendationService.load(settings)` opens the workdir the asset graph wrote: the catalog, the ID checkpoint, the
+title model, the variant ranker, the vector collections (Qdrant Edge, or a server by URL), the Feast online store
+(SQLite, or Redis) and, when the workdir has one, the fine-tuned LLM adapter. A request then:
+1. reads the user's sequence from the online store through the `prompt_context_v1` FeatureService;
+2. picks the category (the request's, else the last clicked/bought item's, else the query memory's first product's);
+3. runs `OnlineRetriever` (memory, ID and title searches, mixup, variant re-rank), or, without history and query,
+   the category's most bought items;
+4. in `llm` mode, generates an item ID and title from the prompt and sends them into mixup as the ID and title
+   queries; in `llm-rank` mode, re-ranks the retrieval list's top candidates by the LLM's letter distribution.
+   Both run under `llm_timeout_s` and fall back to the retrieval answer past it.
+
+A store that cannot be reached raises `Unavailable` (the app answers 503 with Retry-After); the next request tries
+again, so service resumes without a restart when the store returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from feature_repo.store import FeatureRepo
+from models.evaluation import release_ns
+from models.llm.prompt import PROMPT_VERSION, Action, PromptConfig, PromptInput, build_prompt, candidate_block
+from models.text.tokenizer import normalize_text
+from serving.config import Settings
+from serving.recommend import Collections, OnlineRetriever, Recommendation, UserContext
+from serving.retrieval import RetrievalConfig, l2_normalize
+from serving.schemas import (
+    Evidence,
+    HistoryEvent,
+    HistoryResponse,
+    Item,
+    LLMInfo,
+    RecommendationRequest,
+    RecommendationResponse,
+    clean_query,
+)
+from serving.vectorstore import StoreUnavailable, VectorStore
+
+logger = logging.getLogger(__name__)
+LIST_K = 100  # every request ranks a 100-item list and returns its first k (the evaluation's list length)
+ADAPTER_DIR = ("models", "llm_adapter")
+TOP_CATEGORIES = "\x00categories"  # the popularity table's key for categories by purchases (not a category name)
+
+
+class ServiceError(Exception):
+    status = 500
+
+    def __init__(self, detail: str | list, loc: tuple[str, ...] | None = None) -> None:
+        super().__init__(detail if isinstance(detail, str) else str(detail))
+        self.detail, self.loc = detail, loc
+
+
+class Invalid(ServiceError):
+    status = 422
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class Unavailable(ServiceError):
+    status = 503
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [StoreUnavailable, sqlite3.OperationalError, sqlite3.DatabaseError,
+                                         ConnectionError, TimeoutError]
+    try:
+        import redis
+
+        errors += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError]
+    except ImportError:  # redis is only needed for the Redis online store
+        pass
+    return tuple(errors)
+
+
+STORE_ERRORS = _store_errors()
+
+
+def _digest(*paths: Path) -> str:
+    """A short content hash of files (or every file under a folder): the version a response names."""
+    h = hashlib.sha256()
+    for p in paths:
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+@dataclass
+class LLMRuntime:
+    """The fine-tuned LLM and what its two modes need; one request at a time (a CPU runs one well)."""
+
+    llm: Any  # models.llm.model.LoadedLLM
+    version: str
+    id_vector_of: Any
+    prompt_cfg: PromptConfig
+    gen_cfg: Any
+    constrained: bool
+    candidates: int
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="llm"))
+    busy: threading.Lock = field(default_factory=threading.Lock)
+    tries: dict[str, Any] = field(default_factory=dict)
+
+
+class RecommendationService:
+    """See the module docstring."""
+
+    def __init__(self, settings: Settings, retriever: OnlineRetriever, repo: FeatureRepo, store: VectorStore,
+                 models: dict[str, str], popularity: dict[str, list[str]], targets: pd.DataFrame | None,
+                 id_model: Any) -> None:
+        from serving.llm import CatalogItems
+
+        self.settings, self.retriever, self.repo, self.store = settings, retriever, repo, store
+        self.models, self.popularity, self.id_model = models, popularity, id_model
+        self.items = retriever.items.set_index("item_id", drop=False)
+        self.catalog_items = CatalogItems(retriever.items)
+        self.categories = set(self.items["category"].astype(str))
+        self.created_ns = pd.Series(release_ns(retriever.items), index=retriever.items["item_id"].to_numpy())
+        self._feast_lock = threading.Lock()
+        self._targets = targets
+        self.llm: LLMRuntime | None = None
+        self.llm_error: str | None = None
+
+    # -- loading ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, settings: Settings) -> RecommendationService:
+        from models.seqrec import load_checkpoint
+        from models.text import load_title_model
+        from models.variants import VariantRanker
+        from serving.id_index import query_vectors
+
+        root = Path(settings.workdir).resolve()
+        needed = {"catalog": root / "canonical" / "items.parquet",
+                  "ID model": root / "models" / f"{settings.id_model}.pt",
+                  "title model": root / "models" / "title", "feature registry": root / "feast" / "registry.db"}
+        if missing := [f"{k} ({p})" for k, p in needed.items() if not p.exists()]:
+            raise FileNotFoundError(f"workdir {root} lacks {', '.join(missing)}: run `fashionrec run --workdir "
+                                    f"{root}` first")
+        ckpt = load_checkpoint(needed["ID model"])
+        ranker_path = root / "models" / "variant_ranker.json"
+        ranker = VariantRanker.load(ranker_path) if ranker_path.exists() else None
+        items = pd.read_parquet(needed["catalog"])
+        encoder = load_title_model(needed["title model"])
+        store = VectorStore.from_settings(settings)
+        cfg = RetrievalConfig(mode=settings.retrieval_mode, k=LIST_K, n=settings.mixup_n)  # type: ignore[arg-type]
+        collections = Collections(settings.id_collection, settings.title_collection, settings.memory_collection)
+        retriever = OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), ranker,
+                                    cfg, collections=collections)
+        repo = FeatureRepo(root / "features", root / "feast", online_store=settings.online_store)
+        repo.service(settings.feature_service)  # the registry read once, here
+        models = {"id_model": f"{settings.id_model}@{_digest(needed['ID model'])}",
+                  "title_model": f"lstm-title@{_digest(needed['title model'])}",
+                  "variant_ranker": f"variant-ranker@{_digest(ranker_path)}" if ranker else "none",
+                  "vector_engine": store.engine,
+                  "online_store": "redis" if settings.online_store.startswith("redis") else "sqlite"}
+        targets_path = root / "splits" / "eval_targets.parquet"
+        targets = pd.read_parquet(targets_path, columns=["seq_queries"]) if targets_path.exists() else None
+        service = cls(settings, retriever, repo, store, models, _popularity(root, items), targets, ckpt)
+        if settings.llm_enabled:
+            service._load_llm(root)
+        return service
+
+    def _load_llm(self, root: Path) -> None:
+        import json
+
+        from models.llm.generate import GenerateConfig
+        from models.llm.model import load_llm
+        from models.llm.train import load_adapter
+        from serving.llm import tokenizer_corpus, trained_id_vectors
+
+        adapter = root.joinpath(*ADAPTER_DIR)
+        if not (adapter / "llm_meta.json").exists():
+            self.llm_error = f"no LLM adapter in {adapter} (materialize the llm group, or run without --no-llm)"
+            return
+        meta = json.loads((adapter / "llm_meta.json").read_text())
+        base_name = self.settings.llm_model or meta.get("base_model", "smollm2-135m")
+        try:
+            t0 = time.perf_counter()
+            base = load_llm(base_name, corpus=tokenizer_corpus(self.retriever.items, self._targets))
+            tuned = load_adapter(base.model, adapter)
+        except (FileNotFoundError, OSError, ValueError, RuntimeError) as e:
+            self.llm_error = f"LLM {base_name!r} not loaded: {e}"
+            logger.warning(self.llm_error)
+            return
+        loaded = type(base)(tuned, base.tokenizer, base.name, base.info)
+        self.llm = LLMRuntime(
+            loaded, f"{base.name}+lora@{_digest(adapter)}", trained_id_vectors(self.id_model.model, self.id_model.vocab),
+            PromptConfig(budget=self.settings.llm_budget_tokens),
+            GenerateConfig(max_new_tokens=self.settings.llm_max_new_tokens, batch_size=1),
+            self.settings.llm_constrained, self.settings.llm_candidates)
+        self.models["llm"] = self.llm.version
+        logger.info("LLM %s loaded in %.1f s", self.llm.version, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        if self.llm is not None:
+            self.llm.executor.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+
+    # -- health -----------------------------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, Any]:
+        """Each component's state; `ready` is False when a store cannot be reached."""
+        checks: dict[str, Any] = {}
+        try:
+            self.store.ping()
+            have = set(self.store.collections())
+            want = [self.settings.id_collection, self.settings.title_collection, self.settings.memory_collection]
+            lacking = [c for c in want if c not in have]
+            checks["vector_store"] = f"missing collections {lacking}" if lacking else "ok"
+        except Exception as e:  # noqa: BLE001 - readiness reports any failure
+            checks["vector_store"] = f"unavailable: {e}"
+        try:
+            self._online(["__readyz__"])
+            checks["online_store"] = "ok"
+        except Unavailable as e:
+            checks["online_store"] = f"unavailable: {e.detail}"
+        checks["models"] = "ok"
+        checks["llm"] = self.llm.version if self.llm is not None else f"not loaded ({self.llm_error})"
+        checks["ready"] = all(checks[k] == "ok" for k in ("vector_store", "online_store", "models"))
+        return checks
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    def _online(self, user_ids: list[str]) -> dict[str, list]:
+        try:
+            with self._feast_lock:
+                return self.repo.online(user_ids, self.settings.feature_service)
+        except STORE_ERRORS as e:
+            raise Unavailable(f"online feature store unavailable: {type(e).__name__}: {e}") from e
+
+    def item(self, item_id: str) -> Item:
+        if item_id not in self.items.index:
+            raise NotFound(f"unknown item {item_id!r}")
+        return self._item(item_id)
+
+    def _item(self, item_id: str, score: float | None = None, source: str | None = None) -> Item:
+        row = self.items.loc[item_id]
+
+        def text(key: str) -> str | None:
+            v = row.get(key)
+            return None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+
+        return Item(item_id=item_id, title=text("title") or "", brand=text("brand"), color=text("color"),
+                    size=text("size"), category=str(row["category"]), score=score, source=source)
+
+    def history(self, user_id: str) -> HistoryResponse:
+        feats = self._online([user_id])
+        actions = (feats.get("seq_actions") or [None])[0]
+        if not actions:
+            raise NotFound(f"no history for user {user_id!r} in the online store")
+        ids = feats["seq_item_ids"][0] or [None] * len(actions)
+        queries = feats["seq_queries"][0] or [None] * len(actions)
+        stamps = (feats.get("seq_timestamps") or [None])[0] or [None] * len(actions)
+        events = []
+        for a, i, q, t in zip(actions, ids, queries, stamps, strict=True):
+            when = pd.Timestamp(int(t), unit="ms", tz="UTC").isoformat() if t is not None else None
+            item = self._item(str(i)) if i and str(i) in self.items.index else None
+            events.append(HistoryEvent(action=str(a), timestamp=when, item=item, query=q or None))
+        return HistoryResponse(user_id=user_id, events=events)
+
+    # -- recommendations --------------------------------------------------------------------------------
+
+    def recommend(self, req: RecommendationRequest, request_id: str) -> RecommendationResponse:
+        t0 = time.perf_counter()
+        if req.category is not None and req.category not in self.categories:
+            raise Invalid(f"unknown category {req.category!r}; known: {sorted(self.categories)}", ("body", "category"))
+        feats = self._online([req.user_id])
+        timings = {"features": _ms(t0)}
+        actions = _actions(feats)
+        history = [a.item_id for a in actions if a.action in ("click", "purchase") and a.item_id
+                   and a.item_id in self.items.index]
+        searched = [a.query for a in actions if a.action == "search" and a.query and normalize_text(a.query)]
+        typed = clean_query(req.query, self.settings.max_query_chars) if req.query else ""
+        query = typed if normalize_text(typed) else (searched[-1] if searched else None)
+        at = pd.Timestamp.now(tz="UTC")
+
+        category, category_from = req.category, "request"
+        if category is None and history:
+            category, category_from = str(self.items.at[history[-1], "category"]), "history"
+        if category is None and query is not None:
+            t = time.perf_counter()
+            category = self._query_category(query, at)
+            category_from = "query"
+            timings["category"] = _ms(t)
+        if category is None:
+            category, category_from = self.popularity[TOP_CATEGORIES][0], "popularity"
+
+        ctx = UserContext(category=category, history=history, last_query=query, at=at)
+        try:
+            rec = self.retriever.recommend(ctx) if (history or query) else Recommendation(items=[])
+        except STORE_ERRORS as e:
+            raise Unavailable(f"vector store unavailable: {e}") from e
+        except KeyError as e:
+            raise Unavailable(f"vector store not ready: {e}") from e
+        timings |= rec.timings_ms
+        answered_from = "history" if history else "query"
+        ranked, sources = list(rec.items), {i: rec.source(i) for i in rec.items}
+        if not ranked:
+            ranked = self._popular(category, at)
+            sources = dict.fromkeys(ranked, "popularity")
+            answered_from = "popularity"
+
+        served, fallback, llm_info = "retrieval", None, None
+        if req.mode != "retrieval":
+            if answered_from == "popularity":
+                fallback = "no history and no query: nothing for the LLM to read"
+            elif self.llm is None:
+                fallback = f"no LLM loaded: {self.llm_error}"
+            else:
+                budget = self.settings.llm_timeout_s - (time.perf_counter() - t0)
+                t = time.perf_counter()
+                result, fallback = self._run_llm(req, ctx, actions, rec, at, budget)
+                timings["llm"] = _ms(t)
+                if result is not None:
+                    ranked, sources, llm_info = result
+                    served = req.mode
+        items = [self._item(i, round(1.0 / (r + 1), 6), sources.get(i)) for r, i in enumerate(ranked[: req.k])]
+        timings["total"] = _ms(t0)
+        evidence = Evidence(answered_from=answered_from, history_items=history, query_used=query,
+                            memory_queries=rec.memory_queries, category_from=category_from)
+        return RecommendationResponse(request_id=request_id, user_id=req.user_id, category=category, mode=served,
+                                      requested_mode=req.mode, fallback_reason=fallback, items=items,
+                                      evidence=evidence, llm=llm_info, models=dict(self.models), timings_ms=timings)
+
+    def _query_category(self, query: str, at: pd.Timestamp) -> str | None:
+        """The category of the memory's first product for a query (a user without history)."""
+        key = l2_normalize(self.retriever.encoder.encode([normalize_text(query)]))  # (1, d)
+        try:
+            _, products = self.retriever._memory(key, at, q=1, v=1)
+        except STORE_ERRORS as e:
+            raise Unavailable(f"vector store unavailable: {e}") from e
+        return str(self.items.at[products[0], "category"]) if products and products[0] in self.items.index else None
+
+    def _popular(self, category: str, at: pd.Timestamp) -> list[str]:
+        """The category's most bought items, released by `at`."""
+        at_ns = at.value
+        return [i for i in self.popularity.get(category, []) if self.created_ns.get(i, 0) <= at_ns][:LIST_K]
+
+    # -- the LLM modes ------------------------------------------------------------------------------------
+
+    def _run_llm(self, req: RecommendationRequest, ctx: UserContext, actions: list[Action], rec: Recommendation,
+                 at: pd.Timestamp, budget: float) -> tuple[tuple | None, str | None]:
+        llm = self.llm
+        assert llm is not None
+        if budget <= 0:
+            return None, f"LLM time budget of {self.settings.llm_timeout_s} s spent before the LLM ran"
+        if not llm.busy.acquire(blocking=False):
+            return None, "the LLM is busy with an earlier request"
+        fn = self._llm_generate if req.mode == "llm" else self._llm_rank
+
+        def job() -> tuple:
+            try:
+                return fn(req, ctx, actions, rec, at)
+            finally:
+                llm.busy.release()
+
+        future: Future = llm.executor.submit(job)
+        try:
+            return future.result(timeout=budget), None
+        except FutureTimeout:
+            return None, f"LLM time budget of {self.settings.llm_timeout_s} s exceeded"
+        except STORE_ERRORS as e:
+            raise Unavailable(f"vector store unavailable: {e}") from e
+        except Exception as e:  # noqa: BLE001 - a model failure serves retrieval, and is logged
+            logger.exception("LLM %s failed", req.mode)
+            return None, f"LLM failed: {type(e).__name__}: {e}"
+
+    def _prompt_input(self, ctx: UserContext, actions: list[Action], at: pd.Timestamp, query: str | None
+                      ) -> PromptInput:
+        acts = list(actions)
+        if query and (not acts or acts[-1].query != query):  # the search the user is typing now
+            acts.append(Action("search", None, query))
+        memory = self.retriever.memory_for([a.query for a in acts if a.action == "search" and a.query], at)
+        return PromptInput(tuple(acts), memory, ctx.category)
+
+    def _llm_generate(self, req: RecommendationRequest, ctx: UserContext, actions: list[Action], rec: Recommendation,
+                      at: pd.Timestamp) -> tuple:
+        from models.llm.generate import IdTrie, generate
+        from models.llm.prompt import parse_answer
+
+        llm = self.llm
+        assert llm is not None
+        inp = self._prompt_input(ctx, actions, at, ctx.last_query)
+        text = build_prompt(inp, self.catalog_items, llm.llm.tokenizer, llm.prompt_cfg).text
+        tries = None
+        if llm.constrained:
+            if ctx.category not in llm.tries:
+                ids = self.items.index[self.items["category"] == ctx.category].tolist()
+                llm.tries[ctx.category] = IdTrie(llm.llm.tokenizer, ids)
+            tries = [llm.tries[ctx.category]]
+        answer = generate(llm.llm.model, llm.llm.tokenizer, [text], llm.gen_cfg, tries)[0]
+        parsed = parse_answer(answer)
+        valid = parsed.item_id is not None and parsed.item_id in self.items.index \
+            and self.items.at[parsed.item_id, "category"] == ctx.category
+        id_vec = llm.id_vector_of([parsed.item_id if valid else None])
+        id_vec = None if id_vec is None or np.isnan(id_vec).any() else id_vec[0]
+        title_vec = None
+        if parsed.title and normalize_text(parsed.title):
+            title_vec = l2_normalize(self.retriever.encoder.encode([normalize_text(parsed.title)]))[0]
+        out = self.retriever.recommend(ctx, id_vector=id_vec, title_vector=title_vec)
+        info = LLMInfo(model=llm.version, prompt_version=PROMPT_VERSION, generated_text=answer,
+                       generated_item_id=parsed.item_id, generated_title=parsed.title, well_formed=parsed.well_formed)
+        ranked = list(out.items) or list(rec.items)
+        return ranked, {i: out.source(i) for i in ranked}, info
+
+    def _llm_rank(self, req: RecommendationRequest, ctx: UserContext, actions: list[Action], rec: Recommendation,
+                  at: pd.Timestamp) -> tuple:
+        from models.llm.generate import letter_scores
+        from serving.llm import display_order
+
+        llm = self.llm
+        assert llm is not None
+        cands = list(rec.items[: llm.candidates])
+        inp = self._prompt_input(ctx, actions, at, ctx.last_query)
+        order = display_order(req.user_id, len(cands))
+        block = candidate_block([cands[i] for i in order], self.catalog_items, llm.prompt_cfg)
+        text = build_prompt(inp, self.catalog_items, llm.llm.tokenizer, llm.prompt_cfg, candidates=block).text
+        scores = np.zeros(len(cands))
+        if len(cands) > 1:
+            scores[order] = letter_scores(llm.llm.model, llm.llm.tokenizer, [text], [len(cands)], 1)[0]
+        ranked = [cands[i] for i in np.lexsort((np.arange(len(cands)), -np.round(scores, 9)))] + rec.items[len(cands):]
+        info = LLMInfo(model=llm.version, prompt_version=PROMPT_VERSION, candidates=cands)
+        return ranked, {i: rec.source(i) for i in ranked}, info
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1e3, 3)
+
+
+def _actions(feats: dict[str, list]) -> list[Action]:
+    """The user's actions, oldest first, from `prompt_context_v1` online features (empty for an unknown user)."""
+    acts = (feats.get("seq_actions") or [None])[0] or []
+    ids = (feats.get("seq_item_ids") or [None])[0] or [None] * len(acts)
+    queries = (feats.get("seq_queries") or [None])[0] or [None] * len(acts)
+    return [Action(str(a), str(i) if i else None, str(q) if q else None)
+            for a, i, q in zip(acts, ids, queries, strict=True)]
+
+
+def _popularity(root: Path, items: pd.DataFrame) -> dict[str, list[str]]:
+    """Per category, items by purchase count (then clicks, then id); `TOP_CATEGORIES` lists categories by purchases."""
+    path = root / "canonical" / "events.parquet"
+    counts = pd.Series(0.0, index=items["item_id"].to_numpy())
+    if path.exists():
+        ev = pd.read_parquet(path, columns=["action", "item_id"])
+        ev = ev[ev["item_id"].notna()]
+        weight = np.where(ev["action"].to_numpy() == "purchase", 1.0, 1e-3)  # clicks break purchase ties
+        counts = counts.add(pd.Series(weight, index=ev["item_id"].to_numpy()).groupby(level=0).sum(), fill_value=0)
+    df = items[["item_id", "category"]].assign(n=counts.reindex(items["item_id"].to_numpy()).fillna(0).to_numpy())
+    df = df.sort_values(["n", "item_id"], ascending=[False, True], kind="stable")
+    out = {str(c): g["item_id"].head(LIST_K * 2).astype(str).tolist() for c, g in df.groupby("category", sort=True)}
+    out[TOP_CATEGORIES] = df.groupby("category")["n"].sum().sort_values(ascending=False, kind="stable").index.astype(str).tolist()
+    return out
