@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=256, ge=1)
     retry_after_s: int = Field(default=5, ge=1)  # the Retry-After of a 503
     log_requests: bool = True
+    # torch intra-op threads in the service process. 1 keeps each request's small forwards (the ID model's sequence
+    # vector, the title encoder) from fighting over cores with concurrent requests; the LLM modes would use more.
+    torch_threads: int | None = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -1,7 +1,7 @@
 """The ID-embedding collection: a sequential model's item table in Qdrant, one point per catalog item.
 
 Catalog items without a trained ID (never interacted with in training) carry the model's shared cold vector.
-Points are partitioned by category, so a category-restricted search needs no payload filter.
+Each point carries its category as the `partition` payload (keyword-indexed), so a search can stay in one category.
 """
 
 from __future__ import annotations

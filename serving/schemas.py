@@ -36,7 +36,8 @@ class RecommendationRequest(BaseModel):
                     "characters); default: the user's last search")
     category: StrictStr | None = Field(
         default=None, max_length=128,
-        description="The category to recommend in; default: that of the user's last clicked or bought item")
+        description="The category to recommend in; default: that of the typed query (its query memory's first "
+                    "product), else of the user's last clicked or bought item")
     mode: Mode = Field(default="retrieval", description=(
         "retrieval: ID + title lists, mixup and the variant re-rank (fast). llm: the paper's path, the fine-tuned "
         "LLM generates an ID and title that query both lists. llm-rank: the LLM re-ranks the retrieval list's top "

@@ -146,6 +146,10 @@ class RecommendationService:
         from models.variants import VariantRanker
         from serving.id_index import query_vectors
 
+        if settings.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
         root = Path(settings.workdir).resolve()
         needed = {"catalog": root / "canonical" / "items.parquet",
                   "ID model": root / "models" / f"{settings.id_model}.pt",
@@ -291,14 +295,15 @@ class RecommendationService:
         query = typed if normalize_text(typed) else (searched[-1] if searched else None)
         at = pd.Timestamp.now(tz="UTC")
 
+        # The category: the request's; else that of what the user types now (its memory's first product), the
+        # freshest intent; else that of the last clicked/bought item; else that of their last search.
         category, category_from = req.category, "request"
+        if category is None and typed and normalize_text(typed):
+            category, category_from = self._query_category(typed, at, timings), "query"
         if category is None and history:
             category, category_from = str(self.items.at[history[-1], "category"]), "history"
         if category is None and query is not None:
-            t = time.perf_counter()
-            category = self._query_category(query, at)
-            category_from = "query"
-            timings["category"] = _ms(t)
+            category, category_from = self._query_category(query, at, timings), "query"
         if category is None:
             category, category_from = self.popularity[TOP_CATEGORIES][0], "popularity"
 
@@ -339,13 +344,15 @@ class RecommendationService:
                                       requested_mode=req.mode, fallback_reason=fallback, items=items,
                                       evidence=evidence, llm=llm_info, models=dict(self.models), timings_ms=timings)
 
-    def _query_category(self, query: str, at: pd.Timestamp) -> str | None:
-        """The category of the memory's first product for a query (a user without history)."""
+    def _query_category(self, query: str, at: pd.Timestamp, timings: dict[str, float]) -> str | None:
+        """The category of the query memory's first product for a query."""
+        t = time.perf_counter()
         key = l2_normalize(self.retriever.encoder.encode([normalize_text(query)]))  # (1, d)
         try:
             _, products = self.retriever._memory(key, at, q=1, v=1)
         except STORE_ERRORS as e:
             raise Unavailable(f"vector store unavailable: {e}") from e
+        timings["category"] = timings.get("category", 0.0) + _ms(t)
         return str(self.items.at[products[0], "category"]) if products and products[0] in self.items.index else None
 
     def _popular(self, category: str, at: pd.Timestamp) -> list[str]:

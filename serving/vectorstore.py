@@ -24,7 +24,7 @@ import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -80,6 +80,7 @@ class _Backend(Protocol):
     def query(self, name: str, vectors: np.ndarray, k: int, partition: str | None) -> list[list[Hit]]: ...
     def count(self, name: str, partition: str | None) -> int: ...
     def partitions(self, name: str) -> list[str]: ...
+    def scroll(self, name: str, batch: int) -> Iterator[tuple[dict[str, Any], list[float]]]: ...
     def ping(self) -> None: ...
     def close(self) -> None: ...
 
@@ -216,6 +217,18 @@ class VectorStore:
             return []
         return sorted(self._backend.partitions(name))
 
+    def export(self, name: str, batch: int = 4096) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+        """Every point of a collection: ids, vectors (n, d) and payloads (copying a collection between engines)."""
+        dim = self._backend.dim(check_name(name))
+        if dim is None:
+            raise KeyError(f"no collection {name!r}")
+        ids, vecs, payloads = [], [], []
+        for payload, vector in self._backend.scroll(name, batch):
+            ids.append(str(payload.pop(ID_KEY)))
+            vecs.append(vector)
+            payloads.append(payload)
+        return ids, np.asarray(vecs, np.float32).reshape(len(ids), dim), payloads
+
     def collections(self) -> list[str]:
         """The collection names, sorted."""
         return sorted(self._backend.names())
@@ -350,6 +363,17 @@ class _EdgeBackend:
     def count(self, name: str, partition: str | None) -> int:
         return int(self._shard(name).count(self.qe.CountRequest(exact=True, filter=self._filter(partition))))
 
+    def scroll(self, name: str, batch: int) -> Iterator[tuple[dict[str, Any], list[float]]]:
+        shard, offset = self._shard(name), None
+        while True:
+            records, offset = shard.scroll(self.qe.ScrollRequest(offset=offset, limit=batch, with_payload=True,
+                                                                  with_vector=True))
+            for r in records:
+                vec = r.vector
+                yield dict(r.payload or {}), list(vec.get("", next(iter(vec.values()))) if isinstance(vec, dict) else vec)
+            if offset is None:
+                return
+
     def partitions(self, name: str) -> list[str]:
         hits = self._shard(name).facet(self.qe.FacetRequest(PARTITION_KEY, limit=1_000_000, exact=True)).hits
         return [str(h.value) for h in hits]
@@ -437,6 +461,16 @@ class _ClientBackend:
 
     def count(self, name: str, partition: str | None) -> int:
         return int(self._call(self.client.count, name, count_filter=self._filter(partition), exact=True).count)
+
+    def scroll(self, name: str, batch: int) -> Iterator[tuple[dict[str, Any], list[float]]]:
+        offset = None
+        while True:
+            records, offset = self._call(self.client.scroll, name, limit=batch, offset=offset, with_payload=True,
+                                         with_vectors=True)
+            for r in records:
+                yield dict(r.payload or {}), list(r.vector)
+            if offset is None:
+                return
 
     def partitions(self, name: str) -> list[str]:
         found: set[str] = set()

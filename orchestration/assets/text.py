@@ -67,7 +67,7 @@ def title_model(context: AssetExecutionContext, workdir: WorkdirResource, traini
 
 
 @asset(group_name="text", deps=[title_model],
-       description="Title embedding of EVERY catalog item in Qdrant (partitioned by category)")
+       description="Title embedding of EVERY catalog item in the vector store (category payload)")
 def item_title_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):
     catalog = workdir.catalog()
     items = catalog.items

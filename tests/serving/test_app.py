@@ -198,6 +198,19 @@ def test_unknown_user_gets_popularity_then_query(server, workdir: Path) -> None:
     assert llm["mode"] == "retrieval" and "no history" in llm["fallback_reason"]
 
 
+def test_typed_query_sets_the_category_for_a_known_user(server, users: pd.DataFrame) -> None:
+    client, _ = server
+    user, category = users[users["category"] != "Footwear"].iloc[0]
+    body = client.post("/v1/recommendations", json={"user_id": user, "k": 5, "query": "black ankle boots"}).json()
+    assert body["evidence"]["category_from"] == "query" and body["category"] == "Footwear"
+    assert body["evidence"]["answered_from"] == "history" and body["evidence"]["query_used"] == "black ankle boots"
+    assert all(i["category"] == "Footwear" for i in body["items"])
+    # An explicit category wins over the query.
+    body = client.post("/v1/recommendations", json={"user_id": user, "k": 5, "query": "black ankle boots",
+                                                    "category": category}).json()
+    assert body["category"] == category and body["evidence"]["category_from"] == "request"
+
+
 def test_hostile_query_is_neutralised(server, users: pd.DataFrame, workdir: Path) -> None:
     client, _ = server
     catalog = _items(workdir)

@@ -197,6 +197,21 @@ def test_partition_topk_matches_exact_within_partition(store: VectorStore) -> No
     assert [[h.id for h in hits] for hits in results] == [[sub_ids[i] for i in row] for row in top]
 
 
+def test_export_round_trips_between_engines(store: VectorStore) -> None:
+    ids, vecs, parts = _partitioned(store)
+    got_ids, got_vecs, payloads = store.export("items", batch=7)
+    order = np.argsort(got_ids)
+    assert sorted(got_ids) == sorted(ids)
+    want = dict(zip(ids, vecs, strict=True))
+    np.testing.assert_allclose(got_vecs[order], np.stack([want[i] for i in sorted(ids)]), atol=1e-6)
+    assert {p["partition"] for p in payloads} == set(parts) and all("id" not in p for p in payloads)
+    with VectorStore.client_local() as other:  # a copy in the other engine answers the same searches
+        other.upsert("items", got_ids, got_vecs, payloads, partitions=[p["partition"] for p in payloads])
+        q = vecs[:3]
+        assert [[h.id for h in r] for r in other.search("items", q, 5, partition="shoes")] == \
+            [[h.id for h in r] for r in store.search("items", q, 5, partition="shoes")]
+
+
 def test_drop_removes_only_that_collection(store: VectorStore) -> None:
     _partitioned(store)
     store.upsert("other", ["o"], np.ones((1, 8)))
