@@ -62,6 +62,14 @@ class FeatureRepo:
         start = pd.Timestamp("1970-01-02", tz="UTC")
         self.store.materialize(start_date=start.to_pydatetime(), end_date=end.to_pydatetime())
 
+    def materialize_interval(self, start: pd.Timestamp, end: pd.Timestamp | None = None) -> None:
+        """Load only the feature rows with timestamps in [start, end] (an incremental batch's interval)."""
+        end = end or pd.Timestamp.now(tz="UTC")
+        start = pd.Timestamp(start)
+        start = start.tz_localize("UTC") if start.tzinfo is None else start
+        self.store.materialize(start_date=(start - pd.Timedelta(milliseconds=1)).to_pydatetime(),
+                               end_date=end.to_pydatetime())
+
     def history_before(self, users: pd.Series, times: pd.Series, service: str = "prompt_context_v1") -> pd.DataFrame:
         """Point-in-time join: each user's sequence features from events strictly before the given time."""
         entity_df = pd.DataFrame(

@@ -187,6 +187,43 @@ def recommend(user_id: str, workdir: WorkOpt = Path("work"),
 
 
 @app.command()
+def update(workdir: WorkOpt = Path("work"),
+           inbox: Annotated[Path | None, typer.Option(help="Batch inbox (default: <workdir>/inbox)")] = None) -> None:
+    """Apply every batch waiting in the inbox, as one sensor tick does: canonical tables, Feast, serving bundle."""
+    from orchestration.update import apply_update, pending_batches
+
+    root = workdir.resolve()
+    box = (inbox or root / "inbox").resolve()
+    batches = pending_batches(box)
+    if not batches:
+        typer.echo(f"no batch waiting in {box}")
+        return
+    for b in batches:
+        report = apply_update(root, b)
+        typer.echo(report.summary())
+
+
+@app.command()
+def rollback(workdir: WorkOpt = Path("work"),
+             version: Annotated[str | None, typer.Option(help="Version to point at (default: the one before)")] = None,
+             list_: Annotated[bool, typer.Option("--list", help="List the versions and exit")] = False) -> None:
+    """Point the serving bundle's `current` at an earlier version (a running service swaps to it)."""
+    from serving.registry import SERVING, Registry
+
+    reg = Registry.of(workdir.resolve())
+    if list_:
+        cur = reg.pointer_stamp(SERVING)
+        for v in reg.versions(SERVING):
+            typer.echo(f"{'*' if v == cur else ' '} {v}")
+        return
+    try:
+        chosen = reg.rollback(SERVING, version)
+    except KeyError as e:
+        raise typer.BadParameter(str(e), param_hint="--version") from None
+    typer.echo(f"serving bundle: current -> {chosen}")
+
+
+@app.command()
 def serve(workdir: WorkOpt = Path("work"),
           host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="Port")] = 8000,

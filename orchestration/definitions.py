@@ -7,7 +7,7 @@ import os
 from dagster import Definitions, load_assets_from_modules
 
 from orchestration import checks, sensors
-from orchestration.assets import data, evaluation, llm, report, seqrec, text
+from orchestration.assets import data, evaluation, llm, report, seqrec, serving, text
 from orchestration.resources import (
     DatasetResource,
     FeastResource,
@@ -18,7 +18,7 @@ from orchestration.resources import (
     WorkdirResource,
 )
 
-ASSET_MODULES = [data, evaluation, seqrec, text, llm, report]
+ASSET_MODULES = [data, evaluation, seqrec, text, llm, report, serving]
 all_assets = load_assets_from_modules(ASSET_MODULES)
 all_checks = [checks.canonical_row_counts, checks.referential_integrity, checks.point_in_time_safety,
               checks.training_before_targets]
@@ -34,7 +34,7 @@ def build_resources(data_dir: str | None = None, fmt: str = "canonical", workdir
         dataset = DatasetResource(data_dir=str(data_dir), format=dataset.format)
     return {
         "dataset": dataset,
-        "workdir": WorkdirResource(workdir=workdir),
+        "workdir": WorkdirResource(workdir=workdir, inbox=os.environ.get("FASHIONREC_INBOX")),
         "feast": FeastResource(workdir=workdir),
         "training": TrainingResource(**(training or {})),
         "llm": LLMResource(**(llm or {})),
@@ -46,8 +46,8 @@ def build_resources(data_dir: str | None = None, fmt: str = "canonical", workdir
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[sensors.retrain_job],
+    jobs=[sensors.retrain_job, sensors.incremental_update],
     schedules=[sensors.nightly_retrain],
-    sensors=[sensors.new_catalog_items],
+    sensors=[sensors.new_catalog_items, sensors.inbox_batches],
     resources=build_resources(),
 )

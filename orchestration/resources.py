@@ -56,10 +56,15 @@ class WorkdirResource(ConfigurableResource):
     """Everything a run writes lives under this folder."""
 
     workdir: str = "work"
+    inbox: str | None = None  # incremental batches land here; default <workdir>/inbox
 
     @property
     def root(self) -> Path:
         return Path(self.workdir).resolve()
+
+    @property
+    def inbox_dir(self) -> Path:
+        return Path(self.inbox).resolve() if self.inbox else self.root / "inbox"
 
     def path(self, *parts: str) -> Path:
         p = self.root.joinpath(*parts)

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=256, ge=1)
     retry_after_s: int = Field(default=5, ge=1)  # the Retry-After of a 503
     log_requests: bool = True
+    swap_check_s: float = Field(default=1.0, ge=0)  # how often requests look at the registry's `current` pointer
     # torch intra-op threads in the service process. 1 keeps each request's small forwards (the ID model's sequence
     # vector, the title encoder) from fighting over cores with concurrent requests; the LLM modes would use more.
     torch_threads: int | None = Field(default=1, ge=1)

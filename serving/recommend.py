@@ -79,7 +79,10 @@ class OnlineRetriever:
     def __init__(self, store: VectorStore, items: pd.DataFrame, encoder: TextEncoder,
                  id_queries: Callable[[list[list[str]]], np.ndarray], ranker: VariantRanker | None = None,
                  cfg: RetrievalConfig = RetrievalConfig(), title_cfg: TitleQueryConfig = TitleQueryConfig(),
-                 collections: Collections = Collections(), memory: AsOfMemory | None = None) -> None:
+                 collections: Collections = Collections(), memory: AsOfMemory | None = None,
+                 shared_id_vector: Sequence[str] = ()) -> None:
+        """`shared_id_vector`: the items whose ID-collection vectors are all the same one (the ID model's cold
+        items: untrained, or new since training), so that a tie among them costs no long fetch."""
         self.store, self.encoder, self.id_queries, self.memory = store, encoder, id_queries, memory
         self.ranker, self.cfg, self.title_cfg, self.collections = ranker, cfg, title_cfg, collections
         self.items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
@@ -88,16 +91,33 @@ class OnlineRetriever:
         self.titles = self.items["title"].fillna("").astype(str).to_numpy()
         self.created_ns = release_ns(self.items)  # (n,)
         self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
+        shared = pd.Index(self.items["item_id"]).isin(list(shared_id_vector))
+        self.cold_ids: dict[str, list[str]] = {
+            str(c): sorted(g) for c, g in self.items.loc[shared].groupby("category")["item_id"]}
+        self._group_sets = {id(v): set(v) for v in self.cold_ids.values()}
 
-    def _search(self, collection: str, vector: np.ndarray, k: int, partition: str, exclude: set[str]) -> list[Hit]:
-        """Top-k hits not in `exclude`, by score then item id (see the module docstring on ties). vector: (1, d)."""
+    def _search(self, collection: str, vector: np.ndarray, k: int, partition: str, exclude: set[str],
+                group: Sequence[str] = ()) -> list[Hit]:
+        """Top-k hits not in `exclude`, by score then item id (see the module docstring on ties). vector: (1, d).
+
+        `group`: item ids (sorted) that share one vector, so one score: the ID collection's cold items. When the
+        fetch boundary falls inside that tie, the group's first ids are taken in id order, without fetching all of it.
+        """
         limit = k + len(exclude) + TIE_SLACK
+        members = self._group_sets.get(id(group)) if group else None
         while True:
             hits = self.store.search(collection, vector, limit, partition=partition)[0]
             kept = sorted((h for h in hits if h.id not in exclude), key=lambda h: (-h.score, h.id))
             if len(hits) < limit or (len(kept) >= k and kept[k - 1].score > hits[-1].score):
                 return kept[:k]  # everything fetched, or the k-th hit is strictly above the fetch floor
+            if members is not None and hits[-1].id in members:  # the boundary is inside the shared-vector tie
+                tie = next(h for h in hits if h.id in members)
+                above = [h for h in kept if h.id not in members and h.score > tie.score]
+                rest = [Hit(i, tie.score, {}) for i in group if i not in exclude][: max(k - len(above), 0)]
+                if len(above) + len(rest) >= k:
+                    return (above + rest)[:k]
             limit *= 2
+
     def _rows(self, item_ids: Sequence[str]) -> np.ndarray:
         rows = self.index.get_indexer(np.asarray(list(item_ids), dtype=object)) if len(item_ids) else np.zeros(0, int)
         return rows[rows >= 0].astype(np.int64)
@@ -123,7 +143,8 @@ class OnlineRetriever:
         if id_vector is not None or ctx.history:
             vec = id_vector if id_vector is not None else np.nan_to_num(self.id_queries([list(ctx.history)]))
             vec = l2_normalize(np.asarray(vec, np.float32).reshape(1, -1))  # (1, d)
-            id_list = [h.id for h in self._search(self.collections.ids, vec, cfg.k, ctx.category, excluded)]
+            id_list = [h.id for h in self._search(self.collections.ids, vec, cfg.k, ctx.category, excluded,
+                                                  self.cold_ids.get(ctx.category, ()))]
         clock.lap("id_search")
 
         memory_products: list[str] = []
@@ -245,5 +266,13 @@ def load_online_retriever(workdir: Path | str, store: VectorStore, id_model: str
     ckpt = load_checkpoint(needed["ID model"])
     ranker_path = root / "models" / "variant_ranker.json"
     ranker = VariantRanker.load(ranker_path) if ranker_path.exists() else None
-    return OnlineRetriever(store, pd.read_parquet(needed["catalog"]), load_title_model(needed["title model"]),
-                           lambda h: query_vectors(ckpt.model, ckpt.vocab, h), ranker, cfg)
+    items = pd.read_parquet(needed["catalog"])
+    return OnlineRetriever(store, items, load_title_model(needed["title model"]),
+                           lambda h: query_vectors(ckpt.model, ckpt.vocab, h), ranker, cfg,
+                           shared_id_vector=cold_items(ckpt.vocab, items["item_id"]))
+
+
+def cold_items(vocab: object, item_ids: Sequence[str] | pd.Series) -> list[str]:
+    """The items an ID model has no trained row for: they all carry its one cold vector."""
+    ids = np.asarray(list(item_ids), dtype=object)
+    return ids[vocab.encode(ids) <= 1].tolist()  # type: ignore[attr-defined]

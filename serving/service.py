@@ -36,7 +36,7 @@ from models.evaluation import release_ns
 from models.llm.prompt import PROMPT_VERSION, Action, PromptConfig, PromptInput, build_prompt, candidate_block
 from models.text.tokenizer import normalize_text
 from serving.config import Settings
-from serving.recommend import Collections, OnlineRetriever, Recommendation, UserContext
+from serving.recommend import Collections, OnlineRetriever, Recommendation, UserContext, cold_items
 from serving.retrieval import RetrievalConfig, l2_normalize
 from serving.schemas import (
     Evidence,
@@ -118,70 +118,74 @@ class LLMRuntime:
     tries: dict[str, Any] = field(default_factory=dict)
 
 
-class RecommendationService:
-    """See the module docstring."""
+@dataclass
+class World:
+    """One consistent set of what a request reads: a serving bundle's catalog, models and collections.
 
-    def __init__(self, settings: Settings, retriever: OnlineRetriever, repo: FeatureRepo, store: VectorStore,
-                 models: dict[str, str], popularity: dict[str, list[str]], targets: pd.DataFrame | None,
-                 id_model: Any) -> None:
+    The service swaps the whole world when the registry's pointer moves; requests in flight keep the world they
+    started with, and an old world closes once its last request is done.
+    """
+
+    root: Path  # the bundle (or the workdir itself before anything is published)
+    version: str  # the bundle's version, or "workdir"
+    retriever: OnlineRetriever
+    store: VectorStore
+    id_model: Any
+    models: dict[str, str]
+    popularity: dict[str, list[str]]
+    llm: LLMRuntime | None = None
+    llm_error: str | None = None
+    refs: int = 0
+    retired: bool = False
+
+    def __post_init__(self) -> None:
         from serving.llm import CatalogItems
 
-        self.settings, self.retriever, self.repo, self.store = settings, retriever, repo, store
-        self.models, self.popularity, self.id_model = models, popularity, id_model
-        self.items = retriever.items.set_index("item_id", drop=False)
-        self.catalog_items = CatalogItems(retriever.items)
+        items = self.retriever.items
+        self.items = items.set_index("item_id", drop=False)
+        self.catalog_items = CatalogItems(items)
         self.categories = set(self.items["category"].astype(str))
-        self.created_ns = pd.Series(release_ns(retriever.items), index=retriever.items["item_id"].to_numpy())
-        self._feast_lock = threading.Lock()
-        self._targets = targets
-        self.llm: LLMRuntime | None = None
-        self.llm_error: str | None = None
-
-    # -- loading ----------------------------------------------------------------------------------------
+        self.created_ns = pd.Series(release_ns(items), index=items["item_id"].to_numpy())
 
     @classmethod
-    def load(cls, settings: Settings) -> RecommendationService:
+    def load(cls, settings: Settings, root: Path, version: str, workdir: Path,
+             llm_cache: dict[str, LLMRuntime] | None = None) -> World:
+        """Open a bundle laid out like a workdir: canonical/items.parquet, models/, qdrant/."""
         from models.seqrec import load_checkpoint
         from models.text import load_title_model
         from models.variants import VariantRanker
         from serving.id_index import query_vectors
 
-        if settings.torch_threads is not None:
-            import torch
-
-            torch.set_num_threads(settings.torch_threads)
-        root = Path(settings.workdir).resolve()
         needed = {"catalog": root / "canonical" / "items.parquet",
-                  "ID model": root / "models" / f"{settings.id_model}.pt",
-                  "title model": root / "models" / "title", "feature registry": root / "feast" / "registry.db"}
+                  "ID model": root / "models" / f"{settings.id_model}.pt", "title model": root / "models" / "title"}
         if missing := [f"{k} ({p})" for k, p in needed.items() if not p.exists()]:
-            raise FileNotFoundError(f"workdir {root} lacks {', '.join(missing)}: run `fashionrec run --workdir "
-                                    f"{root}` first")
+            raise FileNotFoundError(f"{root} lacks {', '.join(missing)}: run `fashionrec run --workdir {workdir}` "
+                                    "first")
         ckpt = load_checkpoint(needed["ID model"])
         ranker_path = root / "models" / "variant_ranker.json"
         ranker = VariantRanker.load(ranker_path) if ranker_path.exists() else None
         items = pd.read_parquet(needed["catalog"])
         encoder = load_title_model(needed["title model"])
-        store = VectorStore.from_settings(settings)
+        if settings.qdrant_url or version == "workdir":
+            store = VectorStore.from_settings(settings)
+        else:  # a published bundle holds its own collections
+            store = VectorStore.local(root / "qdrant")
         cfg = RetrievalConfig(mode=settings.retrieval_mode, k=LIST_K, n=settings.mixup_n)  # type: ignore[arg-type]
         collections = Collections(settings.id_collection, settings.title_collection, settings.memory_collection)
         retriever = OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), ranker,
-                                    cfg, collections=collections)
-        repo = FeatureRepo(root / "features", root / "feast", online_store=settings.online_store)
-        repo.service(settings.feature_service)  # the registry read once, here
-        models = {"id_model": f"{settings.id_model}@{_digest(needed['ID model'])}",
+                                    cfg, collections=collections,
+                                    shared_id_vector=cold_items(ckpt.vocab, items["item_id"]))
+        models = {"bundle": version, "id_model": f"{settings.id_model}@{_digest(needed['ID model'])}",
                   "title_model": f"lstm-title@{_digest(needed['title model'])}",
                   "variant_ranker": f"variant-ranker@{_digest(ranker_path)}" if ranker else "none",
                   "vector_engine": store.engine,
                   "online_store": "redis" if settings.online_store.startswith("redis") else "sqlite"}
-        targets_path = root / "splits" / "eval_targets.parquet"
-        targets = pd.read_parquet(targets_path, columns=["seq_queries"]) if targets_path.exists() else None
-        service = cls(settings, retriever, repo, store, models, _popularity(root, items), targets, ckpt)
+        world = cls(root, version, retriever, store, ckpt, models, _popularity(workdir, items))
         if settings.llm_enabled:
-            service._load_llm(root)
-        return service
+            world._load_llm(settings, workdir, llm_cache if llm_cache is not None else {})
+        return world
 
-    def _load_llm(self, root: Path) -> None:
+    def _load_llm(self, settings: Settings, workdir: Path, cache: dict[str, LLMRuntime]) -> None:
         import json
 
         from models.llm.generate import GenerateConfig
@@ -189,15 +193,22 @@ class RecommendationService:
         from models.llm.train import load_adapter
         from serving.llm import tokenizer_corpus, trained_id_vectors
 
-        adapter = root.joinpath(*ADAPTER_DIR)
+        adapter = self.root.joinpath(*ADAPTER_DIR)
         if not (adapter / "llm_meta.json").exists():
             self.llm_error = f"no LLM adapter in {adapter} (materialize the llm group, or run without --no-llm)"
             return
+        key = f"{settings.llm_model}:{_digest(adapter)}"
+        if key in cache:  # the same adapter as the world before: keep the loaded model (and its tokenizer)
+            self.llm = cache[key]
+            self.models["llm"] = self.llm.version
+            return
         meta = json.loads((adapter / "llm_meta.json").read_text())
-        base_name = self.settings.llm_model or meta.get("base_model", "smollm2-135m")
+        base_name = settings.llm_model or meta.get("base_model", "smollm2-135m")
+        targets_path = workdir / "splits" / "eval_targets.parquet"
+        targets = pd.read_parquet(targets_path, columns=["seq_queries"]) if targets_path.exists() else None
         try:
             t0 = time.perf_counter()
-            base = load_llm(base_name, corpus=tokenizer_corpus(self.retriever.items, self._targets))
+            base = load_llm(base_name, corpus=tokenizer_corpus(self.retriever.items, targets))
             tuned = load_adapter(base.model, adapter)
         except (FileNotFoundError, OSError, ValueError, RuntimeError) as e:
             self.llm_error = f"LLM {base_name!r} not loaded: {e}"
@@ -206,25 +217,136 @@ class RecommendationService:
         loaded = type(base)(tuned, base.tokenizer, base.name, base.info)
         self.llm = LLMRuntime(
             loaded, f"{base.name}+lora@{_digest(adapter)}", trained_id_vectors(self.id_model.model, self.id_model.vocab),
-            PromptConfig(budget=self.settings.llm_budget_tokens),
-            GenerateConfig(max_new_tokens=self.settings.llm_max_new_tokens, batch_size=1),
-            self.settings.llm_constrained, self.settings.llm_candidates)
+            PromptConfig(budget=settings.llm_budget_tokens),
+            GenerateConfig(max_new_tokens=settings.llm_max_new_tokens, batch_size=1),
+            settings.llm_constrained, settings.llm_candidates)
+        cache[key] = self.llm
         self.models["llm"] = self.llm.version
         logger.info("LLM %s loaded in %.1f s", self.llm.version, time.perf_counter() - t0)
 
+
+class RecommendationService:
+    """See the module docstring."""
+
+    def __init__(self, settings: Settings, repo: FeatureRepo, world: World) -> None:
+        self.settings, self.repo = settings, repo
+        self.workdir = Path(settings.workdir).resolve()
+        self._world = world
+        self._feast_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        self._llm_cache: dict[str, LLMRuntime] = {}
+        if world.llm is not None:
+            self._llm_cache[f"{settings.llm_model}:{world.llm.version.rsplit('@', 1)[-1]}"] = world.llm
+        self._stamp = self._pointer()
+        self._checked = time.monotonic()
+        self.swaps = 0
+
+    # -- loading and swapping ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, settings: Settings) -> RecommendationService:
+        if settings.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        root = Path(settings.workdir).resolve()
+        if not (root / "feast" / "registry.db").exists():
+            raise FileNotFoundError(f"workdir {root} has no Feast registry: run `fashionrec run --workdir {root}` "
+                                    "first")
+        repo = FeatureRepo(root / "features", root / "feast", online_store=settings.online_store)
+        repo.service(settings.feature_service)  # the registry read once, here
+        cache: dict[str, LLMRuntime] = {}
+        service = cls(settings, repo, cls._open_world(settings, root, cache))
+        service._llm_cache.update(cache)
+        return service
+
+    @staticmethod
+    def _open_world(settings: Settings, workdir: Path, cache: dict[str, LLMRuntime]) -> World:
+        from serving.registry import SERVING, Registry
+
+        current = Registry.of(workdir).current(SERVING)
+        if current is None:
+            return World.load(settings, workdir, "workdir", workdir, cache)
+        return World.load(settings, current.path, current.version, workdir, cache)
+
+    def _pointer(self) -> str | None:
+        from serving.registry import SERVING, Registry
+
+        return Registry.of(self.workdir).pointer_stamp(SERVING)
+
+    def _maybe_swap(self) -> None:
+        """Swap to the registry's current bundle when its pointer moved (checked at most every `swap_check_s`)."""
+        now = time.monotonic()
+        if now - self._checked < self.settings.swap_check_s:
+            return
+        self._checked = now
+        stamp = self._pointer()
+        if stamp == self._stamp:
+            return
+        with self._swap_lock:
+            if stamp == self._stamp:
+                return
+            try:
+                new = self._open_world(self.settings, self.workdir, self._llm_cache)
+            except Exception:  # noqa: BLE001 - a broken bundle must not stop the service; keep the old one
+                logger.exception("could not load serving bundle %s; keeping %s", stamp, self._world.version)
+                self._stamp = stamp
+                return
+            old, self._world, self._stamp = self._world, new, stamp
+            self.swaps += 1
+            logger.info("swapped serving bundle %s -> %s", old.version, new.version)
+            old.retired = True
+            if old.refs == 0:
+                self._close_world(old)
+
+    def _acquire(self) -> World:
+        self._maybe_swap()
+        with self._swap_lock:
+            w = self._world
+            w.refs += 1
+            return w
+
+    def _release(self, w: World) -> None:
+        with self._swap_lock:
+            w.refs -= 1
+            done = w.retired and w.refs == 0
+        if done:
+            self._close_world(w)
+
+    def _close_world(self, w: World) -> None:
+        if w.store is not self._world.store:
+            w.store.close()
+
+    @property
+    def world(self) -> World:
+        return self._world
+
+    @property
+    def store(self) -> VectorStore:
+        return self._world.store
+
+    @property
+    def retriever(self) -> OnlineRetriever:
+        return self._world.retriever
+
+    @property
+    def llm(self) -> LLMRuntime | None:
+        return self._world.llm
+
     def close(self) -> None:
-        if self.llm is not None:
-            self.llm.executor.shutdown(wait=False, cancel_futures=True)
-        self.store.close()
+        for rt in {id(r): r for r in self._llm_cache.values()}.values():
+            rt.executor.shutdown(wait=False, cancel_futures=True)
+        self._world.store.close()
 
     # -- health -----------------------------------------------------------------------------------------
 
     def readiness(self) -> dict[str, Any]:
         """Each component's state; `ready` is False when a store cannot be reached."""
         checks: dict[str, Any] = {}
+        w = self._acquire()
         try:
-            self.store.ping()
-            have = set(self.store.collections())
+            w.store.ping()
+            have = set(w.store.collections())
             want = [self.settings.id_collection, self.settings.title_collection, self.settings.memory_collection]
             lacking = [c for c in want if c not in have]
             checks["vector_store"] = f"missing collections {lacking}" if lacking else "ok"
@@ -235,8 +357,11 @@ class RecommendationService:
             checks["online_store"] = "ok"
         except Unavailable as e:
             checks["online_store"] = f"unavailable: {e.detail}"
+        finally:
+            self._release(w)
         checks["models"] = "ok"
-        checks["llm"] = self.llm.version if self.llm is not None else f"not loaded ({self.llm_error})"
+        checks["bundle"] = w.version
+        checks["llm"] = w.llm.version if w.llm is not None else f"not loaded ({w.llm_error})"
         checks["ready"] = all(checks[k] == "ok" for k in ("vector_store", "online_store", "models"))
         return checks
 
@@ -250,21 +375,22 @@ class RecommendationService:
             raise Unavailable(f"online feature store unavailable: {type(e).__name__}: {e}") from e
 
     def item(self, item_id: str) -> Item:
-        if item_id not in self.items.index:
-            raise NotFound(f"unknown item {item_id!r}")
-        return self._item(item_id)
-
-    def _item(self, item_id: str, score: float | None = None, source: str | None = None) -> Item:
-        row = self.items.loc[item_id]
-
-        def text(key: str) -> str | None:
-            v = row.get(key)
-            return None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-
-        return Item(item_id=item_id, title=text("title") or "", brand=text("brand"), color=text("color"),
-                    size=text("size"), category=str(row["category"]), score=score, source=source)
+        w = self._acquire()
+        try:
+            if item_id not in w.items.index:
+                raise NotFound(f"unknown item {item_id!r}")
+            return _item(w, item_id)
+        finally:
+            self._release(w)
 
     def history(self, user_id: str) -> HistoryResponse:
+        w = self._acquire()
+        try:
+            return self._history(w, user_id)
+        finally:
+            self._release(w)
+
+    def _history(self, w: World, user_id: str) -> HistoryResponse:
         feats = self._online([user_id])
         actions = (feats.get("seq_actions") or [None])[0]
         if not actions:
@@ -275,21 +401,28 @@ class RecommendationService:
         events = []
         for a, i, q, t in zip(actions, ids, queries, stamps, strict=True):
             when = pd.Timestamp(int(t), unit="ms", tz="UTC").isoformat() if t is not None else None
-            item = self._item(str(i)) if i and str(i) in self.items.index else None
+            item = _item(w, str(i)) if i and str(i) in w.items.index else None
             events.append(HistoryEvent(action=str(a), timestamp=when, item=item, query=q or None))
         return HistoryResponse(user_id=user_id, events=events)
 
     # -- recommendations --------------------------------------------------------------------------------
 
     def recommend(self, req: RecommendationRequest, request_id: str) -> RecommendationResponse:
+        w = self._acquire()
+        try:
+            return self._recommend(w, req, request_id)
+        finally:
+            self._release(w)
+
+    def _recommend(self, w: World, req: RecommendationRequest, request_id: str) -> RecommendationResponse:
         t0 = time.perf_counter()
-        if req.category is not None and req.category not in self.categories:
-            raise Invalid(f"unknown category {req.category!r}; known: {sorted(self.categories)}", ("body", "category"))
+        if req.category is not None and req.category not in w.categories:
+            raise Invalid(f"unknown category {req.category!r}; known: {sorted(w.categories)}", ("body", "category"))
         feats = self._online([req.user_id])
         timings = {"features": _ms(t0)}
         actions = _actions(feats)
         history = [a.item_id for a in actions if a.action in ("click", "purchase") and a.item_id
-                   and a.item_id in self.items.index]
+                   and a.item_id in w.items.index]
         searched = [a.query for a in actions if a.action == "search" and a.query and normalize_text(a.query)]
         typed = clean_query(req.query, self.settings.max_query_chars) if req.query else ""
         query = typed if normalize_text(typed) else (searched[-1] if searched else None)
@@ -299,17 +432,17 @@ class RecommendationService:
         # freshest intent; else that of the last clicked/bought item; else that of their last search.
         category, category_from = req.category, "request"
         if category is None and typed and normalize_text(typed):
-            category, category_from = self._query_category(typed, at, timings), "query"
+            category, category_from = self._query_category(w, typed, at, timings), "query"
         if category is None and history:
-            category, category_from = str(self.items.at[history[-1], "category"]), "history"
+            category, category_from = str(w.items.at[history[-1], "category"]), "history"
         if category is None and query is not None:
-            category, category_from = self._query_category(query, at, timings), "query"
+            category, category_from = self._query_category(w, query, at, timings), "query"
         if category is None:
-            category, category_from = self.popularity[TOP_CATEGORIES][0], "popularity"
+            category, category_from = w.popularity[TOP_CATEGORIES][0], "popularity"
 
         ctx = UserContext(category=category, history=history, last_query=query, at=at)
         try:
-            rec = self.retriever.recommend(ctx) if (history or query) else Recommendation(items=[])
+            rec = w.retriever.recommend(ctx) if (history or query) else Recommendation(items=[])
         except STORE_ERRORS as e:
             raise Unavailable(f"vector store unavailable: {e}") from e
         except KeyError as e:
@@ -318,7 +451,7 @@ class RecommendationService:
         answered_from = "history" if history else "query"
         ranked, sources = list(rec.items), {i: rec.source(i) for i in rec.items}
         if not ranked:
-            ranked = self._popular(category, at)
+            ranked = _popular(w, category, at)
             sources = dict.fromkeys(ranked, "popularity")
             answered_from = "popularity"
 
@@ -326,45 +459,40 @@ class RecommendationService:
         if req.mode != "retrieval":
             if answered_from == "popularity":
                 fallback = "no history and no query: nothing for the LLM to read"
-            elif self.llm is None:
-                fallback = f"no LLM loaded: {self.llm_error}"
+            elif w.llm is None:
+                fallback = f"no LLM loaded: {w.llm_error}"
             else:
                 budget = self.settings.llm_timeout_s - (time.perf_counter() - t0)
                 t = time.perf_counter()
-                result, fallback = self._run_llm(req, ctx, actions, rec, at, budget)
+                result, fallback = self._run_llm(w, req, ctx, actions, rec, at, budget)
                 timings["llm"] = _ms(t)
                 if result is not None:
                     ranked, sources, llm_info = result
                     served = req.mode
-        items = [self._item(i, round(1.0 / (r + 1), 6), sources.get(i)) for r, i in enumerate(ranked[: req.k])]
+        items = [_item(w, i, round(1.0 / (r + 1), 6), sources.get(i)) for r, i in enumerate(ranked[: req.k])]
         timings["total"] = _ms(t0)
         evidence = Evidence(answered_from=answered_from, history_items=history, query_used=query,
                             memory_queries=rec.memory_queries, category_from=category_from)
         return RecommendationResponse(request_id=request_id, user_id=req.user_id, category=category, mode=served,
                                       requested_mode=req.mode, fallback_reason=fallback, items=items,
-                                      evidence=evidence, llm=llm_info, models=dict(self.models), timings_ms=timings)
+                                      evidence=evidence, llm=llm_info, models=dict(w.models), timings_ms=timings)
 
-    def _query_category(self, query: str, at: pd.Timestamp, timings: dict[str, float]) -> str | None:
+    def _query_category(self, w: World, query: str, at: pd.Timestamp, timings: dict[str, float]) -> str | None:
         """The category of the query memory's first product for a query."""
         t = time.perf_counter()
-        key = l2_normalize(self.retriever.encoder.encode([normalize_text(query)]))  # (1, d)
+        key = l2_normalize(w.retriever.encoder.encode([normalize_text(query)]))  # (1, d)
         try:
-            _, products = self.retriever._memory(key, at, q=1, v=1)
+            _, products = w.retriever._memory(key, at, q=1, v=1)
         except STORE_ERRORS as e:
             raise Unavailable(f"vector store unavailable: {e}") from e
         timings["category"] = timings.get("category", 0.0) + _ms(t)
-        return str(self.items.at[products[0], "category"]) if products and products[0] in self.items.index else None
-
-    def _popular(self, category: str, at: pd.Timestamp) -> list[str]:
-        """The category's most bought items, released by `at`."""
-        at_ns = at.value
-        return [i for i in self.popularity.get(category, []) if self.created_ns.get(i, 0) <= at_ns][:LIST_K]
+        return str(w.items.at[products[0], "category"]) if products and products[0] in w.items.index else None
 
     # -- the LLM modes ------------------------------------------------------------------------------------
 
-    def _run_llm(self, req: RecommendationRequest, ctx: UserContext, actions: list[Action], rec: Recommendation,
-                 at: pd.Timestamp, budget: float) -> tuple[tuple | None, str | None]:
-        llm = self.llm
+    def _run_llm(self, w: World, req: RecommendationRequest, ctx: UserContext, actions: list[Action],
+                 rec: Recommendation, at: pd.Timestamp, budget: float) -> tuple[tuple | None, str | None]:
+        llm = w.llm
         assert llm is not None
         if budget <= 0:
             return None, f"LLM time budget of {self.settings.llm_timeout_s} s spent before the LLM ran"
@@ -374,7 +502,7 @@ class RecommendationService:
 
         def job() -> tuple:
             try:
-                return fn(req, ctx, actions, rec, at)
+                return fn(w, req, ctx, actions, rec, at)
             finally:
                 llm.busy.release()
 
@@ -389,62 +517,79 @@ class RecommendationService:
             logger.exception("LLM %s failed", req.mode)
             return None, f"LLM failed: {type(e).__name__}: {e}"
 
-    def _prompt_input(self, ctx: UserContext, actions: list[Action], at: pd.Timestamp, query: str | None
+    def _prompt_input(self, w: World, ctx: UserContext, actions: list[Action], at: pd.Timestamp, query: str | None
                       ) -> PromptInput:
         acts = list(actions)
         if query and (not acts or acts[-1].query != query):  # the search the user is typing now
             acts.append(Action("search", None, query))
-        memory = self.retriever.memory_for([a.query for a in acts if a.action == "search" and a.query], at)
+        memory = w.retriever.memory_for([a.query for a in acts if a.action == "search" and a.query], at)
         return PromptInput(tuple(acts), memory, ctx.category)
 
-    def _llm_generate(self, req: RecommendationRequest, ctx: UserContext, actions: list[Action], rec: Recommendation,
+    def _llm_generate(self, w: World, req: RecommendationRequest, ctx: UserContext, actions: list[Action], rec: Recommendation,
                       at: pd.Timestamp) -> tuple:
         from models.llm.generate import IdTrie, generate
         from models.llm.prompt import parse_answer
 
-        llm = self.llm
+        llm = w.llm
         assert llm is not None
-        inp = self._prompt_input(ctx, actions, at, ctx.last_query)
-        text = build_prompt(inp, self.catalog_items, llm.llm.tokenizer, llm.prompt_cfg).text
+        inp = self._prompt_input(w, ctx, actions, at, ctx.last_query)
+        text = build_prompt(inp, w.catalog_items, llm.llm.tokenizer, llm.prompt_cfg).text
         tries = None
         if llm.constrained:
             if ctx.category not in llm.tries:
-                ids = self.items.index[self.items["category"] == ctx.category].tolist()
+                ids = w.items.index[w.items["category"] == ctx.category].tolist()
                 llm.tries[ctx.category] = IdTrie(llm.llm.tokenizer, ids)
             tries = [llm.tries[ctx.category]]
         answer = generate(llm.llm.model, llm.llm.tokenizer, [text], llm.gen_cfg, tries)[0]
         parsed = parse_answer(answer)
-        valid = parsed.item_id is not None and parsed.item_id in self.items.index \
-            and self.items.at[parsed.item_id, "category"] == ctx.category
+        valid = parsed.item_id is not None and parsed.item_id in w.items.index \
+            and w.items.at[parsed.item_id, "category"] == ctx.category
         id_vec = llm.id_vector_of([parsed.item_id if valid else None])
         id_vec = None if id_vec is None or np.isnan(id_vec).any() else id_vec[0]
         title_vec = None
         if parsed.title and normalize_text(parsed.title):
-            title_vec = l2_normalize(self.retriever.encoder.encode([normalize_text(parsed.title)]))[0]
-        out = self.retriever.recommend(ctx, id_vector=id_vec, title_vector=title_vec)
+            title_vec = l2_normalize(w.retriever.encoder.encode([normalize_text(parsed.title)]))[0]
+        out = w.retriever.recommend(ctx, id_vector=id_vec, title_vector=title_vec)
         info = LLMInfo(model=llm.version, prompt_version=PROMPT_VERSION, generated_text=answer,
                        generated_item_id=parsed.item_id, generated_title=parsed.title, well_formed=parsed.well_formed)
         ranked = list(out.items) or list(rec.items)
         return ranked, {i: out.source(i) for i in ranked}, info
 
-    def _llm_rank(self, req: RecommendationRequest, ctx: UserContext, actions: list[Action], rec: Recommendation,
+    def _llm_rank(self, w: World, req: RecommendationRequest, ctx: UserContext, actions: list[Action], rec: Recommendation,
                   at: pd.Timestamp) -> tuple:
         from models.llm.generate import letter_scores
         from serving.llm import display_order
 
-        llm = self.llm
+        llm = w.llm
         assert llm is not None
         cands = list(rec.items[: llm.candidates])
-        inp = self._prompt_input(ctx, actions, at, ctx.last_query)
+        inp = self._prompt_input(w, ctx, actions, at, ctx.last_query)
         order = display_order(req.user_id, len(cands))
-        block = candidate_block([cands[i] for i in order], self.catalog_items, llm.prompt_cfg)
-        text = build_prompt(inp, self.catalog_items, llm.llm.tokenizer, llm.prompt_cfg, candidates=block).text
+        block = candidate_block([cands[i] for i in order], w.catalog_items, llm.prompt_cfg)
+        text = build_prompt(inp, w.catalog_items, llm.llm.tokenizer, llm.prompt_cfg, candidates=block).text
         scores = np.zeros(len(cands))
         if len(cands) > 1:
             scores[order] = letter_scores(llm.llm.model, llm.llm.tokenizer, [text], [len(cands)], 1)[0]
         ranked = [cands[i] for i in np.lexsort((np.arange(len(cands)), -np.round(scores, 9)))] + rec.items[len(cands):]
         info = LLMInfo(model=llm.version, prompt_version=PROMPT_VERSION, candidates=cands)
         return ranked, {i: rec.source(i) for i in ranked}, info
+
+
+def _item(w: World, item_id: str, score: float | None = None, source: str | None = None) -> Item:
+    row = w.items.loc[item_id]
+
+    def text(key: str) -> str | None:
+        v = row.get(key)
+        return None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+
+    return Item(item_id=item_id, title=text("title") or "", brand=text("brand"), color=text("color"),
+                size=text("size"), category=str(row["category"]), score=score, source=source)
+
+
+
+def _popular(w: World, category: str, at: pd.Timestamp) -> list[str]:
+    """The category's most bought items, released by `at`."""
+    return [i for i in w.popularity.get(category, []) if w.created_ns.get(i, 0) <= at.value][:LIST_K]
 
 
 def _ms(t0: float) -> float:

@@ -7,11 +7,13 @@ import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from feature_repo.features import write_feature_tables
+from feature_repo.incremental import replay_batches
 from feature_repo.ingest import ingest
 from feature_repo.loaders import load
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import make_splits, write_splits
 from orchestration.resources import DatasetResource, FeastResource, ProtocolResource, WorkdirResource
+from orchestration.update import PROCESSED
 
 
 @asset(group_name="data", description="Validated canonical items/events/search_results; bad rows quarantined")
@@ -19,10 +21,14 @@ def canonical_tables(context: AssetExecutionContext, dataset: DatasetResource, w
     t0 = time.perf_counter()
     report = ingest(load(dataset.path, dataset.format), workdir.canonical)
     context.log.info("ingest:\n" + report.summary())
+    replayed = replay_batches(workdir.canonical, workdir.inbox_dir / PROCESSED)  # what the inbox brought since
+    for b in replayed:
+        context.log.info("replayed " + b.summary())
     meta = {f"kept_{k}": v for k, v in report.kept.items()}
     meta |= {f"quarantined_{k}": sum(v.values()) for k, v in report.quarantined.items()}
     meta["quarantine_reasons"] = MetadataValue.json(report.quarantined)
     meta["source"] = f"{dataset.format}:{dataset.path}"
+    meta["replayed_batches"] = MetadataValue.json([b.name for b in replayed])
     meta["seconds"] = round(time.perf_counter() - t0, 2)
     return MaterializeResult(metadata=meta)
 

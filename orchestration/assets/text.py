@@ -14,7 +14,6 @@ from models.seqrec import load_checkpoint
 from models.text import (
     TitleTrainConfig,
     build_pairs,
-    build_query_memory,
     embed_catalog,
     load_title_model,
     save_title_model,
@@ -25,6 +24,7 @@ from orchestration.assets.data import eval_targets
 from orchestration.assets.evaluation import run_method
 from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
 from orchestration.resources import QdrantResource, TrainingResource, WorkdirResource
+from serving.bundle import write_query_memory
 from serving.id_index import item_vectors, query_vectors
 from serving.retrieval import (
     AsOfMemory,
@@ -95,22 +95,16 @@ def query_memory(workdir: WorkdirResource, qdrant: QdrantResource):
     # the evaluation reads the same rule as of each target's time: AsOfMemory). Nothing here trains a model.
     tables = CanonicalTables.read(workdir.canonical)
     sr = tables.search_results
-    last = sr["timestamp"].max() if len(sr) else tables.events["timestamp"].max()
-    cutoff = last + pd.Timedelta(milliseconds=1)
     t0 = time.perf_counter()
-    memory = build_query_memory(sr, cutoff, load_title_model(_dir(workdir, *TITLE_DIR)))
+    with qdrant.store() as store:
+        memory, n = write_query_memory(store, qdrant.memory_collection, sr, tables.events,
+                                       load_title_model(_dir(workdir, *TITLE_DIR)))
     build_s = time.perf_counter() - t0
     memory.save(_dir(workdir, "text", "memory"))
-    points = memory.to_points()
-    with qdrant.store() as store:
-        store.drop(qdrant.memory_collection)  # the memory is rebuilt whole: no stale queries survive
-        n = store.upsert(qdrant.memory_collection, [p["payload"]["query"] for p in points],
-                         np.array([p["vector"] for p in points], np.float32).reshape(len(points), -1),
-                         [p["payload"] for p in points]) if points else 0
     return MaterializeResult(metadata={
         "queries": len(memory), "points": n, "search_rows": len(sr), "built_before": str(memory.built_before),
         "mean_products": float(np.mean([len(r.products) for r in memory.records])) if len(memory) else 0.0,
-        "build_seconds": round(build_s, 2),
+        "build_and_upsert_seconds": round(build_s, 2),
     })
 
 
