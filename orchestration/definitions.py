@@ -43,11 +43,20 @@ def build_resources(data_dir: str | None = None, fmt: str = "canonical", workdir
     }
 
 
+def launchpad_resources() -> dict:
+    """`build_resources()` with the run-level knobs (training, protocol, LLM budget) set at launch: the UI's
+    launchpad shows their fields under `resources:`, with the same classes and defaults as `fashionrec run`'s flags."""
+    fixed = build_resources()
+    knobs = {"training": TrainingResource, "protocol": ProtocolResource, "llm": LLMResource}
+    return fixed | {name: cls.configure_at_launch(**fixed[name].model_dump(exclude_unset=True))
+                    for name, cls in knobs.items()}
+
+
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
     jobs=[sensors.retrain_job, sensors.incremental_update],
     schedules=[sensors.nightly_retrain],
     sensors=[sensors.new_catalog_items, sensors.inbox_batches],
-    resources=build_resources(),
+    resources=launchpad_resources(),
 )

@@ -110,7 +110,7 @@ class FeastResource(ConfigurableResource):
 class TrainingResource(ConfigurableResource):
     """Training settings shared by the sequential models (run-level overrides from the CLI)."""
 
-    epochs: int = 30
+    epochs: int = 10  # `fashionrec run --epochs` has the same default
     patience: int = 3
     batch_size: int = 256
     max_len: int = 20

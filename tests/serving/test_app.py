@@ -387,3 +387,15 @@ def test_request_log_is_one_json_line(server, caplog: pytest.LogCaptureFixture) 
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "fashionrec.access"]
     assert {"request_id": "trace-1", "path": "/v1/items/NO-SUCH-ITEM", "status": 404}.items() <= lines[-1].items()
     assert np.isfinite(lines[-1]["ms"])
+
+
+def test_redis_online_store_equals_sqlite(workdir: Path, users: pd.DataFrame, redis_server) -> None:
+    url, _, _ = redis_server
+    sqlite = FeatureRepo(workdir / "features", workdir / "feast")
+    redis = FeatureRepo(workdir / "features", workdir / "feast", online_store=url)
+    assert type(redis.config.online_store).__name__ == "RedisOnlineStoreConfig"
+    redis.materialize()
+    ids = [*users["user_id"].head(10), "never-seen"]
+    a, b = sqlite.online(ids), redis.online(ids)
+    assert a.keys() == b.keys() and a == b
+    assert a["seq_actions"][0] and a["seq_actions"][-1] is None  # real histories, and a miss for the unknown user
