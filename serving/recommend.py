@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,8 @@ class OnlineRetriever:
             if members is not None and hits[-1].id in members:  # the boundary is inside the shared-vector tie
                 tie = next(h for h in hits if h.id in members)
                 above = [h for h in kept if h.id not in members and h.score > tie.score]
-                rest = [Hit(i, tie.score, {}) for i in group if i not in exclude][: max(k - len(above), 0)]
+                rest = [Hit(i, tie.score, {})
+                        for i in islice((i for i in group if i not in exclude), max(k - len(above), 0))]
                 if len(above) + len(rest) >= k:
                     return (above + rest)[:k]
             limit *= 2

@@ -25,7 +25,7 @@ from typing import Any
 SERVING = "serving"
 POINTER = "current"
 MANIFEST = "manifest.json"
-KEEP = 5  # versions kept per name after a publish (the current one always survives)
+KEEP = 3  # versions kept per name after a publish (the current one always survives); ~0.4 GB each on medium-s0
 
 
 @dataclass(frozen=True)

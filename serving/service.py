@@ -17,7 +17,6 @@ again, so service resumes without a restart when the store returns.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 import threading
@@ -37,6 +36,7 @@ from models.llm.prompt import PROMPT_VERSION, Action, PromptConfig, PromptInput,
 from models.text.tokenizer import normalize_text
 from serving.config import Settings
 from serving.recommend import Collections, OnlineRetriever, Recommendation, UserContext, cold_items
+from serving.registry import file_digest
 from serving.retrieval import RetrievalConfig, l2_normalize
 from serving.schemas import (
     Evidence,
@@ -89,17 +89,6 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 
 
 STORE_ERRORS = _store_errors()
-
-
-def _digest(*paths: Path) -> str:
-    """A short content hash of files (or every file under a folder): the version a response names."""
-    h = hashlib.sha256()
-    for p in paths:
-        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-        for f in files:
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:12]
 
 
 @dataclass
@@ -175,9 +164,9 @@ class World:
         retriever = OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), ranker,
                                     cfg, collections=collections,
                                     shared_id_vector=cold_items(ckpt.vocab, items["item_id"]))
-        models = {"bundle": version, "id_model": f"{settings.id_model}@{_digest(needed['ID model'])}",
-                  "title_model": f"lstm-title@{_digest(needed['title model'])}",
-                  "variant_ranker": f"variant-ranker@{_digest(ranker_path)}" if ranker else "none",
+        models = {"bundle": version, "id_model": f"{settings.id_model}@{file_digest(needed['ID model'])}",
+                  "title_model": f"lstm-title@{file_digest(needed['title model'])}",
+                  "variant_ranker": f"variant-ranker@{file_digest(ranker_path)}" if ranker else "none",
                   "vector_engine": store.engine,
                   "online_store": "redis" if settings.online_store.startswith("redis") else "sqlite"}
         world = cls(root, version, retriever, store, ckpt, models, _popularity(workdir, items))
@@ -197,7 +186,7 @@ class World:
         if not (adapter / "llm_meta.json").exists():
             self.llm_error = f"no LLM adapter in {adapter} (materialize the llm group, or run without --no-llm)"
             return
-        key = f"{settings.llm_model}:{_digest(adapter)}"
+        key = f"{settings.llm_model}:{file_digest(adapter)}"
         if key in cache:  # the same adapter as the world before: keep the loaded model (and its tokenizer)
             self.llm = cache[key]
             self.models["llm"] = self.llm.version
@@ -216,7 +205,7 @@ class World:
             return
         loaded = type(base)(tuned, base.tokenizer, base.name, base.info)
         self.llm = LLMRuntime(
-            loaded, f"{base.name}+lora@{_digest(adapter)}", trained_id_vectors(self.id_model.model, self.id_model.vocab),
+            loaded, f"{base.name}+lora@{file_digest(adapter)}", trained_id_vectors(self.id_model.model, self.id_model.vocab),
             PromptConfig(budget=settings.llm_budget_tokens),
             GenerateConfig(max_new_tokens=settings.llm_max_new_tokens, batch_size=1),
             settings.llm_constrained, settings.llm_candidates)
@@ -234,6 +223,7 @@ class RecommendationService:
         self._world = world
         self._feast_lock = threading.Lock()
         self._swap_lock = threading.Lock()
+        self._loading = False
         self._llm_cache: dict[str, LLMRuntime] = {}
         if world.llm is not None:
             self._llm_cache[f"{settings.llm_model}:{world.llm.version.rsplit('@', 1)[-1]}"] = world.llm
@@ -275,29 +265,35 @@ class RecommendationService:
         return Registry.of(self.workdir).pointer_stamp(SERVING)
 
     def _maybe_swap(self) -> None:
-        """Swap to the registry's current bundle when its pointer moved (checked at most every `swap_check_s`)."""
+        """Swap to the registry's current bundle when its pointer moved (checked at most every `swap_check_s`).
+
+        The request that notices loads the new world without holding the lock, so other requests go on with the
+        old one meanwhile; the swap itself is one assignment under the lock.
+        """
         now = time.monotonic()
         if now - self._checked < self.settings.swap_check_s:
             return
         self._checked = now
         stamp = self._pointer()
-        if stamp == self._stamp:
+        with self._swap_lock:
+            if stamp == self._stamp or self._loading:
+                return
+            self._loading = True
+        try:
+            new = self._open_world(self.settings, self.workdir, self._llm_cache)
+        except Exception:  # noqa: BLE001 - a broken bundle must not stop the service; keep the old one
+            logger.exception("could not load serving bundle %s; keeping %s", stamp, self._world.version)
+            with self._swap_lock:
+                self._stamp, self._loading = stamp, False
             return
         with self._swap_lock:
-            if stamp == self._stamp:
-                return
-            try:
-                new = self._open_world(self.settings, self.workdir, self._llm_cache)
-            except Exception:  # noqa: BLE001 - a broken bundle must not stop the service; keep the old one
-                logger.exception("could not load serving bundle %s; keeping %s", stamp, self._world.version)
-                self._stamp = stamp
-                return
-            old, self._world, self._stamp = self._world, new, stamp
+            old, self._world, self._stamp, self._loading = self._world, new, stamp, False
             self.swaps += 1
-            logger.info("swapped serving bundle %s -> %s", old.version, new.version)
             old.retired = True
-            if old.refs == 0:
-                self._close_world(old)
+            close_now = old.refs == 0
+        logger.info("swapped serving bundle %s -> %s", old.version, new.version)
+        if close_now:
+            self._close_world(old)
 
     def _acquire(self) -> World:
         self._maybe_swap()

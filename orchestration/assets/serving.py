@@ -14,11 +14,16 @@ from orchestration.resources import WorkdirResource
 def serving_bundle(context: AssetExecutionContext, workdir: WorkdirResource):
     from serving.bundle import publish_bundle
 
+    needed = [workdir.root / "models" / f"{ID_MODEL}.pt", workdir.root / "models" / "title"]
+    if missing := [str(p.relative_to(workdir.root)) for p in needed if not p.exists()]:
+        context.log.warning(f"no serving bundle published: {missing} not built in this workdir (the text side or "
+                            f"{ID_MODEL} was left out of the run)")
+        return MaterializeResult(metadata={"published": False, "missing": MetadataValue.json(missing)})
     version = publish_bundle(workdir.root, ID_MODEL, reason=f"run {context.run_id}")
     context.log.info(f"serving bundle {version.version} published at {version.path}")
     m = version.manifest
     return MaterializeResult(metadata={
-        "version": version.version, "path": MetadataValue.path(str(version.path)),
+        "published": True, "version": version.version, "path": MetadataValue.path(str(version.path)),
         "artefacts": MetadataValue.json(m["artefacts"]), "data": MetadataValue.json(m["data"]),
         "metrics": MetadataValue.json(m["metrics"]),
     })

@@ -24,6 +24,7 @@ SEQREC = {"seqrec_sequences", "id_embeddings"} | {f"seqrec_{m.replace('-', '_')}
 TEXT = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker", "retrieval_id_only",
         "retrieval_title_only", "retrieval_mixup", "retrieval_title_only_variants", "retrieval_mixup_variants"}
 LLM = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_eval"}
+SERVING = {"serving_bundle"}
 ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",
           "popularity_eval", "last_search_eval", "evaluation_report"} | SEQREC  # fmt: skip
 CHECKS = {("canonical_tables", "canonical_row_counts"), ("canonical_tables", "referential_integrity"),
@@ -60,11 +61,11 @@ def test_definitions_load() -> None:
     assert isinstance(defs, Definitions)
     Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS | TEXT | LLM
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS | TEXT | LLM | SERVING
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
     assert set(defs.resources) == {"dataset", "workdir", "feast", "training", "qdrant", "protocol", "llm"}
     job = defs.resolve_implicit_global_asset_job_def()  # the whole graph: 8 asset ops + 3 check ops
-    assert {n.name for n in job.graph.node_defs} == ASSETS | TEXT | LLM | {f"{a}_{c}" for a, c in CHECKS}
+    assert {n.name for n in job.graph.node_defs} == ASSETS | TEXT | LLM | SERVING | {f"{a}_{c}" for a, c in CHECKS}
 
 
 def test_build_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,7 +94,7 @@ def _materialize(data_dir: Path, workdir: Path, protocol: ProtocolResource | Non
             [*all_assets, *all_checks],
             instance=instance,
             resources=resources,
-            selection=AssetSelection.all() - AssetSelection.groups("text", "llm"),  # in test_text_assets.py
+            selection=AssetSelection.all() - AssetSelection.groups("text", "llm", "serving"),  # in test_text_assets.py
         )
 
 
@@ -204,7 +205,7 @@ def test_cli_run_prints_the_metrics_table(
     assert "telemetry:\n  enabled: false" in (home / "dagster.yaml").read_text()
     with workdir_instance(tmp_path / "work") as instance:
         not_chosen = {f"seqrec_{m}" for m in ("core_ave", "sasrec_bce", "gru4rec", "bert4rec", "nextitnet")}
-        missing = [a for a in sorted((ASSETS | TEXT | LLM) - not_chosen)
+        missing = [a for a in sorted((ASSETS | TEXT | LLM | SERVING) - not_chosen)
                    if instance.get_latest_materialization_event(AssetKey(a)) is None]
         assert not missing, missing
     # The serving path over what the run wrote: Feast online features -> Qdrant retrieval -> variant re-rank.
