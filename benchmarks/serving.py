@@ -138,6 +138,9 @@ def main(workdir: Annotated[Path, typer.Option(help="A workdir `fashionrec run` 
          k: Annotated[int, typer.Option(help="Items per answer")] = 10,
          port: Annotated[int, typer.Option(help="0: a free port")] = 0,
          seed: int = 0) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # as the service does (FASHIONREC_TORCH_THREADS), so the in-process rows compare fairly
     root = workdir.resolve()
     users = _users(root, requests, seed)
     repo = FeatureRepo(root / "features", root / "feast")
