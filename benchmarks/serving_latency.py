@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (the sys.path fix below must run before the imports)
 """Serving latency: `fashionrec serve` over HTTP against the framework in process and the raw store calls, one run.
 
 On a workdir `fashionrec run` wrote (medium-s0 for the issue's targets), for the same requests from real users:
@@ -13,16 +12,10 @@ On a workdir `fashionrec run` wrote (medium-s0 for the issue's targets), for the
 Prints latency p50/p95/p99 and throughput per row, the p50/p99 ratio against the qdrant-client baseline, the mean
 per-stage breakdown that responses report, and how many HTTP answers equal the in-process retriever's.
 
-    python benchmarks/serving.py --workdir /tmp/wmed [--requests 300] [--llm-requests 6] [--fuzz 1000]
+    python benchmarks/serving_latency.py --workdir /tmp/wmed [--requests 300] [--llm-requests 6] [--fuzz 1000]
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the `serving` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import json
 import os
