@@ -249,7 +249,10 @@ def context_from_features(features: dict[str, list], row: int = 0, category: str
     if category is None:
         if not history or items is None:
             raise ValueError("no category given and no clicked/purchased item to take it from")
-        category = str(items.set_index("item_id").at[history[-1], "category"])
+        match = items["category"].to_numpy()[items["item_id"].to_numpy() == history[-1]]  # no index built per call
+        if not len(match):
+            raise ValueError(f"item {history[-1]!r} is not in the catalog")
+        category = str(match[0])
     return UserContext(category=category, history=history, last_query=searched[-1] if searched else None, at=at)
 
 
