@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-import uvicorn
 from dagster import build_sensor_context
 from typer.testing import CliRunner
 
@@ -24,12 +23,10 @@ from orchestration.cli import app as cli
 from orchestration.instance import workdir_instance
 from orchestration.resources import FeastResource, WorkdirResource
 from orchestration.sensors import inbox_batches, incremental_update
-from serving.app import create_app
 from serving.bundle import publish_bundle
 from serving.config import Settings
 from serving.registry import SERVING, Registry
-from serving.service import RecommendationService
-from tests.serving.test_app import _free_port
+from tests.serving.test_app import running
 
 pytestmark = pytest.mark.slow
 SAMPLE = Path(__file__).resolve().parents[2] / "feature_repo" / "sample"
@@ -54,21 +51,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     result = CliRunner().invoke(cli, ["run", "--data", str(base), "--workdir", str(work), "--models", "core-trm",
                                       "--epochs", "1", "--no-llm"])
     assert result.exit_code == 0, result.output
-    settings = Settings(workdir=work, swap_check_s=0.0, log_requests=False)
-    service = RecommendationService.load(settings)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings, service), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        assert thread.is_alive()
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+    with running(Settings(workdir=work, swap_check_s=0.0, log_requests=False)) as (client, service):
         yield {"work": work, "batch": batch, "client": client, "service": service}
-    srv.should_exit = True
-    thread.join(10)
-    service.close()
 
 
 def _tick(work: Path) -> list:

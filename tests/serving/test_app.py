@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -49,9 +50,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def server(workdir: Path) -> Iterator[tuple[httpx.Client, RecommendationService]]:
-    settings = Settings(workdir=workdir, log_requests=True)
+@contextmanager
+def running(settings: Settings) -> Iterator[tuple[httpx.Client, RecommendationService]]:
+    """The real app under uvicorn in a thread on a free local port, and an HTTP client for it."""
     service = RecommendationService.load(settings)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(settings, service), host="127.0.0.1", port=port,
@@ -62,11 +63,19 @@ def server(workdir: Path) -> Iterator[tuple[httpx.Client, RecommendationService]
     while not srv.started:
         assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-        yield client, service
-    srv.should_exit = True
-    thread.join(10)
-    service.close()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield client, service
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        service.close()
+
+
+@pytest.fixture(scope="module")
+def server(workdir: Path) -> Iterator[tuple[httpx.Client, RecommendationService]]:
+    with running(Settings(workdir=workdir, log_requests=True)) as out:
+        yield out
 
 
 @pytest.fixture(scope="module")
