@@ -94,6 +94,42 @@ class ItemAttributes:
         return self.family_rows[self.family_ptr[family]:self.family_ptr[family + 1]]
 
 
+HISTORY_FEATURES = FEATURES[4:]  # the features read from the history alone (no list)
+
+
+def history_features(cand: np.ndarray, hist_rows: np.ndarray, attrs: ItemAttributes,
+                     cfg: VariantConfig = VariantConfig()) -> np.ndarray:
+    """`HISTORY_FEATURES` of candidate rows against the target's history (oldest first). (n, 9) float32."""
+    cand = np.asarray(cand, np.int64)
+    h = np.asarray(hist_rows, np.int64)  # (H,)
+    r = h[-cfg.recent:] if cfg.recent > 0 else h[:0]
+
+    def count(cand_attr: Sequence[np.ndarray], hist_attr: Sequence[np.ndarray]) -> np.ndarray:
+        """Per candidate, history items matching it on every given attribute. (n,)"""
+        match = np.ones((len(cand), len(hist_attr[0])), bool)  # (n, H)
+        for c, a in zip(cand_attr, hist_attr, strict=True):
+            match &= c[:, None] == a[None, :]
+        return match.sum(axis=1).astype(np.float32)
+
+    f, s, k, u, g = (attrs.family[cand], attrs.size[cand], attrs.colour[cand], attrs.subcategory[cand],
+                     attrs.category[cand])
+    hf, hs, hk, hu, hg = (attrs.family[h], attrs.size[h], attrs.colour[h], attrs.subcategory[h], attrs.category[h])
+    size_sub = count([u, s], [hu, hs])
+    same = count([cand], [h])  # the candidate itself in the history (not a feature: see the module docstring)
+    in_sub = count([u], [hu])
+    return np.stack([
+        np.log1p(size_sub),
+        np.log1p(count([g, s], [hg, hs])),
+        ((in_sub > 0) & (size_sub == 0)).astype(np.float32),
+        np.log1p(in_sub),
+        np.log1p(count([k], [hk])),
+        np.log1p(count([k], [attrs.colour[r]])),
+        np.log1p(count([f, k], [hf, hk]) - same),
+        np.log1p(count([f, s], [hf, hs]) - same),
+        np.log1p(count([f], [hf])),
+    ], axis=1).astype(np.float32)  # (n, 9)
+
+
 def candidate_features(list_rows: np.ndarray, hist_rows: np.ndarray, t_ns: int, attrs: ItemAttributes,
                        cfg: VariantConfig = VariantConfig()) -> tuple[np.ndarray, np.ndarray]:
     """Candidates (catalog rows) and their features (n, len(FEATURES)) for one target.
@@ -113,36 +149,10 @@ def candidate_features(list_rows: np.ndarray, hist_rows: np.ndarray, t_ns: int, 
     cand = np.concatenate(variants)  # (n,)
     pos = pd.Index(list_rows).get_indexer(cand)  # (n,) -1 if not listed
     listed = pos >= 0
-    h = np.asarray(hist_rows, np.int64)  # (H,)
-    r = h[-cfg.recent:] if cfg.recent > 0 else h[:0]
-
-    def count(cand_attr: Sequence[np.ndarray], hist_attr: Sequence[np.ndarray]) -> np.ndarray:
-        """Per candidate, history items matching it on every given attribute. (n,)"""
-        match = np.ones((len(cand), len(hist_attr[0])), bool)  # (n, H)
-        for c, a in zip(cand_attr, hist_attr, strict=True):
-            match &= c[:, None] == a[None, :]
-        return match.sum(axis=1).astype(np.float32)
-
-    f, s, k, u, g = (attrs.family[cand], attrs.size[cand], attrs.colour[cand], attrs.subcategory[cand],
-                     attrs.category[cand])
-    hf, hs, hk, hu, hg = (attrs.family[h], attrs.size[h], attrs.colour[h], attrs.subcategory[h], attrs.category[h])
-    size_sub = count([u, s], [hu, hs])
-    same = count([cand], [h])  # the candidate itself in the history (not a feature: see the module docstring)
-    in_sub = count([u], [hu])
-    x = np.stack([
-        np.log1p(fam_rank),
-        listed.astype(np.float32),
-        np.where(listed, np.log1p(np.maximum(pos, 0)), 0.0),
-        np.log(n_var),
-        np.log1p(size_sub),
-        np.log1p(count([g, s], [hg, hs])),
-        ((in_sub > 0) & (size_sub == 0)).astype(np.float32),
-        np.log1p(in_sub),
-        np.log1p(count([k], [hk])),
-        np.log1p(count([k], [attrs.colour[r]])),
-        np.log1p(count([f, k], [hf, hk]) - same),
-        np.log1p(count([f, s], [hf, hs]) - same),
-        np.log1p(count([f], [hf])),
+    x = np.concatenate([
+        np.stack([np.log1p(fam_rank), listed.astype(np.float32), np.where(listed, np.log1p(np.maximum(pos, 0)), 0.0),
+                  np.log(n_var)], axis=1),
+        history_features(cand, hist_rows, attrs, cfg),
     ], axis=1).astype(np.float32)  # (n, F)
     order = np.lexsort((cand, np.where(listed, pos, len(list_rows)), fam_rank))
     return cand[order], x[order]

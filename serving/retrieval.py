@@ -369,6 +369,18 @@ class RetrievalConfig:
     exclude_seen: bool = True
 
 
+class ListSources(NamedTuple):
+    """A batch's retrieval sources, as column indices into the category's rows (-1 = PAD)."""
+
+    id_top: np.ndarray  # (B, K) the ID list (PAD rows for targets without history)
+    title_top: np.ndarray  # (B, K) the title-cosine list (no memory products)
+    memory_cols: list[np.ndarray] | None  # B arrays: the memory's products for the last search, in order
+    id_cos: np.ndarray  # (B, n_cat) ID cosines (every item, released or not)
+    title_cos: np.ndarray  # (B, n_cat) title cosines
+    id_query: np.ndarray  # (B, d_id) unit ID query vectors (zero without history)
+    title_query: np.ndarray  # (B, d_title) unit title query vectors
+
+
 def topk_rows(scores: np.ndarray, k: int, demote: np.ndarray | None = None) -> np.ndarray:
     """Column indices of each row's top-k by score, best first. (B, min(k, n)).
 
@@ -472,6 +484,17 @@ class RetrievalScorer:
         returns `TitleQueries`, the memory's products for the last search first, then that cosine top-K.
         `demote` (B,) columns go last among their ties in every list (the evaluation passes its targets).
         """
+        src = self.sources(batch, cat_rows, demote)
+        title_top = src.title_top
+        if self.cfg.title_list == "memory_first" and src.memory_cols is not None:
+            title_top = memory_first_lists(src.memory_cols, title_top, self.cfg.k)
+        elif self.cfg.title_list not in ("memory_first", "cosine"):
+            raise ValueError(f"unknown title_list {self.cfg.title_list!r}")
+        return src.id_top, title_top, src.title_cos
+
+    def sources(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> ListSources:
+        """The separate retrieval sources of a batch: ID and title-cosine top-K, the memory's products, the cosine
+        matrices and the query vectors (see `ListSources`); what `lists` merges and the ranking stage reads."""
         hist = item_sequences(batch["seq_actions"], batch["seq_item_ids"])
         qi, found = self.queries(batch, cat_rows, demote)
         qi = l2_normalize(np.nan_to_num(qi))  # (B, d_id)
@@ -479,6 +502,7 @@ class RetrievalScorer:
         qt = l2_normalize(vectors)  # (B, d_title)
         id_cos = qi @ self.id_vectors[cat_rows].T  # (B, n_cat)
         title_cos = qt @ self.title_vectors[cat_rows].T  # (B, n_cat)
+        id_raw = id_cos.copy()
         # Unreleased at the target's time: in no list (the evaluation does not rank them either).
         t_ns = _ns(batch["target_ts"].to_numpy())  # (B,)
         unreleased = ~self.catalog.released(cat_rows, t_ns)  # (B, n_cat)
@@ -501,12 +525,11 @@ class RetrievalScorer:
         # An excluded item (seen or unreleased) is only in a top-k when the category has fewer others: PAD it.
         id_top[np.isneginf(np.take_along_axis(id_cos, id_top, axis=1))] = -1
         title_top[np.isneginf(np.take_along_axis(title_rank, title_top, axis=1))] = -1
-        id_top[[not h for h in hist]] = -1  # no clicked/purchased item: no ID list (PAD rows)
-        if self.cfg.title_list == "memory_first" and memory_rows is not None:
-            title_top = memory_first_lists(memory_columns(memory_rows, cat_rows), title_top, k)
-        elif self.cfg.title_list not in ("memory_first", "cosine"):
-            raise ValueError(f"unknown title_list {self.cfg.title_list!r}")
-        return id_top, title_top, title_cos
+        no_hist = np.array([not h for h in hist], bool)
+        id_top[no_hist] = -1  # no clicked/purchased item: no ID list (PAD rows)
+        memory_cols = memory_columns(memory_rows, cat_rows) if memory_rows is not None else None
+        qi[no_hist] = 0.0
+        return ListSources(id_top, title_top, memory_cols, id_raw, title_cos, qi, qt)
 
     def queries(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray | TitleQueries]:

@@ -1,0 +1,122 @@
+"""Point-in-time activity aggregates: interactions per item, per product family and per attribute in trailing windows.
+
+One definition serves training, evaluation and serving. `activity_frame(events, items)` writes daily snapshot rows:
+a row (key, event_timestamp = day D at 00:00 UTC) holds the clicks + purchases and the purchases of that key in
+`[D - 7 days, D)` and `[D - 30 days, D)`, so every count is from strictly before any time on day D. A key gets a row
+on every day its windows are non-zero, and one more on the day they fall back to zero. So the latest row at or
+before t (Feast's point-in-time join with ttl 0) is exactly the windows as of t's day. The frame is the source of
+the Feast feature view `activity_windows` (`feature_repo.definitions`), and `ActivityTable.lookup(keys, t)` is that
+same as-of join in numpy, which the ranker reads at training, evaluation and request time (a test checks it
+against Feast's `get_historical_features`).
+
+Keys are strings in one namespace:
+- `item:<item_id>`, `family:<family_id>`: popularity and its trend;
+- `cat:<category>` and `cat:<category>|<attribute>:<value>` for season, occasion and colour: what share of a
+  category's recent interactions have each value (the season, occasions and colour trends at the target time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DAY_MS = 86_400_000
+WINDOWS = (7, 30)  # days
+COUNTS = ("n_7d", "n_30d", "buy_7d", "buy_30d")  # interactions / purchases in each window
+TREND_ATTRIBUTES = ("season", "occasion", "color")
+_SHIFT = 42  # composite sort key: key code << 42 | epoch ms (ms < 2**42 until the year 2109)
+
+
+def event_keys(events: pd.DataFrame, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (key, time ms, is purchase) the interactions contribute to: (m,) object, (m,) int64, (m,) bool."""
+    inter = events[events["action"].isin(["click", "purchase"])]
+    attrs = items.set_index("item_id")
+    ids = inter["item_id"].astype(str).to_numpy()
+    t = pd.DatetimeIndex(pd.to_datetime(inter["timestamp"], utc=True)).as_unit("ms").asi8
+    buy = inter["action"].to_numpy() == "purchase"
+    known = pd.Index(attrs.index).get_indexer(ids) >= 0
+    ids, t, buy = ids[known], t[known], buy[known]
+    cat = attrs["category"].reindex(ids).astype(str).to_numpy()
+    parts = [np.char.add("item:", ids.astype(str)).astype(object), np.char.add("cat:", cat.astype(str)).astype(object)]
+    if "family_id" in attrs:
+        parts.append(np.char.add("family:", attrs["family_id"].reindex(ids).astype(str).to_numpy().astype(str))
+                     .astype(object))
+    for a in TREND_ATTRIBUTES:
+        if a in attrs:
+            val = attrs[a].reindex(ids).fillna("").astype(str).to_numpy()
+            parts.append(pd.Series(cat).str.cat(pd.Series(val), sep=f"|{a}:").radd("cat:").to_numpy(object))
+    n = len(parts)
+    return np.concatenate(parts), np.tile(t, n), np.tile(buy, n)
+
+
+def activity_frame(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """Daily snapshot rows (key, event_timestamp, n_7d, n_30d, buy_7d, buy_30d) of every key (see module doc)."""
+    keys, t, buy = event_keys(events, items)
+    if len(keys) == 0:
+        return pd.DataFrame({"key": pd.Series([], dtype=str), "event_timestamp": pd.Series([], dtype="datetime64[ms, UTC]"),
+                             **{c: pd.Series([], dtype=np.int64) for c in COUNTS}})
+    code, uniq = pd.factorize(keys, sort=True)
+    order = np.lexsort((t, code))
+    code, t, buy = code[order], t[order], buy[order]
+    comp = (code.astype(np.int64) << _SHIFT) | t  # (m,) sorted
+    buy_cum = np.concatenate([[0], np.cumsum(buy)])  # purchases among the first i sorted events
+    # Snapshot days: the 1..max(window)+1 days after each (key, event day). The last is the day the windows fall
+    # back to zero, so every row is either non-zero or that transition.
+    day = t // DAY_MS
+    span = max(WINDOWS) + 1
+    key_day = np.unique((code.astype(np.int64) << 20) | day)  # (u,) distinct (key, event day)
+    snap = np.unique((key_day[:, None] + np.arange(1, span + 1)).ravel())  # (r,) key << 20 | snapshot day
+    s_code, s_day = snap >> 20, snap & ((1 << 20) - 1)
+    base = s_code << _SHIFT
+    hi = np.searchsorted(comp, base | (s_day * DAY_MS), side="left")  # events of the key before day D
+    out = {"key": np.asarray(uniq, dtype=object)[s_code],
+           "event_timestamp": pd.to_datetime(s_day * DAY_MS, unit="ms", utc=True)}
+    for w in WINDOWS:
+        lo = np.searchsorted(comp, base | ((s_day - w) * DAY_MS), side="left")
+        out[f"n_{w}d"] = (hi - lo).astype(np.int64)
+        out[f"buy_{w}d"] = (buy_cum[hi] - buy_cum[lo]).astype(np.int64)
+    return pd.DataFrame(out)[["key", "event_timestamp", *COUNTS]]
+
+
+class ActivityTable:
+    """As-of lookups in an `activity_frame`: the latest row at or before each time, zeros for unknown keys."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        code, uniq = pd.factorize(frame["key"], sort=True)
+        ms = pd.DatetimeIndex(pd.to_datetime(frame["event_timestamp"], utc=True)).as_unit("ms").asi8
+        order = np.lexsort((ms, code))
+        self.keys = pd.Index(uniq)
+        self.comp = (code[order].astype(np.int64) << _SHIFT) | ms[order]  # (r,) sorted
+        self.values = frame[list(COUNTS)].to_numpy(np.float32)[order]  # (r, 4)
+        self.frame = frame
+
+    @classmethod
+    def build(cls, events: pd.DataFrame, items: pd.DataFrame) -> ActivityTable:
+        return cls(activity_frame(events, items))
+
+    @classmethod
+    def read(cls, path: Path) -> ActivityTable:
+        return cls(pd.read_parquet(path))
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.frame.to_parquet(path, index=False)
+        return path
+
+    def lookup(self, keys: Sequence[str] | np.ndarray, t_ns: np.ndarray | int) -> np.ndarray:
+        """(n, 4) float32 counts (`COUNTS`) of each key as of each time (epoch ns, one per key or one for all)."""
+        keys = np.asarray(keys, dtype=object)
+        out = np.zeros((len(keys), len(COUNTS)), np.float32)
+        if len(keys) == 0 or len(self.comp) == 0:
+            return out
+        code = self.keys.get_indexer(keys)  # (n,) -1 unknown
+        ms = np.broadcast_to(np.asarray(t_ns, np.int64) // 1_000_000, code.shape)
+        q = (np.maximum(code, 0).astype(np.int64) << _SHIFT) | np.maximum(ms, 0)
+        i = np.searchsorted(self.comp, q, side="right") - 1  # latest row at or before (key, t)
+        ok = (code >= 0) & (i >= 0)
+        ok[ok] &= (self.comp[i[ok]] >> _SHIFT) == code[ok]
+        out[ok] = self.values[i[ok]]
+        return out

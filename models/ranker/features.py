@@ -1,0 +1,268 @@
+"""The ranking stage's features, declared once (`FEATURES`) and computed by one function for evaluation and serving.
+
+Every feature of a candidate is computed from the target's `TargetInputs` (its history, lists and searches, all
+strictly before its time) and from catalog facts known at that time: attributes, release dates, and the activity
+windows of `ActivityTable` as of the target's day. Missing values (a candidate absent from a source, a user without
+a search) are NaN: LightGBM learns a direction for them. Cosines are rounded to 5 decimals so that the evaluation's
+matrix products and serving's per-request products give the same tree splits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from models.ranker.activity import COUNTS, TREND_ATTRIBUTES, ActivityTable
+from models.ranker.candidates import Candidates, TargetInputs
+from models.text.tokenizer import normalize_text
+from models.variants import FEATURES as VARIANT_FEATURES
+from models.variants import HISTORY_FEATURES, ItemAttributes, VariantConfig, history_features
+
+FEATURES: dict[str, str] = {
+    # source ranks: log(1 + 0-based rank), NaN when the candidate is not in that source
+    "id_rank": "rank in the ID model's list",
+    "title_rank": "rank in the title-cosine list",
+    "memory_rank": "rank among the memory's products for the last search",
+    "search_rank": "best organic position in the user's recent searches",
+    "history_rank": "recency rank among the user's own distinct items (0 = the last one)",
+    "variant_source": "1 if added as a variant of a leading family",
+    "n_sources": "number of sources (id, title, memory, search, history) that hold it",
+    # searches
+    "last_search_pos": "log(1 + organic position) in the user's latest search, NaN if not shown there",
+    "search_age_h": "hours since the latest recent search that showed it",
+    "last_search_age_h": "hours since the user's last search (per target)",
+    # model scores
+    "id_cos": "cosine of the ID query vector and the item's ID embedding",
+    "title_cos": "cosine of the title query vector and the item's title embedding",
+    # the family's best rank in each source
+    "fam_id_rank": "best ID-list rank of any variant of its family",
+    "fam_title_rank": "best title-list rank of any variant of its family",
+    "fam_memory_rank": "best memory rank of any variant of its family",
+    "fam_search_rank": "best organic position of any variant of its family in the recent searches",
+    # query-title match
+    "query_overlap": "share of the last query's tokens found in the title",
+    "query_brand": "1 if the brand's tokens are all in the last query",
+    "query_colour": "1 if the colour's tokens are all in the last query",
+    # the variant re-ranker's 13 features, against the memory-first title list
+    **{f"v_{n}": f"VariantRanker feature {n}" for n in VARIANT_FEATURES},
+    # affinity with the history
+    "hist_len": "clicked/purchased items in the history (per target)",
+    "brand_hist": "log(1 + history items of the same brand)",
+    "brand_share": "share of the history items of the same brand",
+    "price_logratio": "log(price) minus the mean log(price) of the history",
+    "season_hist": "log(1 + history items of the same season)",
+    "occasion_hist": "log(1 + history items of the same occasion)",
+    "gender_share": "share of the history items of the same gender",
+    "material_hist": "log(1 + history items of the same material)",
+    # what the category sells now (last 30 days, before the target's day)
+    "season_trend": "share of the category's interactions with this season",
+    "occasion_trend": "share of the category's interactions with this occasion",
+    "colour_trend": "share of the category's interactions with this colour",
+    # age
+    "age_days": "days since the item's release",
+    "family_age_days": "days since its family's first release",
+    # popularity (before the target's day)
+    "pop_7d": "log(1 + interactions in the last 7 days)",
+    "pop_30d": "log(1 + interactions in the last 30 days)",
+    "buy_30d": "log(1 + purchases in the last 30 days)",
+    "pop_trend": "log((1 + last 7 days) / (1 + last 30 days / 30 * 7))",
+    "fam_pop_7d": "log(1 + its family's interactions in the last 7 days)",
+    "fam_pop_30d": "log(1 + its family's interactions in the last 30 days)",
+    "fam_buy_30d": "log(1 + its family's purchases in the last 30 days)",
+    # seen before
+    "seen_count": "times the user clicked or bought it",
+    "bought_before": "1 if the user bought it before",
+    "seen_age_h": "hours since the user's last interaction with it",
+    "family_seen_age_h": "hours since the user's last interaction with its family",
+}
+FEATURE_NAMES = tuple(FEATURES)
+_RANK_SOURCES = ("id", "title", "memory", "search", "history")
+
+
+def _code(values: pd.Series) -> np.ndarray:
+    return pd.factorize(values.fillna("\0missing").astype(str), sort=True)[0].astype(np.int64)
+
+
+def _tokens(text: str) -> frozenset[str]:
+    return frozenset(normalize_text(text).split())
+
+
+@dataclass
+class FeatureContext:
+    """Catalog facts shared by every target: attribute codes, activity windows, and the embedding lookups."""
+
+    attrs: ItemAttributes
+    items: pd.DataFrame  # the catalog in `Catalog.items` order
+    activity: ActivityTable
+    id_vectors: Callable[[np.ndarray], np.ndarray]  # catalog rows -> (n, d_id) unit ID embeddings
+    title_vectors: Callable[[np.ndarray], np.ndarray]  # catalog rows -> (n, d_title) unit title embeddings
+    variant_cfg: VariantConfig = field(default_factory=VariantConfig)
+
+    def __post_init__(self) -> None:
+        it = self.items
+        self.brand, self.season, self.occasion = _code(it["brand"]), _code(it["season"]), _code(it["occasion"])
+        self.gender, self.material = _code(it["gender"]), _code(it["material"])
+        price = it["price"].to_numpy(np.float64) if "price" in it else np.full(len(it), np.nan)
+        self.log_price = np.log(np.where(price > 0, price, np.nan))  # (n,)
+        ids = it["item_id"].astype(str)
+        cat = it["category"].astype(str)
+        self.item_key = ("item:" + ids).to_numpy(object)
+        fam = it["family_id"].astype(str) if "family_id" in it else ids
+        self.family_key = ("family:" + fam).to_numpy(object)
+        self.cat_key = ("cat:" + cat).to_numpy(object)
+        self.trend_key = {a: ("cat:" + cat + f"|{a}:" + it[a].fillna("").astype(str)).to_numpy(object)
+                          for a in TREND_ATTRIBUTES if a in it}
+        created = self.attrs.created_ns
+        fam_first = pd.Series(created).groupby(self.attrs.family).transform("min").to_numpy(np.int64)
+        self.family_created = fam_first  # (n,) the family's first release
+        self.titles = it["title"].fillna("").astype(str).to_numpy()
+        self.brand_tokens = [_tokens(b) for b in it["brand"].fillna("").astype(str)]
+        self.colour_tokens = [_tokens(c) for c in it["color"].fillna("").astype(str)]
+        self._title_tokens: dict[int, frozenset[str]] = {}
+
+    def title_tokens(self, row: int) -> frozenset[str]:
+        tok = self._title_tokens.get(row)
+        if tok is None:
+            tok = self._title_tokens[row] = _tokens(self.titles[row])
+        return tok
+
+
+def _log_rank(rank: np.ndarray) -> np.ndarray:
+    return np.where(rank >= 0, np.log1p(np.maximum(rank, 0)), np.nan).astype(np.float32)
+
+
+def _family_best(family: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Per candidate, the best (smallest >= 0) rank over the candidates of its family; -1 if none."""
+    r = np.where(rank >= 0, rank, np.iinfo(np.int64).max)
+    best = pd.Series(r).groupby(family).transform("min").to_numpy()
+    return np.where(best == np.iinfo(np.int64).max, -1, best)
+
+
+def _hours(now_ns: int, then_ms: np.ndarray) -> np.ndarray:
+    return ((now_ns // 1_000_000 - np.asarray(then_ms, np.float64)) / 3.6e6).astype(np.float32)
+
+
+def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndarray:
+    """The (n, len(FEATURES)) float32 feature matrix of one target's candidates, columns in `FEATURES` order."""
+    rows, a, n = cand.rows, ctx.attrs, len(cand.rows)
+    f: dict[str, np.ndarray] = {}
+    in_source = np.zeros(n, np.int64)
+    for s in _RANK_SOURCES:
+        f[f"{s}_rank"] = _log_rank(cand.ranks[s])
+        in_source += cand.ranks[s] >= 0
+    f["variant_source"] = (cand.ranks["variant"] >= 0).astype(np.float32)
+    f["n_sources"] = in_source.astype(np.float32)
+
+    # Searches: position in the latest one, and the age of the latest one that showed the candidate.
+    last_pos = np.full(n, np.nan, np.float32)
+    shown_age = np.full(n, np.nan, np.float32)
+    for j, (s, ms) in enumerate(zip(inp.searches, inp.search_ms, strict=True)):
+        pos = pd.Index(pd.unique(np.asarray(s, np.int64))).get_indexer(rows)  # (n,)
+        hit = (pos >= 0) & np.isnan(shown_age)
+        shown_age[hit] = _hours(inp.t_ns, np.full(hit.sum(), ms))
+        if j == 0:
+            last_pos[pos >= 0] = np.log1p(pos[pos >= 0])
+    f["last_search_pos"], f["search_age_h"] = last_pos, shown_age
+    f["last_search_age_h"] = np.full(n, _hours(inp.t_ns, np.array([inp.search_ms[0]]))[0] if inp.search_ms else np.nan,
+                                     np.float32)
+
+    # Model scores.
+    f["id_cos"] = (np.round(ctx.id_vectors(rows) @ inp.id_query, 5).astype(np.float32) if inp.id_query is not None
+                   and n else np.full(n, np.nan, np.float32))
+    f["title_cos"] = (np.round(ctx.title_vectors(rows) @ inp.title_query, 5).astype(np.float32)
+                      if inp.title_query is not None and n else np.full(n, np.nan, np.float32))
+
+    fam = a.family[rows]
+    for s in ("id", "title", "memory", "search"):
+        f[f"fam_{s}_rank"] = _log_rank(_family_best(fam, cand.ranks[s]))
+
+    # Query-title match.
+    if inp.query is not None and normalize_text(inp.query):
+        q = _tokens(inp.query)
+        f["query_overlap"] = np.array([len(q & ctx.title_tokens(r)) / len(q) for r in rows.tolist()], np.float32)
+        f["query_brand"] = np.array([bool(ctx.brand_tokens[r]) and ctx.brand_tokens[r] <= q for r in rows.tolist()],
+                                    np.float32)
+        f["query_colour"] = np.array([bool(ctx.colour_tokens[r]) and ctx.colour_tokens[r] <= q
+                                      for r in rows.tolist()], np.float32)
+    else:
+        for k in ("query_overlap", "query_brand", "query_colour"):
+            f[k] = np.full(n, np.nan, np.float32)
+
+    # The variant features, against the memory-first title list (as the VariantRanker reads it).
+    list_rows = pd.unique(np.concatenate([np.asarray(inp.memory_rows, np.int64), np.asarray(inp.title_rows, np.int64)]))
+    list_fams = pd.Index(pd.unique(a.family[list_rows]))
+    fam_rank = list_fams.get_indexer(fam)  # (n,) -1 if the family is not listed
+    pos = pd.Index(list_rows).get_indexer(rows)
+    ufam, inv = np.unique(fam, return_inverse=True)
+    n_var = np.array([(a.created_ns[a.variants(x)] <= inp.t_ns).sum() for x in ufam.tolist()], np.float32)[inv]
+    hist = np.asarray(inp.hist_rows, np.int64)
+    hx = history_features(rows, hist, a, ctx.variant_cfg)  # (n, 9)
+    f["v_family_rank"] = np.where(fam_rank >= 0, np.log1p(np.maximum(fam_rank, 0)), np.nan).astype(np.float32)
+    f["v_listed"] = (pos >= 0).astype(np.float32)
+    f["v_listed_rank"] = np.where(pos >= 0, np.log1p(np.maximum(pos, 0)), np.nan).astype(np.float32)
+    f["v_family_variants"] = np.log(np.maximum(n_var, 1)).astype(np.float32)
+    for j, name in enumerate(HISTORY_FEATURES):
+        f[f"v_{name}"] = hx[:, j]
+
+    # Affinity with the history.
+    h = len(hist)
+    f["hist_len"] = np.full(n, h, np.float32)
+
+    def same(codes: np.ndarray) -> np.ndarray:
+        return (codes[rows][:, None] == codes[hist][None, :]).sum(axis=1).astype(np.float32) if h else np.zeros(n)
+
+    brand = same(ctx.brand)
+    f["brand_hist"] = np.log1p(brand).astype(np.float32)
+    f["brand_share"] = (brand / h if h else np.full(n, np.nan)).astype(np.float32)
+    hist_price = ctx.log_price[hist] if h else np.zeros(0)
+    mean_price = np.nanmean(hist_price) if np.isfinite(hist_price).any() else np.nan
+    f["price_logratio"] = (ctx.log_price[rows] - mean_price).astype(np.float32)
+    f["season_hist"] = np.log1p(same(ctx.season)).astype(np.float32)
+    f["occasion_hist"] = np.log1p(same(ctx.occasion)).astype(np.float32)
+    f["gender_share"] = (same(ctx.gender) / h if h else np.full(n, np.nan)).astype(np.float32)
+    f["material_hist"] = np.log1p(same(ctx.material)).astype(np.float32)
+
+    # Activity windows as of the target's day: trends, popularity, family popularity.
+    t = inp.t_ns
+    cat_total = ctx.activity.lookup(ctx.cat_key[rows[:1]], t)[:, COUNTS.index("n_30d")] if n else np.zeros(1)
+    denom = float(cat_total[0]) if n else 0.0
+    for attr, name in (("season", "season_trend"), ("occasion", "occasion_trend"), ("color", "colour_trend")):
+        if attr in ctx.trend_key and denom > 0:
+            f[name] = ctx.activity.lookup(ctx.trend_key[attr][rows], t)[:, COUNTS.index("n_30d")] / denom
+        else:
+            f[name] = np.full(n, np.nan, np.float32)
+    day_ns = 86_400 * 10**9
+    f["age_days"] = ((t - a.created_ns[rows].astype(np.float64)) / day_ns).astype(np.float32)
+    f["family_age_days"] = ((t - ctx.family_created[rows].astype(np.float64)) / day_ns).astype(np.float32)
+    f["age_days"][a.created_ns[rows] == np.iinfo(np.int64).min] = np.nan
+    f["family_age_days"][ctx.family_created[rows] == np.iinfo(np.int64).min] = np.nan
+    item = ctx.activity.lookup(ctx.item_key[rows], t)  # (n, 4) n_7d n_30d buy_7d buy_30d
+    fam_act = ctx.activity.lookup(ctx.family_key[rows], t)
+    f["pop_7d"], f["pop_30d"], f["buy_30d"] = np.log1p(item[:, 0]), np.log1p(item[:, 1]), np.log1p(item[:, 3])
+    f["pop_trend"] = (np.log1p(item[:, 0]) - np.log1p(item[:, 1] * 7 / 30)).astype(np.float32)
+    f["fam_pop_7d"], f["fam_pop_30d"] = np.log1p(fam_act[:, 0]), np.log1p(fam_act[:, 1])
+    f["fam_buy_30d"] = np.log1p(fam_act[:, 3])
+
+    # Seen before.
+    if h:
+        match = rows[:, None] == hist[None, :]  # (n, H)
+        f["seen_count"] = match.sum(axis=1).astype(np.float32)
+        f["bought_before"] = (match & np.asarray(inp.hist_buy, bool)[None, :]).any(axis=1).astype(np.float32)
+        hist_ms = np.asarray(inp.hist_ms, np.float64)
+        last = np.where(match, hist_ms[None, :], -np.inf).max(axis=1)
+        f["seen_age_h"] = np.where(np.isfinite(last), _hours(t, np.where(np.isfinite(last), last, 0)), np.nan)
+        fmatch = fam[:, None] == a.family[hist][None, :]
+        flast = np.where(fmatch, hist_ms[None, :], -np.inf).max(axis=1)
+        f["family_seen_age_h"] = np.where(np.isfinite(flast), _hours(t, np.where(np.isfinite(flast), flast, 0)), np.nan)
+    else:
+        f["seen_count"], f["bought_before"] = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        f["seen_age_h"], f["family_seen_age_h"] = np.full(n, np.nan), np.full(n, np.nan)
+
+    missing = set(FEATURE_NAMES) - set(f)
+    if missing:
+        raise AssertionError(f"features declared but not computed: {sorted(missing)}")
+    return np.stack([np.asarray(f[k], np.float32).reshape(n) for k in FEATURE_NAMES], axis=1) if n else \
+        np.zeros((0, len(FEATURE_NAMES)), np.float32)

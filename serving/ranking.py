@@ -1,0 +1,167 @@
+"""The learned ranking stage on the evaluation path: every retrieval source -> candidates -> features -> LambdaMART.
+
+`RankerScorer` is an evaluation `Scorer`. Per batch it runs the retrieval sources once (`RetrievalScorer.sources`:
+the ID list, the title-cosine list, the memory's products, the query vectors), adds the organic results of each
+user's recent searches (`SearchLog`) and their own items, and turns each target into a `TargetInputs`. Then
+`models.ranker.candidates.generate` and `models.ranker.features.compute` (the same functions serving calls) give
+the candidates and their features, and the `LearnedRanker` orders them. The ranked candidates score above every
+other item, in that order; the rest of the category follows by title cosine, as in `RetrievalScorer`.
+
+Seen items are not removed: they are candidates with `seen_count` / `bought_before` features, so the ranker learns
+from each dataset whether people re-buy. Ties in the ranker's score are ordered by item id, except that the
+evaluation's target goes after every candidate it ties with (a constant ranker puts it last among the candidates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from models.evaluation import Catalog
+from models.ranker.candidates import SOURCES, CandidateConfig, Candidates, SearchLog, TargetInputs, generate
+from models.ranker.features import FEATURE_NAMES, FeatureContext, compute
+from models.ranker.model import LearnedRanker
+from serving.retrieval import RetrievalScorer, _ns, list_scores
+
+
+def history_arrays(actions: list, item_ids: list, timestamps: list, index: pd.Index
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clicked/purchased catalog rows of one history (oldest first), whether each was a purchase, and its ms."""
+    picked = [(i, a == "purchase", int(t)) for a, i, t in zip(actions, item_ids, timestamps, strict=True)
+              if a in ("click", "purchase") and i]
+    if not picked:
+        return np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int64)
+    rows = index.get_indexer(np.asarray([p[0] for p in picked], dtype=object))
+    keep = rows >= 0
+    return (rows[keep].astype(np.int64), np.array([p[1] for p in picked], bool)[keep],
+            np.array([p[2] for p in picked], np.int64)[keep])
+
+
+@dataclass
+class Ranked:
+    """One target's ranked candidates."""
+
+    rows: np.ndarray  # (n,) catalog rows, best first
+    scores: np.ndarray  # (n,) the ranker's scores, in that order
+    candidates: Candidates
+    features: np.ndarray  # (n, F) in candidate (row) order
+
+
+@dataclass
+class RankerScorer:
+    """Evaluation `Scorer` of the ranking stage (see the module docstring)."""
+
+    base: RetrievalScorer
+    ctx: FeatureContext
+    searches: SearchLog
+    ranker: LearnedRanker | None = None
+    cfg: CandidateConfig = field(default_factory=CandidateConfig)
+    tie_aware = True
+
+    def __post_init__(self) -> None:
+        # The ranking stage reads the seen items and the memory's products as separate sources.
+        self.base.cfg = replace(self.base.cfg, exclude_seen=False, title_list="cosine",
+                                k=max(self.cfg.id_k, self.cfg.title_k))
+        self.index = pd.Index(self.base.catalog.item_ids)
+
+    def inputs(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None
+               ) -> tuple[list[TargetInputs], np.ndarray]:
+        """Each target's `TargetInputs`, and the title cosine matrix (B, n_cat)."""
+        src = self.base.sources(batch, cat_rows, demote)
+        t_ns = _ns(batch["target_ts"].to_numpy())
+        cat = self.ctx.attrs.category[cat_rows[0]]
+        from serving.retrieval import last_search_queries
+
+        queries = last_search_queries(batch["seq_actions"], batch["seq_queries"])
+        out = []
+        for b, (acts, items, sids, ts) in enumerate(zip(batch["seq_actions"], batch["seq_item_ids"],
+                                                        batch["seq_search_ids"], batch["seq_timestamps"], strict=True)):
+            acts, items, ts = list(acts), list(items), list(ts)
+            hist, buy, ms = history_arrays(acts, items, ts, self.index)
+            res, res_ms = self.searches.recent(acts, list(sids), ts, self.cfg.searches)
+            cols = lambda c: cat_rows[c[c >= 0]]  # noqa: E731
+            out.append(TargetInputs(
+                category=int(cat), t_ns=int(t_ns[b]), hist_rows=hist, hist_buy=buy, hist_ms=ms,
+                id_rows=cols(src.id_top[b]), title_rows=cols(src.title_top[b]),
+                memory_rows=cat_rows[src.memory_cols[b]] if src.memory_cols is not None else np.zeros(0, np.int64),
+                searches=res, search_ms=res_ms, query=queries[b],
+                id_query=src.id_query[b] if len(hist) else None, title_query=src.title_query[b]))
+        return out, src.title_cos
+
+    def rank(self, inp: TargetInputs, last_row: int | None = None) -> Ranked:
+        """Candidates, features and the ranker's order for one target; `last_row` goes last among its ties."""
+        cand = generate(inp, self.ctx.attrs, self.cfg)
+        x = compute(inp, cand, self.ctx)
+        s = self.ranker.score(x) if self.ranker is not None else np.zeros(len(cand.rows))
+        tiebreak = np.arange(len(cand.rows))
+        if last_row is not None:
+            tiebreak[cand.rows == last_row] = len(cand.rows)
+        order = np.lexsort((tiebreak, -s))
+        return Ranked(cand.rows[order], s[order], cand, x)
+
+    def ranked_rows(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None
+                    ) -> tuple[list[Ranked], np.ndarray]:
+        inputs, title_cos = self.inputs(batch, cat_rows, demote)
+        last = [None] * len(inputs) if demote is None else [int(cat_rows[d]) for d in demote]
+        return [self.rank(i, l) for i, l in zip(inputs, last, strict=True)], title_cos
+
+    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
+        ranked, title_cos = self.ranked_rows(batch, cat_rows, demote)
+        cols = [np.searchsorted(cat_rows, r.rows).tolist() for r in ranked]  # cat_rows ascending (Catalog.rows)
+        return list_scores(cols, title_cos)  # (B, n_cat)
+
+
+def batches(targets: pd.DataFrame, catalog: Catalog, batch_size: int = 256
+            ) -> Iterator[tuple[np.ndarray, pd.DataFrame, np.ndarray]]:
+    """(target positions, batch, category rows) per category and batch, as `evaluate` iterates."""
+    for cat, idx in targets.groupby("category", sort=True).indices.items():
+        for start in range(0, len(idx), batch_size):
+            b = idx[start:start + batch_size]
+            yield b, targets.iloc[b], catalog.rows[cat]
+
+
+@dataclass
+class Examples:
+    """Training groups and the candidate recall they show."""
+
+    groups: list[tuple[np.ndarray, np.ndarray]]  # (features (n, F), labels (n,)) per target
+    recall: dict[str, float]  # per source and "union": share of targets whose bought item is a candidate
+    mean_candidates: float
+    seconds: float
+
+
+def ranker_examples(scorer: RankerScorer, targets: pd.DataFrame, progress: bool = False) -> Examples:
+    """One LambdaMART group per target (label 1 on its bought item), and the candidate recall per source."""
+    import time
+
+    t0 = time.perf_counter()
+    catalog = scorer.base.catalog
+    target_rows = catalog.index_of(targets["target_item_id"])
+    groups, n_cand = [], []
+    hits = {s: 0 for s in (*SOURCES, "union")}
+    bar = tqdm(total=len(targets), desc="ranker examples", disable=not progress, leave=False)
+    for b, batch, cat_rows in batches(targets, catalog):
+        inputs, _ = scorer.inputs(batch, cat_rows)
+        for j, inp in enumerate(inputs):
+            cand = generate(inp, scorer.ctx.attrs, scorer.cfg)
+            x = compute(inp, cand, scorer.ctx)
+            y = (cand.rows == target_rows[b[j]]).astype(np.float32)
+            groups.append((x, y))
+            n_cand.append(len(cand.rows))
+            at = np.flatnonzero(y)
+            if len(at):
+                hits["union"] += 1
+                for s in SOURCES:
+                    hits[s] += int(cand.ranks[s][at[0]] >= 0)
+        bar.update(len(b))
+    bar.close()
+    n = max(len(targets), 1)
+    return Examples(groups, {s: v / n for s, v in hits.items()}, float(np.mean(n_cand)) if n_cand else 0.0,
+                    round(time.perf_counter() - t0, 2))
+
+
+__all__ = ["FEATURE_NAMES", "Examples", "RankerScorer", "Ranked", "history_arrays", "ranker_examples"]
