@@ -27,14 +27,15 @@ SOURCES = ("id", "title", "memory", "search", "history", "variant")
 
 @dataclass(frozen=True)
 class CandidateConfig:
-    id_k: int = 50  # leading items of the ID list
-    title_k: int = 50  # leading items of the title-cosine list
+    id_k: int = 30  # leading items of the ID list
+    title_k: int = 30  # leading items of the title-cosine list
     searches: int = 3  # the user's most recent searches whose organic results are candidates
     history: int = 30  # the user's most recent distinct history items
     variant_id_k: int = 5  # families of the ID list's first items whose variants are added
     variant_title_k: int = 10  # families of the title list's first items whose variants are added
-    variant_search_k: int = 10  # families of each recent search's first results whose variants are added
-    max_family_variants: int = 60  # families with more released variants add only their listed ones
+    variant_search_k: int = 15  # families of each recent search's first results whose variants are added
+    max_family_variants: int = 60  # larger families add only the variants in a size or colour the user had
+    # (for that subcategory) or that the sources listed
 
 
 @dataclass
@@ -95,8 +96,13 @@ def generate(inp: TargetInputs, attrs: ItemAttributes, cfg: CandidateConfig = Ca
     for f in fams.tolist():
         v = attrs.variants(f)
         v = v[(attrs.created_ns[v] <= inp.t_ns) & (attrs.category[v] == inp.category)]
-        if len(v) <= cfg.max_family_variants:
-            variants.append(v)
+        if len(v) > cfg.max_family_variants:  # a big family: the sizes and colours this user would look at
+            sub = attrs.subcategory[v[0]]
+            own = hist[attrs.subcategory[hist] == sub] if len(hist) else hist
+            shown = v[np.isin(v, listed)]
+            v = v[np.isin(attrs.size[v], attrs.size[own]) | np.isin(attrs.colour[v], attrs.colour[shown])
+                  | np.isin(v, listed)]
+        variants.append(v)
     rows = np.unique(np.concatenate([listed, *variants]).astype(np.int64))  # (n,)
     ranks = {}
     for name, src in lists.items():

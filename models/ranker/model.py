@@ -1,7 +1,7 @@
 """The learned ranker: LightGBM's LambdaMART (`objective="lambdarank"`) over the candidates' `FEATURES`.
 
 Trained on validation-period targets (one query group per target: its candidates, label 1 on the bought item),
-early-stopped on a seeded held-out share of those groups, deterministic for a seed and thread count, and saved as
+early-stopped on seeded held-out folds of those groups (a bag of boosters, one per fold), deterministic for a seed and thread count, and saved as
 LightGBM's text model beside a JSON with its feature list, config and training facts.
 """
 
@@ -19,23 +19,26 @@ import numpy as np
 
 @dataclass(frozen=True)
 class RankerConfig:
-    num_leaves: int = 31
-    learning_rate: float = 0.05
+    num_leaves: int = 15
+    learning_rate: float = 0.03
     max_rounds: int = 600
-    early_stopping: int = 50  # rounds without a better held-out NDCG@10
-    min_data_in_leaf: int = 50
+    early_stopping: int = 100  # rounds without a better held-out NDCG@10 end training
+    min_rounds: int = 20  # the chosen round count is at least this
+    smooth: int = 10  # rounds in the moving average of the held-out curve the round count is chosen on
+    min_data_in_leaf: int = 100
     feature_fraction: float = 0.8
     bagging_fraction: float = 0.8
     lambda_l2: float = 1.0
     truncation: int = 20  # lambdarank_truncation_level
-    valid_frac: float = 0.2  # share of the training groups held out for early stopping
+    valid_frac: float = 0.2  # share of the training groups each booster holds out for early stopping
+    bags: int = 5  # boosters, each held out on a different fold; scores are averaged
     seed: int = 0
     threads: int = 2  # LightGBM is deterministic for a seed and a thread count
 
 
 @dataclass
 class LearnedRanker:
-    booster: lgb.Booster | None  # None: a constant ranker (no usable training group)
+    boosters: list[lgb.Booster]  # the bag (empty: a constant ranker, no usable training group)
     features: tuple[str, ...]
     cfg: RankerConfig = field(default_factory=RankerConfig)
     info: dict = field(default_factory=dict)
@@ -44,33 +47,35 @@ class LearnedRanker:
         """(n,) float64 scores of candidate rows x (n, len(features))."""
         if x.shape[1] != len(self.features):
             raise ValueError(f"ranker expects {len(self.features)} features, got {x.shape[1]}")
-        if self.booster is None or len(x) == 0:
+        if not self.boosters or len(x) == 0:
             return np.zeros(len(x))
-        return np.asarray(self.booster.predict(x, num_threads=1), np.float64)
+        return np.mean([b.predict(x, num_threads=1) for b in self.boosters], axis=0).astype(np.float64)
 
     def importances(self) -> dict[str, float]:
         """Total gain per feature, largest first (0 for unused features)."""
-        if self.booster is None:
+        if not self.boosters:
             return {f: 0.0 for f in self.features}
-        gain = self.booster.feature_importance(importance_type="gain")
+        gain = np.mean([b.feature_importance(importance_type="gain") for b in self.boosters], axis=0)
         return dict(sorted(zip(self.features, map(float, gain), strict=True), key=lambda kv: -kv[1]))
 
     def save(self, directory: Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        if self.booster is not None:
-            self.booster.save_model(str(directory / "model.txt"))
+        for old in directory.glob("model_*.txt"):
+            old.unlink()
+        for i, b in enumerate(self.boosters):
+            b.save_model(str(directory / f"model_{i}.txt"))
         (directory / "ranker.json").write_text(json.dumps({
             "features": list(self.features), "cfg": asdict(self.cfg), "info": self.info,
-            "importances": self.importances(), "constant": self.booster is None}, indent=2))
+            "importances": self.importances(), "boosters": len(self.boosters)}, indent=2))
         return directory
 
     @classmethod
     def load(cls, directory: Path) -> LearnedRanker:
         directory = Path(directory)
         meta = json.loads((directory / "ranker.json").read_text())
-        booster = None if meta["constant"] else lgb.Booster(model_file=str(directory / "model.txt"))
-        return cls(booster, tuple(meta["features"]), RankerConfig(**meta["cfg"]), meta.get("info", {}))
+        boosters = [lgb.Booster(model_file=str(directory / f"model_{i}.txt")) for i in range(meta["boosters"])]
+        return cls(boosters, tuple(meta["features"]), RankerConfig(**meta["cfg"]), meta.get("info", {}))
 
     def plot_importance(self, path: Path, top: int = 30) -> Path:
         """A horizontal bar chart of the `top` features by gain (PNG)."""
@@ -93,45 +98,63 @@ class LearnedRanker:
 
 def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequence[str],
                cfg: RankerConfig = RankerConfig()) -> LearnedRanker:
-    """LambdaMART on (features (n, F), labels (n,)) query groups; groups without a positive are skipped."""
+    """LambdaMART on (features (n, F), labels (n,)) query groups; groups without a positive are skipped.
+
+    `cfg.bags` boosters, each early-stopped on its own fold of the groups (a seeded partition into
+    round(1 / valid_frac) folds) and trained on the rest; the ranker's score is their mean. With few groups one
+    held-out fold is noisy, and the bag uses every group for training and for stopping."""
     t0 = time.perf_counter()
     usable = [(x, y) for x, y in groups if len(x) and y.max() > 0]
     info: dict = {"groups": len(groups), "used": len(usable), "skipped_no_positive": len(groups) - len(usable)}
-    if len(usable) < 2:
-        return LearnedRanker(None, tuple(features), cfg, {**info, "fitted": False})
-    rng = np.random.default_rng(cfg.seed)
-    held = rng.random(len(usable)) < cfg.valid_frac
-    if held.all() or not held.any():
-        held = np.arange(len(usable)) % 5 == 0
-    params = {
-        "objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "num_leaves": cfg.num_leaves,
-        "learning_rate": cfg.learning_rate, "min_data_in_leaf": cfg.min_data_in_leaf,
-        "feature_fraction": cfg.feature_fraction, "bagging_fraction": cfg.bagging_fraction, "bagging_freq": 1,
-        "lambda_l2": cfg.lambda_l2, "lambdarank_truncation_level": cfg.truncation, "seed": cfg.seed,
-        "deterministic": True, "force_row_wise": True, "num_threads": cfg.threads, "verbosity": -1,
-    }
+    n_folds = max(2, round(1 / cfg.valid_frac))
+    if len(usable) < n_folds:
+        return LearnedRanker([], tuple(features), cfg, {**info, "fitted": False})
+    fold = np.random.default_rng(cfg.seed).permutation(len(usable)) % n_folds  # (G,)
+    xs = [g[0].astype(np.float32) for g in usable]
+    ys = [g[1].astype(np.float32) for g in usable]
 
     def dataset(mask: np.ndarray, ref: lgb.Dataset | None = None) -> lgb.Dataset:
-        part = [usable[i] for i in np.flatnonzero(mask)]
-        x = np.concatenate([g[0] for g in part]).astype(np.float32)
-        y = np.concatenate([g[1] for g in part]).astype(np.float32)
-        return lgb.Dataset(x, y, group=[len(g[0]) for g in part], feature_name=list(features), reference=ref,
+        idx = np.flatnonzero(mask)
+        return lgb.Dataset(np.concatenate([xs[i] for i in idx]), np.concatenate([ys[i] for i in idx]),
+                           group=[len(xs[i]) for i in idx], feature_name=list(features), reference=ref,
                            free_raw_data=False)
 
-    train = dataset(~held)
-    valid = dataset(held, train)
-    curve: dict = {}
-    booster = lgb.train(params, train, num_boost_round=cfg.max_rounds, valid_sets=[valid], valid_names=["held_out"],
-                        callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False),
-                                   lgb.record_evaluation(curve)])
-    info |= {"fitted": True, "train_groups": int((~held).sum()), "held_out_groups": int(held.sum()),
-             "rows": int(sum(len(x) for x, _ in usable)), "best_iteration": int(booster.best_iteration),
-             "held_out_ndcg@10": float(curve["held_out"]["ndcg@10"][booster.best_iteration - 1]),
+    boosters, bags = [], []
+    for b in range(min(cfg.bags, n_folds)):
+        held = fold == b
+        params = {
+            "objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "num_leaves": cfg.num_leaves,
+            "learning_rate": cfg.learning_rate, "min_data_in_leaf": cfg.min_data_in_leaf,
+            "feature_fraction": cfg.feature_fraction, "bagging_fraction": cfg.bagging_fraction, "bagging_freq": 1,
+            "lambda_l2": cfg.lambda_l2, "lambdarank_truncation_level": cfg.truncation, "seed": cfg.seed + b,
+            "deterministic": True, "force_row_wise": True, "num_threads": cfg.threads, "verbosity": -1,
+        }
+        train = dataset(~held)
+        curve: dict = {}
+        booster = lgb.train(params, train, num_boost_round=cfg.max_rounds, valid_sets=[dataset(held, train)],
+                            valid_names=["held_out"], keep_training_booster=True,
+                            callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False),
+                                       lgb.record_evaluation(curve)])
+        held_curve = np.asarray(curve["held_out"]["ndcg@10"])  # (rounds,)
+        best = best_round(held_curve, cfg.min_rounds, cfg.smooth)
+        boosters.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))  # predict == saved
+        bags.append({"held_out_groups": int(held.sum()), "rounds_trained": len(held_curve), "best_iteration": best,
+                     "held_out_ndcg@10": round(float(held_curve[best - 1]), 4),
+                     "held_out_curve": [round(float(v), 4) for v in held_curve]})
+    info |= {"fitted": True, "rows": int(sum(len(x) for x in xs)), "bags": bags,
+             "held_out_ndcg@10": round(float(np.mean([b["held_out_ndcg@10"] for b in bags])), 4),
              "seconds": round(time.perf_counter() - t0, 2)}
-    booster = booster if booster.best_iteration <= 0 else _truncated(booster)
-    return LearnedRanker(booster, tuple(features), cfg, info)
+    return LearnedRanker(boosters, tuple(features), cfg, info)
 
 
-def _truncated(booster: lgb.Booster) -> lgb.Booster:
-    """The booster cut at its best iteration (so `predict` and the saved model agree)."""
-    return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
+def best_round(curve: np.ndarray, min_rounds: int, smooth: int) -> int:
+    """The round count (1-based) with the best moving average of a held-out curve, at least `min_rounds`.
+
+    A few dozen held-out groups make the raw curve noisy: its maximum is often one of the first rounds."""
+    n = len(curve)
+    if n <= min_rounds:
+        return n
+    w = max(1, min(smooth, n))
+    avg = np.convolve(curve, np.ones(w) / w, mode="full")[:n]  # trailing average
+    avg[: w - 1] = np.cumsum(curve[: w - 1]) / np.arange(1, w)
+    return int(min_rounds + np.argmax(avg[min_rounds - 1:]))
