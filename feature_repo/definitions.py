@@ -36,6 +36,21 @@ def build_definitions(feature_dir: Path, online_items: bool = False) -> dict[str
         name="user_sequence_source", path=str(feature_dir / "user_sequence.parquet"),
         timestamp_field="event_timestamp",
     )
+    activity = Entity(name="activity", join_keys=["activity_key"], value_type=ValueType.STRING,
+                      description="An item, a product family or a category attribute value (feature_repo.activity)")
+    activity_source = FileSource(
+        name="activity_windows_source", path=str(feature_dir / "activity_windows.parquet"),
+        timestamp_field="event_timestamp",
+    )
+    activity_windows = FeatureView(
+        name="activity_windows",
+        entities=[activity],
+        ttl=timedelta(0),
+        schema=[Field(name=n, dtype=Int64) for n in ("n_7d", "n_30d", "buy_7d", "buy_30d")],
+        source=activity_source,
+        online=online_items,  # per-item aggregates: the SQLite writer is too slow for them (see above)
+        description="Clicks + purchases and purchases in the 7 and 30 days before each day (daily snapshots)",
+    )
     item_attributes = FeatureView(
         name="item_attributes",
         entities=[item],
@@ -74,8 +89,13 @@ def build_definitions(feature_dir: Path, online_items: bool = False) -> dict[str
         features=[item_attributes],
         description="Item attributes for prompts and retrieval payloads",
     )
-    objs = [user, item, item_source, seq_source, item_attributes, user_sequence,
-            sequence_training, prompt_context, item_context]
+    ranking_context = FeatureService(
+        name="ranking_context_v1",
+        features=[activity_windows],
+        description="What the ranking stage reads per candidate: popularity, its trend and attribute trends",
+    )
+    objs = [user, item, activity, item_source, seq_source, activity_source, item_attributes, user_sequence,
+            activity_windows, sequence_training, prompt_context, item_context, ranking_context]
     return {o.name: o for o in objs}
 
 
@@ -90,3 +110,5 @@ user_sequence = _defs["user_sequence"]
 sequence_training_v1 = _defs["sequence_training_v1"]
 prompt_context_v1 = _defs["prompt_context_v1"]
 item_context_v1 = _defs["item_context_v1"]
+activity_windows = _defs["activity_windows"]
+ranking_context_v1 = _defs["ranking_context_v1"]

@@ -66,11 +66,14 @@ def user_sequence_table(events: pd.DataFrame, max_len: int = DEFAULT_MAX_LEN) ->
 
 def write_feature_tables(items: pd.DataFrame, events: pd.DataFrame, out_dir: Path,
                          max_len: int = DEFAULT_MAX_LEN) -> dict[str, int]:
-    """Write `item_features.parquet` and `user_sequence.parquet`; returns row counts."""
+    """Write `item_features.parquet`, `user_sequence.parquet` and `activity_windows.parquet`; returns row counts."""
+    from feature_repo.activity import activity_frame
+
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name, table in (("item_features", item_feature_table(items)),
-                        ("user_sequence", user_sequence_table(events, max_len))):
+                        ("user_sequence", user_sequence_table(events, max_len)),
+                        ("activity_windows", pa.Table.from_pandas(activity_frame(events, items), preserve_index=False))):
         tmp = out_dir / f"{name}.parquet.tmp"
         pq.write_table(table, tmp)
         tmp.replace(out_dir / f"{name}.parquet")

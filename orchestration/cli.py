@@ -69,10 +69,11 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     if ID_MODEL not in chosen:  # the ID collection, the retrieval lists and the LLM stage read CORE-trm's item table
         typer.secho(f"--models without {ID_MODEL}: skipping the ID-embedding collection, the text side and the LLM "
                     f"stage, which use {ID_MODEL}'s item table (add {ID_MODEL} to --models to build them)", fg="yellow")
-        selection = selection - AssetSelection.assets(AssetKey("id_embeddings")) - AssetSelection.groups("text", "llm", "serving")
+        selection = (selection - AssetSelection.assets(AssetKey("id_embeddings"))
+                     - AssetSelection.groups("text", "llm", "serving", "ranking"))
         retrieval = False
-    if not retrieval:
-        selection = selection - AssetSelection.groups("text", "llm", "serving")  # the LLM reads the retrieval lists
+    if not retrieval:  # the LLM and the ranker read the retrieval lists
+        selection = selection - AssetSelection.groups("text", "llm", "serving", "ranking")
     if not llm:
         selection = selection - AssetSelection.groups("llm")
     if llm and retrieval:

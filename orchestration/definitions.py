@@ -7,7 +7,7 @@ import os
 from dagster import Definitions, load_assets_from_modules
 
 from orchestration import checks, sensors
-from orchestration.assets import data, evaluation, llm, report, seqrec, serving, text
+from orchestration.assets import data, evaluation, llm, ranking, report, seqrec, serving, text
 from orchestration.resources import (
     DatasetResource,
     FeastResource,
@@ -18,7 +18,7 @@ from orchestration.resources import (
     WorkdirResource,
 )
 
-ASSET_MODULES = [data, evaluation, seqrec, text, llm, report, serving]
+ASSET_MODULES = [data, evaluation, seqrec, text, ranking, llm, report, serving]
 all_assets = load_assets_from_modules(ASSET_MODULES)
 all_checks = [checks.canonical_row_counts, checks.referential_integrity, checks.point_in_time_safety,
               checks.training_before_targets]

@@ -1,7 +1,7 @@
 """The serving bundle: publish what `fashionrec serve` reads as one registry version, and update it for a batch.
 
 Layout of a bundle (the same as a workdir's, so the service opens either): `canonical/items.parquet`,
-`models/<id_model>.pt`, `models/title/`, `models/variant_ranker.json`, `models/llm_adapter/`, and `qdrant/` with the
+`models/<id_model>.pt`, `models/title/`, `models/variant_ranker.json`, `models/ranker/`, `models/llm_adapter/`, and `qdrant/` with the
 three collections (Qdrant Edge). `publish_bundle` copies them out of a workdir after a full run (the
 `serving_bundle` asset). `update_bundle` derives a new version from the current one for an ingested batch, without
 any retraining: the new items' titles are embedded with the bundle's title model and upserted into the title
@@ -30,7 +30,7 @@ COLLECTIONS = (ID_COLLECTION, TITLE_COLLECTION, MEMORY_COLLECTION)
 
 def _paths(id_model: str) -> list[str]:
     return ["canonical/items.parquet", f"models/{id_model}.pt", "models/title", "models/variant_ranker.json",
-            "models/llm_adapter"]
+            "models/ranker", "models/llm_adapter"]
 
 
 def data_snapshot(canonical: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     # The retrieval path
     id_model: str = "core-trm"  # the ID checkpoint <workdir>/models/<id_model>.pt
     retrieval_mode: str = "mixup"  # mixup | title_only | id_only | rrf (how the ID and title lists combine)
+    ranker_enabled: bool = True  # order with the learned ranking stage when the bundle has one (else mixup + variants)
     mixup_n: int = 1
 
     # The LLM stage: base model name or path (None: the adapter's own base), and its time budget per request

@@ -25,7 +25,7 @@ from models.evaluation import Catalog
 from models.ranker.candidates import SOURCES, CandidateConfig, Candidates, SearchLog, TargetInputs, generate
 from models.ranker.features import FEATURE_NAMES, FeatureContext, compute
 from models.ranker.model import LearnedRanker
-from serving.retrieval import RetrievalScorer, _ns, list_scores
+from serving.retrieval import RetrievalScorer, _ns, last_search_queries, list_scores
 
 
 def history_arrays(actions: list, item_ids: list, timestamps: list, index: pd.Index
@@ -52,21 +52,60 @@ class Ranked:
 
 
 @dataclass
+class RankingStage:
+    """Candidates -> features -> ranker for one target or request: what evaluation and serving both run."""
+
+    ctx: FeatureContext
+    searches: SearchLog
+    ranker: LearnedRanker | None = None  # None: every candidate scores the same
+    cfg: CandidateConfig = field(default_factory=CandidateConfig)
+
+    def rank(self, inp: TargetInputs, last_row: int | None = None) -> Ranked:
+        """Candidates, features and the ranker's order for one target; `last_row` goes last among its ties."""
+        cand = generate(inp, self.ctx.attrs, self.cfg)
+        x = compute(inp, cand, self.ctx)
+        s = self.ranker.score(x) if self.ranker is not None else np.zeros(len(cand.rows))
+        tiebreak = np.arange(len(cand.rows))  # rows ascending: ties in item id order
+        if last_row is not None:
+            tiebreak[cand.rows == last_row] = len(cand.rows)
+        order = np.lexsort((tiebreak, -s))
+        return Ranked(cand.rows[order], s[order], cand, x)
+
+
+@dataclass
 class RankerScorer:
     """Evaluation `Scorer` of the ranking stage (see the module docstring)."""
 
     base: RetrievalScorer
-    ctx: FeatureContext
-    searches: SearchLog
-    ranker: LearnedRanker | None = None
-    cfg: CandidateConfig = field(default_factory=CandidateConfig)
+    stage: RankingStage
     tie_aware = True
+
+    @property
+    def ctx(self) -> FeatureContext:
+        return self.stage.ctx
+
+    @property
+    def cfg(self) -> CandidateConfig:
+        return self.stage.cfg
+
+    @property
+    def searches(self) -> SearchLog:
+        return self.stage.searches
+
+    @property
+    def ranker(self) -> LearnedRanker | None:
+        return self.stage.ranker
+
+    @ranker.setter
+    def ranker(self, model: LearnedRanker | None) -> None:
+        self.stage.ranker = model
 
     def __post_init__(self) -> None:
         # The ranking stage reads the seen items and the memory's products as separate sources.
         self.base.cfg = replace(self.base.cfg, exclude_seen=False, title_list="cosine",
                                 k=max(self.cfg.id_k, self.cfg.title_k))
         self.index = pd.Index(self.base.catalog.item_ids)
+        self._seen = {"targets": 0, "candidates": 0, **{s: 0 for s in (*SOURCES, "union")}}
 
     def inputs(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None
                ) -> tuple[list[TargetInputs], np.ndarray]:
@@ -74,8 +113,6 @@ class RankerScorer:
         src = self.base.sources(batch, cat_rows, demote)
         t_ns = _ns(batch["target_ts"].to_numpy())
         cat = self.ctx.attrs.category[cat_rows[0]]
-        from serving.retrieval import last_search_queries
-
         queries = last_search_queries(batch["seq_actions"], batch["seq_queries"])
         out = []
         for b, (acts, items, sids, ts) in enumerate(zip(batch["seq_actions"], batch["seq_item_ids"],
@@ -92,22 +129,32 @@ class RankerScorer:
                 id_query=src.id_query[b] if len(hist) else None, title_query=src.title_query[b]))
         return out, src.title_cos
 
-    def rank(self, inp: TargetInputs, last_row: int | None = None) -> Ranked:
-        """Candidates, features and the ranker's order for one target; `last_row` goes last among its ties."""
-        cand = generate(inp, self.ctx.attrs, self.cfg)
-        x = compute(inp, cand, self.ctx)
-        s = self.ranker.score(x) if self.ranker is not None else np.zeros(len(cand.rows))
-        tiebreak = np.arange(len(cand.rows))
-        if last_row is not None:
-            tiebreak[cand.rows == last_row] = len(cand.rows)
-        order = np.lexsort((tiebreak, -s))
-        return Ranked(cand.rows[order], s[order], cand, x)
-
     def ranked_rows(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None
                     ) -> tuple[list[Ranked], np.ndarray]:
         inputs, title_cos = self.inputs(batch, cat_rows, demote)
         last = [None] * len(inputs) if demote is None else [int(cat_rows[d]) for d in demote]
-        return [self.rank(i, l) for i, l in zip(inputs, last, strict=True)], title_cos
+        ranked = [self.stage.rank(i, l) for i, l in zip(inputs, last, strict=True)]
+        if demote is not None:  # the evaluation's targets: count the candidate recall as it goes
+            for r, target in zip(ranked, last, strict=True):
+                self._count(r.candidates, target)
+        return ranked, title_cos
+
+    def _count(self, cand: Candidates, target: int) -> None:
+        self._seen["targets"] += 1
+        self._seen["candidates"] += len(cand.rows)
+        at = np.flatnonzero(cand.rows == target)
+        if len(at):
+            self._seen["union"] += 1
+            for s in SOURCES:
+                self._seen[s] += int(cand.ranks[s][at[0]] >= 0)
+
+    def recall(self) -> dict[str, float]:
+        """Share of the targets scored so far (by the evaluation) whose bought item was a candidate, per source."""
+        n = max(self._seen["targets"], 1)
+        return {s: self._seen[s] / n for s in (*SOURCES, "union")}
+
+    def mean_candidates(self) -> float:
+        return self._seen["candidates"] / max(self._seen["targets"], 1)
 
     def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
         ranked, title_cos = self.ranked_rows(batch, cat_rows, demote)
@@ -164,4 +211,4 @@ def ranker_examples(scorer: RankerScorer, targets: pd.DataFrame, progress: bool 
                     round(time.perf_counter() - t0, 2))
 
 
-__all__ = ["FEATURE_NAMES", "Examples", "RankerScorer", "Ranked", "history_arrays", "ranker_examples"]
+__all__ = ["FEATURE_NAMES", "Examples", "Ranked", "RankerScorer", "RankingStage", "history_arrays", "ranker_examples"]

@@ -33,6 +33,8 @@ from models.evaluation import release_ns
 from models.text.encoder import TextEncoder
 from models.text.tokenizer import normalize_text
 from models.variants import ItemAttributes, VariantRanker
+from models.ranker.candidates import TargetInputs
+from serving.ranking import RankingStage
 from serving.retrieval import AsOfMemory, RetrievalConfig, TitleQueryConfig, _ns, combine, l2_normalize
 from serving.vectorstore import Hit, VectorStore
 
@@ -47,6 +49,11 @@ class UserContext:
     history: Sequence[str] = ()  # clicked/purchased item ids, oldest first
     last_query: str | None = None  # the user's last search query
     at: pd.Timestamp | None = None  # request time: items released after it are left out (None: now)
+    # For the ranking stage (from the same Feast sequence): per history item whether it was a purchase and its
+    # epoch ms; and the user's logged searches (search id, epoch ms), oldest first.
+    history_buy: Sequence[bool] = ()
+    history_ms: Sequence[int] = ()
+    searches: Sequence[tuple[int, int]] = ()
 
 
 @dataclass
@@ -58,8 +65,12 @@ class Recommendation:
     memory_products: list[str] = field(default_factory=list)  # their products in the category, in order
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage
 
+    sources: dict[str, str] = field(default_factory=dict)  # the ranking stage's source per item
+
     def source(self, item_id: str) -> str:
-        """The list an item came from: memory, id, title, or variant (added by the variant re-rank)."""
+        """The list an item came from: memory, id, title, search, history, or variant (added as a family member)."""
+        if item_id in self.sources:
+            return self.sources[item_id]
         if item_id in self.memory_products:
             return "memory"
         if item_id in self.id_list:
@@ -81,17 +92,21 @@ class OnlineRetriever:
                  id_queries: Callable[[list[list[str]]], np.ndarray], ranker: VariantRanker | None = None,
                  cfg: RetrievalConfig = RetrievalConfig(), title_cfg: TitleQueryConfig = TitleQueryConfig(),
                  collections: Collections = Collections(), memory: AsOfMemory | None = None,
-                 shared_id_vector: Sequence[str] = ()) -> None:
+                 shared_id_vector: Sequence[str] = (), ranking: RankingStage | None = None) -> None:
         """`shared_id_vector`: the items whose ID-collection vectors are all the same one (the ID model's cold
-        items: untrained, or new since training), so that a tie among them costs no long fetch."""
+        items: untrained, or new since training), so that a tie among them costs no long fetch. `ranking`: the
+        learned ranking stage; with it the lists are its sources (seen items kept) and it orders the items."""
         self.store, self.encoder, self.id_queries, self.memory = store, encoder, id_queries, memory
         self.ranker, self.cfg, self.title_cfg, self.collections = ranker, cfg, title_cfg, collections
+        self.ranking = ranking
         self.items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
         self.index = pd.Index(self.items["item_id"])
         self.category = self.items["category"].to_numpy()
         self.titles = self.items["title"].fillna("").astype(str).to_numpy()
         self.created_ns = release_ns(self.items)  # (n,)
         self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
+        cats = self.items["category"].fillna("\0missing").astype(str)
+        self.category_code = {c: i for i, c in enumerate(sorted(cats.unique()))}  # as ItemAttributes.category
         shared = pd.Index(self.items["item_id"]).isin(list(shared_id_vector))
         self.cold_ids: dict[str, list[str]] = {
             str(c): sorted(g) for c, g in self.items.loc[shared].groupby("category")["item_id"]}
@@ -135,17 +150,21 @@ class OnlineRetriever:
         clock = _Clock()
         at = ctx.at if ctx.at is not None else pd.Timestamp.now(tz="UTC")
         at_ns = int(_ns([at])[0])
-        seen = set(ctx.history) if cfg.exclude_seen else set()
+        stage = self.ranking
+        seen = set(ctx.history) if cfg.exclude_seen and stage is None else set()  # the stage keeps seen items
+        list_k = max(stage.cfg.id_k, stage.cfg.title_k) if stage is not None else cfg.k
         in_category = self.category == ctx.category
         unreleased = set(self.items["item_id"].to_numpy()[in_category & (self.created_ns > at_ns)].tolist())
         excluded = seen | unreleased
         history = [i for i in ctx.history if i in self.index]
 
         id_list: list[str] = []
+        id_query = None
         if id_vector is not None or ctx.history:
             vec = id_vector if id_vector is not None else np.nan_to_num(self.id_queries([list(ctx.history)]))
             vec = l2_normalize(np.asarray(vec, np.float32).reshape(1, -1))  # (1, d)
-            id_list = [h.id for h in self._search(self.collections.ids, vec, cfg.k, ctx.category, excluded,
+            id_query = vec[0]
+            id_list = [h.id for h in self._search(self.collections.ids, vec, list_k, ctx.category, excluded,
                                                   self.cold_ids.get(ctx.category, ()))]
         clock.lap("id_search")
 
@@ -171,12 +190,16 @@ class OnlineRetriever:
             query_vec = np.asarray(title_vector, np.float32).reshape(-1)
         title_hits: list[str] = []
         if query_vec is not None:
-            hits = self._search(self.collections.titles, l2_normalize(query_vec), cfg.k, ctx.category, excluded)
+            hits = self._search(self.collections.titles, l2_normalize(query_vec), list_k, ctx.category, excluded)
             title_hits = [h.id for h in hits]
         title_list = title_hits
-        if cfg.title_list == "memory_first":
+        if cfg.title_list == "memory_first" and stage is None:
             title_list = list(dict.fromkeys([*memory_products, *title_hits]))[: cfg.k]
         clock.lap("title_search")
+        if stage is not None:
+            title_query = l2_normalize(query_vec)[0] if query_vec is not None else None
+            return self._rank_stage(stage, ctx, at_ns, id_list, title_hits, memory_products, memory_queries,
+                                    id_query, title_query, clock)
 
         ranked = combine(id_list, title_list, cfg)
         if self.ranker is not None and ranked:
@@ -188,6 +211,38 @@ class OnlineRetriever:
         return Recommendation(items=list(ranked), id_list=id_list, title_list=title_list,
                               memory_queries=memory_queries, memory_products=memory_products,
                               timings_ms=clock.laps)
+
+    def _rank_stage(self, stage: RankingStage, ctx: UserContext, at_ns: int, id_list: list[str],
+                    title_list: list[str], memory_products: list[str], memory_queries: list[str],
+                    id_query: np.ndarray | None, title_query: np.ndarray | None, clock: _Clock) -> Recommendation:
+        """The learned ranking stage over the request's sources (as `serving.ranking.RankerScorer` evaluates it)."""
+        known = [(i, b, m) for i, b, m in zip(ctx.history, ctx.history_buy or [False] * len(ctx.history),
+                                               ctx.history_ms or [at_ns // 1_000_000] * len(ctx.history), strict=True)
+                 if i in self.index]
+        searches = sorted(ctx.searches, key=lambda s: s[1])  # oldest first, as the Feast sequence
+        results, ms = stage.searches.recent(["search"] * len(searches), [s for s, _ in searches],
+                                            [m for _, m in searches], stage.cfg.searches)
+        d_title = self.encoder.dim
+        inp = TargetInputs(
+            category=self.category_code.get(ctx.category, -1), t_ns=at_ns,
+            hist_rows=self._rows([i for i, _, _ in known]), hist_buy=np.array([b for _, b, _ in known], bool),
+            hist_ms=np.array([m for _, _, m in known], np.int64),
+            id_rows=self._rows(id_list), title_rows=self._rows(title_list), memory_rows=self._rows(memory_products),
+            searches=results, search_ms=ms, query=ctx.last_query,
+            id_query=id_query if known else None,
+            title_query=title_query if title_query is not None else np.zeros(d_title, np.float32))
+        ranked = stage.rank(inp)
+        clock.lap("candidates_features_rank")
+        top = ranked.rows[: self.cfg.k]
+        ids = self.items["item_id"].to_numpy()
+        names = ("memory", "search", "history", "id", "title")
+        pos = pd.Index(ranked.candidates.rows).get_indexer(top)
+        sources = {}
+        for r, p in zip(top.tolist(), pos.tolist(), strict=True):
+            sources[str(ids[r])] = next((n for n in names if ranked.candidates.ranks[n][p] >= 0), "variant")
+        return Recommendation(items=[str(i) for i in ids[top]], id_list=id_list, title_list=title_list,
+                              memory_queries=memory_queries, memory_products=memory_products,
+                              timings_ms=clock.laps, sources=sources)
 
     def memory_for(self, queries: Sequence[str], at: pd.Timestamp, products: int = 3) -> dict[str, tuple[str, ...]]:
         """Each query's nearest stored query's top products (the prompt's memory segment), as of `at`."""
@@ -244,8 +299,14 @@ def context_from_features(features: dict[str, list], row: int = 0, category: str
     actions = features.get("seq_actions", [None])[row] or []
     item_ids = features.get("seq_item_ids", [None])[row] or [None] * len(actions)
     queries = features.get("seq_queries", [None])[row] or [None] * len(actions)
-    history = [str(i) for a, i in zip(actions, item_ids, strict=True) if a in ("click", "purchase") and i]
+    search_ids = features.get("seq_search_ids", [None])[row] or [None] * len(actions)
+    times = features.get("seq_timestamps", [None])[row] or [0] * len(actions)
+    picked = [(str(i), a == "purchase", int(t)) for a, i, t in zip(actions, item_ids, times, strict=True)
+              if a in ("click", "purchase") and i]
+    history = [i for i, _, _ in picked]
     searched = [str(q) for a, q in zip(actions, queries, strict=True) if a == "search" and q and normalize_text(q)]
+    searches = [(int(s), int(t)) for a, s, t in zip(actions, search_ids, times, strict=True)
+                if a == "search" and s is not None and int(s) >= 0]
     if category is None:
         if not history or items is None:
             raise ValueError("no category given and no clicked/purchased item to take it from")
@@ -253,7 +314,8 @@ def context_from_features(features: dict[str, list], row: int = 0, category: str
         if not len(match):
             raise ValueError(f"item {history[-1]!r} is not in the catalog")
         category = str(match[0])
-    return UserContext(category=category, history=history, last_query=searched[-1] if searched else None, at=at)
+    return UserContext(category=category, history=history, last_query=searched[-1] if searched else None, at=at,
+                       history_buy=[b for _, b, _ in picked], history_ms=[t for _, _, t in picked], searches=searches)
 
 
 def load_online_retriever(workdir: Path | str, store: VectorStore, id_model: str = "core-trm",

@@ -35,7 +35,14 @@ from models.evaluation import release_ns
 from models.llm.prompt import PROMPT_VERSION, Action, PromptConfig, PromptInput, build_prompt, candidate_block
 from models.text.tokenizer import normalize_text
 from serving.config import Settings
-from serving.recommend import Collections, OnlineRetriever, Recommendation, UserContext, cold_items
+from serving.recommend import (
+    Collections,
+    OnlineRetriever,
+    Recommendation,
+    UserContext,
+    cold_items,
+    context_from_features,
+)
 from serving.registry import file_digest
 from serving.retrieval import RetrievalConfig, l2_normalize
 from serving.schemas import (
@@ -161,12 +168,15 @@ class World:
             store = VectorStore.local(root / "qdrant")
         cfg = RetrievalConfig(mode=settings.retrieval_mode, k=LIST_K, n=settings.mixup_n)  # type: ignore[arg-type]
         collections = Collections(settings.id_collection, settings.title_collection, settings.memory_collection)
+        stage, stage_version = (_ranking_stage(root, workdir, items, ckpt, encoder) if settings.ranker_enabled
+                                else (None, "off (FASHIONREC_RANKER_ENABLED=0)"))
         retriever = OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), ranker,
                                     cfg, collections=collections,
-                                    shared_id_vector=cold_items(ckpt.vocab, items["item_id"]))
+                                    shared_id_vector=cold_items(ckpt.vocab, items["item_id"]), ranking=stage)
         models = {"bundle": version, "id_model": f"{settings.id_model}@{file_digest(needed['ID model'])}",
                   "title_model": f"lstm-title@{file_digest(needed['title model'])}",
                   "variant_ranker": f"variant-ranker@{file_digest(ranker_path)}" if ranker else "none",
+                  "ranker": stage_version,
                   "vector_engine": store.engine,
                   "online_store": "redis" if settings.online_store.startswith("redis") else "sqlite"}
         world = cls(root, version, retriever, store, ckpt, models, _popularity(workdir, items))
@@ -436,7 +446,11 @@ class RecommendationService:
         if category is None:
             category, category_from = w.popularity[TOP_CATEGORIES][0], "popularity"
 
-        ctx = UserContext(category=category, history=history, last_query=query, at=at)
+        seq = context_from_features(feats, category=category, at=at)  # the ranking stage's view of the same sequence
+        keep = [j for j, i in enumerate(seq.history) if i in w.items.index]
+        ctx = UserContext(category=category, history=[seq.history[j] for j in keep], last_query=query, at=at,
+                          history_buy=[seq.history_buy[j] for j in keep], history_ms=[seq.history_ms[j] for j in keep],
+                          searches=seq.searches)
         try:
             rec = w.retriever.recommend(ctx) if (history or query) else Recommendation(items=[])
         except STORE_ERRORS as e:
@@ -599,6 +613,41 @@ def _actions(feats: dict[str, list]) -> list[Action]:
     queries = (feats.get("seq_queries") or [None])[0] or [None] * len(acts)
     return [Action(str(a), str(i) if i else None, str(q) if q else None)
             for a, i, q in zip(acts, ids, queries, strict=True)]
+
+
+def _ranking_stage(root: Path, workdir: Path, items: pd.DataFrame, ckpt: Any, encoder: Any) -> tuple[Any, str]:
+    """The learned ranking stage of a bundle (None and why when it has none): its ranker, the catalog's features,
+    the activity windows and the search log (the workdir's, like the popularity fallback)."""
+    from feature_repo.activity import ActivityTable
+    from models.ranker.candidates import SearchLog
+    from models.ranker.features import FeatureContext
+    from models.ranker.model import LearnedRanker
+    from models.variants import ItemAttributes
+    from serving.id_index import item_vectors
+    from serving.ranking import RankingStage
+    from serving.retrieval import l2_normalize
+
+    model_dir = root / "models" / "ranker"
+    needed = [model_dir / "ranker.json", workdir / "features" / "activity_windows.parquet",
+              workdir / "canonical" / "search_results.parquet"]
+    if missing := [str(p) for p in needed if not p.exists()]:
+        return None, f"none (missing {', '.join(missing)})"
+    items = items.sort_values("item_id", kind="stable").reset_index(drop=True)  # OnlineRetriever's row order
+    id_table = l2_normalize(item_vectors(ckpt.model, ckpt.vocab, items["item_id"].to_numpy()))  # (n, d)
+    titles = items["title"].fillna("").astype(str).to_numpy()
+    cache: dict[int, np.ndarray] = {}
+
+    def title_vectors(rows: np.ndarray) -> np.ndarray:
+        todo = [r for r in dict.fromkeys(rows.tolist()) if r not in cache]
+        if todo:
+            cache.update(zip(todo, l2_normalize(encoder.encode(list(titles[todo]))), strict=True))
+        return np.stack([cache[r] for r in rows.tolist()]) if len(rows) else np.zeros((0, encoder.dim), np.float32)
+
+    ctx = FeatureContext(ItemAttributes.from_items(items), items, ActivityTable.read(needed[1]),
+                         id_vectors=lambda rows: id_table[rows], title_vectors=title_vectors)
+    search_log = SearchLog(pd.read_parquet(needed[2], columns=["search_id", "item_id", "position"]),
+                           pd.Index(items["item_id"]))
+    return RankingStage(ctx, search_log, LearnedRanker.load(model_dir)), f"lambdamart@{file_digest(model_dir)}"
 
 
 def _popularity(root: Path, items: pd.DataFrame) -> dict[str, list[str]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from models.ranker.activity import COUNTS, TREND_ATTRIBUTES, ActivityTable
+from feature_repo.activity import COUNTS, TREND_ATTRIBUTES, ActivityTable
 from models.ranker.candidates import Candidates, TargetInputs
 from models.text.tokenizer import normalize_text
 from models.variants import FEATURES as VARIANT_FEATURES
@@ -103,8 +103,12 @@ class FeatureContext:
 
     def __post_init__(self) -> None:
         it = self.items
-        self.brand, self.season, self.occasion = _code(it["brand"]), _code(it["season"]), _code(it["occasion"])
-        self.gender, self.material = _code(it["gender"]), _code(it["material"])
+
+        def col(name: str) -> pd.Series:  # an attribute the catalog lacks is missing for every item
+            return it[name] if name in it else pd.Series([None] * len(it), index=it.index, dtype=object)
+
+        self.brand, self.season, self.occasion = _code(col("brand")), _code(col("season")), _code(col("occasion"))
+        self.gender, self.material = _code(col("gender")), _code(col("material"))
         price = it["price"].to_numpy(np.float64) if "price" in it else np.full(len(it), np.nan)
         self.log_price = np.log(np.where(price > 0, price, np.nan))  # (n,)
         ids = it["item_id"].astype(str)
@@ -119,8 +123,8 @@ class FeatureContext:
         fam_first = pd.Series(created).groupby(self.attrs.family).transform("min").to_numpy(np.int64)
         self.family_created = fam_first  # (n,) the family's first release
         self.titles = it["title"].fillna("").astype(str).to_numpy()
-        self.brand_tokens = [_tokens(b) for b in it["brand"].fillna("").astype(str)]
-        self.colour_tokens = [_tokens(c) for c in it["color"].fillna("").astype(str)]
+        self.brand_tokens = [_tokens(b) for b in col("brand").fillna("").astype(str)]
+        self.colour_tokens = [_tokens(c) for c in col("color").fillna("").astype(str)]
         self._title_tokens: dict[int, frozenset[str]] = {}
 
     def title_tokens(self, row: int) -> frozenset[str]:

@@ -7,11 +7,12 @@ from feature_repo.splits import read_protocol
 from models.evaluation import metrics_table, targets_ceiling
 from orchestration.assets.evaluation import METHOD_ASSETS, per_category_table, read_results
 from orchestration.assets.llm import llm_eval
+from orchestration.assets.ranking import ranker_eval
 from orchestration.assets.seqrec import SEQREC_ASSETS
 from orchestration.assets.text import RETRIEVAL_ASSETS
 from orchestration.resources import DatasetResource, WorkdirResource
 
-REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values(), *RETRIEVAL_ASSETS.values(), llm_eval]
+REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values(), *RETRIEVAL_ASSETS.values(), ranker_eval, llm_eval]
 
 
 @asset(group_name="evaluation", deps=REPORTED, description="Markdown report: every method, overall/per category/cold")

@@ -94,7 +94,7 @@ def _materialize(data_dir: Path, workdir: Path, protocol: ProtocolResource | Non
             [*all_assets, *all_checks],
             instance=instance,
             resources=resources,
-            selection=AssetSelection.all() - AssetSelection.groups("text", "llm", "serving"),  # in test_text_assets.py
+            selection=AssetSelection.all() - AssetSelection.groups("text", "llm", "serving", "ranking"),  # in test_text_assets.py
         )
 
 

@@ -1,7 +1,7 @@
 """Point-in-time activity aggregates: interactions per item, per product family and per attribute in trailing windows.
 
 One definition serves training, evaluation and serving. `activity_frame(events, items)` writes daily snapshot rows:
-a row (key, event_timestamp = day D at 00:00 UTC) holds the clicks + purchases and the purchases of that key in
+a row (activity_key, event_timestamp = day D at 00:00 UTC) holds the clicks + purchases and the purchases of that key in
 `[D - 7 days, D)` and `[D - 30 days, D)`, so every count is from strictly before any time on day D. A key gets a row
 on every day its windows are non-zero, and one more on the day they fall back to zero. So the latest row at or
 before t (Feast's point-in-time join with ttl 0) is exactly the windows as of t's day. The frame is the source of
@@ -25,6 +25,7 @@ import pandas as pd
 
 DAY_MS = 86_400_000
 WINDOWS = (7, 30)  # days
+KEY = "activity_key"  # the Feast join key
 COUNTS = ("n_7d", "n_30d", "buy_7d", "buy_30d")  # interactions / purchases in each window
 TREND_ATTRIBUTES = ("season", "occasion", "color")
 _SHIFT = 42  # composite sort key: key code << 42 | epoch ms (ms < 2**42 until the year 2109)
@@ -53,10 +54,10 @@ def event_keys(events: pd.DataFrame, items: pd.DataFrame) -> tuple[np.ndarray, n
 
 
 def activity_frame(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    """Daily snapshot rows (key, event_timestamp, n_7d, n_30d, buy_7d, buy_30d) of every key (see module doc)."""
+    """Daily snapshot rows (activity_key, event_timestamp, n_7d, n_30d, buy_7d, buy_30d) of every key (see module doc)."""
     keys, t, buy = event_keys(events, items)
     if len(keys) == 0:
-        return pd.DataFrame({"key": pd.Series([], dtype=str), "event_timestamp": pd.Series([], dtype="datetime64[ms, UTC]"),
+        return pd.DataFrame({KEY: pd.Series([], dtype=str), "event_timestamp": pd.Series([], dtype="datetime64[ms, UTC]"),
                              **{c: pd.Series([], dtype=np.int64) for c in COUNTS}})
     code, uniq = pd.factorize(keys, sort=True)
     order = np.lexsort((t, code))
@@ -72,20 +73,20 @@ def activity_frame(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     s_code, s_day = snap >> 20, snap & ((1 << 20) - 1)
     base = s_code << _SHIFT
     hi = np.searchsorted(comp, base | (s_day * DAY_MS), side="left")  # events of the key before day D
-    out = {"key": np.asarray(uniq, dtype=object)[s_code],
+    out = {KEY: np.asarray(uniq, dtype=object)[s_code],
            "event_timestamp": pd.to_datetime(s_day * DAY_MS, unit="ms", utc=True)}
     for w in WINDOWS:
         lo = np.searchsorted(comp, base | ((s_day - w) * DAY_MS), side="left")
         out[f"n_{w}d"] = (hi - lo).astype(np.int64)
         out[f"buy_{w}d"] = (buy_cum[hi] - buy_cum[lo]).astype(np.int64)
-    return pd.DataFrame(out)[["key", "event_timestamp", *COUNTS]]
+    return pd.DataFrame(out)[[KEY, "event_timestamp", *COUNTS]]
 
 
 class ActivityTable:
     """As-of lookups in an `activity_frame`: the latest row at or before each time, zeros for unknown keys."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
-        code, uniq = pd.factorize(frame["key"], sort=True)
+        code, uniq = pd.factorize(frame[KEY], sort=True)
         ms = pd.DatetimeIndex(pd.to_datetime(frame["event_timestamp"], utc=True)).as_unit("ms").asi8
         order = np.lexsort((ms, code))
         self.keys = pd.Index(uniq)

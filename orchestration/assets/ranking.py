@@ -1,0 +1,93 @@
+"""The learned ranking stage: LambdaMART over the union of every retrieval source, and its evaluation rows."""
+
+import base64
+import time
+from dataclasses import asdict
+
+import pandas as pd
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from feature_repo.activity import ActivityTable
+from feature_repo.schema import CanonicalTables
+from models.evaluation import Catalog, evaluate
+from models.ranker.candidates import CandidateConfig, SearchLog
+from models.ranker.features import FEATURE_NAMES, FeatureContext
+from models.ranker.model import LearnedRanker, RankerConfig, fit_ranker
+from models.variants import ItemAttributes
+from orchestration.assets.data import feature_tables
+from orchestration.assets.evaluation import test_targets
+from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
+from orchestration.assets.text import item_title_embeddings, query_memory, retrieval_scorer
+from orchestration.resources import TrainingResource, WorkdirResource
+from serving.ranking import RankerScorer, RankingStage, ranker_examples
+from serving.retrieval import RetrievalConfig
+
+RANKER_DIR = ("models", "ranker")
+ACTIVITY = "activity_windows.parquet"
+
+
+def ranker_scorer(workdir: WorkdirResource, catalog: Catalog, ranker: LearnedRanker | None = None,
+                  cfg: CandidateConfig = CandidateConfig()) -> RankerScorer:
+    """The ranking stage over a workdir: retrieval sources, search log, activity windows, catalog attributes."""
+    tables = CanonicalTables.read(workdir.canonical)
+    base = retrieval_scorer(workdir, catalog, RetrievalConfig())
+    ctx = FeatureContext(ItemAttributes.from_items(catalog.items), catalog.items,
+                         ActivityTable.read(workdir.features / ACTIVITY),
+                         id_vectors=lambda rows: base.id_vectors[rows], title_vectors=lambda rows: base.title_vectors[rows])
+    return RankerScorer(base, RankingStage(ctx, SearchLog(tables.search_results, pd.Index(catalog.item_ids)), ranker, cfg))
+
+
+def _png_markdown(path) -> str:  # noqa: ANN001
+    return f"![feature importance](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+
+@asset(group_name="ranking", deps=[item_title_embeddings, query_memory, SEQREC_ASSETS[ID_MODEL], feature_tables],
+       description="LambdaMART ranker over the candidate union of every source, trained on validation targets")
+def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: TrainingResource):
+    catalog = workdir.catalog()
+    targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
+    val = targets[targets["split"] == "val"].reset_index(drop=True)
+    scorer = ranker_scorer(workdir, catalog)
+    ex = ranker_examples(scorer, val, progress=training.progress)
+    cfg = RankerConfig(seed=training.seed)
+    model = fit_ranker(ex.groups, FEATURE_NAMES, cfg)
+    model.info |= {"candidate_recall_val": ex.recall, "mean_candidates_val": ex.mean_candidates,
+                   "examples_seconds": ex.seconds}
+    if not model.boosters:
+        context.log.warning(f"ranker NOT trained: {model.info['used']} validation target(s) with the bought item "
+                            "among the candidates; it scores every candidate equally")
+    out = model.save(workdir.root.joinpath(*RANKER_DIR))
+    png = model.plot_importance(out / "importance.png")
+    top = dict(list(model.importances().items())[:15])
+    context.log.info("candidate recall on validation targets: "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in ex.recall.items()))
+    return MaterializeResult(metadata={
+        "trained": bool(model.boosters), "groups_used": model.info["used"], "rows": model.info.get("rows", 0),
+        "features": len(FEATURE_NAMES), "held_out_ndcg@10": model.info.get("held_out_ndcg@10", float("nan")),
+        "candidate_recall": MetadataValue.json({k: round(v, 4) for k, v in ex.recall.items()}),
+        "union_recall": round(ex.recall["union"], 4), "mean_candidates": round(ex.mean_candidates, 1),
+        "examples_seconds": ex.seconds, "fit_seconds": model.info.get("seconds", 0.0),
+        "importance_top15": MetadataValue.json({k: round(v, 1) for k, v in top.items()}),
+        "importance": MetadataValue.md(_png_markdown(png)), "importance_png": MetadataValue.path(str(png)),
+        "config": MetadataValue.json(asdict(cfg)), "path": MetadataValue.path(str(out)),
+    })
+
+
+@asset(name="ranker_eval", group_name="ranking", deps=[ranker],
+       description="Ranker eval: LambdaMART over every source's candidates (no LLM feature), on test")
+def ranker_eval(workdir: WorkdirResource):
+    catalog = workdir.catalog()
+    model = LearnedRanker.load(workdir.root.joinpath(*RANKER_DIR))
+    scorer = ranker_scorer(workdir, catalog, model)
+    t0 = time.perf_counter()
+    result = evaluate("ranker", scorer, test_targets(workdir), catalog, extra={
+        "candidate_config": asdict(scorer.cfg), "llm_feature": False})
+    result.metrics |= {"candidate_recall": scorer.recall(), "mean_candidates_ranked": scorer.mean_candidates()}
+    out = result.save(workdir.eval)
+    o, c = result.metrics["overall"], result.metrics["cold_start"]
+    return MaterializeResult(metadata={
+        "recall@10": o["recall@10"], "ndcg@10": o["ndcg@10"], "mrr": o["mrr"], "n": o["n"],
+        "cold_recall@10": c["recall@10"], "union_recall": round(scorer.recall()["union"], 4),
+        "candidate_recall": MetadataValue.json({k: round(v, 4) for k, v in scorer.recall().items()}),
+        "eval_seconds": round(time.perf_counter() - t0, 2), "path": MetadataValue.path(str(out)),
+    })
