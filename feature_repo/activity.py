@@ -74,7 +74,7 @@ def activity_frame(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     base = s_code << _SHIFT
     hi = np.searchsorted(comp, base | (s_day * DAY_MS), side="left")  # events of the key before day D
     out = {KEY: np.asarray(uniq, dtype=object)[s_code],
-           "event_timestamp": pd.to_datetime(s_day * DAY_MS, unit="ms", utc=True)}
+           "event_timestamp": pd.to_datetime(s_day * DAY_MS, unit="ms", utc=True).astype("datetime64[ms, UTC]")}
     for w in WINDOWS:
         lo = np.searchsorted(comp, base | ((s_day - w) * DAY_MS), side="left")
         out[f"n_{w}d"] = (hi - lo).astype(np.int64)

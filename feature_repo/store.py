@@ -86,6 +86,18 @@ class FeatureRepo:
                 out[col] = [list(v) if v is not None and not _isna(v) else [] for v in out[col]]
         return out
 
+    def activity_as_of(self, keys: list[str], times: pd.Series | list) -> pd.DataFrame:
+        """Point-in-time join of the activity windows (`ranking_context_v1`): each key's counts as of each time
+        (zeros for a key without a row by then). Columns `feature_repo.activity.COUNTS`, in input order."""
+        from feature_repo.activity import COUNTS, KEY
+
+        entity_df = pd.DataFrame({KEY: list(keys), "event_timestamp": pd.to_datetime(pd.Series(list(times)), utc=True)})
+        entity_df["_row"] = range(len(entity_df))
+        out = self.store.get_historical_features(entity_df=entity_df,
+                                                 features=self.service("ranking_context_v1")).to_df()
+        out = out.sort_values("_row").reset_index(drop=True)
+        return out[list(COUNTS)].fillna(0).astype("int64")
+
     def online(self, user_ids: list[str], service: str = "prompt_context_v1") -> dict[str, list]:
         """Latest materialized features for `user_ids` from the online store."""
         rows = [{"user_id": u} for u in user_ids]

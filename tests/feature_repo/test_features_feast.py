@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from feature_repo.activity import COUNTS, DAY_MS, ActivityTable, activity_frame, event_keys
 from feature_repo.features import SEQ_FEATURES, item_feature_table, user_sequence_table, write_feature_tables
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import leave_one_out, ordered_events
@@ -83,6 +85,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> FeatureRepo:
     assert write_feature_tables(t.items, t.events, root / "features") == {
         "item_features": 9,
         "user_sequence": 16,
+        "activity_windows": len(activity_frame(t.events, t.items)),
     }
     r = FeatureRepo(root / "features", root / "feast", online_items=True)  # item attributes online too
     r.apply()
@@ -102,8 +105,8 @@ def _registry(r: FeatureRepo) -> tuple[list[str], ...]:
 def test_apply_is_idempotent(repo: FeatureRepo) -> None:
     before = _registry(repo)
     assert before[1:3] == (
-        ["item_attributes", "user_sequence"],
-        ["item_context_v1", "prompt_context_v1", "sequence_training_v1"],
+        ["activity_windows", "item_attributes", "user_sequence"],
+        ["item_context_v1", "prompt_context_v1", "ranking_context_v1", "sequence_training_v1"],
     )
     assert repo.apply() == sorted(repo.definitions)
     again = FeatureRepo(repo.feature_dir, repo.feast_dir, online_items=True)  # a fresh process, same registry
@@ -179,3 +182,41 @@ def test_feature_dir_is_resolved(repo: FeatureRepo) -> None:
     assert (
         repo.feature_dir.is_absolute() and Path(repo.definitions["user_sequence_source"].path).is_absolute()
     )
+
+
+def _direct_counts(t: CanonicalTables, key: str, when: pd.Timestamp) -> list[int]:
+    """Pure numpy: the key's interactions / purchases in the 7 and 30 days before the start of `when`'s day."""
+    keys, ms, buy = event_keys(t.events, t.items)
+    day = int(pd.Timestamp(when).value // 1_000_000 // DAY_MS) * DAY_MS
+    out = []
+    for w in (7, 30):
+        m = (keys == key) & (ms < day) & (ms >= day - w * DAY_MS)
+        out.append((int(m.sum()), int((m & buy).sum())))
+    return [out[0][0], out[1][0], out[0][1], out[1][1]]  # COUNTS order: n_7d, n_30d, buy_7d, buy_30d
+
+
+def test_activity_windows_feast_point_in_time_equals_the_ranker_lookup(repo: FeatureRepo) -> None:
+    """One definition: Feast's point-in-time join over the `activity_windows` view, the ranker's numpy as-of lookup
+    and a direct count over the events agree, at times before, on and after the events' days, for keys of every
+    kind (item, family, category, category attribute) and for a key nobody touched."""
+    t = make_tiny_tables()
+    table = ActivityTable.build(t.events, t.items)
+    ev = t.events[t.events["action"].isin(["click", "purchase"])]
+    fam = t.items.set_index("item_id")["family_id"]
+    cat = t.items.set_index("item_id")["category"]
+    item = str(ev["item_id"].iloc[0])
+    keys = [f"item:{item}", f"family:{fam[item]}", f"cat:{cat[item]}",
+            f"cat:{cat[item]}|color:{t.items.set_index('item_id').at[item, 'color']}", "item:never-touched"]
+    first = pd.to_datetime(ev["timestamp"], utc=True).min()
+    times = [first - pd.Timedelta(days=1), first, first + pd.Timedelta(days=1, hours=3), first + pd.Timedelta(days=8),
+             first + pd.Timedelta(days=31), first + pd.Timedelta(days=40)]
+    pairs = [(k, w) for k in keys for w in times]
+    feast = repo.activity_as_of([k for k, _ in pairs], [w for _, w in pairs])
+    ours = np.stack([table.lookup([k], w.value)[0] for k, w in pairs]).astype(int)
+    direct = np.array([_direct_counts(t, k, w) for k, w in pairs])
+    assert list(feast.columns) == list(COUNTS)
+    np.testing.assert_array_equal(feast.to_numpy(), ours)
+    np.testing.assert_array_equal(ours, direct)
+    assert direct[:, 1].max() > 0  # the events do show up somewhere
+    # Nothing from the event's own day: at `first` (the same day) every window is still empty.
+    assert (direct[[keys.index(f"item:{item}") * len(times) + 1]] == 0).all()

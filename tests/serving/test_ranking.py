@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import replace
 
 import numpy as np
@@ -82,14 +83,13 @@ def context(i: int, at: pd.Timestamp = T0) -> UserContext:
                        searches=[(sid, ms(at - pd.Timedelta(hours=h))) for sid, h in searches])
 
 
-@pytest.fixture(scope="module")
-def setup():  # noqa: ANN201
-    items = with_attributes(catalog_items())
+def make_scorer(items: pd.DataFrame, ev: pd.DataFrame, sr: pd.DataFrame, encoder: HashingNgramEncoder,
+                cfg: CandidateConfig = CFG) -> tuple[Catalog, RankerScorer, VectorStore, object, AsOfMemory]:
+    """The evaluation's ranking stage over these tables (ID vectors seeded per item id, titles hashed)."""
     catalog = Catalog.from_items(items)
-    encoder = HashingNgramEncoder()
-    sr = search_results(items)
     title_vecs = embed_catalog(encoder, catalog.items)  # (n, d) catalog order
-    id_vecs = np.random.default_rng(1).normal(size=(len(catalog.items), 8)).astype(np.float32)
+    id_vecs = np.stack([np.random.default_rng(zlib.crc32(i.encode())).normal(size=8)
+                        for i in catalog.item_ids]).astype(np.float32)  # (n, 8) the same per item in any catalog
     id_of = dict(zip(catalog.item_ids, id_vecs, strict=True))
 
     def id_queries(histories: list[list[str]]) -> np.ndarray:  # mean of the history's ID vectors
@@ -103,11 +103,17 @@ def setup():  # noqa: ANN201
     titles = TitleQueryBuilder(encoder, memory, catalog, title_vecs)
     base = RetrievalScorer(catalog, id_vecs, title_vecs, id_queries, titles.queries)
     unit_id, unit_title = l2_normalize(id_vecs), l2_normalize(title_vecs)
-    ctx = FeatureContext(ItemAttributes.from_items(catalog.items), catalog.items,
-                         ActivityTable.build(events(items), items), id_vectors=lambda r: unit_id[r],
-                         title_vectors=lambda r: unit_title[r])
-    stage = RankingStage(ctx, SearchLog(sr, pd.Index(catalog.item_ids)), None, CFG)
-    scorer = RankerScorer(base, stage)
+    ctx = FeatureContext(ItemAttributes.from_items(catalog.items), catalog.items, ActivityTable.build(ev, items),
+                         id_vectors=lambda r: unit_id[r], title_vectors=lambda r: unit_title[r])
+    scorer = RankerScorer(base, RankingStage(ctx, SearchLog(sr, pd.Index(catalog.item_ids)), None, cfg))
+    return catalog, scorer, store, id_queries, memory
+
+
+@pytest.fixture(scope="module")
+def setup():  # noqa: ANN201
+    items = with_attributes(catalog_items())
+    encoder = HashingNgramEncoder()
+    catalog, scorer, store, id_queries, memory = make_scorer(items, events(items), search_results(items), encoder)
     # A real LambdaMART fitted on these targets (bought items drawn from their candidates).
     rng = np.random.default_rng(5)
     groups = []
@@ -120,7 +126,7 @@ def setup():  # noqa: ANN201
             groups.append((x, y))
     model = fit_ranker(groups, FEATURE_NAMES, RankerConfig(min_data_in_leaf=5, bags=2, max_rounds=30, min_rounds=5))
     assert model.boosters, model.info
-    stage.ranker = model
+    scorer.ranker = model
     return catalog, encoder, store, scorer, id_queries, memory
 
 
@@ -192,3 +198,48 @@ def test_constant_ranker_gets_the_worst_tie_broken_rank(setup) -> None:  # noqa:
     got = res.rankings.set_index("user_id")["target_rank"]
     assert [int(got[f"u{i}"]) for i in range(len(CONTEXTS))] == n_cand
     assert min(n_cand) > 1
+
+
+def features_by_item(items: pd.DataFrame, ev: pd.DataFrame, sr: pd.DataFrame, target: int) -> pd.DataFrame:
+    """The ranking stage's features of one target's candidates, indexed by item id."""
+    catalog, scorer, *_ = make_scorer(items, ev, sr, HashingNgramEncoder(), replace(CFG, max_family_variants=20))
+    cat = CONTEXTS[target][0]
+    inputs, _ = scorer.inputs(as_targets().iloc[[target]], catalog.rows[cat])
+    ranked = scorer.stage.rank(inputs[0])
+    return pd.DataFrame(ranked.features, index=catalog.item_ids[ranked.candidates.rows], columns=list(FEATURE_NAMES))
+
+
+@pytest.mark.parametrize("target", [0, 3])
+def test_features_use_nothing_at_or_after_the_target_time(target: int) -> None:
+    """Future data (interactions on the candidates, searches, a new variant of a candidate family) at or after the
+    target's time changes no candidate and no feature; the same data a day earlier changes many."""
+    items = with_attributes(catalog_items())
+    ev, sr = events(items), search_results(items)
+    before = features_by_item(items, ev, sr, target)
+    cands = before.index.to_numpy()
+
+    def extra(at: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        rng = np.random.default_rng(7)
+        picks = rng.choice(cands, 60)
+        more_ev = pd.DataFrame({"user_id": "zz", "session_id": 1, "action": rng.choice(["click", "purchase"], 60),
+                                "timestamp": [at + pd.Timedelta(hours=float(h)) for h in rng.uniform(0, 48, 60)],
+                                "item_id": picks, "query": None, "search_id": None})
+        q = CONTEXTS[target][3]
+        more_sr = pd.DataFrame([{"search_id": 900 + k, "user_id": "zz", "session_id": 1, "query": q,
+                                 "timestamp": at + pd.Timedelta(hours=k), "item_id": i, "position": p}
+                                for k in range(4) for p, i in enumerate(picks[:5], start=1)])
+        fam = items.set_index("item_id").loc[cands[0]]
+        new = fam.to_frame().T.reset_index(names="item_id").assign(
+            item_id=cands[0] + "-new", color="teal", created_at=at + pd.Timedelta(hours=1))
+        return (pd.concat([items, new], ignore_index=True), pd.concat([ev, more_ev], ignore_index=True),
+                pd.concat([sr, more_sr], ignore_index=True))
+
+    after = features_by_item(*extra(T0), target)  # from exactly the target time on
+    assert list(after.index) == list(before.index)
+    pd.testing.assert_frame_equal(after, before)
+    earlier = features_by_item(*extra(T0 - pd.Timedelta(days=3)), target)  # the same data, before the target
+    shared = earlier.index.intersection(before.index)
+    changed = {c for c in FEATURE_NAMES if not np.allclose(earlier.loc[shared, c], before.loc[shared, c],
+                                                           equal_nan=True)}
+    assert {"pop_7d", "pop_30d", "fam_pop_7d", "season_trend", "colour_trend"} <= changed, changed
+    assert cands[0] + "-new" in earlier.index  # released before the target, the new variant is a candidate
