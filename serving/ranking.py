@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -133,7 +135,7 @@ class RankerScorer:
                     ) -> tuple[list[Ranked], np.ndarray]:
         inputs, title_cos = self.inputs(batch, cat_rows, demote)
         last = [None] * len(inputs) if demote is None else [int(cat_rows[d]) for d in demote]
-        ranked = [self.stage.rank(i, l) for i, l in zip(inputs, last, strict=True)]
+        ranked = [self.stage.rank(inp, row) for inp, row in zip(inputs, last, strict=True)]
         if demote is not None:  # the evaluation's targets: count the candidate recall as it goes
             for r, target in zip(ranked, last, strict=True):
                 self._count(r.candidates, target)
@@ -211,4 +213,39 @@ def ranker_examples(scorer: RankerScorer, targets: pd.DataFrame, progress: bool 
                     round(time.perf_counter() - t0, 2))
 
 
-__all__ = ["FEATURE_NAMES", "Examples", "Ranked", "RankerScorer", "RankingStage", "history_arrays", "ranker_examples"]
+def load_ranking_stage(root: Path, workdir: Path, items: pd.DataFrame, ckpt: Any, encoder: Any
+                       ) -> tuple[RankingStage | None, str]:
+    """The learned ranking stage of a bundle (None and why when it has none): its ranker, the catalog's features,
+    the activity windows and the search log (the workdir's, like the popularity fallback)."""
+    from feature_repo.activity import ActivityTable
+    from models.variants import ItemAttributes
+    from serving.id_index import item_vectors
+    from serving.registry import file_digest
+    from serving.retrieval import l2_normalize
+
+    model_dir = root / "models" / "ranker"
+    needed = [model_dir / "ranker.json", workdir / "features" / "activity_windows.parquet",
+              workdir / "canonical" / "search_results.parquet"]
+    if missing := [str(p) for p in needed if not p.exists()]:
+        return None, f"none (missing {', '.join(missing)})"
+    items = items.sort_values("item_id", kind="stable").reset_index(drop=True)  # OnlineRetriever's row order
+    id_table = l2_normalize(item_vectors(ckpt.model, ckpt.vocab, items["item_id"].to_numpy()))  # (n, d)
+    titles = items["title"].fillna("").astype(str).to_numpy()
+    cache: dict[int, np.ndarray] = {}
+
+    def title_vectors(rows: np.ndarray) -> np.ndarray:
+        todo = [r for r in dict.fromkeys(rows.tolist()) if r not in cache]
+        if todo:
+            cache.update(zip(todo, l2_normalize(encoder.encode(list(titles[todo]))), strict=True))
+        return np.stack([cache[r] for r in rows.tolist()]) if len(rows) else np.zeros((0, encoder.dim), np.float32)
+
+    ctx = FeatureContext(ItemAttributes.from_items(items), items, ActivityTable.read(needed[1]),
+                         id_vectors=lambda rows: id_table[rows], title_vectors=title_vectors)
+    search_log = SearchLog(pd.read_parquet(needed[2], columns=["search_id", "item_id", "position"]),
+                           pd.Index(items["item_id"]))
+    return RankingStage(ctx, search_log, LearnedRanker.load(model_dir)), f"lambdamart@{file_digest(model_dir)}"
+
+
+
+__all__ = ["FEATURE_NAMES", "Examples", "Ranked", "RankerScorer", "RankingStage", "history_arrays",
+           "load_ranking_stage", "ranker_examples"]

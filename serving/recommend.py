@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 
 from models.evaluation import release_ns
+from models.ranker.candidates import TargetInputs
 from models.text.encoder import TextEncoder
 from models.text.tokenizer import normalize_text
 from models.variants import ItemAttributes, VariantRanker
-from models.ranker.candidates import TargetInputs
-from serving.ranking import RankingStage
+from serving.ranking import RankingStage, load_ranking_stage
 from serving.retrieval import AsOfMemory, RetrievalConfig, TitleQueryConfig, _ns, combine, l2_normalize
 from serving.vectorstore import Hit, VectorStore
 
@@ -319,8 +319,9 @@ def context_from_features(features: dict[str, list], row: int = 0, category: str
 
 
 def load_online_retriever(workdir: Path | str, store: VectorStore, id_model: str = "core-trm",
-                          cfg: RetrievalConfig = RetrievalConfig()) -> OnlineRetriever:
-    """The retriever over a workdir the asset graph wrote: catalog, ID checkpoint, title model, variant ranker."""
+                          cfg: RetrievalConfig = RetrievalConfig(), ranking: bool = True) -> OnlineRetriever:
+    """The retriever over a workdir the asset graph wrote: catalog, ID checkpoint, title model, variant ranker, and
+    the learned ranking stage when the workdir has one (`ranking=False`: mixup + variant re-rank)."""
     from models.seqrec import load_checkpoint
     from models.text import load_title_model
     from serving.id_index import query_vectors
@@ -334,9 +335,10 @@ def load_online_retriever(workdir: Path | str, store: VectorStore, id_model: str
     ranker_path = root / "models" / "variant_ranker.json"
     ranker = VariantRanker.load(ranker_path) if ranker_path.exists() else None
     items = pd.read_parquet(needed["catalog"])
-    return OnlineRetriever(store, items, load_title_model(needed["title model"]),
-                           lambda h: query_vectors(ckpt.model, ckpt.vocab, h), ranker, cfg,
-                           shared_id_vector=cold_items(ckpt.vocab, items["item_id"]))
+    encoder = load_title_model(needed["title model"])
+    stage, _ = load_ranking_stage(root, root, items, ckpt, encoder) if ranking else (None, "off")
+    return OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), ranker, cfg,
+                           shared_id_vector=cold_items(ckpt.vocab, items["item_id"]), ranking=stage)
 
 
 def cold_items(vocab: object, item_ids: Sequence[str] | pd.Series) -> list[str]:

@@ -35,6 +35,7 @@ from models.evaluation import release_ns
 from models.llm.prompt import PROMPT_VERSION, Action, PromptConfig, PromptInput, build_prompt, candidate_block
 from models.text.tokenizer import normalize_text
 from serving.config import Settings
+from serving.ranking import load_ranking_stage
 from serving.recommend import (
     Collections,
     OnlineRetriever,
@@ -168,7 +169,7 @@ class World:
             store = VectorStore.local(root / "qdrant")
         cfg = RetrievalConfig(mode=settings.retrieval_mode, k=LIST_K, n=settings.mixup_n)  # type: ignore[arg-type]
         collections = Collections(settings.id_collection, settings.title_collection, settings.memory_collection)
-        stage, stage_version = (_ranking_stage(root, workdir, items, ckpt, encoder) if settings.ranker_enabled
+        stage, stage_version = (load_ranking_stage(root, workdir, items, ckpt, encoder) if settings.ranker_enabled
                                 else (None, "off (FASHIONREC_RANKER_ENABLED=0)"))
         retriever = OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), ranker,
                                     cfg, collections=collections,
@@ -432,7 +433,7 @@ class RecommendationService:
         searched = [a.query for a in actions if a.action == "search" and a.query and normalize_text(a.query)]
         typed = clean_query(req.query, self.settings.max_query_chars) if req.query else ""
         query = typed if normalize_text(typed) else (searched[-1] if searched else None)
-        at = pd.Timestamp.now(tz="UTC")
+        at = pd.Timestamp.now(tz="UTC").floor("s")  # the request time, to the second (every feature reads it)
 
         # The category: the request's; else that of what the user types now (its memory's first product), the
         # freshest intent; else that of the last clicked/bought item; else that of their last search.
@@ -613,41 +614,6 @@ def _actions(feats: dict[str, list]) -> list[Action]:
     queries = (feats.get("seq_queries") or [None])[0] or [None] * len(acts)
     return [Action(str(a), str(i) if i else None, str(q) if q else None)
             for a, i, q in zip(acts, ids, queries, strict=True)]
-
-
-def _ranking_stage(root: Path, workdir: Path, items: pd.DataFrame, ckpt: Any, encoder: Any) -> tuple[Any, str]:
-    """The learned ranking stage of a bundle (None and why when it has none): its ranker, the catalog's features,
-    the activity windows and the search log (the workdir's, like the popularity fallback)."""
-    from feature_repo.activity import ActivityTable
-    from models.ranker.candidates import SearchLog
-    from models.ranker.features import FeatureContext
-    from models.ranker.model import LearnedRanker
-    from models.variants import ItemAttributes
-    from serving.id_index import item_vectors
-    from serving.ranking import RankingStage
-    from serving.retrieval import l2_normalize
-
-    model_dir = root / "models" / "ranker"
-    needed = [model_dir / "ranker.json", workdir / "features" / "activity_windows.parquet",
-              workdir / "canonical" / "search_results.parquet"]
-    if missing := [str(p) for p in needed if not p.exists()]:
-        return None, f"none (missing {', '.join(missing)})"
-    items = items.sort_values("item_id", kind="stable").reset_index(drop=True)  # OnlineRetriever's row order
-    id_table = l2_normalize(item_vectors(ckpt.model, ckpt.vocab, items["item_id"].to_numpy()))  # (n, d)
-    titles = items["title"].fillna("").astype(str).to_numpy()
-    cache: dict[int, np.ndarray] = {}
-
-    def title_vectors(rows: np.ndarray) -> np.ndarray:
-        todo = [r for r in dict.fromkeys(rows.tolist()) if r not in cache]
-        if todo:
-            cache.update(zip(todo, l2_normalize(encoder.encode(list(titles[todo]))), strict=True))
-        return np.stack([cache[r] for r in rows.tolist()]) if len(rows) else np.zeros((0, encoder.dim), np.float32)
-
-    ctx = FeatureContext(ItemAttributes.from_items(items), items, ActivityTable.read(needed[1]),
-                         id_vectors=lambda rows: id_table[rows], title_vectors=title_vectors)
-    search_log = SearchLog(pd.read_parquet(needed[2], columns=["search_id", "item_id", "position"]),
-                           pd.Index(items["item_id"]))
-    return RankingStage(ctx, search_log, LearnedRanker.load(model_dir)), f"lambdamart@{file_digest(model_dir)}"
 
 
 def _popularity(root: Path, items: pd.DataFrame) -> dict[str, list[str]]:

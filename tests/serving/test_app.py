@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -27,7 +28,7 @@ from feature_repo.store import FeatureRepo
 from orchestration.cli import app as cli
 from serving.app import create_app
 from serving.config import Settings
-from serving.recommend import UserContext, load_online_retriever
+from serving.recommend import context_from_features, load_online_retriever
 from serving.retrieval import RetrievalConfig
 from serving.service import RecommendationService
 
@@ -111,11 +112,13 @@ def test_retrieval_answer_is_complete_and_in_category(server, users: pd.DataFram
     for it in body["items"]:
         assert it["item_id"] in catalog.index and it["category"] == category
         assert it["title"] == catalog.at[it["item_id"], "title"]
-        assert it["source"] in {"memory", "id", "title", "variant"}
+        assert it["source"] in {"memory", "id", "title", "search", "history", "variant"}
     scores = [it["score"] for it in body["items"]]
     assert scores == sorted(scores, reverse=True)
-    assert {"features", "id_search", "memory", "title_search", "mixup_rerank", "total"} <= body["timings_ms"].keys()
+    assert {"features", "id_search", "memory", "title_search", "candidates_features_rank", "total"
+            } <= body["timings_ms"].keys()
     assert body["models"]["vector_engine"] == "qdrant-edge" and body["models"]["id_model"].startswith("core-trm@")
+    assert body["models"]["ranker"].startswith("lambdamart@")
 
 
 def test_http_answers_equal_the_in_process_retriever(server, users: pd.DataFrame, workdir: Path) -> None:
@@ -124,14 +127,21 @@ def test_http_answers_equal_the_in_process_retriever(server, users: pd.DataFrame
     retriever = load_online_retriever(workdir, service.store, cfg=RetrievalConfig(k=100))
     repo = FeatureRepo(workdir / "features", workdir / "feast")
     catalog = _items(workdir)
+    assert retriever.ranking is not None  # the learned ranking stage, as the service runs it
     for user, category in users.head(8).itertuples(index=False):
+        # The service reads the clock once per request (to the second): the HTTP answer was made at a time
+        # between `before` and `after`, so it equals the in-process answer at one of them.
+        before = pd.Timestamp.now(tz="UTC").floor("s")
         body = client.post("/v1/recommendations", json={"user_id": user, "k": 10}).json()
-        feats = repo.online([user])
-        acts, ids, qs = feats["seq_actions"][0], feats["seq_item_ids"][0], feats["seq_queries"][0]
-        history = [i for a, i in zip(acts, ids, strict=True) if a in ("click", "purchase") and i in catalog.index]
-        searched = [q for a, q in zip(acts, qs, strict=True) if a == "search" and q]
-        ctx = UserContext(category=category, history=history, last_query=searched[-1] if searched else None)
-        assert [it["item_id"] for it in body["items"]] == retriever.recommend(ctx).items[:10], user
+        after = pd.Timestamp.now(tz="UTC").floor("s")
+        seq = context_from_features(repo.online([user]), category=category)
+        keep = [j for j, i in enumerate(seq.history) if i in catalog.index]
+        got = [it["item_id"] for it in body["items"]]
+        expect = [retriever.recommend(replace(seq, at=at, history=[seq.history[j] for j in keep],
+                                              history_buy=[seq.history_buy[j] for j in keep],
+                                              history_ms=[seq.history_ms[j] for j in keep])).items[:10]
+                  for at in {before, after}]
+        assert got in expect, user
 
 
 @pytest.mark.parametrize("mode", ["llm", "llm-rank"])
