@@ -140,9 +140,12 @@ def _log_rank(rank: np.ndarray) -> np.ndarray:
 
 def _family_best(family: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """Per candidate, the best (smallest >= 0) rank over the candidates of its family; -1 if none."""
-    r = np.where(rank >= 0, rank, np.iinfo(np.int64).max)
-    best = pd.Series(r).groupby(family).transform("min").to_numpy()
-    return np.where(best == np.iinfo(np.int64).max, -1, best)
+    big = np.iinfo(np.int64).max
+    r = np.where(rank >= 0, rank, big)
+    uniq, inv = np.unique(family, return_inverse=True)
+    best = np.full(len(uniq), big, np.int64)
+    np.minimum.at(best, inv, r)
+    return np.where(best[inv] == big, -1, best[inv])
 
 
 def _hours(now_ns: int, then_ms: np.ndarray) -> np.ndarray:

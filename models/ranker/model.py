@@ -100,8 +100,9 @@ def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequen
                cfg: RankerConfig = RankerConfig()) -> LearnedRanker:
     """LambdaMART on (features (n, F), labels (n,)) query groups; groups without a positive are skipped.
 
-    `cfg.bags` boosters, each early-stopped on its own fold of the groups (a seeded partition into
-    round(1 / valid_frac) folds) and trained on the rest; the ranker's score is their mean. With few groups one
+    `cfg.bags` boosters, each early-stopped on its own fold of the groups (seeded partitions into
+    round(1 / valid_frac) folds, a new partition every round(1 / valid_frac) bags) and trained on the rest; the
+    ranker's score is their mean. With few groups one
     held-out fold is noisy, and the bag uses every group for training and for stopping."""
     t0 = time.perf_counter()
     usable = [(x, y) for x, y in groups if len(x) and y.max() > 0]
@@ -109,7 +110,9 @@ def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequen
     n_folds = max(2, round(1 / cfg.valid_frac))
     if len(usable) < n_folds:
         return LearnedRanker([], tuple(features), cfg, {**info, "fitted": False})
-    fold = np.random.default_rng(cfg.seed).permutation(len(usable)) % n_folds  # (G,)
+    # Bag b holds out fold b % n_folds of partition b // n_folds (each partition a seeded shuffle).
+    folds = [np.random.default_rng(cfg.seed + r).permutation(len(usable)) % n_folds
+             for r in range(-(-cfg.bags // n_folds))]  # each (G,)
     xs = [g[0].astype(np.float32) for g in usable]
     ys = [g[1].astype(np.float32) for g in usable]
 
@@ -120,8 +123,8 @@ def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequen
                            free_raw_data=False)
 
     boosters, bags = [], []
-    for b in range(min(cfg.bags, n_folds)):
-        held = fold == b
+    for b in range(cfg.bags):
+        held = folds[b // n_folds] == b % n_folds
         params = {
             "objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "num_leaves": cfg.num_leaves,
             "learning_rate": cfg.learning_rate, "min_data_in_leaf": cfg.min_data_in_leaf,

@@ -97,6 +97,23 @@ def _items(workdir: Path) -> pd.DataFrame:
 # -- happy paths --------------------------------------------------------------------------------------
 
 
+def test_the_run_trained_and_evaluated_the_ranker(workdir: Path) -> None:
+    """`fashionrec run` materialized the ranking group: the saved bag, its importance chart, and the `ranker` row
+    with its candidate recall, over the same test targets as every other row."""
+    meta = json.loads((workdir / "models" / "ranker" / "ranker.json").read_text())
+    assert meta["boosters"] == 5 and len(meta["features"]) == len(set(meta["features"])) > 50
+    assert (workdir / "models" / "ranker" / "importance.png").read_bytes()[:4] == b"\x89PNG"
+    ranker = json.loads((workdir / "eval" / "ranker" / "metrics.json").read_text())
+    other = json.loads((workdir / "eval" / "retrieval-title-only-variants" / "metrics.json").read_text())
+    assert ranker["overall"]["n"] == other["overall"]["n"] > 0
+    recall = ranker["candidate_recall"]
+    assert set(recall) == {"id", "title", "memory", "search", "history", "variant", "union"}
+    assert all(0 <= v <= recall["union"] <= 1 for k, v in recall.items())
+    assert "| ranker |" in (workdir / "eval" / "report.md").read_text()
+
+
+
+
 def test_retrieval_answer_is_complete_and_in_category(server, users: pd.DataFrame, workdir: Path) -> None:
     client, _ = server
     catalog = _items(workdir)
