@@ -73,9 +73,10 @@ class Item(BaseModel):
     category: str
     score: float | None = Field(default=None, description="Higher is better; the final list's order score")
     source: str | None = Field(default=None, description=(
-        "The list the item came from: memory (the query memory's products), id (ID-embedding search), title "
-        "(title-embedding search), variant (a colour/size sibling from the re-rank), llm (re-ordered by the LLM), "
-        "popularity (no history and no query)"))
+        "The source the item came from: memory (the query memory's products), search (the organic results of the "
+        "user's recent searches), history (the user's own items), id (ID-embedding search), title (title-embedding "
+        "search), variant (a colour/size sibling of those), llm (re-ordered by the LLM), popularity (no history and "
+        "no query)"))
 
 
 class Evidence(BaseModel):

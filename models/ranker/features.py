@@ -34,9 +34,14 @@ FEATURES: dict[str, str] = {
     "last_search_pos": "log(1 + organic position) in the user's latest search, NaN if not shown there",
     "search_age_h": "hours since the latest recent search that showed it",
     "last_search_age_h": "hours since the user's last search (per target)",
+    "search_hits": "how many of the recent searches showed it",
     # model scores
     "id_cos": "cosine of the ID query vector and the item's ID embedding",
     "title_cos": "cosine of the title query vector and the item's title embedding",
+    "title_cos_gap": "the best title cosine among the target's candidates minus this one",
+    "recent_sim_max": "largest title-embedding cosine with the user's last 5 distinct items",
+    "recent_sim_mean": "mean title-embedding cosine with the user's last 5 distinct items",
+    "last_item_sim": "title-embedding cosine with the user's last item",
     # the family's best rank in each source
     "fam_id_rank": "best ID-list rank of any variant of its family",
     "fam_title_rank": "best title-list rank of any variant of its family",
@@ -52,7 +57,12 @@ FEATURES: dict[str, str] = {
     "hist_len": "clicked/purchased items in the history (per target)",
     "brand_hist": "log(1 + history items of the same brand)",
     "brand_share": "share of the history items of the same brand",
+    "brand_recent": "items of the same brand among the user's last 5 distinct items",
+    "subcategory_recent": "items of the same subcategory among the user's last 5 distinct items",
     "price_logratio": "log(price) minus the mean log(price) of the history",
+    "price_logratio_sub": "log(price) minus the mean log(price) of the history items of its subcategory",
+    "colour_share": "share of the history items in its colour",
+    "size_share_sub": "share of the history items of its subcategory in its size",
     "season_hist": "log(1 + history items of the same season)",
     "occasion_hist": "log(1 + history items of the same occasion)",
     "gender_share": "share of the history items of the same gender",
@@ -69,6 +79,7 @@ FEATURES: dict[str, str] = {
     "pop_30d": "log(1 + interactions in the last 30 days)",
     "buy_30d": "log(1 + purchases in the last 30 days)",
     "pop_trend": "log((1 + last 7 days) / (1 + last 30 days / 30 * 7))",
+    "pop_rank": "rank of its 30-day popularity among the target's candidates, as a share (0 = the most popular)",
     "fam_pop_7d": "log(1 + its family's interactions in the last 7 days)",
     "fam_pop_30d": "log(1 + its family's interactions in the last 30 days)",
     "fam_buy_30d": "log(1 + its family's purchases in the last 30 days)",
@@ -166,13 +177,15 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
     # Searches: position in the latest one, and the age of the latest one that showed the candidate.
     last_pos = np.full(n, np.nan, np.float32)
     shown_age = np.full(n, np.nan, np.float32)
+    hits = np.zeros(n, np.float32)
     for j, (s, ms) in enumerate(zip(inp.searches, inp.search_ms, strict=True)):
         pos = pd.Index(pd.unique(np.asarray(s, np.int64))).get_indexer(rows)  # (n,)
+        hits += pos >= 0
         hit = (pos >= 0) & np.isnan(shown_age)
         shown_age[hit] = _hours(inp.t_ns, np.full(hit.sum(), ms))
         if j == 0:
             last_pos[pos >= 0] = np.log1p(pos[pos >= 0])
-    f["last_search_pos"], f["search_age_h"] = last_pos, shown_age
+    f["last_search_pos"], f["search_age_h"], f["search_hits"] = last_pos, shown_age, hits
     f["last_search_age_h"] = np.full(n, _hours(inp.t_ns, np.array([inp.search_ms[0]]))[0] if inp.search_ms else np.nan,
                                      np.float32)
 
@@ -182,6 +195,8 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
     f["title_cos"] = (np.round(ctx.title_vectors(rows) @ inp.title_query, 5).astype(np.float32)
                       if inp.title_query is not None and n else np.full(n, np.nan, np.float32))
 
+    f["title_cos_gap"] = (np.nanmax(f["title_cos"]) - f["title_cos"] if n and np.isfinite(f["title_cos"]).any()
+                          else np.full(n, np.nan, np.float32))
     fam = a.family[rows]
     for s in ("id", "title", "memory", "search"):
         f[f"fam_{s}_rank"] = _log_rank(_family_best(fam, cand.ranks[s]))
@@ -221,12 +236,33 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
     def same(codes: np.ndarray) -> np.ndarray:
         return (codes[rows][:, None] == codes[hist][None, :]).sum(axis=1).astype(np.float32) if h else np.zeros(n)
 
+    recent = np.asarray(list(dict.fromkeys(hist[::-1].tolist()))[:5], np.int64)  # latest first
+    if len(recent) and n:
+        sim = ctx.title_vectors(rows) @ ctx.title_vectors(recent).T  # (n, R)
+        f["recent_sim_max"] = np.round(sim.max(axis=1), 5).astype(np.float32)
+        f["recent_sim_mean"] = np.round(sim.mean(axis=1), 5).astype(np.float32)
+        f["last_item_sim"] = np.round(sim[:, 0], 5).astype(np.float32)
+    else:
+        f["recent_sim_max"] = f["recent_sim_mean"] = f["last_item_sim"] = np.full(n, np.nan, np.float32)
+    f["brand_recent"] = (ctx.brand[rows][:, None] == ctx.brand[recent][None, :]).sum(axis=1).astype(np.float32)
+    f["subcategory_recent"] = (a.subcategory[rows][:, None] == a.subcategory[recent][None, :]).sum(axis=1
+                                                                                                  ).astype(np.float32)
     brand = same(ctx.brand)
     f["brand_hist"] = np.log1p(brand).astype(np.float32)
     f["brand_share"] = (brand / h if h else np.full(n, np.nan)).astype(np.float32)
     hist_price = ctx.log_price[hist] if h else np.zeros(0)
     mean_price = np.nanmean(hist_price) if np.isfinite(hist_price).any() else np.nan
     f["price_logratio"] = (ctx.log_price[rows] - mean_price).astype(np.float32)
+    sub_match = a.subcategory[rows][:, None] == a.subcategory[hist][None, :] if h else np.zeros((n, 0), bool)  # (n, H)
+    sub_n = sub_match.sum(axis=1)
+    hp = np.where(np.isfinite(hist_price), hist_price, 0.0) if h else np.zeros(0)
+    priced = sub_match & np.isfinite(hist_price)[None, :] if h else sub_match
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sub_mean = (priced * hp[None, :]).sum(axis=1) / priced.sum(axis=1)
+        f["price_logratio_sub"] = (ctx.log_price[rows] - sub_mean).astype(np.float32)
+        f["colour_share"] = (same(a.colour) / h if h else np.full(n, np.nan)).astype(np.float32)
+        size_sub = (sub_match & (a.size[rows][:, None] == a.size[hist][None, :])).sum(axis=1) if h else np.zeros(n)
+        f["size_share_sub"] = np.where(sub_n > 0, size_sub / np.maximum(sub_n, 1), np.nan).astype(np.float32)
     f["season_hist"] = np.log1p(same(ctx.season)).astype(np.float32)
     f["occasion_hist"] = np.log1p(same(ctx.occasion)).astype(np.float32)
     f["gender_share"] = (same(ctx.gender) / h if h else np.full(n, np.nan)).astype(np.float32)
@@ -250,6 +286,7 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
     fam_act = ctx.activity.lookup(ctx.family_key[rows], t)
     f["pop_7d"], f["pop_30d"], f["buy_30d"] = np.log1p(item[:, 0]), np.log1p(item[:, 1]), np.log1p(item[:, 3])
     f["pop_trend"] = (np.log1p(item[:, 0]) - np.log1p(item[:, 1] * 7 / 30)).astype(np.float32)
+    f["pop_rank"] = ((pd.Series(-item[:, 1]).rank(method="min").to_numpy() - 1) / max(n, 1)).astype(np.float32)
     f["fam_pop_7d"], f["fam_pop_30d"] = np.log1p(fam_act[:, 0]), np.log1p(fam_act[:, 1])
     f["fam_buy_30d"] = np.log1p(fam_act[:, 3])
 
