@@ -155,8 +155,11 @@ def recommend(user_id: str, workdir: WorkOpt = Path("work"),
               category: Annotated[str | None, typer.Option(help="Category (default: of the last clicked item)")] = None,
               query: Annotated[str | None, typer.Option(help="Search query (default: the user's last one)")] = None,
               k: Annotated[int, typer.Option(help="Items to return")] = 10,
-              mode: Annotated[str, typer.Option(help="mixup | title_only | id_only | rrf")] = "mixup") -> None:
-    """Recommend for one user on the serving path: Feast online features -> Qdrant retrieval -> variant re-rank."""
+              mode: Annotated[str, typer.Option(help="mixup | title_only | id_only | rrf (without the ranker)")] = "mixup",
+              ranker: Annotated[bool, typer.Option(help="Order with the learned ranking stage when the workdir has "
+                                                        "one (else the lists combined by --mode, variant re-ranked)")]
+              = True) -> None:
+    """Recommend for one user on the serving path: Feast online features -> Qdrant retrieval -> ranking stage."""
     from dataclasses import replace
 
     import pandas as pd
@@ -172,17 +175,20 @@ def recommend(user_id: str, workdir: WorkOpt = Path("work"),
     from orchestration.resources import QdrantResource
 
     with QdrantResource(workdir=str(root), url=os.environ.get("FASHIONREC_QDRANT_URL")).store() as store:
-        retriever = load_online_retriever(root, store, cfg=RetrievalConfig(mode=mode, k=max(k, 1)))  # type: ignore[arg-type]
+        retriever = load_online_retriever(root, store, cfg=RetrievalConfig(mode=mode, k=max(k, 1)),  # type: ignore[arg-type]
+                                          ranking=ranker)
         ctx = context_from_features(features, category=category, items=retriever.items)
         if query is not None:
             ctx = replace(ctx, last_query=query)
         rec = retriever.recommend(ctx)
     titles = retriever.items.set_index("item_id")["title"]
+    how = ("learned ranking stage" if retriever.ranking is not None
+           else f"mode {mode}{', variant re-ranked' if retriever.ranker else ''}")
     typer.echo(f"user {user_id}: category {ctx.category!r}, last query {ctx.last_query!r}, "
-               f"{len(ctx.history)} clicked/purchased items; mode {mode}"
-               f"{', variant re-ranked' if retriever.ranker else ''}; memory matched {rec.memory_queries[:3]}")
+               f"{len(ctx.history)} clicked/purchased items; {how}; memory matched {rec.memory_queries[:3]}")
     ids, title_ids = set(rec.id_list), set(rec.title_list)
-    source = ["+".join(n for n, s in (("id", ids), ("title", title_ids)) if i in s) or "variant" for i in rec.items]
+    source = [rec.sources.get(i) or "+".join(n for n, s in (("id", ids), ("title", title_ids)) if i in s) or "variant"
+              for i in rec.items]
     typer.echo(pd.DataFrame({"item_id": rec.items, "title": titles.reindex(rec.items).to_numpy(), "list": source})
                .to_string(index=True))
 

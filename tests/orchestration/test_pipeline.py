@@ -25,6 +25,7 @@ TEXT = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker"
         "retrieval_title_only", "retrieval_mixup", "retrieval_title_only_variants", "retrieval_mixup_variants"}
 LLM = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_eval"}
 SERVING = {"serving_bundle"}
+RANKING = {"ranker", "ranker_eval"}
 ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",
           "popularity_eval", "last_search_eval", "evaluation_report"} | SEQREC  # fmt: skip
 CHECKS = {("canonical_tables", "canonical_row_counts"), ("canonical_tables", "referential_integrity"),
@@ -61,11 +62,11 @@ def test_definitions_load() -> None:
     assert isinstance(defs, Definitions)
     Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS | TEXT | LLM | SERVING
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS | TEXT | LLM | SERVING | RANKING
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
     assert set(defs.resources) == {"dataset", "workdir", "feast", "training", "qdrant", "protocol", "llm"}
     job = defs.resolve_implicit_global_asset_job_def()  # the whole graph: 8 asset ops + 3 check ops
-    assert {n.name for n in job.graph.node_defs} == ASSETS | TEXT | LLM | SERVING | {f"{a}_{c}" for a, c in CHECKS}
+    assert {n.name for n in job.graph.node_defs} == ASSETS | TEXT | LLM | SERVING | RANKING | {f"{a}_{c}" for a, c in CHECKS}
 
 
 def test_build_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,16 +206,23 @@ def test_cli_run_prints_the_metrics_table(
     assert "telemetry:\n  enabled: false" in (home / "dagster.yaml").read_text()
     with workdir_instance(tmp_path / "work") as instance:
         not_chosen = {f"seqrec_{m}" for m in ("core_ave", "sasrec_bce", "gru4rec", "bert4rec", "nextitnet")}
-        missing = [a for a in sorted((ASSETS | TEXT | LLM | SERVING) - not_chosen)
+        missing = [a for a in sorted((ASSETS | TEXT | LLM | SERVING | RANKING) - not_chosen)
                    if instance.get_latest_materialization_event(AssetKey(a)) is None]
         assert not missing, missing
     # The serving path over what the run wrote: Feast online features -> Qdrant retrieval -> variant re-rank.
-    rec = CliRunner().invoke(app, ["recommend", "u1", "--workdir", str(tmp_path / "work"), "--k", "2"])
+    rec = CliRunner().invoke(app, ["recommend", "u1", "--workdir", str(tmp_path / "work"), "--k", "2",
+                                   "--no-ranker"])
     assert rec.exit_code == 0, rec.output
     lines = rec.output.splitlines()
-    assert lines[0].startswith("user u1: category 'Footwear', last query 'sneakers'")
+    assert lines[0].startswith("user u1: category 'Footwear', last query 'sneakers'") and "variant re-ranked" in lines[0]
     # u1 clicked/purchased F1 and F2: of the 3 Footwear items only F3 is left to recommend.
     assert len(lines) == 3 and lines[2].split()[:2] == ["0", "F3"]
+    # The learned ranking stage keeps seen items as candidates (a flag, not a filter): all 3 Footwear items compete.
+    rec = CliRunner().invoke(app, ["recommend", "u1", "--workdir", str(tmp_path / "work"), "--k", "3"])
+    assert rec.exit_code == 0, rec.output
+    lines = rec.output.splitlines()
+    assert "learned ranking stage" in lines[0]
+    assert sorted(line.split()[1] for line in lines[2:]) == ["F1", "F2", "F3"]
     bad = CliRunner().invoke(app, ["recommend", "nobody", "--workdir", str(tmp_path / "work")])
     assert bad.exit_code != 0 and "no online features" in bad.output
     assert (
