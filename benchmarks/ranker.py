@@ -31,6 +31,7 @@ from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import RankerConfig, fit_ranker
 from models.seqrec import load_checkpoint
 from models.seqrec.pipeline import SeqScorer
+from models.text import load_title_model
 from models.variants import VariantRanker
 from orchestration.assets.ranking import ranker_scorer
 from orchestration.assets.text import TITLE_DIR, VARIANT_RANKER, retrieval_scorer
@@ -65,7 +66,9 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
 
     rows: list[tuple[str, dict, float]] = []
     t0 = time.perf_counter()
-    scorer = ranker_scorer(wd, catalog)
+    encoder = load_title_model(wd.root.joinpath(*TITLE_DIR))
+    memory = AsOfMemory.build(tables.search_results, encoder)  # one as-of memory for every row and the latency
+    scorer = ranker_scorer(wd, catalog, memory=memory)
     setup_s = time.perf_counter() - t0
     ex = ranker_examples(scorer, val, progress=True)
     t1 = time.perf_counter()
@@ -81,8 +84,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
     for name, cfg in (("title-only + variants", RetrievalConfig(mode="title_only")),
                       ("mixup + variants", RetrievalConfig(mode="mixup", n=1))):
         t1 = time.perf_counter()
-        m = evaluate(name, VariantScorer(retrieval_scorer(wd, catalog, cfg), catalog, variant), test, catalog,
-                     progress=False).metrics
+        m = evaluate(name, VariantScorer(retrieval_scorer(wd, catalog, cfg, memory), catalog, variant), test,
+                     catalog, progress=False).metrics
         rows.append((name, m, time.perf_counter() - t1))
     pop = PopularityScorer(tables.events, catalog, PopularityConfig())
     for name, s in (("last-search", LastSearchScorer(tables.search_results, pop, catalog)), ("popularity", pop)):
@@ -126,18 +129,16 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
                f"test evaluation {rows[0][2]:.1f} s")
     typer.echo("top 12 features by gain: " + ", ".join(f"{k} {v:.0f}" for k, v in
                                                      list(model.importances().items())[:12]))
-    latency(wd, tables, catalog, test, scorer, variant, latency_requests)
+    latency(wd, catalog, test, scorer, variant, encoder, memory, latency_requests)
 
 
-def latency(wd: WorkdirResource, tables: CanonicalTables, catalog: Catalog, test: pd.DataFrame, scorer, variant,  # noqa: ANN001
+def latency(wd: WorkdirResource, catalog: Catalog, test: pd.DataFrame, scorer, variant, encoder, memory,  # noqa: ANN001
             n: int) -> None:
-    """Per request, in process, over the Qdrant collections: the ranking stage against the variant re-rank."""
-    from models.text import load_title_model
+    """Per request, in process, over the Qdrant collections: the ranking stage against the variant re-rank
+    (requests replayed at their target times with the as-of memory)."""
     from serving.id_index import query_vectors
 
     ck = load_checkpoint(wd.path("models", "core-trm.pt"))
-    encoder = load_title_model(wd.root.joinpath(*TITLE_DIR))
-    memory = AsOfMemory.build(tables.search_results, encoder)  # requests replayed at their target times
     sample = test.sample(min(n, len(test)), random_state=0)
     store = VectorStore.local(wd.root / "qdrant")
     shared = cold_items(ck.vocab, catalog.item_ids)

@@ -91,10 +91,6 @@ class RankerScorer:
         return self.stage.cfg
 
     @property
-    def searches(self) -> SearchLog:
-        return self.stage.searches
-
-    @property
     def ranker(self) -> LearnedRanker | None:
         return self.stage.ranker
 
@@ -121,7 +117,7 @@ class RankerScorer:
                                                         batch["seq_search_ids"], batch["seq_timestamps"], strict=True)):
             acts, items, ts = list(acts), list(items), list(ts)
             hist, buy, ms = history_arrays(acts, items, ts, self.index)
-            res, res_ms = self.searches.recent(acts, list(sids), ts, self.cfg.searches)
+            res, res_ms = self.stage.searches.recent(acts, list(sids), ts, self.cfg.searches)
             cols = lambda c: cat_rows[c[c >= 0]]  # noqa: E731
             out.append(TargetInputs(
                 category=int(cat), t_ns=int(t_ns[b]), hist_rows=hist, hist_buy=buy, hist_ms=ms,

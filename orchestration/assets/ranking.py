@@ -20,17 +20,18 @@ from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
 from orchestration.assets.text import item_title_embeddings, query_memory, retrieval_scorer
 from orchestration.resources import TrainingResource, WorkdirResource
 from serving.ranking import RankerScorer, RankingStage, ranker_examples
-from serving.retrieval import RetrievalConfig
+from serving.retrieval import AsOfMemory, RetrievalConfig
 
 RANKER_DIR = ("models", "ranker")
 ACTIVITY = "activity_windows.parquet"
 
 
 def ranker_scorer(workdir: WorkdirResource, catalog: Catalog, ranker: LearnedRanker | None = None,
-                  cfg: CandidateConfig = CandidateConfig()) -> RankerScorer:
-    """The ranking stage over a workdir: retrieval sources, search log, activity windows, catalog attributes."""
+                  cfg: CandidateConfig = CandidateConfig(), memory: AsOfMemory | None = None) -> RankerScorer:
+    """The ranking stage over a workdir: retrieval sources, search log, activity windows, catalog attributes.
+    `memory`: an as-of query memory already built over the workdir's searches (else one is built)."""
     tables = CanonicalTables.read(workdir.canonical)
-    base = retrieval_scorer(workdir, catalog, RetrievalConfig())
+    base = retrieval_scorer(workdir, catalog, RetrievalConfig(), memory)
     ctx = FeatureContext(ItemAttributes.from_items(catalog.items), catalog.items,
                          ActivityTable.read(workdir.features / ACTIVITY),
                          id_vectors=lambda rows: base.id_vectors[rows], title_vectors=lambda rows: base.title_vectors[rows])

@@ -21,7 +21,7 @@ from serving.ranking import RankerScorer, RankingStage, ranker_examples
 from serving.recommend import OnlineRetriever, UserContext
 from serving.retrieval import AsOfMemory, RetrievalConfig, RetrievalScorer, TitleQueryBuilder, l2_normalize
 from serving.vectorstore import VectorStore
-from tests.serving.test_recommend import T0, catalog_items, search_results
+from tests.serving.test_recommend import T0, catalog_items, id_model_and_store, search_results
 
 MS = 1_000_000
 CFG = CandidateConfig(id_k=6, title_k=6, searches=2, history=5, variant_id_k=2, variant_title_k=2, variant_search_k=2,
@@ -90,15 +90,7 @@ def make_scorer(items: pd.DataFrame, ev: pd.DataFrame, sr: pd.DataFrame, encoder
     title_vecs = embed_catalog(encoder, catalog.items)  # (n, d) catalog order
     id_vecs = np.stack([np.random.default_rng(zlib.crc32(i.encode())).normal(size=8)
                         for i in catalog.item_ids]).astype(np.float32)  # (n, 8) the same per item in any catalog
-    id_of = dict(zip(catalog.item_ids, id_vecs, strict=True))
-
-    def id_queries(histories: list[list[str]]) -> np.ndarray:  # mean of the history's ID vectors
-        return np.stack([np.mean([id_of[i] for i in h], axis=0) if h else np.zeros(8) for h in histories])
-
-    store = VectorStore.memory()
-    store.upsert("item_id_embeddings", list(catalog.item_ids), id_vecs, partitions=list(catalog.items["category"]))
-    store.upsert("item_title_embeddings", list(catalog.item_ids), title_vecs,
-                 partitions=list(catalog.items["category"]))
+    id_queries, store = id_model_and_store(catalog, id_vecs, title_vecs)
     memory = AsOfMemory.build(sr, encoder)
     titles = TitleQueryBuilder(encoder, memory, catalog, title_vecs)
     base = RetrievalScorer(catalog, id_vecs, title_vecs, id_queries, titles.queries)

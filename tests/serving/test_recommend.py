@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -51,6 +53,23 @@ CONTEXTS = [
 ]
 
 
+def id_model_and_store(catalog: Catalog, id_vecs: np.ndarray, title_vecs: np.ndarray
+                       ) -> tuple[Callable[[list[list[str]]], np.ndarray], VectorStore]:
+    """A stand-in ID model (a history's query is the mean of its items' vectors) and an in-memory store holding
+    the ID and title collections, partitioned by category."""
+    id_of = dict(zip(catalog.item_ids, id_vecs, strict=True))
+
+    def id_queries(histories: list[list[str]]) -> np.ndarray:  # mean of the history's ID vectors
+        return np.stack([np.mean([id_of[i] for i in h], axis=0) if h else np.zeros(id_vecs.shape[1])
+                         for h in histories])
+
+    store = VectorStore.memory()
+    store.upsert("item_id_embeddings", list(catalog.item_ids), id_vecs, partitions=list(catalog.items["category"]))
+    store.upsert("item_title_embeddings", list(catalog.item_ids), title_vecs,
+                 partitions=list(catalog.items["category"]))
+    return id_queries, store
+
+
 @pytest.fixture(scope="module")
 def setup():  # noqa: ANN201
     items = catalog_items()
@@ -58,17 +77,8 @@ def setup():  # noqa: ANN201
     encoder = HashingNgramEncoder()
     sr = search_results(items)
     title_vecs = embed_catalog(encoder, catalog.items)  # (n, d) catalog order
-    rng = np.random.default_rng(1)
-    id_vecs = rng.normal(size=(len(catalog.items), 8)).astype(np.float32)
-    id_of = dict(zip(catalog.item_ids, id_vecs, strict=True))
-
-    def id_queries(histories: list[list[str]]) -> np.ndarray:  # mean of the history's ID vectors
-        return np.stack([np.mean([id_of[i] for i in h], axis=0) if h else np.zeros(8) for h in histories])
-
-    store = VectorStore.memory()
-    store.upsert("item_id_embeddings", list(catalog.item_ids), id_vecs, partitions=list(catalog.items["category"]))
-    store.upsert("item_title_embeddings", list(catalog.item_ids), title_vecs,
-                 partitions=list(catalog.items["category"]))
+    id_vecs = np.random.default_rng(1).normal(size=(len(catalog.items), 8)).astype(np.float32)
+    id_queries, store = id_model_and_store(catalog, id_vecs, title_vecs)
     memory = build_query_memory(sr, T0, encoder)
     points = memory.to_points()
     store.upsert("query_memory", [p["payload"]["query"] for p in points], np.array([p["vector"] for p in points]),
