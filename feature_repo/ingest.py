@@ -2,8 +2,10 @@
 
 Checks (vectorised, driven by the schemas in `schema.py`): types and required fields, the action enum, an item for
 click/purchase and a query + search_id for search, referential integrity against the catalog (and of search results
-against search events), per-user timestamp order, and duplicates. Nothing is dropped silently: each row is either in
-the canonical output or in `quarantine/<table>.parquet` with a `reason`, and `counts` reports both.
+against search events), per-user timestamp order, duplicates, and repeats in one moment (a second click or purchase
+of the same item by the same user at the same timestamp, `repeat_in_moment`: one action of several units). Nothing
+is dropped silently: each row is either in the canonical output or in `quarantine/<table>.parquet` with a `reason`,
+and `counts` reports both.
 
 The output is a deterministic function of the input, so re-running ingest on the same input changes nothing.
 """
@@ -20,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feature_repo.schema import SCHEMAS, TABLES, Action, CanonicalTables
+
+REPEAT = "repeat_in_moment"  # the reason of a second click/purchase of one item by one user at one moment
 
 
 @dataclass
@@ -138,6 +142,9 @@ def validate_events(raw: pd.DataFrame, item_ids: pd.Index) -> tuple[pd.DataFrame
     v.fail(is_search & df["item_id"].notna(), "search_with_item")
     v.fail(~is_search & df["item_id"].isna(), "missing_item")
     v.fail(~is_search & df["item_id"].notna() & ~df["item_id"].isin(item_ids), "unknown_item")
+    # A second click or purchase of the same item by the same user at the same moment (on day-resolution data: the
+    # same day) is one action of several units, not a second event: kept in quarantine under its own reason.
+    v.fail(~is_search & v.duplicated(["user_id", "timestamp", "action", "item_id"]), REPEAT)
     v.fail(v.duplicated(["user_id", "timestamp", "action", "item_id", "query", "search_id"]), "duplicate_event")
     v.fail(is_search & v.duplicated(["search_id"]), "duplicate_search_id")
     # Per-user order (checked last, over the rows still valid): each kept row must not be earlier than the latest kept row before it in file order.

@@ -4,14 +4,20 @@
   and the 10% before it for validation. Test targets are each user's last purchase at or after the test cut,
   validation targets each user's last purchase between the cuts. Training data is every event before the
   validation cut, for every user: no model, vocabulary, memory or ranker sees anything from the evaluation period.
-- `leave_one_out` (protocol "loo", the paper's and RecBole's): per user, the last purchase is the test target and
-  the one before it the validation target; every event before the user's first held-out target is training data.
+- `leave_one_out` (protocol "loo", the paper's and RecBole's): per user, the last purchase moment gives the test
+  target and the moment before it the validation target; every event before the user's first held-out moment is
+  training data.
   There is no global cut, so training holds other users' events from after a target's time: keep it for
   comparability with the paper, not as the measure of record.
 
-Under both, order is by timestamp, then by event order in the canonical table (never by item ID), a target's
-history is every event strictly before it, and `cold_start` is measured at the target's time: the item is cold when
-no one clicked or purchased it strictly before the target's timestamp (`n_prior` counts those interactions).
+Under both, order is by timestamp, then by event order in the canonical table (never by item ID). A moment is
+(user, timestamp) at the data's own resolution (`feature_repo.moments`: on day-resolution data a user's day). A
+target is the last purchase, in file order, of a moment; its history is every event strictly before its moment, so
+nothing at the target's moment (the rest of a day's basket) is history. `moment_items` lists every distinct item the
+user bought at the target's moment, the target first among equals in file order as bought (it is what the basket hit
+rate reads). Leave-one-out takes each user's last two purchase moments, so the validation target is never a
+basket-mate of the test target. `cold_start` is measured at the target's time: the item is cold when no one clicked
+or purchased it strictly before the target's timestamp (`n_prior` counts those interactions).
 `warm_rare` marks targets that are warm but occur fewer than `min_count` times in the training events, so the ID
 models' vocabulary maps them to the shared cold row too.
 """
@@ -36,7 +42,7 @@ DEFAULT_MIN_COUNT = 2  # the ID models' vocabulary threshold (TrainingResource.m
 class Splits:
     """`targets`: one row per held-out purchase; `train_events`: the events every model may learn from."""
 
-    targets: pd.DataFrame  # user_id, split, target_item_id, target_ts, category, n_history, n_prior, cold_start, ...
+    targets: pd.DataFrame  # user_id, split, target_item_id, target_ts, category, n_history, moment_items, n_prior, ...
     train_events: pd.DataFrame
     protocol: str = "loo"
     cuts: dict[str, pd.Timestamp] = field(default_factory=dict)  # temporal: {"val": ..., "test": ...}
@@ -75,6 +81,18 @@ def prior_interactions(events: pd.DataFrame, item_ids: pd.Series | np.ndarray, t
                      for i, tq in zip(np.asarray(item_ids), q, strict=True)], dtype=np.int64)
 
 
+def moment_items(events: pd.DataFrame, users: pd.Series | np.ndarray, times: pd.Series | np.ndarray
+                 ) -> list[list[str]]:
+    """Per (user, time): the distinct items the user purchased at exactly that time, in event order."""
+    key = pd.DataFrame({"user_id": np.asarray(users, dtype=object),
+                        "timestamp": pd.to_datetime(pd.Series(np.asarray(times)), utc=True).astype("datetime64[ms, UTC]")})
+    bought = events.loc[events["action"] == "purchase", ["user_id", "timestamp", "item_id"]]
+    bought = bought.assign(timestamp=pd.to_datetime(bought["timestamp"], utc=True).astype("datetime64[ms, UTC]"))
+    bought = bought.merge(key.drop_duplicates(), on=["user_id", "timestamp"], how="inner", sort=False)
+    baskets = {k: list(dict.fromkeys(g.tolist())) for k, g in bought.groupby(["user_id", "timestamp"], sort=False)["item_id"]}
+    return [baskets.get((u, t), []) for u, t in zip(key["user_id"], key["timestamp"], strict=True)]
+
+
 def _targets(held: pd.DataFrame, events: pd.DataFrame, train_events: pd.DataFrame, items: pd.DataFrame,
              min_count: int) -> pd.DataFrame:
     """The targets table from held-out purchase rows (with `n_before` and `split`)."""
@@ -87,6 +105,7 @@ def _targets(held: pd.DataFrame, events: pd.DataFrame, train_events: pd.DataFram
         "category": held["item_id"].map(category).to_numpy(),
         "n_history": held["n_before"].to_numpy(),
     })
+    targets["moment_items"] = moment_items(events, targets["user_id"], targets["target_ts"])
     targets["n_prior"] = prior_interactions(events, targets["target_item_id"], targets["target_ts"])
     targets["cold_start"] = targets["n_prior"] == 0
     inter = train_events[train_events["action"].isin(INTERACTIONS)]
@@ -106,10 +125,14 @@ def leave_one_out(events: pd.DataFrame, items: pd.DataFrame, min_count: int = DE
     """Per-user leave-one-out targets and training events (see the module docstring)."""
     ev = _with_n_before(events)
     purchases = ev[ev["action"] == "purchase"]
-    rank_from_end = purchases.groupby("user_id").cumcount(ascending=False)
-    held = purchases[rank_from_end < 2].assign(split=np.where(rank_from_end[rank_from_end < 2] == 0, "test", "val"))
-    first_target_pos = held.groupby("user_id")["pos"].min()
-    cutoff = ev["user_id"].map(first_target_pos)
+    # The last purchase (file order) of each purchase moment, and the moment's rank from the user's last one.
+    last_of_moment = purchases.groupby(["user_id", "timestamp"], sort=False).tail(1)
+    moment_from_end = last_of_moment.groupby("user_id").cumcount(ascending=False)  # pos increases with time
+    held = last_of_moment[moment_from_end < 2]
+    held = held.assign(split=np.where(moment_from_end[moment_from_end < 2] == 0, "test", "val"))
+    # Training is every event before the user's first held-out MOMENT (not just before its target row).
+    first_moment_start = held.groupby("user_id")["n_before"].min()
+    cutoff = ev["user_id"].map(first_moment_start)
     train_events = ev[cutoff.notna() & (ev["pos"] < cutoff)].reset_index(drop=True)
     # Users who never purchase have no target; their events are still training data for the sequence models.
     train_events = pd.concat([train_events, ev[cutoff.isna()]], ignore_index=True)
@@ -142,7 +165,8 @@ def temporal_split(events: pd.DataFrame, items: pd.DataFrame, val_frac: float = 
     window = np.where(p_ts >= cuts["test"], "test", np.where(p_ts >= cuts["val"], "val", ""))
     purchases = purchases.assign(split=window)
     purchases = purchases[purchases["split"] != ""]
-    # Each user's last purchase in each window (pos is increasing in time within a user).
+    # Each user's last purchase in each window (pos is increasing in time within a user): the last purchase, in
+    # file order, of the user's last moment in the window.
     held = purchases.groupby(["user_id", "split"], sort=False).tail(1)
     train_events = ev[ts < cuts["val"]].reset_index(drop=True)
     targets = _targets(held, ev, train_events, items, min_count)

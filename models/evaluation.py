@@ -13,6 +13,11 @@ column goes last. Recall@K and NDCG@K use that rank; MRR is `1/rank` over the fu
 the top 100 by score, ties in catalog order except that the target sorts after the items it ties with, so its
 position there equals `target_rank`.
 
+On day-resolution data a target's moment is a basket: when the targets carry `moment_items` (every item the user
+bought at the target's moment, `feature_repo.splits`), `basket_rank` is the best pessimistic rank of any of them in
+the target's category, and `basket_hit@K` the share of targets with a basket item in the top K (the target counts,
+so it is at least Recall@K).
+
 The ceiling (`ceiling`) is the mean of the dataset's per-target oracle metrics (`oracle.parquet`, synthetic sets)
 over exactly the targets evaluated.
 """
@@ -113,6 +118,19 @@ def top_n(scores: np.ndarray, target_col: np.ndarray, n: int = TOP_N, valid: np.
     return np.take_along_axis(part, order, axis=1)
 
 
+def basket_ranks(scores: np.ndarray, ranks: np.ndarray, baskets: list[np.ndarray], valid: np.ndarray) -> np.ndarray:
+    """(B,) the best pessimistic rank over each row's basket columns (its target's rank where the basket adds none).
+
+    scores, valid: (B, n); ranks: (B,) the targets' ranks; baskets: per row, the columns of the other items bought
+    at the target's moment. They were bought then, so they count as candidates (as the target does)."""
+    out = np.asarray(ranks, np.int64).copy()
+    for b, cols in enumerate(baskets):
+        if len(cols):
+            r = ranks_from_scores(scores[[b] * len(cols)], np.asarray(cols), valid[[b] * len(cols)])
+            out[b] = min(out[b], int(r.min()))
+    return out
+
+
 def metrics_from_ranks(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
     """Recall@k, NDCG@k (one relevant item: 1/log2(rank+1)) and MRR, averaged over targets."""
     ranks = np.asarray(ranks, dtype=np.float64)
@@ -162,6 +180,10 @@ def summarize(method: str, rankings: pd.DataFrame, k: int = 10, extra: dict | No
         "warm": metrics_from_ranks(r[~cold], k),
         "warm_rare": metrics_from_ranks(r[rare], k),
     }
+    if "basket_rank" in rankings:
+        b = rankings["basket_rank"].to_numpy()
+        out["basket"] = {"n": int(len(b)), f"hit@{k}": float((b <= k).mean()) if len(b) else float("nan"),
+                         "multi_item_share": float((rankings["moment_size"] > 1).mean()) if len(b) else float("nan")}
     if "n_candidates" in rankings:
         out["mean_candidates"] = float(rankings["n_candidates"].mean()) if len(rankings) else float("nan")
     return {**out, **(extra or {})}
@@ -183,9 +205,11 @@ def evaluate(
     tie_aware = bool(getattr(scorer, "tie_aware", False))
     parts = []
     bar = tqdm(total=len(targets), desc=f"eval {method}", disable=not progress, leave=False)
+    has_baskets = "moment_items" in targets
     for cat, idx in targets.groupby("category", sort=True).indices.items():
         cat_rows = catalog.rows[cat]
         col_of_row = pd.Series(np.arange(len(cat_rows)), index=cat_rows)
+        col_of_item = dict(zip(catalog.item_ids[cat_rows].tolist(), range(len(cat_rows)), strict=True))
         for start in range(0, len(idx), batch_size):
             b = idx[start : start + batch_size]
             batch = targets.iloc[b]
@@ -213,6 +237,11 @@ def evaluate(
             }
             if "warm_rare" in batch:
                 frame["warm_rare"] = batch["warm_rare"].to_numpy(dtype=bool)
+            if has_baskets:  # the other items of the target's moment, in its category
+                others = [np.array(sorted({col_of_item[i] for i in items if i in col_of_item} - {int(t)}), np.int64)
+                          for items, t in zip(batch["moment_items"], tcol, strict=True)]
+                frame["moment_size"] = np.array([len(o) + 1 for o in others], np.int64)
+                frame["basket_rank"] = basket_ranks(scores, ranks, others, valid)
             parts.append(pd.DataFrame(frame))
             bar.update(len(b))
     bar.close()
@@ -268,20 +297,24 @@ def targets_ceiling(data_dir: Path | None, targets: pd.DataFrame, protocol: str)
     return whole if whole is not None and protocol == "loo" else None
 
 
-def metrics_table(results: list[dict], oracle: dict | None = None, k: int = 10) -> str:
-    """A markdown table: one row per method (overall and cold-start), plus the ceiling and fractions of it."""
+def metrics_table(results: list[dict], oracle: dict | None = None, k: int = 10, basket: bool = False) -> str:
+    """A markdown table: one row per method (overall and cold-start), plus the ceiling and fractions of it;
+    `basket` adds the basket hit rate (day-resolution data: any item bought at the target's moment in the top k)."""
     head = f"| method | n | R@{k} | N@{k} | MRR | cold n | cold R@{k} | cold N@{k} | cold MRR |"
-    rows = [head, "|" + "---|" * 9]
+    head += f" basket HR@{k} |" if basket else ""
+    rows = [head, "|" + "---|" * (10 if basket else 9)]
     if oracle:
         o = oracle["all"]
         rows.append(f"| ceiling (oracle exp_*) | {o['n']} | {o['exp_recall10']:.4f} | {o['exp_ndcg10']:.4f} | "
-                    f"{o['exp_mrr']:.4f} | | | | |")
+                    f"{o['exp_mrr']:.4f} | | | | |" + (" |" if basket else ""))
     for m in results:
         a, c = m["overall"], m["cold_start"]
-        rows.append(
-            f"| {m['method']} | {a['n']} | {a[f'recall@{k}']:.4f} | {a[f'ndcg@{k}']:.4f} | {a['mrr']:.4f} | "
-            f"{c['n']} | {c[f'recall@{k}']:.4f} | {c[f'ndcg@{k}']:.4f} | {c['mrr']:.4f} |"
-        )
+        row = (f"| {m['method']} | {a['n']} | {a[f'recall@{k}']:.4f} | {a[f'ndcg@{k}']:.4f} | {a['mrr']:.4f} | "
+               f"{c['n']} | {c[f'recall@{k}']:.4f} | {c[f'ndcg@{k}']:.4f} | {c['mrr']:.4f} |")
+        if basket:
+            hit = m.get("basket", {}).get(f"hit@{k}")
+            row += f" {hit:.4f} |" if hit is not None else " |"
+        rows.append(row)
     if oracle:
         o = oracle["all"]
         rows += ["", "Fraction of the ceiling (overall):", "", f"| method | R@{k} | N@{k} | MRR |", "|---|---|---|---|"]

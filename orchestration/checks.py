@@ -4,20 +4,25 @@ import numpy as np
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
+from feature_repo.ingest import REPEAT
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import read_splits
 from orchestration.assets.data import canonical_tables, eval_targets, splits
 from orchestration.resources import WorkdirResource
 
 
-@asset_check(asset=canonical_tables, description="Every table has rows and at most 5% of input rows were quarantined")
+@asset_check(asset=canonical_tables, description="Every table has rows and at most 5% of input rows were quarantined "
+             "as faulty (repeats in one moment, one action of several units, are counted apart)")
 def canonical_row_counts(workdir: WorkdirResource) -> AssetCheckResult:
     t = CanonicalTables.read(workdir.canonical)
     counts = {n: len(df) for n, df in t.as_dict().items()}
-    q = {n: len(pd.read_parquet(workdir.canonical / "quarantine" / f"{n}.parquet")) for n in counts}
-    share = {n: q[n] / max(1, q[n] + counts[n]) for n in counts}
+    reasons = {n: pd.read_parquet(workdir.canonical / "quarantine" / f"{n}.parquet", columns=["reason"])["reason"]
+               for n in counts}
+    repeats = {n: int((r == REPEAT).sum()) for n, r in reasons.items()}
+    share = {n: (len(reasons[n]) - repeats[n]) / max(1, len(reasons[n]) + counts[n]) for n in counts}
     ok = counts["items"] > 0 and counts["events"] > 0 and max(share.values()) <= 0.05
-    return AssetCheckResult(passed=bool(ok), metadata={**counts, **{f"quarantined_share_{n}": round(s, 4) for n, s in share.items()}})
+    return AssetCheckResult(passed=bool(ok), metadata={**counts, "repeat_in_moment": repeats["events"],
+                                                       **{f"quarantined_share_{n}": round(s, 4) for n, s in share.items()}})
 
 
 @asset_check(asset=canonical_tables, description="Every event and search result points at a catalog item / search")

@@ -44,6 +44,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     from dagster import AssetKey, AssetSelection, materialize
 
     from feature_repo.loaders import FORMATS
+    from feature_repo.moments import dataset_resolution, resolution_note
     from feature_repo.splits import PROTOCOLS, read_protocol
     from models.evaluation import targets_ceiling
     from orchestration.assets.evaluation import read_results
@@ -106,8 +107,10 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     targets = pd.read_parquet(workdir / "splits" / "targets.parquet")
     test = targets[targets["split"] == "test"]
     oracle = targets_ceiling(resources["dataset"].path if format == "canonical" else None, test, used)
-    typer.echo(f"\n{protocol_line(used, cuts)} {len(test):,} test targets, {test['cold_start'].mean():.1%} cold-start.")
-    typer.echo(metrics_table(read_results(workdir / "eval"), oracle))
+    resolution = dataset_resolution(workdir / "canonical")
+    typer.echo(f"\n{resolution_note(resolution)} {protocol_line(used, cuts)} {len(test):,} test targets, "
+               f"{test['cold_start'].mean():.1%} cold-start.")
+    typer.echo(metrics_table(read_results(workdir / "eval"), oracle, basket=resolution == "day"))
     typer.echo(f"\nwhole graph: {elapsed:.1f} s; report: {workdir / 'eval' / 'report.md'}")
     if failed:
         raise typer.Exit(1)
@@ -117,9 +120,12 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
 def ingest(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt = "canonical") -> None:
     """Validate a dataset into canonical parquet; bad rows go to quarantine with a reason."""
     from feature_repo.ingest import ingest as do_ingest
-    from feature_repo.loaders import SAMPLE_DIR, load
+    from feature_repo.loaders import SAMPLE_DIR, load_with_info
 
-    report = do_ingest(load(data or SAMPLE_DIR, format), workdir.resolve() / "canonical")
+    raw, info = load_with_info(data or SAMPLE_DIR, format)
+    report = do_ingest(raw, workdir.resolve() / "canonical")
+    info.write(workdir.resolve() / "canonical")
+    typer.echo(f"timestamps: {info.resolution} resolution")
     typer.echo(report.summary())
 
 

@@ -7,9 +7,10 @@ through for the ingest validator; `LoadReport` counts them.
 Mapping choices
 - events: every review -> one `purchase` (user_id=reviewerID, item_id=asin, timestamp=unixReviewTime as UTC;
   query/search_id null). Rating and review text are not in the canonical schema and are dropped.
-- timestamps have day resolution; per user, ties are broken in FILE ORDER, 1 s apart, exactly as for H&M
-  (`feature_repo.loaders.hm.strict_user_timestamps`). The file is not time-sorted per user; events are sorted
-  by (user_id, timestamp). Sessions: one per (user, UTC day), global ids 1.. in chronological order.
+- timestamps have day resolution and are kept as days, exactly as for H&M: a user's day is one moment, with
+  file order inside it. A second review of the same asin by the same user on the same day is passed through and
+  quarantined by ingest as `repeat_in_moment`. The file is not time-sorted per user; events are sorted by
+  (user_id, timestamp). Sessions: one per (user, UTC day), global ids 1.. in chronological order.
 - items: one per asin seen in the reviews (there is no metadata file). family_id = asin (no parent asin).
 - category = "Clothing" for all, subcategory = "" (AMAZON_FASHION has no subcategory metadata here).
 - style keys carry a trailing colon and values a leading space (`{"Size:": " Big Boys"}`); both are stripped.
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from feature_repo.loaders.hm import LoadReport, build_purchase_events, empty_table
+from feature_repo.loaders.hm import RESOLUTION, LoadReport, build_purchase_events, empty_table
 from feature_repo.schema import CanonicalTables
 
 AMAZON_FASHION_CATEGORY = "Clothing"
@@ -124,17 +125,18 @@ def load_amazon2018_with_report(path: Path) -> tuple[CanonicalTables, LoadReport
     timed = raw[raw["ts"].notna()]
     report = LoadReport(
         source=f"amazon2018:{path}",
+        resolution=RESOLUTION,
         n_input_rows=len(raw),
         n_events=len(events),
         n_users=events["user_id"].nunique(),
         n_items=len(items),
         n_exact_duplicate_rows=int(raw.duplicated(["user_id", "item_id", "unix", "style", "text"]).sum()),
         n_repeat_key_rows=int(raw.duplicated(["user_id", "item_id", "unix"]).sum()),
-        n_tied_rows=int(timed.duplicated(["user_id", "ts"]).sum()),
+        n_same_moment_rows=int(timed.duplicated(["user_id", "ts"]).sum()),
         n_missing_timestamps=int(raw["ts"].isna().sum()),
         n_event_items_not_in_items=int((~events["item_id"].isin(set(items["item_id"]))).sum()),
         notes=(
-            "reviews stand in for purchases; timestamps are days, per-user ties 1 s apart in file order",
+            "reviews stand in for purchases; timestamps are days: a user's day is one moment",
             "exact duplicates compare user, asin, time, style, rating, summary and text",
             "no metadata: category 'Clothing', synthetic titles, price 0.0",
         ),

@@ -9,9 +9,12 @@ from the catalog) are passed through for the ingest validator to quarantine; `Lo
 Mapping choices
 - events: every transaction row -> one `purchase` (user_id=customer_id, item_id=article_id zero-padded to 10
   digits; query/search_id null). `price` and `sales_channel_id` are not in the canonical schema and are dropped.
-- timestamps: H&M has day resolution (midnight UTC). Per user, same-timestamp ties are broken in FILE ORDER by
-  adding 1 s x rank within the tie (see `strict_user_timestamps`), so each user's events are strictly ordered.
-- exact duplicate rows (README: 2,894) are kept as separate events, each with its own +1 s offset.
+- timestamps: H&M has day resolution, and the day is kept (midnight UTC) with no artificial offsets: a user's
+  day is one moment (`feature_repo.moments`). The order of the rows inside a day is not known, so nothing bought
+  that day counts as history of a target bought that day. Within a day, rows keep file order (it picks the target:
+  the last purchase of the user's last moment).
+- a repeated row of the same (customer, article, day) is one purchase of several units: it is passed through, and
+  ingest quarantines it as `repeat_in_moment` (README: 3,146 such rows, 2,894 of them exact duplicates).
 - session_id: one session per (user, UTC day), numbered 1.. globally in chronological order of the session's
   first event (ties by user_id), like the synthetic sets' global session ids.
 - events are returned sorted by (user_id, timestamp).
@@ -47,7 +50,7 @@ from feature_repo.schema import SCHEMAS, CanonicalTables
 
 HM_BRAND = "H&M"
 HM_DATASET_START = pd.Timestamp("2018-09-20", tz="UTC")
-_TIE_STEP_MS = 1_000  # ties are spread 1 s apart
+RESOLUTION = "day"
 
 # First match wins: (index_group_name values, section_name prefixes) -> gender.
 _GENDER_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -62,13 +65,14 @@ class LoadReport:
     """What a loader saw: input size, output size, and counts of rows the validator may want to look at."""
 
     source: str
+    resolution: str  # the timestamps' resolution (`feature_repo.moments`): "day" for H&M and Amazon 2018
     n_input_rows: int
     n_events: int
     n_users: int
     n_items: int
     n_exact_duplicate_rows: int  # input rows identical to an earlier row in every column
-    n_repeat_key_rows: int  # rows repeating an earlier (user, item, raw timestamp)
-    n_tied_rows: int  # rows sharing (user, raw timestamp) with an earlier row: moved by the tie-break
+    n_repeat_key_rows: int  # rows repeating an earlier (user, item, timestamp): ingest quarantines them
+    n_same_moment_rows: int  # rows sharing (user, timestamp) with an earlier row: basket-mates of one moment
     n_missing_timestamps: int  # unparseable input timestamps, passed through as NaT
     n_event_items_not_in_items: int  # events whose item_id has no row in `items`
     notes: tuple[str, ...] = ()
@@ -79,34 +83,15 @@ def empty_table(table: str) -> pd.DataFrame:
     return SCHEMAS[table].empty_table().to_pandas()
 
 
-def strict_user_timestamps(user_id: pd.Series, timestamp: pd.Series) -> pd.Series:
-    """Per user, make timestamps strictly increasing; rows must be sorted by (user, timestamp, file order).
-
-    Each row gets max(own timestamp, previous output + 1 s): a tie of k rows becomes t, t+1 s, ..., t+(k-1) s, in
-    the given order. NaT stays NaT (sorted last, not ordered).
-    """
-    out = pd.Series(pd.NaT, index=timestamp.index, dtype="datetime64[ms, UTC]")
-    ok = timestamp.notna()
-    if not ok.any():
-        return out
-    users = user_id[ok].to_numpy()
-    raw = timestamp[ok].astype("datetime64[ms, UTC]").astype("int64").to_numpy()  # epoch ms, (N,)
-    position = pd.Series(users).groupby(users, sort=False, dropna=False).cumcount().to_numpy()  # (N,) i
-    rank = position * _TIE_STEP_MS
-    # out_i = max_{j<=i} (raw_j + (i - j) step) = i step + cummax_j (raw_j - j step), within a user.
-    shifted = pd.Series(raw - rank).groupby(users, sort=False, dropna=False).cummax().to_numpy() + rank
-    out[ok] = pd.to_datetime(np.asarray(shifted, dtype="int64"), unit="ms", utc=True)
-    return out
-
-
 def build_purchase_events(user_id: pd.Series, item_id: pd.Series, timestamp: pd.Series) -> pd.DataFrame:
-    """Purchase events in the canonical layout: tie-broken in input order, daily sessions, sorted by user/time."""
+    """Purchase events in the canonical layout: the given timestamps (ties kept, file order within them), daily
+    sessions, sorted by user and time."""
     raw = pd.DataFrame(
         {"user_id": user_id.to_numpy(), "item_id": item_id.to_numpy(), "raw_ts": timestamp.to_numpy()}
     )
     raw["raw_ts"] = pd.to_datetime(raw["raw_ts"], utc=True).astype("datetime64[ms, UTC]")
     raw = raw.sort_values(["user_id", "raw_ts"], kind="stable", na_position="last").reset_index(drop=True)
-    ts = strict_user_timestamps(raw["user_id"], raw["raw_ts"])
+    ts = raw["raw_ts"]
 
     day = raw["raw_ts"].dt.floor("D")
     key = pd.DataFrame({"user_id": raw["user_id"], "day": day, "ts": ts})
@@ -213,18 +198,19 @@ def load_hm_with_report(
     raw_cols = [c for c in tx.columns if c != "day"]
     report = LoadReport(
         source=f"hm:{data_dir}",
+        resolution=RESOLUTION,
         n_input_rows=len(tx),
         n_events=len(events),
         n_users=events["user_id"].nunique(),
         n_items=len(items),
         n_exact_duplicate_rows=int(tx.duplicated(raw_cols).sum()),
         n_repeat_key_rows=int(tx.duplicated(["customer_id", "article_id", "t_dat"]).sum()),
-        n_tied_rows=int(tx[tx["day"].notna()].duplicated(["customer_id", "day"]).sum()),
+        n_same_moment_rows=int(tx[tx["day"].notna()].duplicated(["customer_id", "day"]).sum()),
         n_missing_timestamps=int(tx["day"].isna().sum()),
         n_event_items_not_in_items=int((~events["item_id"].isin(set(items["item_id"]))).sum()),
         notes=(
-            "timestamps are days; same-day ties per user are 1 s apart in file order",
-            "exact duplicate transaction rows are kept as separate purchases",
+            "timestamps are days: a customer's day is one moment (same-day rows share its timestamp)",
+            "a repeated (customer, article, day) row is one purchase of several units: ingest quarantines it",
             f"catalog={catalog}; price is the median normalised transaction price, 0.0 if never bought",
         ),
     )

@@ -9,7 +9,8 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from feature_repo.features import write_feature_tables
 from feature_repo.incremental import replay_batches
 from feature_repo.ingest import ingest
-from feature_repo.loaders import load
+from feature_repo.loaders import load_with_info
+from feature_repo.moments import resolution_note
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import make_splits, write_splits
 from orchestration.resources import DatasetResource, FeastResource, ProtocolResource, WorkdirResource
@@ -19,8 +20,10 @@ from orchestration.update import PROCESSED
 @asset(group_name="data", description="Validated canonical items/events/search_results; bad rows quarantined")
 def canonical_tables(context: AssetExecutionContext, dataset: DatasetResource, workdir: WorkdirResource):
     t0 = time.perf_counter()
-    report = ingest(load(dataset.path, dataset.format), workdir.canonical)
-    context.log.info("ingest:\n" + report.summary())
+    raw, info = load_with_info(dataset.path, dataset.format)
+    report = ingest(raw, workdir.canonical)
+    info.write(workdir.canonical)
+    context.log.info(f"ingest ({info.resolution} resolution; {resolution_note(info.resolution)}):\n" + report.summary())
     replayed = replay_batches(workdir.canonical, workdir.inbox_dir / PROCESSED)  # what the inbox brought since
     for b in replayed:
         context.log.info("replayed " + b.summary())
@@ -28,6 +31,9 @@ def canonical_tables(context: AssetExecutionContext, dataset: DatasetResource, w
     meta |= {f"quarantined_{k}": sum(v.values()) for k, v in report.quarantined.items()}
     meta["quarantine_reasons"] = MetadataValue.json(report.quarantined)
     meta["source"] = f"{dataset.format}:{dataset.path}"
+    meta["resolution"] = info.resolution
+    if info.load_report:
+        meta["load_report"] = MetadataValue.json(info.load_report)
     meta["replayed_batches"] = MetadataValue.json([b.name for b in replayed])
     meta["seconds"] = round(time.perf_counter() - t0, 2)
     return MaterializeResult(metadata=meta)

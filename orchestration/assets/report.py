@@ -3,6 +3,7 @@
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from feature_repo.moments import dataset_resolution, resolution_note
 from feature_repo.splits import read_protocol
 from models.evaluation import metrics_table, targets_ceiling
 from orchestration.assets.evaluation import METHOD_ASSETS, per_category_table, read_results
@@ -22,14 +23,17 @@ def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, 
     targets = pd.read_parquet(workdir.path("splits", "targets.parquet"))
     test = targets[targets["split"] == "test"]
     oracle = targets_ceiling(dataset.path if dataset.format == "canonical" else None, test, protocol)
+    resolution = dataset_resolution(workdir.canonical)
     text = "\n\n".join([
-        f"# Evaluation report\n\nDataset: `{dataset.path}` ({dataset.format}). {protocol_line(protocol, cuts)} "
+        f"# Evaluation report\n\nDataset: `{dataset.path}` ({dataset.format}). {resolution_note(resolution)} "
+        f"{protocol_line(protocol, cuts)} "
         f"{len(test):,} test targets, {test['cold_start'].mean():.1%} cold-start (nobody had clicked or bought the "
         "item before the target's time). Each is ranked among the items of its category released by its time; "
         "ties count against the target." + (f" Ceiling: mean of the oracle's exp_* over these targets "
                                             f"(coverage {oracle['coverage']:.0%})." if oracle and "coverage" in oracle
                                             else ""),
-        "## Overall and cold-start", metrics_table(results, oracle) + llm_note(results),
+        "## Overall and cold-start", metrics_table(results, oracle, basket=resolution == "day")
+        + basket_note(resolution, test) + llm_note(results),
         "## Per category", per_category_table(results, oracle),
     ])
     path = workdir.path("eval", "report.md")
@@ -37,6 +41,16 @@ def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, 
     context.log.info(f"wrote {path}")
     return MaterializeResult(metadata={"report": MetadataValue.md(text), "path": MetadataValue.path(str(path)),
                                        "protocol": protocol})
+
+
+def basket_note(resolution: str, test: pd.DataFrame) -> str:
+    """Under the table, on day-resolution data: what the basket hit rate counts, and how many baskets there are."""
+    if resolution != "day" or "moment_items" not in test:
+        return ""
+    multi = float((test["moment_items"].map(len) > 1).mean()) if len(test) else float("nan")
+    return (f"\n\nbasket HR@10: the share of targets with any item the user bought on the target's day (the target "
+            f"included) in the top 10 of the target's category; {multi:.1%} of the test targets' days hold more than "
+            "one item.")
 
 
 def llm_note(results: list[dict]) -> str:

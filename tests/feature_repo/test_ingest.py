@@ -69,8 +69,9 @@ BAD_EVENTS = {
     25: (_event("u9", 107, "purchase", "ZZZ"), "unknown_item"),
     # u1's latest kept event is at minute 22, so a u1 row at minute 5 further down the file is out of order.
     26: (_event("u1", 5, "click", "F2", session=3), "timestamp_out_of_order"),
-    27: (_event("u1", 1, "click", "F1", session=1), "duplicate_event"),  # same as good row 1
+    27: (_event("u1", 1, "click", "F1", session=1), "repeat_in_moment"),  # good row 1 again: one click, two rows
     28: (_event("u2", 8, "search", None, "more shirts", 1, session=4), "duplicate_search_id"),  # id 1 is u1's
+    29: (_event("u1", 0, "search", None, "red sneakers", 1, session=1), "duplicate_event"),  # same as good row 0
 }
 BAD_RESULTS = {
     9: (_result(77, "F1", 1), "unknown_search"),
@@ -125,14 +126,14 @@ def test_report_counts_per_reason_and_nothing_lost(ingested) -> None:
     assert report.quarantined == {name: _counts(bad) for name, bad in BAD.items()}
     assert report.quarantined["events"]["search_without_query"] == 2
     assert report.quarantined["search_results"]["unknown_search"] == 2
-    assert report.n_quarantined == 5 + 12 + 7
+    assert report.n_quarantined == 5 + 13 + 7
     assert json.loads((out / "ingest_report.json").read_text()) == report.to_dict()
     raw = _raw_with_bad_rows()
     for name, df in raw.as_dict().items():
         n_q = len(pq.read_table(out / "quarantine" / f"{name}.parquet"))
         n_kept = pq.read_table(out / f"{name}.parquet").num_rows
         assert n_kept + n_q == len(df), name
-    assert "events: kept 17, quarantined 12" in report.summary()
+    assert "events: kept 17, quarantined 13" in report.summary()
 
 
 def test_reingest_is_byte_for_byte_identical(ingested) -> None:

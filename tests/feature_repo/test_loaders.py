@@ -16,7 +16,10 @@ from feature_repo.loaders.amazon2018 import (
     load_amazon2018_with_report,
     parse_style,
 )
-from feature_repo.loaders.hm import HM_DATASET_START, load_hm, load_hm_with_report, strict_user_timestamps
+from feature_repo.ingest import validate
+from feature_repo.loaders import load_with_info
+from feature_repo.loaders.hm import HM_DATASET_START, load_hm, load_hm_with_report
+from feature_repo.moments import infer_resolution
 from feature_repo.schema import SCHEMAS, CanonicalTables, to_arrow
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -38,9 +41,11 @@ def assert_canonical(tables: CanonicalTables) -> None:
         assert to_arrow(df, name).num_rows == len(df)
 
 
-def assert_strict_per_user(events: pd.DataFrame) -> None:
+def assert_days_in_order_per_user(events: pd.DataFrame) -> None:
+    """Timestamps are whole days (no tie-break offsets), non-decreasing per user."""
+    assert (events["timestamp"] == events["timestamp"].dt.floor("D")).all()
     step = events.groupby("user_id", sort=False)["timestamp"].diff().dropna()
-    assert (step > pd.Timedelta(0)).all()
+    assert (step >= pd.Timedelta(0)).all()
 
 
 # --- tiny fixtures -----------------------------------------------------------------------------------------------
@@ -86,17 +91,17 @@ def test_hm_fixture_events_exact(hm_dir: Path) -> None:
         tables.events[["user_id", "item_id", "timestamp", "session_id"]].itertuples(index=False, name=None)
     )
     assert got == [
-        ("u1", "0100000001", ts("2019-01-01 00:00:00"), 1),
-        ("u1", "0100000002", ts("2019-01-01 00:00:01"), 1),  # same-day tie: file order, +1 s
-        ("u1", "0100000001", ts("2019-01-01 00:00:02"), 1),  # exact duplicate row kept
-        ("u1", "0200000001", ts("2019-01-03 00:00:00"), 4),
+        ("u1", "0100000001", ts("2019-01-01"), 1),
+        ("u1", "0100000002", ts("2019-01-01"), 1),  # same day: the same moment, file order
+        ("u1", "0100000001", ts("2019-01-01"), 1),  # repeated row passed through (ingest quarantines it)
+        ("u1", "0200000001", ts("2019-01-03"), 4),
         ("u2", "0100000002", ts("2019-01-01 00:00:00"), 2),
         ("u2", "0100000001", ts("2019-01-02 00:00:00"), 3),
     ]
     assert (tables.events["action"] == "purchase").all()
     assert tables.events["query"].isna().all() and tables.events["search_id"].isna().all()
-    assert (report.n_exact_duplicate_rows, report.n_repeat_key_rows, report.n_tied_rows) == (1, 1, 2)
-    assert report.n_event_items_not_in_items == 0
+    assert (report.n_exact_duplicate_rows, report.n_repeat_key_rows, report.n_same_moment_rows) == (1, 1, 2)
+    assert report.n_event_items_not_in_items == 0 and report.resolution == "day"
     assert_canonical(tables)
     assert tables.search_results.empty
 
@@ -153,13 +158,41 @@ def test_hm_passes_questionable_rows_through(hm_dir: Path) -> None:
     assert (report.n_missing_timestamps, report.n_event_items_not_in_items) == (1, 1)
 
 
-def test_strict_user_timestamps_never_overtakes_a_later_time() -> None:
-    users = pd.Series(["a", "a", "a", "a", "b"])
-    raw = pd.Series(
-        pd.to_datetime(["2020-01-01 00:00:00"] * 3 + ["2020-01-01 00:00:01", "2020-01-01 00:00:00"], utc=True)
-    )
-    out = strict_user_timestamps(users, raw)
-    assert list(out.dt.strftime("%H:%M:%S")) == ["00:00:00", "00:00:01", "00:00:02", "00:00:03", "00:00:00"]
+def test_hm_repeated_row_is_quarantined_and_nothing_is_lost(hm_dir: Path) -> None:
+    """One purchase of two units (the same customer, article and day twice) is one event; the second row is kept in
+    quarantine as `repeat_in_moment`, and kept + quarantined = the input rows."""
+    raw, info = load_with_info(hm_dir, "hm")
+    assert info.resolution == "day" and info.load_report["n_repeat_key_rows"] == 1
+    clean, quarantine, report = validate(raw)
+    q = quarantine["events"]
+    assert q["reason"].tolist() == ["repeat_in_moment"]
+    assert (q["user_id"].iloc[0], q["item_id"].iloc[0], q["timestamp"].iloc[0]) == ("u1", "0100000001", ts("2019-01-01"))
+    assert report.quarantined["events"] == {"repeat_in_moment": 1}
+    assert len(clean.events) + len(q) == len(raw.events) == len(_TRANSACTIONS.strip().splitlines()) - 1
+    u1_day = clean.events[(clean.events["user_id"] == "u1") & (clean.events["timestamp"] == ts("2019-01-01"))]
+    assert u1_day["item_id"].tolist() == ["0100000001", "0100000002"]  # one moment, file order
+
+
+def test_hm_equals_canonical_parquet_of_the_days(hm_dir: Path, tmp_path: Path) -> None:
+    """`--format hm` and canonical parquet whose timestamps are the days validate to the same canonical tables."""
+    raw, _ = load_with_info(hm_dir, "hm")
+    canon_dir = tmp_path / "canon"
+    raw.write(canon_dir)
+    again, info = load_with_info(canon_dir, "canonical")
+    assert info.resolution == "day"  # inferred: every timestamp is a whole day
+    a, b = validate(raw)[0], validate(again)[0]
+    for name in ("items", "events", "search_results"):
+        assert to_arrow(a.as_dict()[name], name).equals(to_arrow(b.as_dict()[name], name)), name
+
+
+def test_infer_resolution() -> None:
+    def series(*times: str) -> pd.Series:
+        return pd.Series([ts(t) for t in times])
+
+    assert infer_resolution(series("2020-01-01", "2020-01-03")) == "day"
+    assert infer_resolution(series("2020-01-01", "2020-01-01 10:00:07")) == "s"
+    assert infer_resolution(series("2020-01-01", "2020-01-01 10:00:07.250")) == "ms"
+    assert infer_resolution(pd.Series([], dtype="datetime64[ms, UTC]")) == "ms"
 
 
 _REVIEWS = [
@@ -189,11 +222,11 @@ def test_amazon_fixture_exact(amazon_file: Path) -> None:
     )
     day1, day2 = "2015-09-03", "2015-09-04"  # 1441238400, 1441324800
     assert got == [
-        ("R1", "B0A", ts(f"{day1} 00:00:00"), 1),
-        ("R1", "B0A", ts(f"{day2} 00:00:00"), 3),
-        ("R1", "B0B", ts(f"{day2} 00:00:01"), 3),  # tie: file order
-        ("R2", "B0A", ts(f"{day1} 00:00:00"), 2),
-        ("R2", "B0A", ts(f"{day1} 00:00:01"), 2),
+        ("R1", "B0A", ts(day1), 1),
+        ("R1", "B0A", ts(day2), 3),
+        ("R1", "B0B", ts(day2), 3),  # the same day: one moment, file order
+        ("R2", "B0A", ts(day1), 2),
+        ("R2", "B0A", ts(day1), 2),  # a second review of B0A that day: ingest quarantines it
     ]
     items = tables.items.set_index("item_id")
     assert list(items.index) == ["B0A", "B0B"]
@@ -208,7 +241,9 @@ def test_amazon_fixture_exact(amazon_file: Path) -> None:
     # No release dates: every asin gets the file's first review time, not its own (B0B's first review is day 2).
     assert a["created_at"] == b["created_at"] == ts(day1)
     assert (b["title"], b["color"], b["size"]) == ("Amazon Fashion item B0B (Large)", "", "Large")
-    assert (report.n_events, report.n_users, report.n_items, report.n_tied_rows) == (5, 2, 2, 2)
+    assert (report.n_events, report.n_users, report.n_items, report.n_same_moment_rows) == (5, 2, 2, 2)
+    assert report.n_repeat_key_rows == 1 and report.resolution == "day"
+    assert validate(tables)[2].quarantined["events"] == {"repeat_in_moment": 1}
     assert_canonical(tables)
 
 
@@ -267,6 +302,7 @@ def test_hm_real_counts_and_ids(hm_real) -> None:
     assert events["item_id"].nunique() == 17_033
     assert events["item_id"].isin(set(items["item_id"])).all()
     assert report.n_exact_duplicate_rows == 2_894 and report.n_event_items_not_in_items == 0
+    assert report.n_repeat_key_rows == 3_146 and report.resolution == "day"
     assert (events["action"] == "purchase").all() and tables.search_results.empty
     assert_canonical(tables)
     top = items.set_index("item_id").loc["0108775015"]  # the first catalog article, a black strap top
@@ -278,7 +314,7 @@ def test_hm_real_counts_and_ids(hm_real) -> None:
 @needs_real
 def test_hm_real_order_is_file_order(hm_real) -> None:
     events = hm_real[0].events
-    assert_strict_per_user(events)
+    assert_days_in_order_per_user(events)
     tx = pd.read_csv(HM_DIR / "transactions.csv", dtype=str)
     by_user = tx.sort_values(["customer_id", "t_dat"], kind="stable")
     # Every tie, everywhere, is in file order.
@@ -292,8 +328,7 @@ def test_hm_real_order_is_file_order(hm_real) -> None:
         ]
     mine = events[(events["user_id"] == user) & (events["timestamp"].dt.strftime("%Y-%m-%d") == day)]
     assert len(in_file) >= 3 and mine["item_id"].tolist() == in_file
-    offsets = (mine["timestamp"] - ts(day)).dt.total_seconds().tolist()
-    assert offsets == [float(i) for i in range(len(in_file))]
+    assert (mine["timestamp"] == ts(day)).all()  # the day itself: one moment, no offsets
     assert mine["session_id"].nunique() == 1
 
 
@@ -310,8 +345,9 @@ def test_amazon_real(amazon_real) -> None:
     events, items = tables.events, tables.items
     assert (len(events), events["user_id"].nunique(), len(items)) == (3_176, 406, 31)
     assert events["item_id"].isin(set(items["item_id"])).all() and (items["category"] == "Clothing").all()
-    assert_strict_per_user(events)
+    assert_days_in_order_per_user(events)
     assert_canonical(tables)
+    assert report.resolution == "day" and infer_resolution(events["timestamp"]) == "day"
     assert events["timestamp"].min() >= ts("2009-01-01") and events["timestamp"].max() < ts("2019-01-01")
     raw = pd.DataFrame(list(iter_json_objects(AMAZON_FILE.read_text())))
     by_user = raw.sort_values(["reviewerID", "unixReviewTime"], kind="stable")

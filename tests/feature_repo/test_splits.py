@@ -31,7 +31,8 @@ def test_leave_one_out_targets(tiny_tables: CanonicalTables) -> None:
     cols = ["user_id", "split", "target_item_id", "target_ts", "category", "n_history", "n_prior", "cold_start",
             "warm_rare"]
     # u1 buys F1, C1, F2 -> test F2, val C1; u2 buys only C2 -> test only; u3 never buys -> nothing;
-    # u4 buys A1 then A2 at the same minute -> file order decides: test A2, val A1.
+    # u4 buys A1 then A2 at the same minute: one moment, so one target (the last in file order, A2) and no val row
+    # (the val target comes from the moment before, and u4 has none). moment_items = everything bought then.
     # n_history = events strictly before the target's timestamp (u4's A1 shares A2's minute, so it is not history).
     # n_prior = clicks/purchases of the item by anyone strictly before the target's time: F2 <- u1's click @21,
     # C2 <- u2's click @6, A2 <- none (cold), C1 <- u1's click @11, A1 <- u4's click @40. cold_start = n_prior == 0.
@@ -41,9 +42,9 @@ def test_leave_one_out_targets(tiny_tables: CanonicalTables) -> None:
         ("u2", "test", "C2", at(7), "Clothing", 2, 1, False, True),
         ("u4", "test", "A2", at(41), "Accessories & Jewelry", 1, 0, True, False),
         ("u1", "val", "C1", at(12), "Clothing", 5, 1, False, True),
-        ("u4", "val", "A1", at(41), "Accessories & Jewelry", 1, 1, False, True),
     ]
-    assert s.split("val")["user_id"].tolist() == ["u1", "u4"]
+    assert s.targets["moment_items"].tolist() == [["F2"], ["C2"], ["A1", "A2"], ["C1"]]
+    assert s.split("val")["user_id"].tolist() == ["u1"]
     assert "u2" not in set(s.split("val")["user_id"])  # a single purchase gives no validation row
     assert "u3" not in set(s.targets["user_id"])
 
@@ -52,7 +53,7 @@ def test_training_events_precede_each_users_first_target(tiny_tables: CanonicalT
     s = leave_one_out(tiny_tables.events, tiny_tables.items)
     train = s.train_events
     # u1: the 5 events before the val purchase (minute 12); u2: 2 before its test purchase; u3: all its events
-    # (no purchase, still training data); u4: only the click before the tied purchases.
+    # (no purchase, still training data); u4: only the click before its purchase moment.
     assert _rows(train.sort_values(["user_id", "timestamp"], kind="stable"), ["user_id", "timestamp", "action"]) == [
         ("u1", at(0), "search"), ("u1", at(1), "click"), ("u1", at(2), "purchase"),
         ("u1", at(10), "search"), ("u1", at(11), "click"),
@@ -72,8 +73,9 @@ def test_ties_keep_file_order(tiny_tables: CanonicalTables) -> None:
     ev = tiny_tables.events
     swapped = pd.concat([ev.iloc[:15], ev.iloc[[16, 15]]], ignore_index=True)
     s = leave_one_out(swapped, tiny_tables.items)
-    u4 = s.targets[s.targets["user_id"] == "u4"].set_index("split")["target_item_id"].to_dict()
-    assert u4 == {"test": "A1", "val": "A2"}
+    u4 = s.targets[s.targets["user_id"] == "u4"]
+    assert u4.set_index("split")["target_item_id"].to_dict() == {"test": "A1"}
+    assert u4["moment_items"].tolist() == [["A2", "A1"]]
     # Time comes before file order: a shuffled table (that keeps A1's row before A2's) gives the same order.
     shuffled = ordered_events(ev.iloc[[15, 3, 16, 0, 8, 14, 1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13]])
     assert _rows(shuffled, ["user_id", "timestamp", "item_id"]) == _rows(

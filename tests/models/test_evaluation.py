@@ -178,6 +178,29 @@ def test_evaluate_nan_scores_rank_last_and_bad_shapes_raise() -> None:
         evaluate("bad", lambda b, rows: np.zeros((len(b), len(rows) + 1)), targets, catalog, progress=False)
 
 
+def test_basket_hit_rate_by_hand() -> None:
+    """Basket hit: any item bought at the target's moment (its category only) in the top k, ties against it."""
+    catalog = Catalog.from_items(ITEMS)
+    targets = TARGETS.assign(moment_items=[
+        ["F3", "F2"],  # u1: target F2 (rank 1) -> basket rank 1
+        ["C1", "C2", "F1"],  # u2: target C1 (rank 2); C2 ranks 1; F1 is Footwear, never in the Clothing list -> 1
+        ["F1", "F3"],  # u3: target F3 (rank 3, tied with F1 at 30); F1 ties with F3 -> also rank 3
+    ])
+    res = evaluate("price", PriceScorer(catalog), targets, catalog, k=2, progress=False)
+    r = res.rankings
+    assert r["target_rank"].tolist() == [2, 1, 3]  # rows per category: u2 (Clothing), u1, u3
+    assert r["basket_rank"].tolist() == [1, 1, 3]
+    assert r["moment_size"].tolist() == [2, 2, 2]
+    # k=2: u2 and u1 hit, u3 misses -> 2/3; recall@2 is also 2/3 here, but u2's hit comes from its basket-mate.
+    assert res.metrics["basket"] == {"n": 3, "hit@2": pytest.approx(2 / 3), "multi_item_share": 1.0}
+    table = metrics_table([res.metrics], basket=True, k=2)
+    assert "basket HR@2" in table.splitlines()[0] and "| 0.6667 |" in table.splitlines()[2]
+    # Without moment_items there is no basket metric, and the plain table has no basket column.
+    plain = evaluate("price", PriceScorer(catalog), TARGETS, catalog, k=2, progress=False)
+    assert "basket" not in plain.metrics and "basket_rank" not in plain.rankings
+    assert "basket" not in metrics_table([plain.metrics], k=2)
+
+
 def _result(method: str, recall: float, ndcg: float, mrr: float) -> dict:
     overall = {"n": 4, "recall@10": recall, "ndcg@10": ndcg, "mrr": mrr}
     cold = {"n": 1, "recall@10": 0.0, "ndcg@10": 0.0, "mrr": 0.125}
