@@ -66,12 +66,22 @@ class RankingStage:
         """Candidates, features and the ranker's order for one target; `last_row` goes last among its ties."""
         cand = generate(inp, self.ctx.attrs, self.cfg)
         x = compute(inp, cand, self.ctx)
-        s = self.ranker.score(x) if self.ranker is not None else np.zeros(len(cand.rows))
+        s = self.ranker.score(x[:, self._columns()]) if self.ranker is not None else np.zeros(len(cand.rows))
         tiebreak = np.arange(len(cand.rows))  # rows ascending: ties in item id order
         if last_row is not None:
             tiebreak[cand.rows == last_row] = len(cand.rows)
         order = np.lexsort((tiebreak, -s))
         return Ranked(cand.rows[order], s[order], cand, x)
+
+
+    def _columns(self) -> list[int]:
+        """The columns of `FEATURE_NAMES` the ranker was trained on, in its order (a model saved before a feature
+        was added keeps working)."""
+        assert self.ranker is not None
+        unknown = [f for f in self.ranker.features if f not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"the ranker was trained on features this code does not compute: {unknown}")
+        return [FEATURE_NAMES.index(f) for f in self.ranker.features]
 
 
 @dataclass
@@ -124,7 +134,8 @@ class RankerScorer:
                 id_rows=cols(src.id_top[b]), title_rows=cols(src.title_top[b]),
                 memory_rows=cat_rows[src.memory_cols[b]] if src.memory_cols is not None else np.zeros(0, np.int64),
                 searches=res, search_ms=res_ms, query=queries[b],
-                id_query=src.id_query[b] if len(hist) else None, title_query=src.title_query[b]))
+                id_query=src.id_query[b] if len(hist) else None, title_query=src.title_query[b],
+                popular_rows=self.ctx.popular(int(cat), int(t_ns[b]), self.cfg.popular)))
         return out, src.title_cos
 
     def ranked_rows(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None

@@ -230,12 +230,13 @@ class OnlineRetriever:
             id_rows=self._rows(id_list), title_rows=self._rows(title_list), memory_rows=self._rows(memory_products),
             searches=results, search_ms=ms, query=ctx.last_query,
             id_query=id_query if known else None,
-            title_query=title_query if title_query is not None else np.zeros(d_title, np.float32))
+            title_query=title_query if title_query is not None else np.zeros(d_title, np.float32),
+            popular_rows=stage.ctx.popular(self.category_code.get(ctx.category, -1), at_ns, stage.cfg.popular))
         ranked = stage.rank(inp)
         clock.lap("candidates_features_rank")
         top = ranked.rows[: self.cfg.k]
         ids = self.items["item_id"].to_numpy()
-        names = ("memory", "search", "history", "id", "title")
+        names = ("memory", "search", "history", "id", "title", "popularity")
         pos = pd.Index(ranked.candidates.rows).get_indexer(top)
         sources = {}
         for r, p in zip(top.tolist(), pos.tolist(), strict=True):

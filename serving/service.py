@@ -453,13 +453,16 @@ class RecommendationService:
                           history_buy=[seq.history_buy[j] for j in keep], history_ms=[seq.history_ms[j] for j in keep],
                           searches=seq.searches)
         try:
-            rec = w.retriever.recommend(ctx) if (history or query) else Recommendation(items=[])
+            # The ranking stage also answers a shopper with neither (its popularity source: the category's recent
+            # best sellers); without it, or when nothing sold lately, the all-time best sellers below do.
+            ranked_stage = w.retriever.ranking is not None
+            rec = w.retriever.recommend(ctx) if (history or query or ranked_stage) else Recommendation(items=[])
         except STORE_ERRORS as e:
             raise Unavailable(f"vector store unavailable: {e}") from e
         except KeyError as e:
             raise Unavailable(f"vector store not ready: {e}") from e
         timings |= rec.timings_ms
-        answered_from = "history" if history else "query"
+        answered_from = "history" if history else ("query" if query else "popularity")
         ranked, sources = list(rec.items), {i: rec.source(i) for i in rec.items}
         if not ranked:
             ranked = _popular(w, category, at)

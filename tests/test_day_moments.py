@@ -34,7 +34,6 @@ from serving.recommend import OnlineRetriever, context_from_features
 from serving.retrieval import RetrievalConfig
 from serving.service import _actions
 from tests.serving.test_ranking import make_scorer
-from tests.serving.test_recommend import id_model_and_store
 
 CATEGORY = "Garment Upper body"
 # article id -> product name; every article is a top of its own family (product code = the first 7 digits).

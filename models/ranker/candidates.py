@@ -6,6 +6,8 @@ Per target (or request), in its category, released by its time:
 - `memory`: the query-product memory's products for the last search, in the memory's order;
 - `search`: the organic results of the user's last `searches` searches (latest first), by position;
 - `history`: the user's own clicked and purchased items (seen items are candidates with a flag, not removed);
+- `popularity`: the category's most interacted-with items in the 30 days before the target's day (what a shopper
+  with no history and no search still gets; `FeatureContext.popular`);
 - `variant`: every released colour x size variant of the families of the leading items of those sources.
 
 `TargetInputs` holds everything a target brings (all from before its time); the evaluation builds it from the
@@ -22,7 +24,7 @@ import pandas as pd
 
 from models.variants import ItemAttributes
 
-SOURCES = ("id", "title", "memory", "search", "history", "variant")
+SOURCES = ("id", "title", "memory", "search", "history", "popularity", "variant")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class CandidateConfig:
     title_k: int = 30  # leading items of the title-cosine list
     searches: int = 3  # the user's most recent searches whose organic results are candidates
     history: int = 30  # the user's most recent distinct history items
+    popular: int = 30  # the category's most popular items before the target's day
     variant_id_k: int = 5  # families of the ID list's first items whose variants are added
     variant_title_k: int = 10  # families of the title list's first items whose variants are added
     variant_search_k: int = 15  # families of each recent search's first results whose variants are added
@@ -55,6 +58,7 @@ class TargetInputs:
     query: str | None = None  # the last search's text
     id_query: np.ndarray | None = None  # (d_id,) unit ID query vector
     title_query: np.ndarray | None = None  # (d_title,) unit title query vector
+    popular_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (P,) most popular first
 
 
 @dataclass
@@ -80,6 +84,7 @@ def generate(inp: TargetInputs, attrs: ItemAttributes, cfg: CandidateConfig = Ca
         "title": eligible(np.asarray(inp.title_rows, np.int64)[: cfg.title_k]),
         "memory": eligible(np.asarray(inp.memory_rows, np.int64)),
         "history": recent_hist[attrs.category[recent_hist] == inp.category] if len(recent_hist) else recent_hist,
+        "popularity": eligible(np.asarray(inp.popular_rows, np.int64)[: cfg.popular]),
     }
     searches = [eligible(np.asarray(s, np.int64)) for s in inp.searches[: cfg.searches]]
     # Best position over the recent searches (0-based), the latest search first on ties.

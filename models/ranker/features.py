@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from feature_repo.activity import COUNTS, TREND_ATTRIBUTES, ActivityTable
+from feature_repo.activity import COUNTS, DAY_MS, KEY, TREND_ATTRIBUTES, ActivityTable
 from models.ranker.candidates import Candidates, TargetInputs
 from models.text.tokenizer import normalize_text
 from models.variants import FEATURES as VARIANT_FEATURES
@@ -28,8 +28,9 @@ FEATURES: dict[str, str] = {
     "memory_rank": "rank among the memory's products for the last search",
     "search_rank": "best organic position in the user's recent searches",
     "history_rank": "recency rank among the user's own distinct items (0 = the last one)",
+    "popularity_rank": "rank among the category's most interacted-with items in the 30 days before the target's day",
     "variant_source": "1 if added as a variant of a leading family",
-    "n_sources": "number of sources (id, title, memory, search, history) that hold it",
+    "n_sources": "number of sources (id, title, memory, search, history, popularity) that hold it",
     # searches
     "last_search_pos": "log(1 + organic position) in the user's latest search, NaN if not shown there",
     "search_age_h": "hours since the latest recent search that showed it",
@@ -90,7 +91,8 @@ FEATURES: dict[str, str] = {
     "family_seen_age_h": "hours since the user's last interaction with its family",
 }
 FEATURE_NAMES = tuple(FEATURES)
-_RANK_SOURCES = ("id", "title", "memory", "search", "history")
+POPULAR_INDEX_K = 100  # items kept per (category, day) in the popularity source's index
+_RANK_SOURCES = ("id", "title", "memory", "search", "history", "popularity")
 
 
 def _code(values: pd.Series) -> np.ndarray:
@@ -137,6 +139,39 @@ class FeatureContext:
         self.brand_tokens = [_tokens(b) for b in col("brand").fillna("").astype(str)]
         self.colour_tokens = [_tokens(c) for c in col("color").fillna("").astype(str)]
         self._title_tokens: dict[int, frozenset[str]] = {}
+        self._popular: dict[tuple[int, int], np.ndarray] | None = None
+
+    def popular(self, category: int, t_ns: int, k: int) -> np.ndarray:
+        """The category's `k` most interacted-with items in the 30 days before t's day (ties: purchases, then item
+        id), as catalog rows: the `popularity` candidate source. From the activity windows, so nothing at or after
+        t's day counts."""
+        if k <= 0:
+            return np.zeros(0, np.int64)
+        if self._popular is None:
+            self._popular = self._popular_index(max(k, POPULAR_INDEX_K))
+        top = self._popular.get((int(category), int(t_ns) // (DAY_MS * 1_000_000)))
+        return top[:k] if top is not None else np.zeros(0, np.int64)
+
+    def _popular_index(self, k: int) -> dict[tuple[int, int], np.ndarray]:
+        """(category code, day) -> the top-k rows by (30-day interactions, 30-day purchases, row), from the activity
+        frame's item rows: an item with interactions in a day's window has a snapshot row on that day."""
+        frame = self.activity.frame
+        keys = frame[KEY].to_numpy(object)
+        is_item = np.char.startswith(keys.astype(str), "item:")
+        rows = pd.Index(self.item_key).get_indexer(keys[is_item])  # (m,) catalog rows, -1 unknown
+        known = rows >= 0
+        rows = rows[known].astype(np.int64)
+        counts = frame.loc[is_item, ["n_30d", "buy_30d"]].to_numpy(np.int64)[known]  # (m, 2)
+        day = pd.DatetimeIndex(pd.to_datetime(frame.loc[is_item, "event_timestamp"], utc=True)).as_unit("ms").asi8
+        day = day[known] // DAY_MS
+        cat = self.attrs.category[rows]
+        live = counts[:, 0] > 0  # the day a key's windows fall back to zero has a row too
+        cat, day, rows, counts = cat[live], day[live], rows[live], counts[live]
+        order = np.lexsort((rows, -counts[:, 1], -counts[:, 0], day, cat))
+        cat, day, rows = cat[order], day[order], rows[order]
+        start = np.flatnonzero(np.r_[True, (cat[1:] != cat[:-1]) | (day[1:] != day[:-1])]) if len(rows) else []
+        ends = np.r_[start[1:], len(rows)] if len(rows) else []
+        return {(int(cat[a]), int(day[a])): rows[a:min(b, a + k)] for a, b in zip(start, ends, strict=True)}
 
     def title_tokens(self, row: int) -> frozenset[str]:
         tok = self._title_tokens.get(row)

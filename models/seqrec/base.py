@@ -30,9 +30,16 @@ from models.seqrec.vocab import COLD, PAD
 
 @dataclass(frozen=True)
 class SeqBatch:
-    """A training batch of left-padded windows of `max_len + 1` consecutive items."""
+    """A training batch of left-padded windows of `max_len + 1` consecutive items.
+
+    `query` (optional, `models.seqrec.data.query_positions`) says which input position's state predicts each
+    target: by default the one just before it; on data with moments (a day's basket, several items at one
+    timestamp), the last position of the moment before the target's, so no target is predicted from an item of its
+    own moment, and every item of a basket is predicted from the same state, the one serving reads.
+    """
 
     seqs: Tensor  # (B, L+1) vocab indices
+    query: Tensor | None = None  # (B, L) input position predicting targets[:, t]; -1: none (ignored)
 
     @property
     def inputs(self) -> Tensor:
@@ -47,11 +54,22 @@ class SeqBatch:
         it would push every untrained catalog item to the top of the ranking at once.
         """
         nxt = self.seqs[:, 1:]  # (B, L)
-        return nxt.masked_fill((self.inputs == PAD) | (nxt == COLD), PAD)  # (B, L)
+        ignore = (nxt == COLD) | (self.inputs == PAD)  # (B, L)
+        if self.query is not None:  # the predicting position must be a real item
+            q = self.query.clamp(min=0)  # (B, L)
+            ignore |= (self.query < 0) | (self.inputs.gather(1, q) == PAD)
+        return nxt.masked_fill(ignore, PAD)  # (B, L)
+
+    def query_states(self, h: Tensor) -> Tensor:
+        """The state predicting each target: h (B, L, d) -> (B, L, d), gathered at `query` when given."""
+        if self.query is None:
+            return h
+        q = self.query.clamp(min=0)[..., None].expand(-1, -1, h.size(-1))  # (B, L, d)
+        return h.gather(1, q)  # (B, L, d)
 
     def to(self, device: torch.device | str) -> SeqBatch:
         """Move to a device."""
-        return SeqBatch(self.seqs.to(device))
+        return SeqBatch(self.seqs.to(device), None if self.query is None else self.query.to(device))
 
 
 def pad_sequences(seqs: Sequence[np.ndarray], max_len: int) -> Tensor:
@@ -177,8 +195,8 @@ class SequentialRecommender(nn.Module, ABC):
         return self.logits(self.sequence_representation(seqs))  # (B, n_items)
 
     def loss(self, batch: SeqBatch) -> Tensor:
-        """Full-softmax cross-entropy for the next item at every real position."""
-        h = self.encode(batch.inputs)  # (B, L, d)
+        """Full-softmax cross-entropy for the next item at every real position (from its query state)."""
+        h = batch.query_states(self.encode(batch.inputs))  # (B, L, d)
         targets = batch.targets  # (B, L)
         keep = targets != PAD  # (B, L)
         if not keep.any():

@@ -59,7 +59,7 @@ class SASRec(SequentialRecommender):
         """CE over all items, or BCE against one sampled negative per position."""
         if self.config.loss_type == "ce":
             return super().loss(batch)
-        h = self.encode(batch.inputs)  # (B, L, d)
+        h = batch.query_states(self.encode(batch.inputs))  # (B, L, d)
         keep = batch.targets != PAD  # (B, L)
         if not keep.any():
             return h.sum() * 0.0  # nothing to predict in this batch

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from models.seqrec.base import SequentialRecommender, pad_sequences
-from models.seqrec.data import SeqData, iterate_batches, make_windows
+from models.seqrec.data import SeqData, iterate_batches, make_windows, query_positions
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ def train(model: SequentialRecommender, data: SeqData, cfg: TrainConfig | None =
     if data.n_items != model.n_items:
         raise ValueError(f"data has {data.n_items} items but the model was built for {model.n_items}")
     windows = make_windows(data.train, model.max_len)  # (N, L+1)
+    query = query_positions(data.train_moments, model.max_len) if data.train_moments is not None else None  # (N, L)
     if len(windows) == 0:
         raise ValueError("no training sequence has two or more items")
     seed_everything(cfg.seed)
@@ -114,7 +115,7 @@ def train(model: SequentialRecommender, data: SeqData, cfg: TrainConfig | None =
         model.train()
         total, count = 0.0, 0
         bar = tqdm(
-            iterate_batches(windows, cfg.batch_size, generator),
+            iterate_batches(windows, cfg.batch_size, generator, query),
             total=math.ceil(len(windows) / cfg.batch_size),
             desc=f"epoch {epoch}",
             disable=not cfg.progress,

@@ -33,7 +33,7 @@ def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, 
                                             f"(coverage {oracle['coverage']:.0%})." if oracle and "coverage" in oracle
                                             else ""),
         "## Overall and cold-start", metrics_table(results, oracle, basket=resolution == "day")
-        + basket_note(resolution, test) + llm_note(results),
+        + basket_note(resolution, test, results) + llm_note(results),
         "## Per category", per_category_table(results, oracle),
     ])
     path = workdir.path("eval", "report.md")
@@ -43,14 +43,15 @@ def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, 
                                        "protocol": protocol})
 
 
-def basket_note(resolution: str, test: pd.DataFrame) -> str:
+def basket_note(resolution: str, test: pd.DataFrame, results: list[dict]) -> str:
     """Under the table, on day-resolution data: what the basket hit rate counts, and how many baskets there are."""
     if resolution != "day" or "moment_items" not in test:
         return ""
     multi = float((test["moment_items"].map(len) > 1).mean()) if len(test) else float("nan")
+    same_cat = next((r["basket"]["multi_item_share"] for r in results if "basket" in r), float("nan"))
     return (f"\n\nbasket HR@10: the share of targets with any item the user bought on the target's day (the target "
-            f"included) in the top 10 of the target's category; {multi:.1%} of the test targets' days hold more than "
-            "one item.")
+            f"included) in the top 10 of the target's category. {multi:.1%} of the test targets' days hold more than "
+            f"one item, {same_cat:.1%} another item of the target's category.")
 
 
 def llm_note(results: list[dict]) -> str:

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from feature_repo.ingest import validate
+from feature_repo.loaders import load_with_info
 from feature_repo.loaders.amazon2018 import (
     iter_json_objects,
     load_amazon2018,
     load_amazon2018_with_report,
     parse_style,
 )
-from feature_repo.ingest import validate
-from feature_repo.loaders import load_with_info
 from feature_repo.loaders.hm import HM_DATASET_START, load_hm, load_hm_with_report
 from feature_repo.moments import infer_resolution
 from feature_repo.schema import SCHEMAS, CanonicalTables, to_arrow

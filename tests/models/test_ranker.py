@@ -63,3 +63,41 @@ def test_best_round_skips_an_early_noisy_peak() -> None:
     assert int(np.argmax(curve)) + 1 == 1  # the raw maximum is the first round
     assert best_round(curve, min_rounds=3, smooth=3) == 9  # rounds 7-9 have the best trailing mean (.41)
     assert best_round(curve[:2], min_rounds=3, smooth=3) == 2  # shorter than min_rounds: all of it
+
+
+def test_popularity_source_by_hand() -> None:
+    """The category's most interacted-with items in the 30 days before the target's day; the target's own day and
+    other categories never count; ties by purchases, then item id."""
+    import pandas as pd
+
+    from feature_repo.activity import ActivityTable
+    from models.ranker.candidates import CandidateConfig, TargetInputs, generate
+    from models.ranker.features import FeatureContext
+    from models.variants import ItemAttributes
+
+    day = pd.Timestamp("2024-03-10", tz="UTC")
+    items = pd.DataFrame({"item_id": ["A", "B", "C", "D", "Z"], "family_id": ["a", "b", "c", "d", "z"],
+                          "category": ["Bags"] * 4 + ["Shoes"], "title": ["x"] * 5, "size": "M", "color": "red",
+                          "subcategory": "bag",
+                          "created_at": pd.Timestamp("2024-01-01", tz="UTC")})
+    rows = [("A", -2, "click"), ("A", -3, "click"),  # A: 2 interactions, 0 purchases
+            ("B", -1, "purchase"), ("B", -40, "click"),  # B: 1 in the window (day -40 is outside it)
+            ("C", -5, "click"), ("C", -6, "purchase"),  # C: 2 interactions, 1 purchase -> ahead of A
+            ("D", 0, "purchase"), ("D", 0, "purchase"), ("D", 0, "purchase"),  # D: only on the target's day
+            ("Z", -1, "purchase"), ("Z", -2, "purchase"), ("Z", -3, "purchase")]  # another category
+    events = pd.DataFrame({"user_id": "u", "timestamp": [day + pd.Timedelta(days=d, hours=5) for _, d, _ in rows],
+                           "action": [a for _, _, a in rows], "item_id": [i for i, _, _ in rows]})
+    attrs = ItemAttributes.from_items(items)
+    ctx = FeatureContext(attrs, items, ActivityTable.build(events, items), id_vectors=lambda r: r,
+                         title_vectors=lambda r: r)
+    bags = int(attrs.category[0])
+    t = (day + pd.Timedelta(hours=20)).value  # later on the target's day: D's purchases that day still don't count
+    assert ctx.popular(bags, t, 10).tolist() == [2, 0, 1]  # C, A, B
+    assert ctx.popular(bags, t, 2).tolist() == [2, 0]
+    assert ctx.popular(bags, (day + pd.Timedelta(days=1)).value, 10).tolist()[0] == 3  # next day: D leads (3)
+    assert ctx.popular(bags, (day - pd.Timedelta(days=60)).value, 10).tolist() == []
+    inp = TargetInputs(category=bags, t_ns=t, hist_rows=np.zeros(0, np.int64), hist_buy=np.zeros(0, bool),
+                       hist_ms=np.zeros(0, np.int64), id_rows=np.zeros(0, np.int64), title_rows=np.zeros(0, np.int64),
+                       memory_rows=np.zeros(0, np.int64), popular_rows=ctx.popular(bags, t, 30))
+    cand = generate(inp, attrs, CandidateConfig(popular=2))
+    assert cand.rows.tolist() == [0, 2] and cand.ranks["popularity"].tolist() == [1, 0]

@@ -123,6 +123,39 @@ def test_windows_cover_every_next_item_target_once() -> None:
     assert ((inputs != PAD) == (targets != PAD)).all()  # every real input has a next item
 
 
+def test_query_positions_by_hand() -> None:
+    from models.seqrec.data import query_positions
+
+    # Items 5..9 with moments 1, 2, 2, 2, 3 and max_len 4: one full window. Targets 6, 7, 8 (moment 2) are all
+    # predicted from position 0 (item 5, the last of moment 1); target 9 from position 3 (item 8, moment 2's last).
+    assert query_positions([np.array([1, 2, 2, 2, 3])], 4).tolist() == [[0, 0, 0, 3]]
+    # Items 5, 6, 7 with moments 1, 1, 2: window left-padded by 2. Target 6 shares item 5's moment, which starts the
+    # window: nothing before it, -1 (ignored). Target 7 from position 3 (item 6).
+    assert query_positions([np.array([1, 1, 2])], 4).tolist() == [[0, 1, -1, 3]]
+    # Distinct moments: each target is predicted from the position just before it, as without moments.
+    assert query_positions([np.arange(6)], 4).tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    windows = make_windows([np.array([5, 6, 7])], 4)
+    batch = SeqBatch(windows, query_positions([np.array([1, 1, 2])], 4))
+    assert batch.targets.tolist() == [[PAD, PAD, PAD, 7]]  # 6 is never predicted from 5, its basket-mate
+
+
+def test_a_basket_is_predicted_from_the_state_before_it() -> None:
+    """With moments, the loss is the cross-entropy of each target against the state before its moment."""
+    from models.seqrec.data import query_positions
+
+    model = tiny("sasrec-ce", dropout=False).eval()
+    seq, moments = np.array([3, 4, 5, 6, 7]), np.array([1, 2, 2, 2, 3])
+    batch = SeqBatch(make_windows([seq], MAX_LEN), query_positions([moments], MAX_LEN))
+    h = model.encode(batch.inputs)[0]  # (L, d)
+    pad = MAX_LEN + 1 - len(seq)
+    before_basket, last_of_basket = h[pad], h[pad + 3]  # the states after item 3 and after item 6
+    expected = torch.stack([F.cross_entropy(model.logits(before_basket), torch.tensor(i)) for i in (4, 5, 6)]
+                           + [F.cross_entropy(model.logits(last_of_basket), torch.tensor(7))]).mean()
+    assert torch.allclose(model.loss(batch), expected)
+    # Without moments the same sequence trains 4 <- 3, 5 <- 4, 6 <- 5, 7 <- 6: a different loss.
+    assert not torch.allclose(model.loss(SeqBatch(make_windows([seq], MAX_LEN))), expected)
+
+
 # ---------------------------------------------------------------- contract: shapes, loss, prefixes
 
 
@@ -321,3 +354,20 @@ def test_cold_targets_are_never_trained_or_validated() -> None:
                           "target_item_id": ["b", "never-seen"]})
     data, vocab = build_seq_data(hist, valid, min_count=1)
     assert list(data.valid_targets) == list(vocab.encode(["b"]))  # the cold validation target is left out
+
+
+def test_build_seq_data_keeps_each_items_moment() -> None:
+    import pandas as pd
+
+    from models.seqrec.pipeline import build_seq_data
+
+    day = 86_400_000
+    hist = pd.DataFrame({
+        "seq_actions": [["purchase", "search", "purchase", "purchase"], ["click"]],
+        "seq_item_ids": [["A", "", "B", "C"], ["A"]],
+        "seq_timestamps": [[0, day, day, day], [5]],
+    })  # fmt: skip
+    valid = pd.DataFrame({"seq_actions": [["purchase"]], "seq_item_ids": [["A"]], "target_item_id": ["B"]})
+    data, vocab = build_seq_data(hist, valid)
+    assert [vocab.decode(s) for s in data.train] == [["A", "B", "C"]]  # the one-item history is too short
+    assert [m.tolist() for m in data.train_moments] == [[0, day, day]]  # the search is not an item

@@ -271,3 +271,27 @@ def test_cli_run_without_the_id_model_skips_what_needs_it(data_dir: Path, tmp_pa
     lines = result.output.splitlines()
     assert any(line.startswith("| sasrec-ce | ") for line in lines)
     assert not any(line.startswith(("| core-trm |", "| retrieval-", "| llm-")) for line in lines)
+
+
+def test_day_resolution_dataset_through_dagster(tmp_path: Path) -> None:
+    """H&M format: the resolution reaches dataset.json, the asset metadata and the report, the repeated row is
+    quarantined without failing the row-count check, and the report has the basket hit rate."""
+    from tests.test_day_moments import write_hm
+
+    data = write_hm(tmp_path / "hm")
+    resources = build_resources(str(data), "hm", str(tmp_path / "work"))
+    resources["protocol"] = ProtocolResource(protocol="loo")
+    chosen = AssetSelection.groups("data") | AssetSelection.assets("popularity_eval", "evaluation_report")
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([*all_assets, *all_checks], instance=instance, resources=resources, selection=chosen)
+    assert result.success
+    meta = result.asset_materializations_for_node("canonical_tables")[0].metadata
+    assert meta["resolution"].value == "day" and meta["load_report"].value["n_repeat_key_rows"] == 1
+    info = json.loads((tmp_path / "work" / "canonical" / "dataset.json").read_text())
+    assert (info["format"], info["resolution"]) == ("hm", "day")
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    # 1 of 12 rows (8%) is quarantined, but as a repeat in one moment, not a fault: the check passes.
+    assert checks["canonical_row_counts"].passed and checks["canonical_row_counts"].metadata["repeat_in_moment"].value == 1
+    report = (tmp_path / "work" / "eval" / "report.md").read_text()
+    assert "Timestamps are days: a user's whole day (a basket) is one moment" in report
+    assert "basket HR@10 |" in report and "of the test targets' days hold more than one item" in report

@@ -107,7 +107,7 @@ def test_the_run_trained_and_evaluated_the_ranker(workdir: Path) -> None:
     other = json.loads((workdir / "eval" / "retrieval-title-only-variants" / "metrics.json").read_text())
     assert ranker["overall"]["n"] == other["overall"]["n"] > 0
     recall = ranker["candidate_recall"]
-    assert set(recall) == {"id", "title", "memory", "search", "history", "variant", "union"}
+    assert set(recall) == {"id", "title", "memory", "search", "history", "popularity", "variant", "union"}
     assert all(0 <= v <= recall["union"] <= 1 for k, v in recall.items())
     assert "| ranker |" in (workdir / "eval" / "report.md").read_text()
 

@@ -24,8 +24,8 @@ from serving.vectorstore import VectorStore
 from tests.serving.test_recommend import T0, catalog_items, id_model_and_store, search_results
 
 MS = 1_000_000
-CFG = CandidateConfig(id_k=6, title_k=6, searches=2, history=5, variant_id_k=2, variant_title_k=2, variant_search_k=2,
-                      max_family_variants=9)
+CFG = CandidateConfig(id_k=6, title_k=6, searches=2, history=5, popular=4, variant_id_k=2, variant_title_k=2,
+                      variant_search_k=2, max_family_variants=9)
 
 
 def with_attributes(items: pd.DataFrame) -> pd.DataFrame:
@@ -152,6 +152,7 @@ def test_each_source_contributes_candidates(setup) -> None:  # noqa: ANN001
     rows = set(ranked.candidates.rows.tolist())
     assert set(inp.id_rows[: CFG.id_k].tolist()) <= rows and set(inp.title_rows[: CFG.title_k].tolist()) <= rows
     assert set(inp.memory_rows.tolist()) <= rows and set(inp.hist_rows.tolist()) <= rows
+    assert set(inp.popular_rows[: CFG.popular].tolist()) <= rows and len(inp.popular_rows) >= CFG.popular
     assert {r for s in inp.searches for r in s.tolist() if catalog.items["category"].iat[r] == "Footwear"} <= rows
     # Every released variant of the families of the first ID and title items is a candidate.
     attrs = scorer.ctx.attrs
@@ -165,7 +166,7 @@ def test_each_source_contributes_candidates(setup) -> None:  # noqa: ANN001
 
     small = generate(inp, attrs, replace(CFG, max_family_variants=3))
     listed = set(np.concatenate([inp.id_rows[: CFG.id_k], inp.title_rows[: CFG.title_k], inp.memory_rows,
-                                 *inp.searches, inp.hist_rows]).tolist())
+                                 *inp.searches, inp.hist_rows, inp.popular_rows[: CFG.popular]]).tolist())
     f0 = [r for r in small.rows.tolist() if catalog.item_ids[r].startswith("F0-")]
     listed_colours = {attrs.colour[r] for r in listed if catalog.item_ids[r].startswith("F0-")}
     assert f0 and all(catalog.item_ids[r].endswith("-8") or attrs.colour[r] in listed_colours or r in listed
