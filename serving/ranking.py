@@ -131,7 +131,9 @@ class RankerScorer:
             cols = lambda c: cat_rows[c[c >= 0]]  # noqa: E731
             out.append(TargetInputs(
                 category=int(cat), t_ns=int(t_ns[b]), hist_rows=hist, hist_buy=buy, hist_ms=ms,
-                id_rows=cols(src.id_top[b]), title_rows=cols(src.title_top[b]),
+                # No search and no history: no title query, so no title list (every cosine would tie), as serving.
+                id_rows=cols(src.id_top[b]),
+                title_rows=cols(src.title_top[b]) if src.title_query[b].any() else np.zeros(0, np.int64),
                 memory_rows=cat_rows[src.memory_cols[b]] if src.memory_cols is not None else np.zeros(0, np.int64),
                 searches=res, search_ms=res_ms, query=queries[b],
                 id_query=src.id_query[b] if len(hist) else None, title_query=src.title_query[b],

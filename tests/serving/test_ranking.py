@@ -236,3 +236,25 @@ def test_features_use_nothing_at_or_after_the_target_time(target: int) -> None:
                                                            equal_nan=True)}
     assert {"pop_7d", "pop_30d", "fam_pop_7d", "season_trend", "colour_trend"} <= changed, changed
     assert cands[0] + "-new" in earlier.index  # released before the target, the new variant is a candidate
+
+
+def test_no_history_and_no_search_means_no_title_list(setup) -> None:  # noqa: ANN001
+    """Without a title query every cosine ties; a list cut through that tie, with the target demoted below its
+    tie-mates, would mark the target (the only item of the category left out). So, as serving, there is no title
+    list: the candidates are the category's recent best sellers, the same on both paths."""
+    catalog, encoder, store, scorer, id_queries, memory = setup
+    batch = pd.DataFrame([{"user_id": "new", "category": "Footwear", "target_ts": T0, "cold_start": False,
+                           "target_item_id": "F0-red-7", "seq_actions": [], "seq_item_ids": [], "seq_queries": [],
+                           "seq_search_ids": [], "seq_timestamps": []}])
+    rows = catalog.rows["Footwear"]
+    target = int(np.searchsorted(rows, catalog.index_of(["F0-red-7"])[0]))
+    inputs, _ = scorer.inputs(batch, rows, demote=np.array([target]))
+    assert len(inputs[0].title_rows) == 0 and len(inputs[0].id_rows) == 0
+    assert len(inputs[0].popular_rows) >= CFG.popular
+    ranked = scorer.stage.rank(inputs[0])
+    assert set(ranked.candidates.rows.tolist()) == set(inputs[0].popular_rows[: CFG.popular].tolist())
+    online = OnlineRetriever(store, catalog.items, encoder, id_queries, cfg=RetrievalConfig(k=10), memory=memory,
+                             ranking=scorer.stage)
+    got = online.recommend(UserContext("Footwear", [], None, T0))
+    assert got.items == catalog.item_ids[ranked.rows[:10]].tolist()
+    assert set(got.sources.values()) == {"popularity"}
