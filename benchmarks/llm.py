@@ -31,30 +31,32 @@ import pandas as pd
 import torch
 import typer
 
-from feature_repo.schema import CanonicalTables
-from models.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
-from models.evaluation import Catalog, evaluate
-from models.llm.generate import GenerateConfig
-from models.llm.model import LoadedLLM, add_lora, load_llm
-from models.llm.prompt import Prompt, PromptConfig
-from models.llm.train import LLMTrainConfig, fine_tune, response_perplexity, schedule
-from models.seqrec import load_checkpoint
-from models.text import load_title_model
-from models.variants import VariantRanker
-from orchestration.assets.seqrec import ID_MODEL
-from orchestration.assets.text import TITLE_DIR, VARIANT_RANKER, retrieval_scorer
-from orchestration.resources import WorkdirResource
-from serving.llm import (
-    CatalogItems,
+from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
+from evaluation.llm import (
     LLMCandidateScorer,
     LLMGenerateScorer,
     PromptFactory,
     candidate_summary,
     generation_summary,
-    trained_id_vectors,
     training_prompts,
 )
-from serving.retrieval import AsOfMemory, RetrievalConfig, VariantScorer
+from evaluation.metrics import evaluate
+from evaluation.retrieval import VariantScorer
+from feature_repo.schema import CanonicalTables
+from models.catalog import Catalog
+from models.llm.generate import GenerateConfig
+from models.llm.model import LoadedLLM, add_lora, load_llm
+from models.llm.prompt import CatalogItems, Prompt, PromptConfig
+from models.llm.train import LLMTrainConfig, fine_tune, response_perplexity, schedule
+from models.retrieval import RetrievalConfig
+from models.seqrec import load_checkpoint
+from models.seqrec.vectors import trained_id_vectors
+from models.text import load_title_model
+from models.text.memory import AsOfMemory
+from models.variants import VariantRanker
+from orchestration.assets.seqrec import ID_MODEL
+from orchestration.assets.text import TITLE_DIR, VARIANT_RANKER, retrieval_scorer
+from orchestration.resources import WorkdirResource
 
 
 def sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:

@@ -23,22 +23,25 @@ import pandas as pd
 import torch
 import typer
 
+from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
+from evaluation.metrics import evaluate, targets_ceiling
+from evaluation.ranking import ranker_examples
+from evaluation.retrieval import VariantScorer
+from evaluation.seqrec import SeqScorer
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import read_protocol
-from models.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
-from models.evaluation import Catalog, evaluate, targets_ceiling
+from models.catalog import Catalog
 from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import RankerConfig, fit_ranker
+from models.retrieval import RetrievalConfig
 from models.seqrec import load_checkpoint
-from models.seqrec.pipeline import SeqScorer
 from models.text import load_title_model
+from models.text.memory import AsOfMemory
 from models.variants import VariantRanker
 from orchestration.assets.ranking import ranker_scorer
 from orchestration.assets.text import TITLE_DIR, VARIANT_RANKER, retrieval_scorer
 from orchestration.resources import WorkdirResource
-from serving.ranking import ranker_examples
 from serving.recommend import OnlineRetriever, cold_items, context_from_features
-from serving.retrieval import AsOfMemory, RetrievalConfig, VariantScorer
 from serving.vectorstore import VectorStore
 
 SAMPLE = Path(__file__).resolve().parents[1] / "feature_repo" / "sample"
@@ -136,7 +139,7 @@ def latency(wd: WorkdirResource, catalog: Catalog, test: pd.DataFrame, scorer, v
             n: int) -> None:
     """Per request, in process, over the Qdrant collections: the ranking stage against the variant re-rank
     (requests replayed at their target times with the as-of memory)."""
-    from serving.id_index import query_vectors
+    from models.seqrec.vectors import query_vectors
 
     ck = load_checkpoint(wd.path("models", "core-trm.pt"))
     sample = test.sample(min(n, len(test)), random_state=0)

@@ -24,22 +24,19 @@ import pandas as pd
 import torch
 import typer
 
+from evaluation.metrics import evaluate, targets_ceiling
+from evaluation.retrieval import TimeSlicedMemory, VariantScorer, variant_examples
 from feature_repo.schema import CanonicalTables
+from feature_repo.sequences import last_search_queries
 from feature_repo.splits import read_protocol
-from models.evaluation import Catalog, evaluate, targets_ceiling
+from models.catalog import Catalog
+from models.retrieval import RetrievalConfig
 from models.text import load_title_model
+from models.text.memory import AsOfMemory
 from models.text.tokenizer import normalize_text
 from models.variants import ItemAttributes, VariantConfig, fit_variant_ranker
 from orchestration.assets.text import TITLE_DIR, TITLE_VECTORS, retrieval_scorer
 from orchestration.resources import QdrantResource, WorkdirResource
-from serving.retrieval import (
-    AsOfMemory,
-    RetrievalConfig,
-    TimeSlicedMemory,
-    VariantScorer,
-    last_search_queries,
-    variant_examples,
-)
 
 DEFAULT_DATA = Path("/work/shared/data/synthetic/medium-s0")
 MODES = {

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import DagsterInstance, materialize
 
-from models.evaluation import targets_ceiling
+from evaluation.metrics import targets_ceiling
 from orchestration.definitions import all_assets, all_checks, build_resources
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

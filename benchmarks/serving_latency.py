@@ -36,13 +36,13 @@ import pandas as pd
 import typer
 
 from feature_repo.store import FeatureRepo
+from models.retrieval import RetrievalConfig
 from serving.recommend import (
     Collections,
     OnlineRetriever,
     context_from_features,
     load_online_retriever,
 )
-from serving.retrieval import RetrievalConfig
 from serving.vectorstore import VectorStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -176,11 +176,11 @@ class VariantRanker:
         return np.array([self.weights.get(name, 0.0) for name in FEATURES], np.float32)  # (F,)
 
     def rerank(self, list_rows: np.ndarray, hist_rows: np.ndarray, t_ns: int, attrs: ItemAttributes,
-               last_row: int | None = None) -> np.ndarray:
+               demote: int | None = None) -> np.ndarray:
         """The candidates by descending score, then the rest of the list.
 
         Equal scores are ordered by family rank, then list position, then catalog row (item id), except that
-        `last_row` (the evaluation's target) goes after every candidate it ties with on score, family rank and list
+        `demote` (the evaluation's target) goes after every candidate it ties with on score, family rank and list
         position: only the item-id order is arbitrary, and it never favours the target.
         """
         list_rows = pd.unique(np.asarray(list_rows, np.int64))
@@ -192,8 +192,8 @@ class VariantRanker:
         key = x[:, [FEATURES.index("family_rank"), FEATURES.index("listed"), FEATURES.index("listed_rank")]]  # (n, 3)
         group = np.concatenate([[0], np.cumsum((np.diff(key, axis=0) != 0).any(axis=1))])  # (n,)
         tiebreak = np.arange(len(cand))  # (n,) within a group: catalog row order
-        if last_row is not None:
-            tiebreak[cand == last_row] = len(cand)
+        if demote is not None:
+            tiebreak[cand == demote] = len(cand)
         ranked = cand[np.lexsort((tiebreak, group, -(x @ self.w)))]  # (n,)
         rest = list_rows[~np.isin(list_rows, ranked)]
         return np.concatenate([ranked, rest])

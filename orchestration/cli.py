@@ -43,10 +43,10 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     import pandas as pd
     from dagster import AssetKey, AssetSelection, materialize
 
+    from evaluation.metrics import targets_ceiling
     from feature_repo.loaders import FORMATS
     from feature_repo.moments import dataset_resolution, resolution_note
     from feature_repo.splits import PROTOCOLS, read_protocol
-    from models.evaluation import targets_ceiling
     from orchestration.assets.evaluation import read_results
     from orchestration.assets.report import protocol_line
     from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
@@ -101,7 +101,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
     for c in failed:
         typer.secho(f"asset check failed: {c.check_name} on {c.asset_key.to_user_string()}: {c.metadata}", fg="red")
-    from models.evaluation import metrics_table
+    from evaluation.metrics import metrics_table
 
     used, cuts = read_protocol(workdir / "splits")
     targets = pd.read_parquet(workdir / "splits" / "targets.parquet")
@@ -171,8 +171,8 @@ def recommend(user_id: str, workdir: WorkOpt = Path("work"),
     import pandas as pd
 
     from feature_repo.store import FeatureRepo
+    from models.retrieval import RetrievalConfig
     from serving.recommend import context_from_features, load_online_retriever
-    from serving.retrieval import RetrievalConfig
 
     root = workdir.resolve()
     features = FeatureRepo(root / "features", root / "feast").online([user_id], "prompt_context_v1")

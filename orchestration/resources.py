@@ -83,7 +83,7 @@ class WorkdirResource(ConfigurableResource):
 
     def catalog(self):  # noqa: ANN201
         """The evaluation catalog (items sorted by id, rows per category)."""
-        from models.evaluation import Catalog
+        from models.catalog import Catalog
 
         return Catalog.from_items(self.items())
 

@@ -138,3 +138,40 @@ def update_bundle(workdir: Path, new_items: list[str], batch: str, id_model: str
         "data": data_snapshot(workdir / "canonical"), "metrics": parent.manifest.get("metrics", {}),
         "timings_s": timings})
     return out, timings
+
+
+def load_ranking_stage(root: Path, workdir: Path, items: pd.DataFrame, ckpt: Any, encoder: Any
+                       ) -> tuple[Any, str]:
+    """The learned ranking stage of a bundle (None and why when it has none): its ranker, the catalog's features,
+    the activity windows and the search log (the workdir's, like the popularity fallback)."""
+    from feature_repo.activity import ActivityTable
+    from models.common import l2_normalize
+    from models.ranker.candidates import SearchLog
+    from models.ranker.features import FeatureContext
+    from models.ranker.model import LearnedRanker
+    from models.ranker.stage import RankingStage
+    from models.seqrec.vectors import item_vectors
+    from models.variants import ItemAttributes
+    from serving.registry import file_digest
+
+    model_dir = root / "models" / "ranker"
+    needed = [model_dir / "ranker.json", workdir / "features" / "activity_windows.parquet",
+              workdir / "canonical" / "search_results.parquet"]
+    if missing := [str(p) for p in needed if not p.exists()]:
+        return None, f"none (missing {', '.join(missing)})"
+    items = items.sort_values("item_id", kind="stable").reset_index(drop=True)  # OnlineRetriever's row order
+    id_table = l2_normalize(item_vectors(ckpt.model, ckpt.vocab, items["item_id"].to_numpy()))  # (n, d)
+    titles = items["title"].fillna("").astype(str).to_numpy()
+    cache: dict[int, np.ndarray] = {}
+
+    def title_vectors(rows: np.ndarray) -> np.ndarray:
+        todo = [r for r in dict.fromkeys(rows.tolist()) if r not in cache]
+        if todo:
+            cache.update(zip(todo, l2_normalize(encoder.encode(list(titles[todo]))), strict=True))
+        return np.stack([cache[r] for r in rows.tolist()]) if len(rows) else np.zeros((0, encoder.dim), np.float32)
+
+    ctx = FeatureContext(ItemAttributes.from_items(items), items, ActivityTable.read(needed[1]),
+                         id_vectors=lambda rows: id_table[rows], title_vectors=title_vectors)
+    search_log = SearchLog(pd.read_parquet(needed[2], columns=["search_id", "item_id", "position"]),
+                           pd.Index(items["item_id"]))
+    return RankingStage(ctx, search_log, LearnedRanker.load(model_dir)), f"lambdamart@{file_digest(model_dir)}"

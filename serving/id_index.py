@@ -8,27 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
-from models.seqrec.base import SequentialRecommender, pad_sequences
-from models.seqrec.pipeline import item_sequences
+from feature_repo.sequences import item_sequences
+from models.common import l2_normalize
+from models.seqrec.base import SequentialRecommender
+from models.seqrec.vectors import item_vectors, query_vectors
 from models.seqrec.vocab import ItemVocab
 from serving.vectorstore import VectorStore
-
-
-@torch.no_grad()
-def item_vectors(model: SequentialRecommender, vocab: ItemVocab, item_ids: np.ndarray) -> np.ndarray:
-    """The model's item-table row for each catalog item (cold items share row 1). (n, d) float32."""
-    table = model.item_embeddings()[: len(vocab)].float().cpu().numpy()  # (n_vocab, d)
-    return table[vocab.encode(item_ids)]
-
-
-@torch.no_grad()
-def query_vectors(model: SequentialRecommender, vocab: ItemVocab, histories: list[list[str]]) -> np.ndarray:
-    """The model's sequence representation of each item history, in the item space. (B, d) float32."""
-    x = pad_sequences([vocab.encode(h) for h in histories], model.config.max_len)
-    device = next(model.parameters()).device
-    return model.sequence_representation(x.to(device)).float().cpu().numpy()
 
 
 def write_id_embeddings(store: VectorStore, name: str, model: SequentialRecommender, vocab: ItemVocab,
@@ -47,12 +33,12 @@ def max_topk_disagreement(store: VectorStore, name: str, model: SequentialRecomm
     """Largest gap between Qdrant's top-k cosine scores and exact numpy scoring, over `targets`' histories."""
     hist = item_sequences(targets["seq_actions"], targets["seq_item_ids"])
     q = query_vectors(model, vocab, hist)  # (B, d)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    q = l2_normalize(q)
     worst = 0.0
     for cat, idx in targets.groupby("category").indices.items():
         cat_items = items[items["category"] == cat]
         v = item_vectors(model, vocab, cat_items["item_id"].to_numpy())
-        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        v = l2_normalize(v)
         exact = -np.sort(-(q[idx] @ v.T), axis=1)[:, :k]  # (b, k)
         hits = store.search(name, q[idx], k, partition=cat)
         got = np.array([[h.score for h in row] for row in hits])

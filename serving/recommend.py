@@ -29,13 +29,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.evaluation import release_ns
+from models.catalog import release_ns
+from models.common import l2_normalize, to_ns
 from models.ranker.candidates import TargetInputs
+from models.ranker.stage import RankingStage
+from models.retrieval import RetrievalConfig, TitleQueryConfig, combine
 from models.text.encoder import TextEncoder
+from models.text.memory import AsOfMemory
 from models.text.tokenizer import normalize_text
 from models.variants import ItemAttributes, VariantRanker
-from serving.ranking import RankingStage, load_ranking_stage
-from serving.retrieval import AsOfMemory, RetrievalConfig, TitleQueryConfig, _ns, combine, l2_normalize
+from serving.bundle import load_ranking_stage
 from serving.vectorstore import Hit, VectorStore
 
 TIE_SLACK = 5  # extra memory hits fetched so that ties at the q-th place break by query text
@@ -149,7 +152,7 @@ class OnlineRetriever:
         cfg, tcfg = self.cfg, self.title_cfg
         clock = _Clock()
         at = ctx.at if ctx.at is not None else pd.Timestamp.now(tz="UTC")
-        at_ns = int(_ns([at])[0])
+        at_ns = int(to_ns([at])[0])
         stage = self.ranking
         seen = set(ctx.history) if cfg.exclude_seen and stage is None else set()  # the stage keeps seen items
         list_k = max(stage.cfg.id_k, stage.cfg.title_k) if stage is not None else cfg.k
@@ -324,8 +327,8 @@ def load_online_retriever(workdir: Path | str, store: VectorStore, id_model: str
     """The retriever over a workdir the asset graph wrote: catalog, ID checkpoint, title model, variant ranker, and
     the learned ranking stage when the workdir has one (`ranking=False`: mixup + variant re-rank)."""
     from models.seqrec import load_checkpoint
+    from models.seqrec.vectors import query_vectors
     from models.text import load_title_model
-    from serving.id_index import query_vectors
 
     root = Path(workdir)
     needed = {"catalog": root / "canonical" / "items.parquet", "ID model": root / "models" / f"{id_model}.pt",

@@ -31,11 +31,13 @@ import numpy as np
 import pandas as pd
 
 from feature_repo.store import FeatureRepo
-from models.evaluation import release_ns
+from models.catalog import release_ns
+from models.common import l2_normalize
 from models.llm.prompt import PROMPT_VERSION, Action, PromptConfig, PromptInput, build_prompt, candidate_block
+from models.retrieval import RetrievalConfig
 from models.text.tokenizer import normalize_text
+from serving.bundle import load_ranking_stage
 from serving.config import Settings
-from serving.ranking import load_ranking_stage
 from serving.recommend import (
     Collections,
     OnlineRetriever,
@@ -45,7 +47,6 @@ from serving.recommend import (
     context_from_features,
 )
 from serving.registry import file_digest
-from serving.retrieval import RetrievalConfig, l2_normalize
 from serving.schemas import (
     Evidence,
     HistoryEvent,
@@ -136,7 +137,7 @@ class World:
     retired: bool = False
 
     def __post_init__(self) -> None:
-        from serving.llm import CatalogItems
+        from models.llm.prompt import CatalogItems
 
         items = self.retriever.items
         self.items = items.set_index("item_id", drop=False)
@@ -149,9 +150,9 @@ class World:
              llm_cache: dict[str, LLMRuntime] | None = None) -> World:
         """Open a bundle laid out like a workdir: canonical/items.parquet, models/, qdrant/."""
         from models.seqrec import load_checkpoint
+        from models.seqrec.vectors import query_vectors
         from models.text import load_title_model
         from models.variants import VariantRanker
-        from serving.id_index import query_vectors
 
         needed = {"catalog": root / "canonical" / "items.parquet",
                   "ID model": root / "models" / f"{settings.id_model}.pt", "title model": root / "models" / "title"}
@@ -189,9 +190,9 @@ class World:
         import json
 
         from models.llm.generate import GenerateConfig
-        from models.llm.model import load_llm
+        from models.llm.model import load_llm, tokenizer_corpus
         from models.llm.train import load_adapter
-        from serving.llm import tokenizer_corpus, trained_id_vectors
+        from models.seqrec.vectors import trained_id_vectors
 
         adapter = self.root.joinpath(*ADAPTER_DIR)
         if not (adapter / "llm_meta.json").exists():
@@ -572,7 +573,7 @@ class RecommendationService:
     def _llm_rank(self, w: World, req: RecommendationRequest, ctx: UserContext, actions: list[Action], rec: Recommendation,
                   at: pd.Timestamp) -> tuple:
         from models.llm.generate import letter_scores
-        from serving.llm import display_order
+        from models.llm.prompt import display_order
 
         llm = w.llm
         assert llm is not None

@@ -18,20 +18,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluation.llm import PromptFactory
 from feature_repo.features import write_feature_tables
 from feature_repo.ingest import REPEAT, ingest
 from feature_repo.loaders import load_with_info
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import leave_one_out, temporal_split
 from feature_repo.store import FeatureRepo
-from models.llm.prompt import PromptConfig, PromptInput, action_lines
+from models.llm.prompt import CatalogItems, PromptConfig, PromptInput, action_lines
 from models.ranker.candidates import CandidateConfig, TargetInputs
 from models.ranker.features import FEATURE_NAMES
+from models.ranker.stage import Ranked, RankingStage
+from models.retrieval import RetrievalConfig
 from models.text import HashingNgramEncoder
-from serving.llm import CatalogItems, PromptFactory
-from serving.ranking import Ranked, RankingStage
 from serving.recommend import OnlineRetriever, context_from_features
-from serving.retrieval import RetrievalConfig
 from serving.service import _actions
 from tests.serving.test_ranking import make_scorer
 

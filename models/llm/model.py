@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 SMOLLM2 = "smollm2-135m"
@@ -186,3 +187,10 @@ def add_lora(llm: LoadedLLM, cfg: LoraSettings = LoraSettings()) -> LoadedLLM:
     info = {**llm.info, "lora": {"r": cfg.r, "alpha": cfg.alpha, "dropout": cfg.dropout, "targets": list(cfg.targets)},
             "trainable_parameters": trainable}
     return LoadedLLM(model, llm.tokenizer, llm.name, info)
+
+
+def tokenizer_corpus(items: pd.DataFrame, targets: pd.DataFrame | None = None) -> list[str]:
+    """Text that trains the tiny model's tokenizer (ignored by pretrained models); training, evaluation and serving
+    must pass the same tables so that the tiny tokenizer is the same."""
+    queries = [q for qs in targets["seq_queries"].head(2000) for q in qs if q] if targets is not None else []
+    return [*items["title"].astype(str).head(5000), *items["item_id"].astype(str).head(5000), *queries]

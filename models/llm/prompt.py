@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
 
 PROMPT_VERSION = "rec-prompt-v1"
 ID_KEY, TITLE_KEY = "ID", "Title"
@@ -238,3 +242,27 @@ def candidate_block(candidates: Sequence[str], items: ItemTable, cfg: PromptConf
     short = replace(cfg, attributes=attributes)
     rows = [f"{LETTERS[i]}. {describe_item(c, items, short)}" for i, c in enumerate(candidates)]
     return "\nCandidates:\n" + "\n".join(rows)
+
+
+ITEM_FIELDS = ("title", "brand", "color", "size", "material", "season", "occasion", "category", "family_id")
+
+
+def display_order(user: str, n: int, p: int = 0, seed: int = 0) -> np.ndarray:
+    """The p-th display order of n candidates for a user: a seeded shuffle, the same in every process (the user's
+    key is a CRC32, not Python's per-process salted `hash`), so serving shows what the evaluation showed."""
+    return np.random.default_rng([seed, p, zlib.crc32(user.encode("utf-8"))]).permutation(n)
+
+
+class CatalogItems:
+    """Item attributes by id (the `ItemTable` prompts read)."""
+
+    def __init__(self, items: pd.DataFrame) -> None:
+        cols = [c for c in ITEM_FIELDS if c in items]
+        self._rows: dict[str, dict] = items.set_index("item_id")[cols].to_dict(orient="index")
+
+    def get(self, item_id: str) -> Mapping[str, Any] | None:
+        return self._rows.get(item_id)
+
+    def title(self, item_id: str) -> str:
+        row = self._rows.get(item_id)
+        return str(row.get("title", "")) if row else ""

@@ -6,30 +6,11 @@ items of the training sequences; every other catalog item shares the learned col
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
 import pandas as pd
-import torch
 
-from models.evaluation import Catalog
-from models.seqrec.base import SequentialRecommender, pad_sequences
+from feature_repo.sequences import item_sequences, item_times
 from models.seqrec.data import SeqData
 from models.seqrec.vocab import COLD, ItemVocab
-
-ITEM_ACTIONS = ("click", "purchase")
-
-
-def item_sequences(actions: Sequence[Sequence[str]], item_ids: Sequence[Sequence[str]]) -> list[list[str]]:
-    """The clicked/purchased item ids of each action list, oldest first."""
-    return [[i for a, i in zip(acts, items, strict=True) if a in ITEM_ACTIONS]
-            for acts, items in zip(actions, item_ids, strict=True)]
-
-
-def item_times(actions: Sequence[Sequence[str]], times: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    """The epoch ms of each clicked/purchased item of each action list (aligned with `item_sequences`)."""
-    return [np.array([t for a, t in zip(acts, ts, strict=True) if a in ITEM_ACTIONS], np.int64)
-            for acts, ts in zip(actions, times, strict=True)]
 
 
 def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame, min_count: int = 1) -> tuple[SeqData, ItemVocab]:
@@ -62,20 +43,3 @@ def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame, min_count: 
     return data, vocab
 
 
-class SeqScorer:
-    """Adapts a sequential model to the evaluation `Scorer` contract (scores for one category's catalog rows)."""
-
-    def __init__(self, model: SequentialRecommender, vocab: ItemVocab, catalog: Catalog):
-        self.model = model.eval()
-        self.vocab = vocab
-        self.max_len = model.config.max_len
-        self.vocab_of_row = vocab.encode(catalog.item_ids)  # (n_catalog,) cold items -> 1
-        self.device = next(model.parameters()).device
-
-    @torch.no_grad()
-    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> np.ndarray:
-        seqs = [self.vocab.encode(s) for s in item_sequences(batch["seq_actions"], batch["seq_item_ids"])]
-        x = pad_sequences(seqs, self.max_len).to(self.device)  # (B, L)
-        scores = self.model.score_all(x)  # (B, n_vocab)
-        scores[:, 0] = -torch.inf  # padding is never an item
-        return scores[:, torch.as_tensor(self.vocab_of_row[cat_rows], device=self.device)].float().cpu().numpy()

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from models.common import l2_normalize
 from models.text.tokenizer import TitleTokenizer, normalize_text
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-normalise to unit length; all-zero rows stay zero."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)  # (n, 1)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)  # (n, d)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -266,7 +261,7 @@ class HashingNgramEncoder:
                 vals.append(sign * (1.0 + math.log(c)))  # sublinear term frequency
         out = np.zeros((len(texts), self.cfg.dim), dtype=np.float32)  # (n, dim)
         np.add.at(out, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)), vals)
-        return _l2_normalize(out)
+        return l2_normalize(out)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -315,7 +310,7 @@ class MiniLMEncoder:
             normalize_embeddings=True,
             show_progress_bar=False,
         )  # (n, 384)
-        return _l2_normalize(np.asarray(emb, dtype=np.float32))
+        return l2_normalize(np.asarray(emb, dtype=np.float32))
 
 
 class OpenClipTextEncoder:
@@ -376,7 +371,7 @@ class OpenClipTextEncoder:
             tokens = self._tokenize(batch).to(self.device)  # (b, context_length)
             emb = self.model.encode_text(tokens, normalize=True)  # (b, D)
             out[start : start + len(tokens)] = emb.float().cpu().numpy()
-        return _l2_normalize(out)
+        return l2_normalize(out)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ Each query keeps its top `v_max` products.
 Leakage guarantee: `build_query_memory` reads only search rows with timestamp strictly before `cutoff`; the memory
 records that cutoff as `built_before` and refuses (ValueError) any record whose last search is at/after it.
 The numpy index here is exact and the reference; `to_points()` gives plain records for a vector store upsert.
+
+`AsOfMemory` is the same rule as of any time, from one build over the whole log: a lookup at t sees only searches
+strictly before t (what the evaluation reads for each target, and what serving reads to replay a past request).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from models.common import l2_normalize, to_ns, utc
 from models.text.encoder import TextEncoder
 from models.text.tokenizer import normalize_text
 
@@ -67,17 +71,11 @@ class MemoryHit:
     scores: tuple[float, ...]
 
 
-def _utc(ts: pd.Timestamp | str) -> pd.Timestamp:
-    """A UTC timestamp; naive input is taken as UTC."""
-    ts = pd.Timestamp(ts)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def aggregate_query_products(
     search_results: pd.DataFrame, cutoff: pd.Timestamp | str, cfg: MemoryConfig = MemoryConfig()
 ) -> list[MemoryRecord]:
     """Group search rows before cutoff by normalised query and rank their products (see module docstring)."""
-    sr = search_results[search_results["timestamp"] < _utc(cutoff)]
+    sr = search_results[search_results["timestamp"] < utc(cutoff)]
     if cfg.max_position is not None:
         sr = sr[sr["position"] <= cfg.max_position]
     sr = sr[sr["query"].notna() & sr["item_id"].notna()]
@@ -134,20 +132,19 @@ class QueryProductMemory:
         built_before: pd.Timestamp | str,
         encoder: TextEncoder | None = None,
     ) -> None:
-        self.built_before = _utc(built_before)
+        self.built_before = utc(built_before)
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(records):
             raise ValueError(f"embeddings {embeddings.shape} do not match {len(records)} records")
         if encoder is not None and len(records) and embeddings.shape[1] != encoder.dim:
             raise ValueError(f"embedding dim {embeddings.shape[1]} != encoder dim {encoder.dim}")
-        late = [r.query for r in records if _utc(r.last_search_at) >= self.built_before]
+        late = [r.query for r in records if utc(r.last_search_at) >= self.built_before]
         if late:
             raise ValueError(
                 f"{len(late)} memory records come from searches at/after {self.built_before}: {late[:3]}"
             )
         self.records = list(records)
-        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)  # (n, 1)
-        self.embeddings = embeddings / np.maximum(norms, 1e-12)  # (n, d) unit keys
+        self.embeddings = l2_normalize(embeddings).reshape(embeddings.shape)  # (n, d) unit keys
         self.encoder = encoder
 
     def __len__(self) -> int:
@@ -176,7 +173,7 @@ class QueryProductMemory:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))  # (n, d)
         if len(self.records) == 0:
             return [[] for _ in range(len(vectors))]
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # (n, d)
+        vectors = l2_normalize(vectors)  # (n, d)
         dist = np.clip(1.0 - vectors @ self.embeddings.T, 0.0, 2.0)  # (n, N) cosine distance
         k = min(q, dist.shape[1])
         out = []
@@ -207,7 +204,7 @@ class QueryProductMemory:
                     "products": list(r.products),
                     "scores": list(r.scores),
                     "n_searches": r.n_searches,
-                    "last_search_at": _utc(r.last_search_at).isoformat(),
+                    "last_search_at": utc(r.last_search_at).isoformat(),
                     "built_before": self.built_before.isoformat(),
                 },
             }
@@ -256,3 +253,133 @@ def build_query_memory(
     queries = [r.query for r in records]
     keys = encoder.encode(queries, batch_size=batch_size) if records else np.zeros((0, encoder.dim))  # (n, d)
     return QueryProductMemory(records, keys, built_before=cutoff, encoder=encoder)
+
+
+class AsOfMemory:
+    """The query-product memory EXACTLY as of each lookup time, from one build over the whole search log.
+
+    Keys are the unique normalised query texts (as `models.text.memory`), embedded once. `lookup(vectors, times)`
+    returns, per row, the nearest q keys among those searched at least `cfg.min_searches` times strictly before that
+    row's time, each with its top v products aggregated only from impressions strictly before that time by the rule
+    of `aggregate_query_products` (mean reciprocal position over the key's searches, 0 when not shown; ties by
+    impressions, then best position, then item_id). So a lookup at t equals `build_query_memory(..., cutoff=t)`
+    followed by `lookup_vectors`. Assumes the rows of one search share its timestamp (the search's earliest row
+    timestamp is used as its time).
+    """
+
+    def __init__(self, search_results: pd.DataFrame, encoder: TextEncoder, cfg: MemoryConfig = MemoryConfig(),
+                 batch_size: int = 256) -> None:
+        self.encoder, self.cfg = encoder, cfg
+        sr = search_results
+        if cfg.max_position is not None:
+            sr = sr[sr["position"] <= cfg.max_position]
+        sr = sr[sr["query"].notna() & sr["item_id"].notna()]
+        norm = {q: normalize_text(q) for q in sr["query"].unique()}
+        sr = sr.assign(key=sr["query"].map(norm), t=to_ns(sr["timestamp"]) if len(sr) else np.zeros(0, np.int64))
+        sr = sr[sr["key"] != ""]
+        key_code, keys = pd.factorize(sr["key"], sort=True)
+        item_code, items = pd.factorize(sr["item_id"], sort=True)  # code order = item_id order (tie-break)
+        sr = sr.assign(k=key_code, i=item_code)
+        self.queries: list[str] = [str(k) for k in keys]  # (N,) key texts, sorted
+        self.items = np.asarray(items, dtype=object)  # (n_items,) item ids, sorted
+        n = len(self.queries)
+        # One search per (key, search_id), at its earliest row time; sorted by key then time.
+        searches = sr.groupby(["k", "search_id"], as_index=False)["t"].min().sort_values(["k", "t"], kind="stable")
+        self.search_t = searches["t"].to_numpy(np.int64)  # (S,)
+        self.search_ptr = np.searchsorted(searches["k"].to_numpy(), np.arange(n + 1))  # (N + 1,) CSR offsets
+        # One impression per (key, search, item): its best position, at the search's time; sorted by key then time.
+        imp = sr.groupby(["k", "search_id", "i"], as_index=False)["position"].min()
+        imp = imp.merge(searches, on=["k", "search_id"]).sort_values(["k", "t"], kind="stable")
+        self.imp_t = imp["t"].to_numpy(np.int64)  # (M,)
+        self.imp_item = imp["i"].to_numpy(np.int64)  # (M,)
+        self.imp_pos = imp["position"].to_numpy(np.int64)  # (M,)
+        self.imp_ptr = np.searchsorted(imp["k"].to_numpy(), np.arange(n + 1))  # (N + 1,)
+        # A key is visible at t once its min_searches-th search is strictly before t.
+        counts = np.diff(self.search_ptr)  # (N,)
+        m = max(cfg.min_searches, 1)
+        self.visible_after = np.full(n, np.iinfo(np.int64).max, np.int64)  # (N,) visible iff this < t
+        ok = counts >= m
+        self.visible_after[ok] = self.search_t[self.search_ptr[:-1][ok] + m - 1]
+        emb = encoder.encode(self.queries, batch_size=batch_size) if n else np.zeros((0, encoder.dim))  # (N, d)
+        self.embeddings = l2_normalize(np.asarray(emb, np.float32).reshape(n, encoder.dim))  # (N, d) unit keys
+
+    @classmethod
+    def build(cls, search_results: pd.DataFrame, encoder: TextEncoder, cfg: MemoryConfig = MemoryConfig(),
+              batch_size: int = 256) -> AsOfMemory:
+        """The memory over all of `search_results` (what a lookup at t sees is cut at t)."""
+        return cls(search_results, encoder, cfg, batch_size)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def products(self, key: int, t_ns: int, v: int, demote: str | None = None
+                 ) -> tuple[tuple[str, ...], tuple[float, ...]]:
+        """Top-v products (and scores) of key index `key` from its impressions strictly before t_ns; `demote`
+        goes after the products it ties with (score, impressions and best position equal) instead of by item id."""
+        s0, s1 = self.search_ptr[key], self.search_ptr[key + 1]
+        n_searches = int(np.searchsorted(self.search_t[s0:s1], t_ns, side="left"))
+        i0, i1 = self.imp_ptr[key], self.imp_ptr[key + 1]
+        i1 = i0 + int(np.searchsorted(self.imp_t[i0:i1], t_ns, side="left"))
+        if n_searches == 0 or i1 == i0:
+            return (), ()
+        uniq, inv = np.unique(self.imp_item[i0:i1], return_inverse=True)  # (u,), (m,)
+        pos = self.imp_pos[i0:i1]  # (m,)
+        n_imp = np.bincount(inv, minlength=len(uniq))  # (u,)
+        best = np.full(len(uniq), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(best, inv, pos)  # (u,) best position
+        if self.cfg.aggregation == "mean_reciprocal":
+            score = np.bincount(inv, weights=1.0 / pos.astype(float), minlength=len(uniq)) / n_searches  # (u,)
+        elif self.cfg.aggregation == "best_position":
+            score = 1.0 / best.astype(float)
+        else:
+            raise ValueError(f"unknown aggregation {self.cfg.aggregation!r}")
+        # Scores rounded for the ordering: equal rational scores (1/3 + 1/3 + 1/3 + 1/2 vs 1 + 1/2) tie whatever the
+        # floating-point summation order, and fall through to impressions, best position, item_id.
+        tiebreak = uniq.copy()  # item codes are in item_id order
+        if demote is not None:
+            code = np.searchsorted(self.items, demote)
+            if code < len(self.items) and self.items[code] == demote:
+                tiebreak[uniq == code] = len(self.items)
+        order = np.lexsort((tiebreak, best, -n_imp, -np.round(score, 12)))[: min(v, self.cfg.v_max)]  # last key first
+        return tuple(self.items[uniq[order]].tolist()), tuple(float(x) for x in score[order])
+
+    def lookup(self, query_vectors: np.ndarray, times: object, q: int = 5, v: int = 10,
+               chunk: int = 1024, demote: Sequence[str | None] | None = None) -> list[list[MemoryHit]]:
+        """Per row of query_vectors (B, d) at times (B,): nearest q visible keys (by cosine distance, then key
+        index) with their top v products, all as of that row's time (see the class docstring). `demote` (B,)
+        are ordered last among their ties in every product list (the evaluation's targets)."""
+        if q < 1 or v < 1:
+            raise ValueError(f"q and v must be >= 1, got q={q}, v={v}")
+        vectors = l2_normalize(query_vectors)  # (B, d)
+        t_ns = to_ns(times)  # (B,)
+        if len(t_ns) != len(vectors):
+            raise ValueError(f"{len(vectors)} query vectors but {len(t_ns)} times")
+        n = len(self.queries)
+        if n == 0:
+            return [[] for _ in range(len(vectors))]
+        k = min(q, n)
+        out: list[list[MemoryHit]] = []
+        for c0 in range(0, len(vectors), chunk):
+            vis = self.visible_after[None, :] < t_ns[c0:c0 + chunk, None]  # (b, N)
+            dist = np.clip(1.0 - vectors[c0:c0 + chunk] @ self.embeddings.T, 0.0, 2.0)  # (b, N)
+            dist = np.where(vis, dist, np.inf)
+            kth = np.partition(dist, k - 1, axis=1)[:, k - 1]  # (b,) k-th smallest distance
+            for b in range(len(dist)):
+                t = int(t_ns[c0 + b])
+                cand = np.flatnonzero(dist[b] <= kth[b])  # every key tied at the boundary too
+                cand = cand[np.lexsort((cand, dist[b, cand]))][:k]  # ascending distance, ties by key index
+                hits = []
+                for j in cand.tolist():
+                    if not np.isfinite(dist[b, j]):
+                        break  # fewer than q keys visible at t
+                    prods, scores = self.products(j, t, v, None if demote is None else demote[c0 + b])
+                    hits.append(MemoryHit(query=self.queries[j], distance=float(dist[b, j]), products=prods,
+                                          scores=scores))
+                out.append(hits)
+        return out
+
+    def lookup_queries(self, queries: Sequence[str], times: object, q: int = 5, v: int = 10) -> list[list[MemoryHit]]:
+        """`lookup` for raw query texts (normalised and embedded with the memory's encoder)."""
+        if len(queries) == 0:
+            return []
+        return self.lookup(self.encoder.encode([normalize_text(x) for x in queries]), times, q=q, v=v)

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from models.common import utc
 from models.text.encoder import (
     LSTMEncoderConfig,
     LSTMTextEncoder,
@@ -37,12 +38,6 @@ from models.text.triplet import (
 
 TRAIN_CONFIG_FILE = "train_config.json"
 TRAIN_RESULT_FILE = "train_result.json"
-
-
-def _utc(ts: pd.Timestamp | str) -> pd.Timestamp:
-    """A UTC timestamp; naive input is taken as UTC."""
-    ts = pd.Timestamp(ts)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def build_pairs(
@@ -64,7 +59,7 @@ def build_pairs(
     cols = ["query", "item_id", "action", "user_id", "session_id", "search_id", "search_at", "action_at"]
     ev = events
     if cutoff is not None:
-        ev = ev[ev["timestamp"] < _utc(cutoff)]
+        ev = ev[ev["timestamp"] < utc(cutoff)]
     ev = ev.sort_values(["user_id", "session_id", "timestamp"], kind="stable").reset_index(drop=True)
     ev = ev.assign(seq=np.arange(len(ev)))  # ties in timestamp keep file order
     searches = ev[ev["action"] == "search"][

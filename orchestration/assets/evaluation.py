@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 from dagster import MaterializeResult, MetadataValue, asset
 
+from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
+from evaluation.metrics import Scorer, evaluate
 from feature_repo.schema import CanonicalTables
-from models.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
-from models.evaluation import Catalog, Scorer, evaluate
+from models.catalog import Catalog
 from orchestration.assets.data import eval_targets
 from orchestration.resources import WorkdirResource
 

@@ -16,12 +16,23 @@ import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from evaluation.llm import (
+    LLMCandidateScorer,
+    LLMGenerateScorer,
+    PromptFactory,
+    candidate_summary,
+    generation_summary,
+    training_prompts,
+)
+from evaluation.metrics import evaluate
+from evaluation.retrieval import VariantScorer
 from feature_repo.schema import CanonicalTables
-from models.evaluation import Catalog, evaluate
+from models.catalog import Catalog
 from models.llm.generate import GenerateConfig, generate
-from models.llm.model import add_lora, load_llm, load_tokenizer
+from models.llm.model import add_lora, load_llm, load_tokenizer, tokenizer_corpus
 from models.llm.prompt import (
     PROMPT_VERSION,
+    CatalogItems,
     Prompt,
     PromptConfig,
     parse_answer,
@@ -37,26 +48,17 @@ from models.llm.train import (
     save_adapter,
     schedule,
 )
+from models.retrieval import RetrievalConfig
 from models.seqrec import load_checkpoint
+from models.seqrec.vectors import trained_id_vectors
 from models.text import load_title_model
+from models.text.memory import AsOfMemory
 from models.variants import VariantRanker
 from orchestration.assets.data import eval_targets
 from orchestration.assets.evaluation import test_targets
 from orchestration.assets.seqrec import ID_MODEL
 from orchestration.assets.text import TITLE_DIR, VARIANT_RANKER, retrieval_scorer, variant_ranker
 from orchestration.resources import LLMResource, WorkdirResource
-from serving.llm import (
-    CatalogItems,
-    LLMCandidateScorer,
-    LLMGenerateScorer,
-    PromptFactory,
-    candidate_summary,
-    generation_summary,
-    tokenizer_corpus,
-    trained_id_vectors,
-    training_prompts,
-)
-from serving.retrieval import AsOfMemory, RetrievalConfig, VariantScorer
 
 LLM_DIR = ("llm",)
 ADAPTER = ("models", "llm_adapter")

@@ -7,20 +7,23 @@ from dataclasses import asdict
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from evaluation.metrics import evaluate
+from evaluation.ranking import RankerScorer, ranker_examples
 from feature_repo.activity import ActivityTable
 from feature_repo.schema import CanonicalTables
-from models.evaluation import Catalog, evaluate
+from models.catalog import Catalog
 from models.ranker.candidates import CandidateConfig, SearchLog
 from models.ranker.features import FEATURE_NAMES, FeatureContext
 from models.ranker.model import LearnedRanker, RankerConfig, fit_ranker
+from models.ranker.stage import RankingStage
+from models.retrieval import RetrievalConfig
+from models.text.memory import AsOfMemory
 from models.variants import ItemAttributes
 from orchestration.assets.data import feature_tables
 from orchestration.assets.evaluation import test_targets
 from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
 from orchestration.assets.text import item_title_embeddings, query_memory, retrieval_scorer
 from orchestration.resources import TrainingResource, WorkdirResource
-from serving.ranking import RankerScorer, RankingStage, ranker_examples
-from serving.retrieval import AsOfMemory, RetrievalConfig
 
 RANKER_DIR = ("models", "ranker")
 ACTIVITY = "activity_windows.parquet"

@@ -3,9 +3,9 @@
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from evaluation.metrics import metrics_table, targets_ceiling
 from feature_repo.moments import dataset_resolution, resolution_note
 from feature_repo.splits import read_protocol
-from models.evaluation import metrics_table, targets_ceiling
 from orchestration.assets.evaluation import METHOD_ASSETS, per_category_table, read_results
 from orchestration.assets.llm import llm_eval
 from orchestration.assets.ranking import ranker_eval

@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 from dagster import AssetsDefinition, MaterializeResult, MetadataValue, asset
 
+from evaluation.seqrec import SeqScorer
 from feature_repo.schema import CanonicalTables
+from feature_repo.sequences import item_sequences
 from feature_repo.splits import Splits, read_protocol, training_cutoffs
 from models.seqrec import MODELS, build_model, load_checkpoint, save_checkpoint, train
-from models.seqrec.pipeline import SeqScorer, build_seq_data, item_sequences
+from models.seqrec.pipeline import build_seq_data
 from orchestration.assets.data import eval_targets
 from orchestration.assets.evaluation import run_method
 from orchestration.resources import FeastResource, QdrantResource, TrainingResource, WorkdirResource

@@ -8,9 +8,18 @@ import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
+from evaluation.retrieval import (
+    RetrievalScorer,
+    TimeSlicedMemory,
+    TitleQueryBuilder,
+    VariantScorer,
+    variant_examples,
+)
 from feature_repo.schema import CanonicalTables
-from models.evaluation import Catalog
+from models.catalog import Catalog
+from models.retrieval import RetrievalConfig
 from models.seqrec import load_checkpoint
+from models.seqrec.vectors import item_vectors, query_vectors
 from models.text import (
     TitleTrainConfig,
     build_pairs,
@@ -19,22 +28,13 @@ from models.text import (
     save_title_model,
     train_title_model,
 )
+from models.text.memory import AsOfMemory
 from models.variants import ItemAttributes, VariantConfig, VariantRanker, fit_variant_ranker
 from orchestration.assets.data import eval_targets
 from orchestration.assets.evaluation import run_method
 from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
 from orchestration.resources import QdrantResource, TrainingResource, WorkdirResource
 from serving.bundle import write_query_memory
-from serving.id_index import item_vectors, query_vectors
-from serving.retrieval import (
-    AsOfMemory,
-    RetrievalConfig,
-    RetrievalScorer,
-    TimeSlicedMemory,
-    TitleQueryBuilder,
-    VariantScorer,
-    variant_examples,
-)
 
 TITLE_DIR = ("models", "title")
 TITLE_VECTORS = ("text", "title_vectors.npy")  # catalog order (Catalog.from_items), for exact evaluation

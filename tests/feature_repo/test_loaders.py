@@ -363,7 +363,7 @@ def test_amazon_real(amazon_real) -> None:
 
 def test_hm_sibling_first_bought_after_a_target_stays_a_variant_candidate(tmp_path: Path) -> None:
     """Release dates derived from first purchases would hide a sibling bought first AFTER a target's time."""
-    from models.evaluation import Catalog
+    from models.catalog import Catalog
     from models.variants import ItemAttributes, VariantConfig, candidate_features
 
     (tmp_path / "transactions.csv").write_text(

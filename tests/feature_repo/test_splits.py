@@ -150,11 +150,11 @@ def _with_future(tables: CanonicalTables) -> CanonicalTables:
 
 
 def test_later_events_by_other_users_change_nothing_under_the_temporal_protocol(tiny_tables: CanonicalTables) -> None:
-    from models.baselines import PopularityConfig, PopularityScorer
-    from models.evaluation import Catalog
+    from evaluation.baselines import PopularityConfig, PopularityScorer
+    from models.catalog import Catalog
     from models.seqrec.vocab import ItemVocab
     from models.text import HashingNgramEncoder, build_pairs
-    from serving.retrieval import AsOfMemory
+    from models.text.memory import AsOfMemory
 
     future = _with_future(tiny_tables)
 

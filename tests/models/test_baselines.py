@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
-from models.evaluation import Catalog
+from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
+from models.catalog import Catalog
 
 D0 = pd.Timestamp("2024-05-01", tz="UTC")
 

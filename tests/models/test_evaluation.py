@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.evaluation import (
-    Catalog,
+from evaluation.metrics import (
     EvalResult,
     ceiling,
     evaluate,
@@ -21,6 +20,7 @@ from models.evaluation import (
     ranks_from_scores,
     top_n,
 )
+from models.catalog import Catalog
 
 LOG2_3 = math.log2(3)
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from models.evaluation import Catalog
+from models.catalog import Catalog
 from models.variants import (
     FEATURES,
     ItemAttributes,

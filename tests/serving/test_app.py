@@ -25,11 +25,11 @@ from typer.testing import CliRunner
 
 from feature_repo.splits import ordered_events
 from feature_repo.store import FeatureRepo
+from models.retrieval import RetrievalConfig
 from orchestration.cli import app as cli
 from serving.app import create_app
 from serving.config import Settings
 from serving.recommend import context_from_features, load_online_retriever
-from serving.retrieval import RetrievalConfig
 from serving.service import RecommendationService
 
 pytestmark = pytest.mark.slow

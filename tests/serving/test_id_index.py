@@ -4,10 +4,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.evaluation import Catalog
+from evaluation.seqrec import SeqScorer
+from feature_repo.sequences import item_sequences
+from models.catalog import Catalog
 from models.seqrec import ItemVocab, build_model
-from models.seqrec.pipeline import SeqScorer, build_seq_data, item_sequences
-from serving.id_index import item_vectors, max_topk_disagreement, query_vectors, write_id_embeddings
+from models.seqrec.pipeline import build_seq_data
+from models.seqrec.vectors import item_vectors, query_vectors
+from serving.id_index import max_topk_disagreement, write_id_embeddings
 from serving.vectorstore import VectorStore
 
 

@@ -10,13 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.evaluation import Catalog, evaluate
-from models.llm.generate import GenerateConfig
-from models.llm.model import TINY, load_llm
-from models.llm.prompt import PromptConfig
-from models.text import HashingNgramEncoder, embed_catalog
-from serving.llm import (
-    CatalogItems,
+from evaluation.llm import (
     LLMCandidateScorer,
     LLMGenerateScorer,
     PromptFactory,
@@ -24,7 +18,15 @@ from serving.llm import (
     generation_summary,
     training_prompts,
 )
-from serving.retrieval import AsOfMemory, RetrievalConfig, RetrievalScorer, TitleQueryBuilder
+from evaluation.metrics import evaluate
+from evaluation.retrieval import RetrievalScorer, TitleQueryBuilder
+from models.catalog import Catalog
+from models.llm.generate import GenerateConfig
+from models.llm.model import TINY, load_llm
+from models.llm.prompt import CatalogItems, PromptConfig
+from models.retrieval import RetrievalConfig
+from models.text import HashingNgramEncoder, embed_catalog
+from models.text.memory import AsOfMemory
 from tests.serving.test_recommend import T0, catalog_items, search_results
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from serving.mixup import (
+from models.retrieval import (
     PAD,
     id_only,
     mixup,

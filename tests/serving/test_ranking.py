@@ -10,16 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluation.metrics import evaluate
+from evaluation.ranking import RankerScorer, ranker_examples
+from evaluation.retrieval import RetrievalScorer, TitleQueryBuilder
 from feature_repo.activity import ActivityTable
-from models.evaluation import Catalog, evaluate
+from models.catalog import Catalog
+from models.common import l2_normalize
 from models.ranker.candidates import SOURCES, CandidateConfig, SearchLog
 from models.ranker.features import FEATURE_NAMES, FeatureContext
 from models.ranker.model import LearnedRanker, RankerConfig, fit_ranker
+from models.ranker.stage import RankingStage
+from models.retrieval import RetrievalConfig
 from models.text import HashingNgramEncoder, embed_catalog
+from models.text.memory import AsOfMemory
 from models.variants import ItemAttributes
-from serving.ranking import RankerScorer, RankingStage, ranker_examples
 from serving.recommend import OnlineRetriever, UserContext
-from serving.retrieval import AsOfMemory, RetrievalConfig, RetrievalScorer, TitleQueryBuilder, l2_normalize
 from serving.vectorstore import VectorStore
 from tests.serving.test_recommend import T0, catalog_items, id_model_and_store, search_results
 

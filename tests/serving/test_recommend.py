@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.evaluation import Catalog
+from evaluation.retrieval import RetrievalScorer, TitleQueryBuilder, VariantScorer
+from models.catalog import Catalog
+from models.retrieval import RetrievalConfig
 from models.text import HashingNgramEncoder, build_query_memory, embed_catalog
+from models.text.memory import AsOfMemory
 from models.variants import VariantRanker
 from serving.recommend import OnlineRetriever, UserContext
-from serving.retrieval import AsOfMemory, RetrievalConfig, RetrievalScorer, TitleQueryBuilder, VariantScorer
 from serving.vectorstore import VectorStore
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")

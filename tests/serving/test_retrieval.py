@@ -6,24 +6,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.evaluation import Catalog, evaluate
-from models.text import HashingNgramEncoder, build_query_memory
-from models.text.memory import MemoryConfig
-from models.variants import VariantRanker
-from serving.retrieval import (
-    AsOfMemory,
-    RetrievalConfig,
+from evaluation.metrics import evaluate
+from evaluation.retrieval import (
     RetrievalScorer,
     TimeSlicedMemory,
     TitleQueries,
     TitleQueryBuilder,
-    TitleQueryConfig,
     VariantScorer,
-    l2_normalize,
-    last_search_queries,
     memory_first_lists,
     topk_rows,
 )
+from feature_repo.sequences import last_search_queries
+from models.catalog import Catalog
+from models.common import l2_normalize
+from models.retrieval import RetrievalConfig, TitleQueryConfig
+from models.text import HashingNgramEncoder, build_query_memory
+from models.text.memory import AsOfMemory, MemoryConfig
+from models.variants import VariantRanker
 from serving.vectorstore import VectorStore
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")

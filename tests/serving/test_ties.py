@@ -12,11 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.evaluation import Catalog, evaluate
+from evaluation.metrics import evaluate
+from evaluation.retrieval import RetrievalScorer, TitleQueryBuilder, VariantScorer
+from models.catalog import Catalog
+from models.retrieval import RetrievalConfig
 from models.text import HashingNgramEncoder, embed_catalog
+from models.text.memory import AsOfMemory
 from models.variants import VariantRanker
 from serving.recommend import OnlineRetriever, UserContext
-from serving.retrieval import AsOfMemory, RetrievalConfig, RetrievalScorer, TitleQueryBuilder, VariantScorer
 from serving.vectorstore import VectorStore
 
 T = pd.Timestamp("2024-03-01", tz="UTC")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.evaluation import Catalog
+from models.catalog import Catalog
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The candidate set of a target is its category's items whose `created_at` is at or before the target's timestamp
 (an item without a `created_at` counts as always released; the target itself always counts). It is what serving
-offers at that moment (`serving.recommend` filters by the request time the same way); items released later are
+offers at that moment (`serving.recommend` filters by the request time the same way, `models.catalog`); items released later are
 neither ranked nor counted.
 
 Ties count against the target: `target_rank = 1 + #(score > s_t) + #(score == s_t, other items)`, so a method that
@@ -33,58 +33,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-NEVER = np.iinfo(np.int64).min  # created_ns of an item without created_at: always released
-
-
-def to_ns(times: object) -> np.ndarray:
-    """UTC epoch nanoseconds (n,) int64 of timestamps (naive input is UTC)."""
-    arr = np.asarray(times)
-    if arr.ndim == 0:
-        arr = arr[None]
-    return pd.DatetimeIndex(pd.to_datetime(pd.Series(arr), utc=True)).as_unit("ns").asi8.copy()
-
-
-def release_ns(items: pd.DataFrame) -> np.ndarray:
-    """Release time of each item row as epoch ns (n,) int64; NaT or no `created_at` column -> NEVER."""
-    if "created_at" not in items:
-        return np.full(len(items), NEVER, np.int64)
-    return to_ns(items["created_at"].to_numpy())  # NaT -> int64 min == NEVER
-
+from evaluation.common import category_batches
+from models.catalog import Catalog
+from models.common import to_ns
 
 # A scorer maps a batch of targets (one category) and that category's catalog rows to scores (B, n_category_items).
 Scorer = Callable[[pd.DataFrame, np.ndarray], np.ndarray]
 TOP_N = 100
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """Catalog items in a fixed order (sorted by item_id); `rows[category]` indexes that category's items."""
-
-    items: pd.DataFrame
-    rows: dict[str, np.ndarray]
-    created_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (n,) release time, epoch ns
-
-    @classmethod
-    def from_items(cls, items: pd.DataFrame) -> Catalog:
-        items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
-        rows = {c: np.flatnonzero(items["category"].to_numpy() == c) for c in sorted(items["category"].unique())}
-        return cls(items=items, rows=rows, created_ns=release_ns(items))
-
-    def released(self, cat_rows: np.ndarray, t_ns: np.ndarray) -> np.ndarray:
-        """(B, len(cat_rows)) True where the item was released at or before each time t_ns (B,)."""
-        created = self.created_ns if len(self.created_ns) else release_ns(self.items)
-        return created[np.asarray(cat_rows)][None, :] <= np.asarray(t_ns, np.int64)[:, None]
-
-    @property
-    def item_ids(self) -> np.ndarray:
-        return self.items["item_id"].to_numpy()
-
-    def index_of(self, item_ids: pd.Series | np.ndarray) -> np.ndarray:
-        """Catalog row of each item id (raises on unknown ids)."""
-        pos = pd.Index(self.items["item_id"]).get_indexer(np.asarray(item_ids))
-        if (pos < 0).any():
-            raise KeyError(f"{(pos < 0).sum()} item ids are not in the catalog, e.g. {np.asarray(item_ids)[pos < 0][:3]}")
-        return pos
 
 
 def ranks_from_scores(scores: np.ndarray, target_col: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -206,44 +161,43 @@ def evaluate(
     parts = []
     bar = tqdm(total=len(targets), desc=f"eval {method}", disable=not progress, leave=False)
     has_baskets = "moment_items" in targets
-    for cat, idx in targets.groupby("category", sort=True).indices.items():
-        cat_rows = catalog.rows[cat]
-        col_of_row = pd.Series(np.arange(len(cat_rows)), index=cat_rows)
-        col_of_item = dict(zip(catalog.item_ids[cat_rows].tolist(), range(len(cat_rows)), strict=True))
-        for start in range(0, len(idx), batch_size):
-            b = idx[start : start + batch_size]
-            batch = targets.iloc[b]
-            tcol = col_of_row.loc[target_rows[b]].to_numpy()
-            out = scorer(batch, cat_rows, demote=tcol) if tie_aware else scorer(batch, cat_rows)  # type: ignore[call-arg]
-            scores = np.asarray(out, dtype=np.float64)  # (B, n_cat)
-            if scores.shape != (len(b), len(cat_rows)):
-                raise ValueError(f"{method}: scorer returned {scores.shape}, expected {(len(b), len(cat_rows))}")
-            scores = np.nan_to_num(scores, nan=-np.inf)
-            valid = catalog.released(cat_rows, to_ns(batch["target_ts"].to_numpy()))  # (B, n_cat)
-            valid[np.arange(len(b)), tcol] = True  # bought, so it was on sale
-            ranks = ranks_from_scores(scores, tcol, valid)
-            top = top_n(scores, tcol, valid=valid)
-            keep = np.take_along_axis(valid, top, axis=1)  # (B, n)
-            frame = {
-                "user_id": batch["user_id"].to_numpy(),
-                "category": cat,
-                "target_item_id": batch["target_item_id"].to_numpy(),
-                "target_ts": batch["target_ts"].to_numpy(),
-                "n_category_items": len(cat_rows),
-                "n_candidates": valid.sum(axis=1),
-                "cold_start": batch["cold_start"].to_numpy(dtype=bool),
-                "target_rank": ranks.astype(np.int64),
-                "ranked_item_ids": [list(catalog.item_ids[cat_rows[t[m]]]) for t, m in zip(top, keep, strict=True)],
-            }
-            if "warm_rare" in batch:
-                frame["warm_rare"] = batch["warm_rare"].to_numpy(dtype=bool)
-            if has_baskets:  # the other items of the target's moment, in its category
-                others = [np.array(sorted({col_of_item[i] for i in items if i in col_of_item} - {int(t)}), np.int64)
-                          for items, t in zip(batch["moment_items"], tcol, strict=True)]
-                frame["moment_size"] = np.array([len(o) + 1 for o in others], np.int64)
-                frame["basket_rank"] = basket_ranks(scores, ranks, others, valid)
-            parts.append(pd.DataFrame(frame))
-            bar.update(len(b))
+    cached: dict[str, tuple[pd.Series, dict[str, int]]] = {}
+    for cat, b, batch, cat_rows in category_batches(targets, catalog, batch_size):
+        if cat not in cached:  # each category's column of every catalog row and item id
+            cached[cat] = (pd.Series(np.arange(len(cat_rows)), index=cat_rows),
+                           dict(zip(catalog.item_ids[cat_rows].tolist(), range(len(cat_rows)), strict=True)))
+        col_of_row, col_of_item = cached[cat]
+        tcol = col_of_row.loc[target_rows[b]].to_numpy()
+        out = scorer(batch, cat_rows, demote=tcol) if tie_aware else scorer(batch, cat_rows)  # type: ignore[call-arg]
+        scores = np.asarray(out, dtype=np.float64)  # (B, n_cat)
+        if scores.shape != (len(b), len(cat_rows)):
+            raise ValueError(f"{method}: scorer returned {scores.shape}, expected {(len(b), len(cat_rows))}")
+        scores = np.nan_to_num(scores, nan=-np.inf)
+        valid = catalog.released(cat_rows, to_ns(batch["target_ts"].to_numpy()))  # (B, n_cat)
+        valid[np.arange(len(b)), tcol] = True  # bought, so it was on sale
+        ranks = ranks_from_scores(scores, tcol, valid)
+        top = top_n(scores, tcol, valid=valid)
+        keep = np.take_along_axis(valid, top, axis=1)  # (B, n)
+        frame = {
+            "user_id": batch["user_id"].to_numpy(),
+            "category": cat,
+            "target_item_id": batch["target_item_id"].to_numpy(),
+            "target_ts": batch["target_ts"].to_numpy(),
+            "n_category_items": len(cat_rows),
+            "n_candidates": valid.sum(axis=1),
+            "cold_start": batch["cold_start"].to_numpy(dtype=bool),
+            "target_rank": ranks.astype(np.int64),
+            "ranked_item_ids": [list(catalog.item_ids[cat_rows[t[m]]]) for t, m in zip(top, keep, strict=True)],
+        }
+        if "warm_rare" in batch:
+            frame["warm_rare"] = batch["warm_rare"].to_numpy(dtype=bool)
+        if has_baskets:  # the other items of the target's moment, in its category
+            others = [np.array(sorted({col_of_item[i] for i in items if i in col_of_item} - {int(t)}), np.int64)
+                      for items, t in zip(batch["moment_items"], tcol, strict=True)]
+            frame["moment_size"] = np.array([len(o) + 1 for o in others], np.int64)
+            frame["basket_rank"] = basket_ranks(scores, ranks, others, valid)
+        parts.append(pd.DataFrame(frame))
+        bar.update(len(b))
     bar.close()
     rankings = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if len(rankings):

@@ -17,67 +17,34 @@ Both are tie-aware like the scorers they wrap (the target goes after its ties), 
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from models.evaluation import Catalog
+from evaluation.common import category_batches, rows_to_scores
+from evaluation.retrieval import RetrievalScorer, TitleQueries, VariantScorer
+from models.catalog import Catalog
+from models.common import l2_normalize
 from models.llm.generate import GenerateConfig, IdTrie, generate, letter_scores
 from models.llm.model import LoadedLLM
 from models.llm.prompt import (
     LETTERS,
+    CatalogItems,
     Prompt,
     PromptConfig,
     PromptInput,
     build_prompt,
     candidate_block,
+    display_order,
     parse_answer,
 )
 from models.llm.prompt import Action as PromptAction
 from models.text.encoder import TextEncoder
+from models.text.memory import AsOfMemory
 from models.text.tokenizer import normalize_text
-from serving.retrieval import (
-    AsOfMemory,
-    RetrievalScorer,
-    TitleQueries,
-    VariantScorer,
-    l2_normalize,
-    list_scores,
-)
-
-ITEM_FIELDS = ("title", "brand", "color", "size", "material", "season", "occasion", "category", "family_id")
-
-
-def display_order(user: str, n: int, p: int = 0, seed: int = 0) -> np.ndarray:
-    """The p-th display order of n candidates for a user: a seeded shuffle, the same in every process (the user's
-    key is a CRC32, not Python's per-process salted `hash`), so serving shows what the evaluation showed."""
-    return np.random.default_rng([seed, p, zlib.crc32(user.encode("utf-8"))]).permutation(n)
-
-
-def tokenizer_corpus(items: pd.DataFrame, targets: pd.DataFrame | None = None) -> list[str]:
-    """Text that trains the tiny model's tokenizer (ignored by pretrained models); training, evaluation and serving
-    must pass the same tables so that the tiny tokenizer is the same."""
-    queries = [q for qs in targets["seq_queries"].head(2000) for q in qs if q] if targets is not None else []
-    return [*items["title"].astype(str).head(5000), *items["item_id"].astype(str).head(5000), *queries]
-
-
-class CatalogItems:
-    """Item attributes by id (the `ItemTable` prompts read)."""
-
-    def __init__(self, items: pd.DataFrame) -> None:
-        cols = [c for c in ITEM_FIELDS if c in items]
-        self._rows: dict[str, dict] = items.set_index("item_id")[cols].to_dict(orient="index")
-
-    def get(self, item_id: str) -> Mapping[str, Any] | None:
-        return self._rows.get(item_id)
-
-    def title(self, item_id: str) -> str:
-        row = self._rows.get(item_id)
-        return str(row.get("title", "")) if row else ""
 
 
 @dataclass
@@ -244,22 +211,7 @@ class LLMCandidateScorer:
             self.records.append(LLMRecord(str(t["user_id"]), str(t.get("target_item_id", "")),
                                           candidates=self.catalog.item_ids[c].tolist(),
                                           letter_probs=np.exp(s).round(4).tolist()))
-        cols = [np.searchsorted(cat_rows, r).tolist() for r in out]  # cat_rows ascending
-        return list_scores(cols, title_cos)
-
-
-def trained_id_vectors(model: Any, vocab: Any) -> Callable[[list[str | None]], np.ndarray]:
-    """`id_vector_of` for `LLMGenerateScorer`: the ID model's item vector of each generated id, NaN rows for None and
-    for items without a trained embedding (the scorer then keeps the sequence representation)."""
-    from serving.id_index import item_vectors
-
-    def id_vector_of(ids: list[str | None]) -> np.ndarray:
-        known = [i if i is not None and i in vocab else None for i in ids]
-        vec = item_vectors(model, vocab, np.array([i or "" for i in known], dtype=object))  # (B, d)
-        vec[[i is None for i in known]] = np.nan
-        return vec
-
-    return id_vector_of
+        return rows_to_scores(out, cat_rows, title_cos)
 
 
 def generation_summary(records: Sequence[LLMRecord], catalog: Catalog) -> dict:
@@ -299,9 +251,8 @@ def training_prompts(targets: pd.DataFrame, ranked: VariantScorer | RetrievalSco
     where the bought item is among the first `candidates` of its list, a candidate prompt with them shuffled
     (response: its letter; shuffled so that the list order cannot teach "A is usually right")."""
     rows: list[tuple[str, str, Prompt]] = []
-    for cat, idx in targets.groupby("category", sort=True).indices.items():
-        batch = targets.iloc[idx].reset_index(drop=True)
-        cat_rows = catalog.rows[cat]
+    for _, _, batch, cat_rows in category_batches(targets, catalog, batch_size=max(len(targets), 1)):
+        batch = batch.reset_index(drop=True)  # one batch per category
         if isinstance(ranked, VariantScorer):
             lists, _ = ranked.ranked_rows(batch, cat_rows)
         else:

@@ -1,4 +1,5 @@
-"""Retrieval and ranking with Mixup (Liu et al., "Sequential LLM Framework for Fashion Recommendation", 4.2 and 4.4).
+"""Retrieval with Mixup as evaluation scorers (Liu et al., "Sequential LLM Framework for Fashion Recommendation",
+4.2 and 4.4), exact numpy over every test target; `serving.recommend` is the same ranking over Qdrant.
 
 Two candidate lists per user, both restricted to the target's category:
 - ID list: the CORE sequence representation of the user's clicked/purchased items, cosine against CORE's item table.
@@ -13,10 +14,10 @@ ranking Qdrant returns (tests compare the two); the Qdrant collections are the s
 
 Ties: every list orders tied items by item id (catalog order), as serving does, except that a tie-aware caller (the
 evaluation) can pass a `demote` column per row, which then goes after every item it ties with, so a cut or a merge
-through a tie never favours the target (see `models.evaluation`). Items released after the target's time are never
+through a tie never favours the target (see `evaluation.metrics`). Items released after the target's time are never
 in a list (the evaluation does not rank them either).
 
-Leakage: `AsOfMemory` (the default for evaluation) answers every lookup exactly as of the target time t: only queries
+Leakage: `AsOfMemory` (`models.text.memory`, the default for evaluation) answers every lookup exactly as of the target time t: only queries
 first searched strictly before t are keys, and their products are aggregated only from impressions strictly before t
 (the same result as `build_query_memory(search_results, cutoff=t)`). `TimeSlicedMemory` holds snapshots built at
 regular cutoffs, and a target at time t only ever sees the latest snapshot with cutoff <= t (coarser: it misses
@@ -27,36 +28,26 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from models.evaluation import Catalog
-from models.seqrec.pipeline import item_sequences
+from evaluation.common import category_batches, list_scores, rows_to_scores
+from feature_repo.sequences import item_sequences, last_search_queries
+from models.catalog import Catalog
+from models.common import l2_normalize, to_ns, utc
+from models.retrieval import RetrievalConfig, TitleQueryConfig, combine
 from models.text.encoder import TextEncoder
-from models.text.memory import MemoryConfig, MemoryHit, QueryProductMemory, aggregate_query_products
+from models.text.memory import (
+    AsOfMemory,
+    MemoryConfig,
+    MemoryHit,
+    QueryProductMemory,
+    aggregate_query_products,
+)
 from models.text.tokenizer import normalize_text
 from models.variants import ItemAttributes, VariantConfig, VariantRanker, candidate_features
-from serving.mixup import id_only, mixup, rank_fusion, title_only
-
-Mode = Literal["id_only", "title_only", "mixup", "rrf"]
-TitleList = Literal["memory_first", "cosine"]
-LIST_BONUS = 3.0  # combined-list scores start above this; every cosine is <= 1
-
-
-def _utc(ts: pd.Timestamp | str | int) -> pd.Timestamp:
-    """A UTC timestamp; integers are epoch milliseconds, naive input is taken as UTC."""
-    ts = pd.Timestamp(ts, unit="ms") if isinstance(ts, int | np.integer) else pd.Timestamp(ts)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero). (n, d) float32."""
-    x = np.atleast_2d(np.asarray(x, dtype=np.float32))  # (n, d)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Leakage-free memory for evaluation
@@ -85,8 +76,8 @@ class TimeSlicedMemory:
         ts = search_results["timestamp"]
         if len(ts) == 0:
             return cls([], encoder)
-        start = _utc(ts.min()).floor("D")
-        stop = _utc(end) if end is not None else _utc(ts.max())
+        start = utc(ts.min()).floor("D")
+        stop = utc(end) if end is not None else utc(ts.max())
         cutoffs = pd.date_range(start + every, stop + every, freq=every)
         records = [aggregate_query_products(search_results, c, cfg) for c in cutoffs]
         # Each distinct query text is embedded once and shared by every snapshot that holds it.
@@ -101,164 +92,12 @@ class TimeSlicedMemory:
 
     def for_time(self, t: pd.Timestamp | str | int) -> QueryProductMemory:
         """The latest snapshot with cutoff <= t (an empty memory if none): it holds only searches before t."""
-        i = bisect_right(self.cutoffs, _utc(t))
+        i = bisect_right(self.cutoffs, utc(t))
         return self.snapshots[i - 1] if i > 0 else self._empty
-
-
-def _ns(times: object) -> np.ndarray:
-    """UTC epoch nanoseconds (B,) int64 of timestamps; integers are epoch milliseconds, naive input is UTC."""
-    arr = np.asarray(times)
-    if arr.ndim == 0:
-        arr = arr[None]
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int64) * 1_000_000
-    return pd.DatetimeIndex(pd.to_datetime(pd.Series(arr), utc=True)).as_unit("ns").asi8.copy()
-
-
-class AsOfMemory:
-    """The query-product memory EXACTLY as of each lookup time, from one build over the whole search log.
-
-    Keys are the unique normalised query texts (as `models.text.memory`), embedded once. `lookup(vectors, times)`
-    returns, per row, the nearest q keys among those searched at least `cfg.min_searches` times strictly before that
-    row's time, each with its top v products aggregated only from impressions strictly before that time by the rule
-    of `aggregate_query_products` (mean reciprocal position over the key's searches, 0 when not shown; ties by
-    impressions, then best position, then item_id). So a lookup at t equals `build_query_memory(..., cutoff=t)`
-    followed by `lookup_vectors`. Assumes the rows of one search share its timestamp (the search's earliest row
-    timestamp is used as its time).
-    """
-
-    def __init__(self, search_results: pd.DataFrame, encoder: TextEncoder, cfg: MemoryConfig = MemoryConfig(),
-                 batch_size: int = 256) -> None:
-        self.encoder, self.cfg = encoder, cfg
-        sr = search_results
-        if cfg.max_position is not None:
-            sr = sr[sr["position"] <= cfg.max_position]
-        sr = sr[sr["query"].notna() & sr["item_id"].notna()]
-        norm = {q: normalize_text(q) for q in sr["query"].unique()}
-        sr = sr.assign(key=sr["query"].map(norm), t=_ns(sr["timestamp"]) if len(sr) else np.zeros(0, np.int64))
-        sr = sr[sr["key"] != ""]
-        key_code, keys = pd.factorize(sr["key"], sort=True)
-        item_code, items = pd.factorize(sr["item_id"], sort=True)  # code order = item_id order (tie-break)
-        sr = sr.assign(k=key_code, i=item_code)
-        self.queries: list[str] = [str(k) for k in keys]  # (N,) key texts, sorted
-        self.items = np.asarray(items, dtype=object)  # (n_items,) item ids, sorted
-        n = len(self.queries)
-        # One search per (key, search_id), at its earliest row time; sorted by key then time.
-        searches = sr.groupby(["k", "search_id"], as_index=False)["t"].min().sort_values(["k", "t"], kind="stable")
-        self.search_t = searches["t"].to_numpy(np.int64)  # (S,)
-        self.search_ptr = np.searchsorted(searches["k"].to_numpy(), np.arange(n + 1))  # (N + 1,) CSR offsets
-        # One impression per (key, search, item): its best position, at the search's time; sorted by key then time.
-        imp = sr.groupby(["k", "search_id", "i"], as_index=False)["position"].min()
-        imp = imp.merge(searches, on=["k", "search_id"]).sort_values(["k", "t"], kind="stable")
-        self.imp_t = imp["t"].to_numpy(np.int64)  # (M,)
-        self.imp_item = imp["i"].to_numpy(np.int64)  # (M,)
-        self.imp_pos = imp["position"].to_numpy(np.int64)  # (M,)
-        self.imp_ptr = np.searchsorted(imp["k"].to_numpy(), np.arange(n + 1))  # (N + 1,)
-        # A key is visible at t once its min_searches-th search is strictly before t.
-        counts = np.diff(self.search_ptr)  # (N,)
-        m = max(cfg.min_searches, 1)
-        self.visible_after = np.full(n, np.iinfo(np.int64).max, np.int64)  # (N,) visible iff this < t
-        ok = counts >= m
-        self.visible_after[ok] = self.search_t[self.search_ptr[:-1][ok] + m - 1]
-        emb = encoder.encode(self.queries, batch_size=batch_size) if n else np.zeros((0, encoder.dim))  # (N, d)
-        self.embeddings = l2_normalize(np.asarray(emb, np.float32).reshape(n, encoder.dim))  # (N, d) unit keys
-
-    @classmethod
-    def build(cls, search_results: pd.DataFrame, encoder: TextEncoder, cfg: MemoryConfig = MemoryConfig(),
-              batch_size: int = 256) -> AsOfMemory:
-        """The memory over all of `search_results` (what a lookup at t sees is cut at t)."""
-        return cls(search_results, encoder, cfg, batch_size)
-
-    def __len__(self) -> int:
-        return len(self.queries)
-
-    def products(self, key: int, t_ns: int, v: int, last_item: str | None = None
-                 ) -> tuple[tuple[str, ...], tuple[float, ...]]:
-        """Top-v products (and scores) of key index `key` from its impressions strictly before t_ns; `last_item`
-        goes after the products it ties with (score, impressions and best position equal) instead of by item id."""
-        s0, s1 = self.search_ptr[key], self.search_ptr[key + 1]
-        n_searches = int(np.searchsorted(self.search_t[s0:s1], t_ns, side="left"))
-        i0, i1 = self.imp_ptr[key], self.imp_ptr[key + 1]
-        i1 = i0 + int(np.searchsorted(self.imp_t[i0:i1], t_ns, side="left"))
-        if n_searches == 0 or i1 == i0:
-            return (), ()
-        uniq, inv = np.unique(self.imp_item[i0:i1], return_inverse=True)  # (u,), (m,)
-        pos = self.imp_pos[i0:i1]  # (m,)
-        n_imp = np.bincount(inv, minlength=len(uniq))  # (u,)
-        best = np.full(len(uniq), np.iinfo(np.int64).max, np.int64)
-        np.minimum.at(best, inv, pos)  # (u,) best position
-        if self.cfg.aggregation == "mean_reciprocal":
-            score = np.bincount(inv, weights=1.0 / pos.astype(float), minlength=len(uniq)) / n_searches  # (u,)
-        elif self.cfg.aggregation == "best_position":
-            score = 1.0 / best.astype(float)
-        else:
-            raise ValueError(f"unknown aggregation {self.cfg.aggregation!r}")
-        # Scores rounded for the ordering: equal rational scores (1/3 + 1/3 + 1/3 + 1/2 vs 1 + 1/2) tie whatever the
-        # floating-point summation order, and fall through to impressions, best position, item_id.
-        tiebreak = uniq.copy()  # item codes are in item_id order
-        if last_item is not None:
-            code = np.searchsorted(self.items, last_item)
-            if code < len(self.items) and self.items[code] == last_item:
-                tiebreak[uniq == code] = len(self.items)
-        order = np.lexsort((tiebreak, best, -n_imp, -np.round(score, 12)))[: min(v, self.cfg.v_max)]  # last key first
-        return tuple(self.items[uniq[order]].tolist()), tuple(float(x) for x in score[order])
-
-    def lookup(self, query_vectors: np.ndarray, times: object, q: int = 5, v: int = 10,
-               chunk: int = 1024, last_items: Sequence[str | None] | None = None) -> list[list[MemoryHit]]:
-        """Per row of query_vectors (B, d) at times (B,): nearest q visible keys (by cosine distance, then key
-        index) with their top v products, all as of that row's time (see the class docstring). `last_items` (B,)
-        are ordered last among their ties in every product list (the evaluation's targets)."""
-        if q < 1 or v < 1:
-            raise ValueError(f"q and v must be >= 1, got q={q}, v={v}")
-        vectors = l2_normalize(query_vectors)  # (B, d)
-        t_ns = _ns(times)  # (B,)
-        if len(t_ns) != len(vectors):
-            raise ValueError(f"{len(vectors)} query vectors but {len(t_ns)} times")
-        n = len(self.queries)
-        if n == 0:
-            return [[] for _ in range(len(vectors))]
-        k = min(q, n)
-        out: list[list[MemoryHit]] = []
-        for c0 in range(0, len(vectors), chunk):
-            vis = self.visible_after[None, :] < t_ns[c0:c0 + chunk, None]  # (b, N)
-            dist = np.clip(1.0 - vectors[c0:c0 + chunk] @ self.embeddings.T, 0.0, 2.0)  # (b, N)
-            dist = np.where(vis, dist, np.inf)
-            kth = np.partition(dist, k - 1, axis=1)[:, k - 1]  # (b,) k-th smallest distance
-            for b in range(len(dist)):
-                t = int(t_ns[c0 + b])
-                cand = np.flatnonzero(dist[b] <= kth[b])  # every key tied at the boundary too
-                cand = cand[np.lexsort((cand, dist[b, cand]))][:k]  # ascending distance, ties by key index
-                hits = []
-                for j in cand.tolist():
-                    if not np.isfinite(dist[b, j]):
-                        break  # fewer than q keys visible at t
-                    prods, scores = self.products(j, t, v, None if last_items is None else last_items[c0 + b])
-                    hits.append(MemoryHit(query=self.queries[j], distance=float(dist[b, j]), products=prods,
-                                          scores=scores))
-                out.append(hits)
-        return out
-
-    def lookup_queries(self, queries: Sequence[str], times: object, q: int = 5, v: int = 10) -> list[list[MemoryHit]]:
-        """`lookup` for raw query texts (normalised and embedded with the memory's encoder)."""
-        if len(queries) == 0:
-            return []
-        return self.lookup(self.encoder.encode([normalize_text(x) for x in queries]), times, q=q, v=v)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Title query vector
-
-
-def last_search_queries(actions: Sequence[Sequence[str]], queries: Sequence[Sequence[str | None]]) -> list[str | None]:
-    """Each history's last non-empty search query (None if the user never searched)."""
-    out: list[str | None] = []
-    for acts, qs in zip(actions, queries, strict=True):
-        last = None
-        for a, q in zip(acts, qs, strict=True):
-            if a == "search" and q is not None and normalize_text(str(q)):
-                last = str(q)
-        out.append(last)
-    return out
 
 
 class TitleQueries(NamedTuple):
@@ -266,16 +105,6 @@ class TitleQueries(NamedTuple):
 
     vectors: np.ndarray  # (B, d) unit title query vectors
     memory_rows: list[np.ndarray]  # B arrays of catalog rows: nearest key's products first, de-duplicated
-
-
-@dataclass(frozen=True)
-class TitleQueryConfig:
-    """How the title query vector is formed."""
-
-    q: int = 5  # nearest stored queries
-    v: int = 10  # products per stored query
-    query_weight: float = 0.5  # weight of the query's own embedding vs the mean of the products' titles
-    fallback_items: int = 3  # last clicked/purchased items used when the user never searched
 
 
 class TitleQueryBuilder:
@@ -301,10 +130,10 @@ class TitleQueryBuilder:
         return self.queries(batch, allowed_rows).vectors
 
     def queries(self, batch: pd.DataFrame, allowed_rows: np.ndarray | None = None,
-                demote_items: Sequence[str | None] | None = None) -> TitleQueries:
+                demote: Sequence[str | None] | None = None) -> TitleQueries:
         """Title query vectors (B, d) and, per target, the catalog rows of the memory's products for its last search
         (the Q nearest keys' top-V products in the memory's order, de-duplicated, only those in `allowed_rows` when
-        given; empty without a search), from one memory lookup. `demote_items` (B,) go last among their ties in
+        given; empty without a search), from one memory lookup. `demote` (B,) item ids go last among their ties in
         the memory's product lists (`AsOfMemory` only; the weekly snapshots order ties by item id)."""
         cfg = self.cfg
         last = last_search_queries(batch["seq_actions"], batch["seq_queries"])
@@ -318,8 +147,8 @@ class TitleQueryBuilder:
             found: list[list[MemoryHit]] = []
         elif isinstance(self.memory, AsOfMemory):  # one vectorised lookup, each row as of its own target time
             keys = np.stack([qvec[normalize_text(last[b])] for b in searched])  # (n, d)
-            demoted = None if demote_items is None else [demote_items[b] for b in searched]
-            found = self.memory.lookup(keys, times[searched], q=cfg.q, v=cfg.v, last_items=demoted)
+            demoted = None if demote is None else [demote[b] for b in searched]
+            found = self.memory.lookup(keys, times[searched], q=cfg.q, v=cfg.v, demote=demoted)
         else:
             found = [self.memory.for_time(times[b]).lookup_vectors(qvec[normalize_text(last[b])][None], q=cfg.q,
                                                                   v=cfg.v)[0] for b in searched]
@@ -353,20 +182,6 @@ class TitleQueryBuilder:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Scorer
-
-
-@dataclass(frozen=True)
-class RetrievalConfig:
-    """Combination of the ID and title lists."""
-
-    mode: Mode = "mixup"
-    k: int = 100  # length of each retrieved list and of the combined list
-    n: int = 1  # mixup: items taken from the top of the ID list
-    rrf_c: float = 60.0
-    title_list: TitleList = "memory_first"  # memory products for the last search, then title cosine; or cosine only
-    # Leave the user's own clicked/purchased items out of both lists (they rank after the list). On medium-s0 the
-    # bought item is in the history for 0.7% of test targets, but CORE's top-1 is a history item for 83% of them.
-    exclude_seen: bool = True
 
 
 class ListSources(NamedTuple):
@@ -432,28 +247,6 @@ def memory_first_lists(memory_cols: Sequence[np.ndarray], cosine_top: np.ndarray
     return out
 
 
-def combine(id_list: Sequence[int], title_list: Sequence[int], cfg: RetrievalConfig, last: int | None = None
-            ) -> list[int]:
-    """The combined top-k list of one user (column indices), by `cfg.mode`; `last` goes last among RRF ties."""
-    if cfg.mode == "id_only":
-        return id_only(id_list, cfg.k)  # type: ignore[arg-type,return-value]  # generic over hashables
-    if cfg.mode == "title_only":
-        return title_only(title_list, cfg.k)  # type: ignore[arg-type,return-value]
-    if cfg.mode == "mixup":
-        return mixup(id_list, title_list, cfg.k, cfg.n)  # type: ignore[arg-type,return-value]
-    if cfg.mode == "rrf":
-        return rank_fusion([id_list, title_list], cfg.k, c=cfg.rrf_c, last=last)  # type: ignore[list-item,return-value]
-    raise ValueError(f"unknown retrieval mode {cfg.mode!r}")
-
-
-def list_scores(combined: Sequence[Sequence[int]], fallback: np.ndarray) -> np.ndarray:
-    """Full score matrix: list items score above everything, in list order; the rest keep `fallback` order."""
-    scores = np.asarray(fallback, dtype=np.float64).copy()  # (B, n), cosines in [-1, 1]
-    for b, cols in enumerate(combined):
-        scores[b, list(cols)] = LIST_BONUS + np.arange(len(cols), 0, -1)
-    return scores
-
-
 class RetrievalScorer:
     """Evaluation `Scorer`: ID list + title list -> combined top-K; rows ranked (list order, then title cosine).
 
@@ -504,7 +297,7 @@ class RetrievalScorer:
         title_cos = qt @ self.title_vectors[cat_rows].T  # (B, n_cat)
         id_raw = id_cos.copy()
         # Unreleased at the target's time: in no list (the evaluation does not rank them either).
-        t_ns = _ns(batch["target_ts"].to_numpy())  # (B,)
+        t_ns = to_ns(batch["target_ts"].to_numpy())  # (B,)
         unreleased = ~self.catalog.released(cat_rows, t_ns)  # (B, n_cat)
         id_cos[unreleased] = -np.inf
         title_rank = title_cos.copy()
@@ -579,7 +372,7 @@ def combined_lists(base: RetrievalScorer, batch: pd.DataFrame, cat_rows: np.ndar
     """Per target: (combined list as catalog rows, history rows, target time in ns); and the title cosine matrix."""
     id_top, title_top, title_cos = base.lists(batch, cat_rows, demote)
     hist = history_rows(batch, catalog_index)
-    t_ns = _ns(batch["target_ts"].to_numpy())  # (B,)
+    t_ns = to_ns(batch["target_ts"].to_numpy())  # (B,)
     lists = [(cat_rows[np.asarray(cols, np.int64)], hist[b], int(t_ns[b]))
              for b, cols in enumerate(base.combined(id_top, title_top, demote))]
     return lists, title_cos
@@ -608,7 +401,7 @@ class VariantScorer:
         out = []
         for b, (list_rows, hist, t) in enumerate(lists):
             last = None if demote is None else int(cat_rows[demote[b]])
-            rows = self.ranker.rerank(list_rows, hist, t, self.attrs, last_row=last)
+            rows = self.ranker.rerank(list_rows, hist, t, self.attrs, demote=last)
             keep = np.isin(rows, cat_rows)  # variants stay in the category
             if self.base.cfg.exclude_seen:
                 keep &= ~np.isin(rows, hist)
@@ -617,8 +410,7 @@ class VariantScorer:
 
     def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
         rows, title_cos = self.ranked_rows(batch, cat_rows, demote)
-        cols = [np.searchsorted(cat_rows, r).tolist() for r in rows]  # cat_rows ascending (Catalog.rows)
-        return list_scores(cols, title_cos)  # (B, n_cat)
+        return rows_to_scores(rows, cat_rows, title_cos)  # (B, n_cat)
 
 
 def variant_examples(base: RetrievalScorer, targets: pd.DataFrame, catalog: Catalog, attrs: ItemAttributes,
@@ -627,15 +419,12 @@ def variant_examples(base: RetrievalScorer, targets: pd.DataFrame, catalog: Cata
     index = pd.Index(catalog.item_ids)
     target_rows = catalog.index_of(targets["target_item_id"])
     out = []
-    for cat, idx in targets.groupby("category", sort=True).indices.items():
-        cat_rows = catalog.rows[cat]
-        for start in range(0, len(idx), batch_size):
-            b = idx[start:start + batch_size]
-            lists, _ = combined_lists(base, targets.iloc[b], cat_rows, index)
-            for j, (list_rows, hist, t) in enumerate(lists):
-                cand, x = candidate_features(list_rows, hist, t, attrs, cfg)
-                if base.cfg.exclude_seen:  # the scorer drops them too
-                    keep = ~np.isin(cand, hist)
-                    cand, x = cand[keep], x[keep]
-                out.append((cand, x, int(target_rows[b[j]])))
+    for _, b, batch, cat_rows in category_batches(targets, catalog, batch_size):
+        lists, _ = combined_lists(base, batch, cat_rows, index)
+        for j, (list_rows, hist, t) in enumerate(lists):
+            cand, x = candidate_features(list_rows, hist, t, attrs, cfg)
+            if base.cfg.exclude_seen:  # the scorer drops them too
+                keep = ~np.isin(cand, hist)
+                cand, x = cand[keep], x[keep]
+            out.append((cand, x, int(target_rows[b[j]])))
     return out

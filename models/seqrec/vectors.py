@@ -1,0 +1,39 @@
+"""A sequential model as vectors: its item table per catalog item, and its sequence representation of histories."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.seqrec.base import SequentialRecommender, pad_sequences
+from models.seqrec.vocab import ItemVocab
+
+
+@torch.no_grad()
+def item_vectors(model: SequentialRecommender, vocab: ItemVocab, item_ids: np.ndarray) -> np.ndarray:
+    """The model's item-table row for each catalog item (cold items share row 1). (n, d) float32."""
+    table = model.item_embeddings()[: len(vocab)].float().cpu().numpy()  # (n_vocab, d)
+    return table[vocab.encode(item_ids)]
+
+
+@torch.no_grad()
+def query_vectors(model: SequentialRecommender, vocab: ItemVocab, histories: list[list[str]]) -> np.ndarray:
+    """The model's sequence representation of each item history, in the item space. (B, d) float32."""
+    x = pad_sequences([vocab.encode(h) for h in histories], model.config.max_len)
+    device = next(model.parameters()).device
+    return model.sequence_representation(x.to(device)).float().cpu().numpy()
+
+
+def trained_id_vectors(model: Any, vocab: Any) -> Callable[[list[str | None]], np.ndarray]:
+    """`id_vector_of` for `LLMGenerateScorer`: the ID model's item vector of each generated id, NaN rows for None and
+    for items without a trained embedding (the scorer then keeps the sequence representation)."""
+    def id_vector_of(ids: list[str | None]) -> np.ndarray:
+        known = [i if i is not None and i in vocab else None for i in ids]
+        vec = item_vectors(model, vocab, np.array([i or "" for i in known], dtype=object))  # (B, d)
+        vec[[i is None for i in known]] = np.nan
+        return vec
+
+    return id_vector_of
