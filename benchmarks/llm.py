@@ -32,6 +32,7 @@ import torch
 import typer
 
 from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
+from evaluation.factories import retrieval_scorer
 from evaluation.llm import (
     LLMCandidateScorer,
     LLMGenerateScorer,
@@ -49,13 +50,11 @@ from models.llm.model import LoadedLLM, add_lora, load_llm
 from models.llm.prompt import CatalogItems, Prompt, PromptConfig
 from models.llm.train import LLMTrainConfig, fine_tune, response_perplexity, schedule
 from models.retrieval import RetrievalConfig
-from models.seqrec import load_checkpoint
+from models.seqrec import ID_MODEL, load_checkpoint
 from models.seqrec.vectors import trained_id_vectors
 from models.text import load_title_model
 from models.text.memory import AsOfMemory
 from models.variants import VariantRanker
-from orchestration.assets.seqrec import ID_MODEL
-from orchestration.assets.text import TITLE_DIR, VARIANT_RANKER, retrieval_scorer
 from orchestration.resources import WorkdirResource
 
 
@@ -84,14 +83,14 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     wd = WorkdirResource(workdir=str(workdir))
     tables = CanonicalTables.read(wd.canonical)
     catalog = Catalog.from_items(tables.items)
-    all_targets = pd.read_parquet(wd.path("splits", "eval_targets.parquet"))
+    all_targets = pd.read_parquet(wd.layout.eval_targets)
     test = sample(all_targets[all_targets["split"] == "test"], targets, seed)
     val = sample(all_targets[all_targets["split"] == "val"], train_prompts, seed)
     t0 = time.perf_counter()
-    memory = AsOfMemory.build(tables.search_results, load_title_model(wd.root.joinpath(*TITLE_DIR)))
-    ranker = VariantRanker.load(wd.path(*VARIANT_RANKER))
-    mixup = VariantScorer(retrieval_scorer(wd, catalog, RetrievalConfig(mode="mixup", n=1), memory), catalog, ranker)
-    title = VariantScorer(retrieval_scorer(wd, catalog, RetrievalConfig(mode="title_only"), memory), catalog, ranker)
+    memory = AsOfMemory.build(tables.search_results, load_title_model(wd.layout.title_model))
+    ranker = VariantRanker.load(wd.layout.variant_ranker)
+    mixup = VariantScorer(retrieval_scorer(wd.layout, catalog, RetrievalConfig(mode="mixup", n=1), memory), catalog, ranker)
+    title = VariantScorer(retrieval_scorer(wd.layout, catalog, RetrievalConfig(mode="title_only"), memory), catalog, ranker)
     pop = PopularityScorer(tables.events, catalog, PopularityConfig())
     items = CatalogItems(catalog.items)
     factory = PromptFactory(memory)
@@ -146,10 +145,10 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         tuned = llm_
 
     assert tuned is not None
-    ckpt = load_checkpoint(wd.path("models", f"{ID_MODEL}.pt"))
+    ckpt = load_checkpoint(wd.layout.model(ID_MODEL))
     id_vector_of = trained_id_vectors(ckpt.model, ckpt.vocab)
 
-    encoder = load_title_model(wd.root.joinpath(*TITLE_DIR))
+    encoder = load_title_model(wd.layout.title_model)
     for constrained in (False, True):
         gen = LLMGenerateScorer(mixup.base, tuned, factory, items, encoder, id_vector_of, cfg,
                                 GenerateConfig(batch_size=batch_size, seed=seed), constrained=constrained)

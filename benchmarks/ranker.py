@@ -24,6 +24,7 @@ import torch
 import typer
 
 from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
+from evaluation.factories import ranker_scorer, retrieval_scorer
 from evaluation.metrics import evaluate, targets_ceiling
 from evaluation.ranking import ranker_examples
 from evaluation.retrieval import VariantScorer
@@ -34,12 +35,10 @@ from models.catalog import Catalog
 from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import RankerConfig, fit_ranker
 from models.retrieval import RetrievalConfig
-from models.seqrec import load_checkpoint
+from models.seqrec import ID_MODEL, load_checkpoint
 from models.text import load_title_model
 from models.text.memory import AsOfMemory
 from models.variants import VariantRanker
-from orchestration.assets.ranking import ranker_scorer
-from orchestration.assets.text import TITLE_DIR, VARIANT_RANKER, retrieval_scorer
 from orchestration.resources import WorkdirResource
 from serving.recommend import OnlineRetriever, cold_items, context_from_features
 from serving.vectorstore import VectorStore
@@ -60,18 +59,18 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
     wd = WorkdirResource(workdir=str(workdir))
     tables = CanonicalTables.read(wd.canonical)
     catalog = Catalog.from_items(tables.items)
-    targets = pd.read_parquet(wd.path("splits", "eval_targets.parquet"))
+    targets = pd.read_parquet(wd.layout.eval_targets)
     val = targets[targets["split"] == "val"].reset_index(drop=True)
     test = targets[targets["split"] == "test"].reset_index(drop=True)
-    protocol, _ = read_protocol(wd.root / "splits")
+    protocol, _ = read_protocol(wd.layout.splits)
     typer.echo(f"{workdir}: {format} data {data}, protocol {protocol}, {len(val)} validation / {len(test)} test "
                f"targets ({test['cold_start'].mean():.1%} cold)")
 
     rows: list[tuple[str, dict, float]] = []
     t0 = time.perf_counter()
-    encoder = load_title_model(wd.root.joinpath(*TITLE_DIR))
+    encoder = load_title_model(wd.layout.title_model)
     memory = AsOfMemory.build(tables.search_results, encoder)  # one as-of memory for every row and the latency
-    scorer = ranker_scorer(wd, catalog, memory=memory)
+    scorer = ranker_scorer(wd.layout, catalog, memory=memory)
     setup_s = time.perf_counter() - t0
     ex = ranker_examples(scorer, val, progress=True)
     t1 = time.perf_counter()
@@ -83,11 +82,11 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
     rows.append(("ranker", m, time.perf_counter() - t1))
     test_recall = scorer.recall()
 
-    variant = VariantRanker.load(wd.path(*VARIANT_RANKER))
+    variant = VariantRanker.load(wd.layout.variant_ranker)
     for name, cfg in (("title-only + variants", RetrievalConfig(mode="title_only")),
                       ("mixup + variants", RetrievalConfig(mode="mixup", n=1))):
         t1 = time.perf_counter()
-        m = evaluate(name, VariantScorer(retrieval_scorer(wd, catalog, cfg, memory), catalog, variant), test,
+        m = evaluate(name, VariantScorer(retrieval_scorer(wd.layout, catalog, cfg, memory), catalog, variant), test,
                      catalog, progress=False).metrics
         rows.append((name, m, time.perf_counter() - t1))
     pop = PopularityScorer(tables.events, catalog, PopularityConfig())
@@ -95,7 +94,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
         t1 = time.perf_counter()
         rows.append((name, evaluate(name, s, test, catalog, progress=False).metrics, time.perf_counter() - t1))
     for name in ("core-trm", "sasrec-ce"):
-        path = wd.path("models", f"{name}.pt")
+        path = wd.layout.model(name)
         if path.exists():
             ck = load_checkpoint(path)
             t1 = time.perf_counter()
@@ -141,7 +140,7 @@ def latency(wd: WorkdirResource, catalog: Catalog, test: pd.DataFrame, scorer, v
     (requests replayed at their target times with the as-of memory)."""
     from models.seqrec.vectors import query_vectors
 
-    ck = load_checkpoint(wd.path("models", "core-trm.pt"))
+    ck = load_checkpoint(wd.layout.model(ID_MODEL))
     sample = test.sample(min(n, len(test)), random_state=0)
     store = VectorStore.local(wd.root / "qdrant")
     shared = cold_items(ck.vocab, catalog.item_ids)

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 import typer
 
+from evaluation.factories import retrieval_scorer
 from evaluation.metrics import evaluate, targets_ceiling
 from evaluation.retrieval import TimeSlicedMemory, VariantScorer, variant_examples
 from feature_repo.schema import CanonicalTables
@@ -35,7 +36,6 @@ from models.text import load_title_model
 from models.text.memory import AsOfMemory
 from models.text.tokenizer import normalize_text
 from models.variants import ItemAttributes, VariantConfig, fit_variant_ranker
-from orchestration.assets.text import TITLE_DIR, TITLE_VECTORS, retrieval_scorer
 from orchestration.resources import QdrantResource, WorkdirResource
 
 DEFAULT_DATA = Path("/work/shared/data/synthetic/medium-s0")
@@ -91,10 +91,10 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     wd = WorkdirResource(workdir=str(workdir))
     tables = CanonicalTables.read(wd.canonical)
     catalog = Catalog.from_items(tables.items)
-    targets = pd.read_parquet(wd.path("splits", "eval_targets.parquet"))
+    targets = pd.read_parquet(wd.layout.eval_targets)
     val = targets[targets["split"] == "val"].reset_index(drop=True)
     targets = targets[targets["split"] == "test"].reset_index(drop=True)
-    encoder = load_title_model(wd.root.joinpath(*TITLE_DIR))
+    encoder = load_title_model(wd.layout.title_model)
     t0 = time.perf_counter()
     if memory_kind == "as-of":
         memory: AsOfMemory | TimeSlicedMemory = AsOfMemory.build(tables.search_results, encoder)
@@ -106,7 +106,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         raise typer.BadParameter(f"--memory must be as-of or weekly, not {memory_kind!r}")
     typer.echo(f"memory: {built} in {time.perf_counter() - t0:.1f} s; {len(targets)} test targets")
 
-    scorer = retrieval_scorer(wd, catalog, RetrievalConfig(), memory)
+    scorer = retrieval_scorer(wd.layout, catalog, RetrievalConfig(), memory)
     scorer.id_queries = Cached(scorer.id_queries, lambda h: tuple(map(tuple, h)))
     # The evaluation passes each batch's targets (to order them last among ties): part of the key.
     scorer.title_queries = Cached(scorer.title_queries, lambda b, r, *demote: (
@@ -133,7 +133,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     base = best_baseline(wd.eval)
     rows.append((f"baseline: {base['method']}", base, float("nan")))
     b, bc = base["overall"], base["cold_start"]
-    protocol, _ = read_protocol(wd.root / "splits")
+    protocol, _ = read_protocol(wd.layout.splits)
     oracle = targets_ceiling(data, targets, protocol)
     typer.echo(f"\nDataset {data}, protocol {protocol}, workdir {workdir}; K=100, "
                f"ratios vs {base['method']} (best NDCG@10 among non-retrieval methods)\n")
@@ -169,7 +169,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         else:
             memory.for_time(t).lookup([q], q=5, v=10)
         lookup.append(time.perf_counter() - t1)
-    title_vectors = np.load(wd.path(*TITLE_VECTORS))
+    title_vectors = np.load(wd.layout.title_vectors)
     row_of = pd.Series(np.arange(len(catalog.items)), index=catalog.item_ids)
     qdrant = QdrantResource(workdir=str(workdir))
     search = []

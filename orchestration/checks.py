@@ -43,7 +43,7 @@ def referential_integrity(workdir: WorkdirResource) -> AssetCheckResult:
              "every target at or after it; leave-one-out: each user's training events precede their first target",
              blocking=True)
 def training_before_targets(workdir: WorkdirResource) -> AssetCheckResult:
-    s = read_splits(workdir.root / "splits")
+    s = read_splits(workdir.layout.splits)
     train_ts = pd.to_datetime(s.train_events["timestamp"], utc=True)
     if s.protocol == "temporal":
         late = int((train_ts >= s.cuts["val"]).sum())
@@ -61,7 +61,7 @@ def training_before_targets(workdir: WorkdirResource) -> AssetCheckResult:
 @asset_check(asset=eval_targets, description="No history event is at or after its target's timestamp",
              blocking=True)
 def point_in_time_safety(workdir: WorkdirResource) -> AssetCheckResult:
-    t = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
+    t = pd.read_parquet(workdir.layout.eval_targets)
     target_ms = pd.to_datetime(t["target_ts"], utc=True).astype("datetime64[ms, UTC]").astype("int64").to_numpy()
     latest = np.array([max(s) if len(s) else np.iinfo("int64").min for s in t["seq_timestamps"]])
     leaks = int((latest >= target_ms).sum())

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from feature_repo.layout import Layout
+
 app = typer.Typer(help="fashionrec: sequential fashion recommendation on Feast, Dagster and Qdrant.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
@@ -103,15 +105,16 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         typer.secho(f"asset check failed: {c.check_name} on {c.asset_key.to_user_string()}: {c.metadata}", fg="red")
     from evaluation.metrics import metrics_table
 
-    used, cuts = read_protocol(workdir / "splits")
-    targets = pd.read_parquet(workdir / "splits" / "targets.parquet")
+    layout = Layout(workdir)
+    used, cuts = read_protocol(layout.splits)
+    targets = pd.read_parquet(layout.targets)
     test = targets[targets["split"] == "test"]
     oracle = targets_ceiling(resources["dataset"].path if format == "canonical" else None, test, used)
-    resolution = dataset_resolution(workdir / "canonical")
+    resolution = dataset_resolution(layout.canonical)
     typer.echo(f"\n{resolution_note(resolution)} {protocol_line(used, cuts)} {len(test):,} test targets, "
                f"{test['cold_start'].mean():.1%} cold-start.")
-    typer.echo(metrics_table(read_results(workdir / "eval"), oracle, basket=resolution == "day"))
-    typer.echo(f"\nwhole graph: {elapsed:.1f} s; report: {workdir / 'eval' / 'report.md'}")
+    typer.echo(metrics_table(read_results(layout.eval), oracle, basket=resolution == "day"))
+    typer.echo(f"\nwhole graph: {elapsed:.1f} s; report: {layout.eval / 'report.md'}")
     if failed:
         raise typer.Exit(1)
 
@@ -123,8 +126,9 @@ def ingest(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: Format
     from feature_repo.loaders import SAMPLE_DIR, load_with_info
 
     raw, info = load_with_info(data or SAMPLE_DIR, format)
-    report = do_ingest(raw, workdir.resolve() / "canonical")
-    info.write(workdir.resolve() / "canonical")
+    layout = Layout(workdir.resolve())
+    report = do_ingest(raw, layout.canonical)
+    info.write(layout.canonical)
     typer.echo(f"timestamps: {info.resolution} resolution")
     typer.echo(report.summary())
 
@@ -137,10 +141,10 @@ def features(workdir: WorkOpt = Path("work"),
     from feature_repo.schema import CanonicalTables
     from feature_repo.store import FeatureRepo
 
-    root = workdir.resolve()
-    t = CanonicalTables.read(root / "canonical")
-    typer.echo(json.dumps(write_feature_tables(t.items, t.events, root / "features")))
-    repo = FeatureRepo(root / "features", root / "feast")
+    layout = Layout(workdir.resolve())
+    t = CanonicalTables.read(layout.canonical)
+    typer.echo(json.dumps(write_feature_tables(t.items, t.events, layout.features)))
+    repo = FeatureRepo(layout.features, layout.feast)
     typer.echo("applied: " + ", ".join(repo.apply()))
     if materialize:
         repo.materialize()
@@ -152,8 +156,8 @@ def online(user_ids: list[str], workdir: WorkOpt = Path("work"),
     """Print a user's online features (after `run` or `features`)."""
     from feature_repo.store import FeatureRepo
 
-    root = workdir.resolve()
-    typer.echo(json.dumps(FeatureRepo(root / "features", root / "feast").online(user_ids, service), indent=1))
+    layout = Layout(workdir.resolve())
+    typer.echo(json.dumps(FeatureRepo(layout.features, layout.feast).online(user_ids, service), indent=1))
 
 
 @app.command()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
+from feature_repo.layout import Layout
 from feature_repo.loaders import FORMATS, SAMPLE_DIR
 from feature_repo.store import FeatureRepo
 
@@ -53,7 +54,7 @@ class LLMResource(ConfigurableResource):
 
 
 class WorkdirResource(ConfigurableResource):
-    """Everything a run writes lives under this folder."""
+    """Everything a run writes lives under this folder (named paths: `layout`, `feature_repo.layout.Layout`)."""
 
     workdir: str = "work"
     inbox: str | None = None  # incremental batches land here; default <workdir>/inbox
@@ -63,23 +64,24 @@ class WorkdirResource(ConfigurableResource):
         return Path(self.workdir).resolve()
 
     @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
+    @property
     def inbox_dir(self) -> Path:
-        return Path(self.inbox).resolve() if self.inbox else self.root / "inbox"
+        return Path(self.inbox).resolve() if self.inbox else self.layout.inbox
 
     def path(self, *parts: str) -> Path:
-        p = self.root.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
+        """A path under the workdir, its parent folder created."""
+        return Layout.ensure(self.root.joinpath(*parts))
 
     @property
     def canonical(self) -> Path:
-        return self.root / "canonical"
+        return self.layout.canonical
 
     def items(self):  # noqa: ANN201
         """The canonical catalog alone (the other tables are large and most assets need only this)."""
-        import pandas as pd
-
-        return pd.read_parquet(self.canonical / "items.parquet")
+        return self.layout.read_items()
 
     def catalog(self):  # noqa: ANN201
         """The evaluation catalog (items sorted by id, rows per category)."""
@@ -89,11 +91,11 @@ class WorkdirResource(ConfigurableResource):
 
     @property
     def features(self) -> Path:
-        return self.root / "features"
+        return self.layout.features
 
     @property
     def eval(self) -> Path:
-        return self.root / "eval"
+        return self.layout.eval
 
 
 class FeastResource(ConfigurableResource):
@@ -104,7 +106,8 @@ class FeastResource(ConfigurableResource):
 
     def repo(self) -> FeatureRepo:
         root = Path(self.workdir).resolve()
-        return FeatureRepo(feature_dir=root / "features", feast_dir=root / "feast", online_items=self.online_items)
+        layout = Layout(root)
+        return FeatureRepo(feature_dir=layout.features, feast_dir=layout.feast, online_items=self.online_items)
 
 
 class TrainingResource(ConfigurableResource):
@@ -147,4 +150,4 @@ class QdrantResource(ConfigurableResource):
 
         if self.url:
             return VectorStore.remote(self.url, api_key=self.api_key)
-        return VectorStore.local(Path(self.workdir).resolve() / "qdrant")
+        return VectorStore.local(Layout(Path(self.workdir).resolve()).qdrant)

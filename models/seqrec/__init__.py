@@ -10,7 +10,7 @@ from models.seqrec.core import CORE, COREConfig
 from models.seqrec.data import SeqData, make_windows
 from models.seqrec.gru4rec import GRU4Rec, GRU4RecConfig
 from models.seqrec.nextitnet import NextItNet, NextItNetConfig
-from models.seqrec.registry import MODELS, build_model
+from models.seqrec.registry import ID_MODEL, MODELS, build_model
 from models.seqrec.sasrec import SASRec, SASRecConfig
 from models.seqrec.train import TrainConfig, TrainResult, evaluate, train
 from models.seqrec.vocab import COLD, PAD, ItemVocab
@@ -24,6 +24,7 @@ __all__ = [
     "Checkpoint",
     "GRU4Rec",
     "GRU4RecConfig",
+    "ID_MODEL",
     "ItemVocab",
     "MODELS",
     "NextItNet",

@@ -23,6 +23,7 @@ class ModelSpec:
     fixed: Mapping[str, Any] = field(default_factory=dict)
 
 
+ID_MODEL = "core-trm"  # the paper's ID-embedding model (CORE): its item table indexes the ID list
 MODELS: Mapping[str, ModelSpec] = MappingProxyType(
     {
         "core-ave": ModelSpec(CORE, {"variant": "ave"}),

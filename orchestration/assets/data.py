@@ -67,7 +67,7 @@ def splits(workdir: WorkdirResource, protocol: ProtocolResource):
     tables = CanonicalTables.read(workdir.canonical)
     s = make_splits(tables.events, tables.items, protocol.protocol, val_frac=protocol.val_frac,
                     test_frac=protocol.test_frac, min_count=protocol.min_count)
-    write_splits(s, workdir.root / "splits")
+    write_splits(s, workdir.layout.splits)
     counts = s.targets.groupby("split").agg(n=("user_id", "size"), cold=("cold_start", "mean"),
                                             warm_rare=("warm_rare", "mean"))
     return MaterializeResult(metadata={
@@ -84,8 +84,8 @@ def splits(workdir: WorkdirResource, protocol: ProtocolResource):
        description="Targets with each user's history strictly before the target (Feast point-in-time join)")
 def eval_targets(workdir: WorkdirResource, feast: FeastResource):
     t0 = time.perf_counter()
-    targets = pd.read_parquet(workdir.path("splits", "targets.parquet"))
+    targets = pd.read_parquet(workdir.layout.targets)
     hist = feast.repo().history_before(targets["user_id"], targets["target_ts"])
     out = pd.concat([targets, hist.drop(columns="user_id")], axis=1)
-    out.to_parquet(workdir.path("splits", "eval_targets.parquet"), index=False)
+    out.to_parquet(workdir.layout.ensure(workdir.layout.eval_targets), index=False)
     return MaterializeResult(metadata={"rows": len(out), "seconds": round(time.perf_counter() - t0, 2)})

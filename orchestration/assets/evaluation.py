@@ -4,7 +4,6 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
 from dagster import MaterializeResult, MetadataValue, asset
 
 from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
@@ -15,16 +14,11 @@ from orchestration.assets.data import eval_targets
 from orchestration.resources import WorkdirResource
 
 
-def test_targets(workdir: WorkdirResource) -> pd.DataFrame:
-    t = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
-    return t[t["split"] == "test"].reset_index(drop=True)
-
-
 def run_method(workdir: WorkdirResource, method: str, scorer: Scorer, catalog: Catalog,
                extra: dict | None = None) -> MaterializeResult:
     """Evaluate one method on the test targets, write `eval/<method>/`, and return metrics as metadata."""
     t0 = time.perf_counter()
-    result = evaluate(method, scorer, test_targets(workdir), catalog, extra=extra)
+    result = evaluate(method, scorer, workdir.layout.test_targets(), catalog, extra=extra)
     out = result.save(workdir.eval)
     o, c = result.metrics["overall"], result.metrics["cold_start"]
     return MaterializeResult(metadata={

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from evaluation.factories import llm_inputs
 from evaluation.llm import (
     LLMCandidateScorer,
     LLMGenerateScorer,
@@ -25,14 +26,11 @@ from evaluation.llm import (
     training_prompts,
 )
 from evaluation.metrics import evaluate
-from evaluation.retrieval import VariantScorer
-from feature_repo.schema import CanonicalTables
 from models.catalog import Catalog
 from models.llm.generate import GenerateConfig, generate
 from models.llm.model import add_lora, load_llm, load_tokenizer, tokenizer_corpus
 from models.llm.prompt import (
     PROMPT_VERSION,
-    CatalogItems,
     Prompt,
     PromptConfig,
     parse_answer,
@@ -48,25 +46,17 @@ from models.llm.train import (
     save_adapter,
     schedule,
 )
-from models.retrieval import RetrievalConfig
 from models.seqrec import load_checkpoint
 from models.seqrec.vectors import trained_id_vectors
 from models.text import load_title_model
-from models.text.memory import AsOfMemory
-from models.variants import VariantRanker
 from orchestration.assets.data import eval_targets
-from orchestration.assets.evaluation import test_targets
 from orchestration.assets.seqrec import ID_MODEL
-from orchestration.assets.text import TITLE_DIR, VARIANT_RANKER, retrieval_scorer, variant_ranker
+from orchestration.assets.text import variant_ranker
 from orchestration.resources import LLMResource, WorkdirResource
-
-LLM_DIR = ("llm",)
-ADAPTER = ("models", "llm_adapter")
-BASE_MODE = RetrievalConfig(mode="mixup", n=1)  # the lists the LLM reads and re-ranks
 
 
 def _llm_dir(workdir: WorkdirResource) -> Path:
-    d = workdir.root.joinpath(*LLM_DIR)
+    d = workdir.layout.llm
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -79,15 +69,6 @@ def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return df.iloc[keep].reset_index(drop=True)
 
 
-def _world(workdir: WorkdirResource, catalog: Catalog) -> tuple[AsOfMemory, VariantScorer, CatalogItems]:
-    """The as-of memory, the mixup + variants scorer the LLM reads, and the item table."""
-    tables = CanonicalTables.read(workdir.canonical)
-    memory = AsOfMemory.build(tables.search_results, load_title_model(workdir.root.joinpath(*TITLE_DIR)))
-    base = retrieval_scorer(workdir, catalog, BASE_MODE, memory)
-    ranked = VariantScorer(base, catalog, VariantRanker.load(workdir.path(*VARIANT_RANKER)))
-    return memory, ranked, CatalogItems(catalog.items)
-
-
 def _prompts(df: pd.DataFrame) -> list[Prompt]:
     return [Prompt(t, r, int(n), 0, int(d)) for t, r, n, d in
             zip(df["text"], df["response"], df["n_tokens"], df["n_dropped"], strict=True)]
@@ -98,8 +79,8 @@ def _prompts(df: pd.DataFrame) -> list[Prompt]:
 def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
     t0 = time.perf_counter()
     catalog = workdir.catalog()
-    memory, ranked, items = _world(workdir, catalog)
-    targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
+    memory, ranked, items = llm_inputs(workdir.layout, catalog)
+    targets = pd.read_parquet(workdir.layout.eval_targets)
     val = _sample(targets[targets["split"] == "val"], llm.train_prompts, llm.seed)
     tokenizer = load_tokenizer(llm.model, corpus=_corpus(catalog, targets))  # prompts need no weights
     df = training_prompts(val, ranked, PromptFactory(memory), items, catalog, tokenizer,
@@ -129,7 +110,7 @@ def llm_perplexity(workdir: WorkdirResource, llm: LLMResource):
     t0 = time.perf_counter()
     df = pd.read_parquet(_llm_dir(workdir) / "train_prompts.parquet")
     catalog = workdir.catalog()
-    base = load_llm(llm.model, corpus=_corpus(catalog, pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))))
+    base = load_llm(llm.model, corpus=_corpus(catalog, pd.read_parquet(workdir.layout.eval_targets)))
     ppl = response_perplexity(base.model, base.tokenizer, _prompts(df), batch_size=llm.batch_size)
     high = high_perplexity(ppl, llm.high_share)
     out = df.assign(perplexity=ppl, high=np.isin(np.arange(len(df)), high))
@@ -146,7 +127,7 @@ def llm_perplexity(workdir: WorkdirResource, llm: LLMResource):
 def llm_adapter(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
     df = pd.read_parquet(_llm_dir(workdir) / "perplexity.parquet")
     catalog = workdir.catalog()
-    targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
+    targets = pd.read_parquet(workdir.layout.eval_targets)
     model = add_lora(load_llm(llm.model, corpus=_corpus(catalog, targets)))
     cfg = LLMTrainConfig(lr=llm.lr, epochs=1, high_share=llm.high_share, high_epochs=3, batch_size=llm.batch_size,
                          max_seconds=llm.max_train_seconds, seed=llm.seed, progress=True)
@@ -156,7 +137,7 @@ def llm_adapter(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
     order = schedule(df["perplexity"].to_numpy(), cfg)
     res = fine_tune(model.model, model.tokenizer, prompts, cfg, order)
     after = _format_violations(model, check, llm)
-    out = workdir.root.joinpath(*ADAPTER)
+    out = workdir.layout.llm_adapter
     meta = {"base_model": model.name, "base_info": model.info, "train_config": config_dict(cfg),
             "steps": res.steps, "examples_seen": res.examples_seen, "seconds": res.seconds,
             "stopped_early": res.stopped_early, "format_violation_before": before, "format_violation_after": after}
@@ -192,20 +173,20 @@ def _gen_cfg(llm: LLMResource) -> GenerateConfig:
 def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
     t0 = time.perf_counter()
     catalog = workdir.catalog()
-    targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
-    sample = _sample(test_targets(workdir), llm.eval_targets, llm.seed)
-    memory, ranked, items = _world(workdir, catalog)
+    targets = pd.read_parquet(workdir.layout.eval_targets)
+    sample = _sample(workdir.layout.test_targets(), llm.eval_targets, llm.seed)
+    memory, ranked, items = llm_inputs(workdir.layout, catalog)
     base = load_llm(llm.model, corpus=_corpus(catalog, targets))
-    tuned = load_adapter(base.model, workdir.root.joinpath(*ADAPTER))
+    tuned = load_adapter(base.model, workdir.layout.llm_adapter)
     model = type(base)(tuned, base.tokenizer, base.name, base.info)
     factory = PromptFactory(memory)
-    ckpt = load_checkpoint(workdir.path("models", f"{ID_MODEL}.pt"))
+    ckpt = load_checkpoint(workdir.layout.model(ID_MODEL))
     id_vector_of = trained_id_vectors(ckpt.model, ckpt.vocab)
 
     note = {"llm_base_model": base.name, "llm_sample": f"{len(sample)} of the test targets (seed {llm.seed})",
             "prompt_version": PROMPT_VERSION}
     results = {}
-    gen = LLMGenerateScorer(ranked.base, model, factory, items, load_title_model(workdir.root.joinpath(*TITLE_DIR)),
+    gen = LLMGenerateScorer(ranked.base, model, factory, items, load_title_model(workdir.layout.title_model),
                             id_vector_of, PromptConfig(budget=llm.budget_tokens), _gen_cfg(llm),
                             constrained=llm.constrained)
     t1 = time.perf_counter()

@@ -4,41 +4,17 @@ import base64
 import time
 from dataclasses import asdict
 
-import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from evaluation.factories import ranker_scorer
 from evaluation.metrics import evaluate
-from evaluation.ranking import RankerScorer, ranker_examples
-from feature_repo.activity import ActivityTable
-from feature_repo.schema import CanonicalTables
-from models.catalog import Catalog
-from models.ranker.candidates import CandidateConfig, SearchLog
-from models.ranker.features import FEATURE_NAMES, FeatureContext
+from evaluation.ranking import ranker_examples
+from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import LearnedRanker, RankerConfig, fit_ranker
-from models.ranker.stage import RankingStage
-from models.retrieval import RetrievalConfig
-from models.text.memory import AsOfMemory
-from models.variants import ItemAttributes
 from orchestration.assets.data import feature_tables
-from orchestration.assets.evaluation import test_targets
 from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
-from orchestration.assets.text import item_title_embeddings, query_memory, retrieval_scorer
+from orchestration.assets.text import item_title_embeddings, query_memory
 from orchestration.resources import TrainingResource, WorkdirResource
-
-RANKER_DIR = ("models", "ranker")
-ACTIVITY = "activity_windows.parquet"
-
-
-def ranker_scorer(workdir: WorkdirResource, catalog: Catalog, ranker: LearnedRanker | None = None,
-                  cfg: CandidateConfig = CandidateConfig(), memory: AsOfMemory | None = None) -> RankerScorer:
-    """The ranking stage over a workdir: retrieval sources, search log, activity windows, catalog attributes.
-    `memory`: an as-of query memory already built over the workdir's searches (else one is built)."""
-    tables = CanonicalTables.read(workdir.canonical)
-    base = retrieval_scorer(workdir, catalog, RetrievalConfig(), memory)
-    ctx = FeatureContext(ItemAttributes.from_items(catalog.items), catalog.items,
-                         ActivityTable.read(workdir.features / ACTIVITY),
-                         id_vectors=lambda rows: base.id_vectors[rows], title_vectors=lambda rows: base.title_vectors[rows])
-    return RankerScorer(base, RankingStage(ctx, SearchLog(tables.search_results, pd.Index(catalog.item_ids)), ranker, cfg))
 
 
 def _png_markdown(path) -> str:  # noqa: ANN001
@@ -49,9 +25,8 @@ def _png_markdown(path) -> str:  # noqa: ANN001
        description="LambdaMART ranker over the candidate union of every source, trained on validation targets")
 def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: TrainingResource):
     catalog = workdir.catalog()
-    targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
-    val = targets[targets["split"] == "val"].reset_index(drop=True)
-    scorer = ranker_scorer(workdir, catalog)
+    val = workdir.layout.val_targets()
+    scorer = ranker_scorer(workdir.layout, catalog)
     ex = ranker_examples(scorer, val, progress=training.progress)
     cfg = RankerConfig(seed=training.seed)
     model = fit_ranker(ex.groups, FEATURE_NAMES, cfg)
@@ -60,7 +35,7 @@ def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: T
     if not model.boosters:
         context.log.warning(f"ranker NOT trained: {model.info['used']} validation target(s) with the bought item "
                             "among the candidates; it scores every candidate equally")
-    out = model.save(workdir.root.joinpath(*RANKER_DIR))
+    out = model.save(workdir.layout.ranker)
     png = model.plot_importance(out / "importance.png")
     top = dict(list(model.importances().items())[:15])
     context.log.info("candidate recall on validation targets: "
@@ -81,10 +56,10 @@ def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: T
        description="Ranker eval: LambdaMART over every source's candidates (no LLM feature), on test")
 def ranker_eval(workdir: WorkdirResource):
     catalog = workdir.catalog()
-    model = LearnedRanker.load(workdir.root.joinpath(*RANKER_DIR))
-    scorer = ranker_scorer(workdir, catalog, model)
+    model = LearnedRanker.load(workdir.layout.ranker)
+    scorer = ranker_scorer(workdir.layout, catalog, model)
     t0 = time.perf_counter()
-    result = evaluate("ranker", scorer, test_targets(workdir), catalog, extra={
+    result = evaluate("ranker", scorer, workdir.layout.test_targets(), catalog, extra={
         "candidate_config": asdict(scorer.cfg), "llm_feature": False})
     result.metrics |= {"candidate_recall": scorer.recall(), "mean_candidates_ranked": scorer.mean_candidates()}
     out = result.save(workdir.eval)

@@ -19,8 +19,8 @@ REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values(), *RETRIEVAL_ASSETS.values(),
 @asset(group_name="evaluation", deps=REPORTED, description="Markdown report: every method, overall/per category/cold")
 def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, dataset: DatasetResource):
     results = read_results(workdir.eval)
-    protocol, cuts = read_protocol(workdir.root / "splits")
-    targets = pd.read_parquet(workdir.path("splits", "targets.parquet"))
+    protocol, cuts = read_protocol(workdir.layout.splits)
+    targets = pd.read_parquet(workdir.layout.targets)
     test = targets[targets["split"] == "test"]
     oracle = targets_ceiling(dataset.path if dataset.format == "canonical" else None, test, protocol)
     resolution = dataset_resolution(workdir.canonical)
@@ -36,7 +36,7 @@ def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, 
         + basket_note(resolution, test, results) + llm_note(results),
         "## Per category", per_category_table(results, oracle),
     ])
-    path = workdir.path("eval", "report.md")
+    path = workdir.layout.ensure(workdir.layout.eval / "report.md")
     path.write_text(text + "\n")
     context.log.info(f"wrote {path}")
     return MaterializeResult(metadata={"report": MetadataValue.md(text), "path": MetadataValue.path(str(path)),

@@ -11,7 +11,7 @@ from evaluation.seqrec import SeqScorer
 from feature_repo.schema import CanonicalTables
 from feature_repo.sequences import item_sequences
 from feature_repo.splits import Splits, read_protocol, training_cutoffs
-from models.seqrec import MODELS, build_model, load_checkpoint, save_checkpoint, train
+from models.seqrec import ID_MODEL, MODELS, build_model, load_checkpoint, save_checkpoint, train
 from models.seqrec.pipeline import build_seq_data
 from orchestration.assets.data import eval_targets
 from orchestration.assets.evaluation import run_method
@@ -23,12 +23,12 @@ from serving.id_index import max_topk_disagreement, write_id_embeddings
        description="Per-user training item sequences (sequence_training_v1, point in time at the training cut)")
 def seqrec_sequences(workdir: WorkdirResource, feast: FeastResource):
     tables = CanonicalTables.read(workdir.canonical)
-    protocol, cuts = read_protocol(workdir.root / "splits")
-    splits = Splits(targets=pd.read_parquet(workdir.path("splits", "targets.parquet")), train_events=tables.events,
+    protocol, cuts = read_protocol(workdir.layout.splits)
+    splits = Splits(targets=pd.read_parquet(workdir.layout.targets), train_events=tables.events,
                     protocol=protocol, cuts=cuts)
     cut = training_cutoffs(splits, tables.events)
     hist = feast.repo().history_before(cut["user_id"], cut["cutoff_ts"], service="sequence_training_v1")
-    hist.to_parquet(workdir.path("seqrec", "train_history.parquet"), index=False)
+    hist.to_parquet(workdir.layout.ensure(workdir.layout.train_history), index=False)
     lengths = pd.Series([len(s) for s in item_sequences(hist["seq_actions"], hist["seq_item_ids"])])
     return MaterializeResult(metadata={"protocol": protocol, "users": len(hist), "mean_items": float(lengths.mean()),
                                        "users_with_2plus_items": int((lengths >= 2).sum())})
@@ -40,13 +40,13 @@ def seqrec_asset(name: str) -> AssetsDefinition:
     @asset(name=f"seqrec_{name.replace('-', '_')}", group_name="id_models", deps=[seqrec_sequences],
            description=f"Train and evaluate {name}")
     def _asset(workdir: WorkdirResource, training: TrainingResource):
-        targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
-        hist = pd.read_parquet(workdir.path("seqrec", "train_history.parquet"))
+        targets = pd.read_parquet(workdir.layout.eval_targets)
+        hist = pd.read_parquet(workdir.layout.train_history)
         data, vocab = build_seq_data(hist, targets[targets["split"] == "val"], min_count=training.min_count)
         model = build_model(name, len(vocab), **training.model_overrides())
         cfg = training.train_config()
         result = train(model, data, cfg)
-        ckpt = workdir.path("models", f"{name}.pt")
+        ckpt = workdir.layout.ensure(workdir.layout.model(name))
         save_checkpoint(ckpt, model, vocab, cfg)
         catalog = workdir.catalog()
         out = run_method(workdir, name, SeqScorer(model, vocab, catalog), catalog, extra={
@@ -63,15 +63,14 @@ def seqrec_asset(name: str) -> AssetsDefinition:
 
 
 SEQREC_ASSETS = {name: seqrec_asset(name) for name in MODELS}
-ID_MODEL = "core-trm"  # the paper's ID-embedding model
 
 
 @asset(group_name="id_models", deps=[SEQREC_ASSETS[ID_MODEL]],
        description="CORE's item table as the ID embeddings in Qdrant (one point per catalog item, per category)")
 def id_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):
-    ckpt = load_checkpoint(workdir.path("models", f"{ID_MODEL}.pt"))
+    ckpt = load_checkpoint(workdir.layout.model(ID_MODEL))
     items = workdir.items()
-    targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet")).head(50)
+    targets = pd.read_parquet(workdir.layout.eval_targets).head(50)
     t0 = time.perf_counter()
     with qdrant.store() as store:
         n = write_id_embeddings(store, qdrant.id_collection, ckpt.model, ckpt.vocab, items)

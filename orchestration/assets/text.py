@@ -2,24 +2,15 @@
 
 import time
 from dataclasses import asdict, replace
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from evaluation.retrieval import (
-    RetrievalScorer,
-    TimeSlicedMemory,
-    TitleQueryBuilder,
-    VariantScorer,
-    variant_examples,
-)
+from evaluation.factories import retrieval_scorer
+from evaluation.retrieval import VariantScorer, variant_examples
 from feature_repo.schema import CanonicalTables
-from models.catalog import Catalog
 from models.retrieval import RetrievalConfig
-from models.seqrec import load_checkpoint
-from models.seqrec.vectors import item_vectors, query_vectors
 from models.text import (
     TitleTrainConfig,
     build_pairs,
@@ -28,7 +19,6 @@ from models.text import (
     save_title_model,
     train_title_model,
 )
-from models.text.memory import AsOfMemory
 from models.variants import ItemAttributes, VariantConfig, VariantRanker, fit_variant_ranker
 from orchestration.assets.data import eval_targets
 from orchestration.assets.evaluation import run_method
@@ -36,28 +26,19 @@ from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
 from orchestration.resources import QdrantResource, TrainingResource, WorkdirResource
 from serving.bundle import write_query_memory
 
-TITLE_DIR = ("models", "title")
-TITLE_VECTORS = ("text", "title_vectors.npy")  # catalog order (Catalog.from_items), for exact evaluation
-
-
-def _dir(workdir: WorkdirResource, *parts: str):  # noqa: ANN202
-    d = workdir.root.joinpath(*parts)
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
 
 @asset(group_name="text", deps=[eval_targets],
        description="LSTM title encoder trained with the two-hard-negative triplet loss on training purchases")
 def title_model(context: AssetExecutionContext, workdir: WorkdirResource, training: TrainingResource):
     tables = CanonicalTables.read(workdir.canonical)
-    train_events = pd.read_parquet(workdir.path("splits", "train_events.parquet"))
+    train_events = pd.read_parquet(workdir.layout.train_events)
     pairs = build_pairs(train_events, tables.search_results, include_clicks=training.title_include_clicks)
     cfg = replace(TitleTrainConfig(), epochs=training.title_epochs, seed=training.seed, show_progress=training.progress)
     model, result = train_title_model(pairs, tables.items, cfg)
     if not result.trained:
         context.log.warning(f"title model NOT trained: {result.n_pairs} (query, purchased item) pair(s) in the "
                             "training period, 2 needed; titles are embedded by the untrained encoder")
-    out = save_title_model(model, _dir(workdir, *TITLE_DIR), cfg, result)
+    out = save_title_model(model, workdir.layout.title_model, cfg, result)
     return MaterializeResult(metadata={
         "trained": result.trained, "pairs": result.n_pairs, "dropped_pairs": result.n_dropped_pairs, "epochs": cfg.epochs,
         "loss_before": result.initial_loss, "loss_after": result.final_loss,
@@ -72,9 +53,9 @@ def item_title_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):
     catalog = workdir.catalog()
     items = catalog.items
     t0 = time.perf_counter()
-    vectors = embed_catalog(load_title_model(_dir(workdir, *TITLE_DIR)), items)  # (n, d)
+    vectors = embed_catalog(load_title_model(workdir.layout.title_model), items)  # (n, d)
     embed_s = time.perf_counter() - t0
-    np.save(workdir.path(*TITLE_VECTORS), vectors)
+    np.save(workdir.layout.ensure(workdir.layout.title_vectors), vectors)
     payloads = [{"item_id": i, "category": c, "title": t}
                 for i, c, t in zip(items["item_id"], items["category"], items["title"], strict=True)]
     t1 = time.perf_counter()
@@ -98,9 +79,9 @@ def query_memory(workdir: WorkdirResource, qdrant: QdrantResource):
     t0 = time.perf_counter()
     with qdrant.store() as store:
         memory, n = write_query_memory(store, qdrant.memory_collection, sr, tables.events,
-                                       load_title_model(_dir(workdir, *TITLE_DIR)))
+                                       load_title_model(workdir.layout.title_model))
     build_s = time.perf_counter() - t0
-    memory.save(_dir(workdir, "text", "memory"))
+    memory.save(workdir.layout.memory_snapshot)
     return MaterializeResult(metadata={
         "queries": len(memory), "points": n, "search_rows": len(sr), "built_before": str(memory.built_before),
         "mean_products": float(np.mean([len(r.products) for r in memory.records])) if len(memory) else 0.0,
@@ -108,31 +89,6 @@ def query_memory(workdir: WorkdirResource, qdrant: QdrantResource):
     })
 
 
-def retrieval_scorer(workdir: WorkdirResource, catalog: Catalog, cfg: RetrievalConfig,
-                     memory: AsOfMemory | TimeSlicedMemory | None = None,
-                     memory_kind: Literal["as_of", "weekly"] = "as_of") -> RetrievalScorer:
-    """CORE + title model + leakage-free query memory over all searches -> a `RetrievalScorer`.
-
-    Without `memory`, builds one: `memory_kind="as_of"` (default) is exact as of each target time (`AsOfMemory`),
-    `"weekly"` uses weekly snapshots (`TimeSlicedMemory`).
-    """
-    tables = CanonicalTables.read(workdir.canonical)
-    ckpt = load_checkpoint(workdir.path("models", f"{ID_MODEL}.pt"))
-    encoder = load_title_model(_dir(workdir, *TITLE_DIR))
-    if memory is None:
-        if memory_kind == "as_of":
-            memory = AsOfMemory.build(tables.search_results, encoder)
-        elif memory_kind == "weekly":
-            memory = TimeSlicedMemory.build(tables.search_results, encoder)
-        else:
-            raise ValueError(f"unknown memory_kind {memory_kind!r}")
-    titles = TitleQueryBuilder(encoder, memory, catalog, np.load(workdir.path(*TITLE_VECTORS)))
-    ids = item_vectors(ckpt.model, ckpt.vocab, catalog.item_ids)  # (n, d)
-    return RetrievalScorer(catalog, ids, np.load(workdir.path(*TITLE_VECTORS)),
-                           lambda h: query_vectors(ckpt.model, ckpt.vocab, h), titles.queries, cfg)
-
-
-VARIANT_RANKER = ("models", "variant_ranker.json")
 VARIANT_FIT_MODE = RetrievalConfig(mode="mixup", n=1)  # the lists the ranker is fitted on: the serving default
 
 
@@ -140,15 +96,14 @@ VARIANT_FIT_MODE = RetrievalConfig(mode="mixup", n=1)  # the lists the ranker is
        description="Colour x size variant re-ranker: conditional logit fitted on the validation targets' mixup lists")
 def variant_ranker(workdir: WorkdirResource):
     catalog = workdir.catalog()
-    targets = pd.read_parquet(workdir.path("splits", "eval_targets.parquet"))
-    val = targets[targets["split"] == "val"].reset_index(drop=True)
+    val = workdir.layout.val_targets()
     attrs = ItemAttributes.from_items(catalog.items)
     cfg = VariantConfig()
     t0 = time.perf_counter()
-    examples = variant_examples(retrieval_scorer(workdir, catalog, VARIANT_FIT_MODE), val, catalog, attrs, cfg)
+    examples = variant_examples(retrieval_scorer(workdir.layout, catalog, VARIANT_FIT_MODE), val, catalog, attrs, cfg)
     ranker = fit_variant_ranker(examples, cfg)
     ranker.fit_info["examples_seconds"] = round(time.perf_counter() - t0, 2)
-    out = ranker.save(workdir.path(*VARIANT_RANKER))
+    out = ranker.save(workdir.layout.ensure(workdir.layout.variant_ranker))
     return MaterializeResult(metadata={
         **{k: v for k, v in ranker.fit_info.items() if isinstance(v, int | float | bool)},
         "weights": MetadataValue.json(ranker.weights), "path": MetadataValue.path(str(out)),
@@ -165,10 +120,10 @@ def retrieval_asset(name: str, cfg: RetrievalConfig, variants: bool = False) -> 
     def _asset(workdir: WorkdirResource):
         catalog = workdir.catalog()
         t0 = time.perf_counter()
-        scorer = retrieval_scorer(workdir, catalog, cfg)
+        scorer = retrieval_scorer(workdir.layout, catalog, cfg)
         extra = {"retrieval_config": asdict(cfg)}
         if variants:
-            ranker = VariantRanker.load(workdir.path(*VARIANT_RANKER))
+            ranker = VariantRanker.load(workdir.layout.variant_ranker)
             scorer = VariantScorer(scorer, catalog, ranker)
             extra["variant_weights"] = ranker.weights
         setup_s = time.perf_counter() - t0

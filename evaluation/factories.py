@@ -1,0 +1,86 @@
+"""Scorers built over a finished workdir: what the evaluation assets and the benchmarks share.
+
+Each factory reads the artefacts the asset graph wrote (`feature_repo.layout.Layout`: the ID checkpoint, the title
+model and its catalog vectors, the search log, the activity windows, the variant ranker) and returns an evaluation
+`Scorer`. Nothing here trains or writes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from evaluation.ranking import RankerScorer
+from evaluation.retrieval import RetrievalScorer, TimeSlicedMemory, TitleQueryBuilder, VariantScorer
+from feature_repo.activity import ActivityTable
+from feature_repo.layout import Layout
+from models.catalog import Catalog
+from models.llm.prompt import CatalogItems
+from models.ranker.candidates import CandidateConfig, SearchLog
+from models.ranker.features import FeatureContext
+from models.ranker.model import LearnedRanker
+from models.ranker.stage import RankingStage
+from models.retrieval import RetrievalConfig
+from models.seqrec import ID_MODEL, load_checkpoint
+from models.seqrec.vectors import item_vectors, query_vectors
+from models.text import load_title_model
+from models.text.memory import AsOfMemory
+from models.variants import ItemAttributes, VariantRanker
+
+LLM_BASE_MODE = RetrievalConfig(mode="mixup", n=1)  # the lists the LLM reads and re-ranks (the serving default)
+
+
+def as_of_memory(layout: Layout) -> AsOfMemory:
+    """The query memory exactly as of any time, over the workdir's whole search log and its title model."""
+    return AsOfMemory.build(pd.read_parquet(layout.search_results), load_title_model(layout.title_model))
+
+
+def retrieval_scorer(layout: Layout, catalog: Catalog, cfg: RetrievalConfig,
+                     memory: AsOfMemory | TimeSlicedMemory | None = None,
+                     memory_kind: Literal["as_of", "weekly"] = "as_of") -> RetrievalScorer:
+    """CORE + title model + leakage-free query memory over all searches -> a `RetrievalScorer`.
+
+    Without `memory`, builds one: `memory_kind="as_of"` (default) is exact as of each target time (`AsOfMemory`),
+    `"weekly"` uses weekly snapshots (`TimeSlicedMemory`).
+    """
+    ckpt = load_checkpoint(layout.model(ID_MODEL))
+    encoder = load_title_model(layout.title_model)
+    if memory is None:
+        search_results = pd.read_parquet(layout.search_results)
+        if memory_kind == "as_of":
+            memory = AsOfMemory.build(search_results, encoder)
+        elif memory_kind == "weekly":
+            memory = TimeSlicedMemory.build(search_results, encoder)
+        else:
+            raise ValueError(f"unknown memory_kind {memory_kind!r}")
+    title_vectors = np.load(layout.title_vectors)  # (n, d) catalog order
+    titles = TitleQueryBuilder(encoder, memory, catalog, title_vectors)
+    ids = item_vectors(ckpt.model, ckpt.vocab, catalog.item_ids)  # (n, d)
+    return RetrievalScorer(catalog, ids, title_vectors, lambda h: query_vectors(ckpt.model, ckpt.vocab, h),
+                           titles.queries, cfg)
+
+
+def variant_scorer(layout: Layout, catalog: Catalog, cfg: RetrievalConfig, memory: AsOfMemory | None = None
+                   ) -> VariantScorer:
+    """`retrieval_scorer`'s combined lists re-ranked by the workdir's variant ranker."""
+    return VariantScorer(retrieval_scorer(layout, catalog, cfg, memory), catalog,
+                         VariantRanker.load(layout.variant_ranker))
+
+
+def ranker_scorer(layout: Layout, catalog: Catalog, ranker: LearnedRanker | None = None,
+                  cfg: CandidateConfig = CandidateConfig(), memory: AsOfMemory | None = None) -> RankerScorer:
+    """The ranking stage over a workdir: retrieval sources, search log, activity windows, catalog attributes.
+    `memory`: an as-of query memory already built over the workdir's searches (else one is built)."""
+    base = retrieval_scorer(layout, catalog, RetrievalConfig(), memory)
+    ctx = FeatureContext(ItemAttributes.from_items(catalog.items), catalog.items, ActivityTable.read(layout.activity),
+                         id_vectors=lambda rows: base.id_vectors[rows], title_vectors=lambda rows: base.title_vectors[rows])
+    log = SearchLog(pd.read_parquet(layout.search_results), pd.Index(catalog.item_ids))
+    return RankerScorer(base, RankingStage(ctx, log, ranker, cfg))
+
+
+def llm_inputs(layout: Layout, catalog: Catalog) -> tuple[AsOfMemory, VariantScorer, CatalogItems]:
+    """What the LLM rows read: the as-of memory, the mixup + variants scorer whose lists they re-rank, the items."""
+    memory = as_of_memory(layout)
+    return memory, variant_scorer(layout, catalog, LLM_BASE_MODE, memory), CatalogItems(catalog.items)

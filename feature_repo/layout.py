@@ -1,0 +1,172 @@
+"""Where everything lives under a workdir, named once; a serving bundle uses the same relative paths.
+
+Every layer reads and writes through these names (`Layout(root).eval_targets`, `Layout(root).model("core-trm")`)
+instead of path literals, so moving a file is a change here. The split loaders read the evaluation targets
+(`val_targets`, `test_targets`): the targets joined with their histories by Feast's point-in-time join.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The named paths under one root (a workdir or a bundle version); nothing is created until `ensure` is called."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # -- folders ---------------------------------------------------------------------------------------
+    @property
+    def canonical(self) -> Path:
+        """The validated canonical tables, their quarantine and the ingest reports."""
+        return self.root / "canonical"
+
+    @property
+    def features(self) -> Path:
+        """The feature parquet files Feast reads."""
+        return self.root / "features"
+
+    @property
+    def feast(self) -> Path:
+        """Feast's registry and SQLite online store."""
+        return self.root / "feast"
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def text(self) -> Path:
+        """The title model's catalog vectors and the memory snapshot."""
+        return self.root / "text"
+
+    @property
+    def qdrant(self) -> Path:
+        """The embedded vector engine's collections."""
+        return self.root / "qdrant"
+
+    @property
+    def eval(self) -> Path:
+        """One folder per method (`metrics.json`, `rankings.parquet`) and `report.md`."""
+        return self.root / "eval"
+
+    @property
+    def llm(self) -> Path:
+        """The LLM stage's prompts, curves and records."""
+        return self.root / "llm"
+
+    @property
+    def registry(self) -> Path:
+        """Versioned serving bundles (`serving.registry`)."""
+        return self.root / "registry"
+
+    @property
+    def inbox(self) -> Path:
+        """Incremental batches waiting to be applied (the default inbox)."""
+        return self.root / "inbox"
+
+    # -- files -----------------------------------------------------------------------------------------
+    @property
+    def items(self) -> Path:
+        return self.canonical / "items.parquet"
+
+    @property
+    def events(self) -> Path:
+        return self.canonical / "events.parquet"
+
+    @property
+    def search_results(self) -> Path:
+        return self.canonical / "search_results.parquet"
+
+    @property
+    def activity(self) -> Path:
+        """The point-in-time activity windows (`feature_repo.activity`)."""
+        return self.features / "activity_windows.parquet"
+
+    @property
+    def targets(self) -> Path:
+        return self.splits / "targets.parquet"
+
+    @property
+    def train_events(self) -> Path:
+        return self.splits / "train_events.parquet"
+
+    @property
+    def eval_targets(self) -> Path:
+        """The targets with each user's history strictly before the target (Feast point-in-time join)."""
+        return self.splits / "eval_targets.parquet"
+
+    @property
+    def train_history(self) -> Path:
+        """The ID models' training sequences, read from Feast at the training cut."""
+        return self.root / "seqrec" / "train_history.parquet"
+
+    def model(self, name: str) -> Path:
+        """A sequential ID model's checkpoint, e.g. `model("core-trm")`."""
+        return self.models / f"{name}.pt"
+
+    @property
+    def title_model(self) -> Path:
+        return self.models / "title"
+
+    @property
+    def title_vectors(self) -> Path:
+        """Every catalog item's title vector in catalog order (`Catalog.from_items`), for exact evaluation."""
+        return self.text / "title_vectors.npy"
+
+    @property
+    def memory_snapshot(self) -> Path:
+        return self.text / "memory"
+
+    @property
+    def variant_ranker(self) -> Path:
+        return self.models / "variant_ranker.json"
+
+    @property
+    def ranker(self) -> Path:
+        """The LambdaMART bag (`models/ranker/{model_*.txt,ranker.json,importance.png}`)."""
+        return self.models / "ranker"
+
+    @property
+    def llm_adapter(self) -> Path:
+        return self.models / "llm_adapter"
+
+    @property
+    def popularity(self) -> Path:
+        """A bundle's best sellers per category (`serving.bundle`)."""
+        return self.root / "serving" / "popularity.json"
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    @staticmethod
+    def ensure(path: Path) -> Path:
+        """Create `path`'s parent folder (for a file about to be written) and return the path."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def read_items(self) -> pd.DataFrame:
+        """The canonical catalog alone (most readers need only it)."""
+        return pd.read_parquet(self.items)
+
+    def split_targets(self, split: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """The evaluation targets of one split ("val" or "test"), with their histories, in file order."""
+        read = None if columns is None else list(dict.fromkeys([*columns, "split"]))
+        t = pd.read_parquet(self.eval_targets, columns=read)
+        t = t[t["split"] == split].reset_index(drop=True)
+        return t if columns is None else t[columns]
+
+    def val_targets(self) -> pd.DataFrame:
+        return self.split_targets("val")
+
+    def test_targets(self) -> pd.DataFrame:
+        return self.split_targets("test")
