@@ -37,12 +37,9 @@ import typer
 
 from feature_repo.store import FeatureRepo
 from models.retrieval import RetrievalConfig
-from serving.recommend import (
-    Collections,
-    OnlineRetriever,
-    context_from_features,
-    load_online_retriever,
-)
+from serving.bundle import open_bundle
+from serving.config import COLLECTIONS, Collections, Settings
+from serving.recommend import OnlineRetriever, context_from_features
 from serving.vectorstore import VectorStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +60,7 @@ def _users(root: Path, n: int, seed: int) -> list[str]:
 
 def _in_process(root: Path, store: VectorStore, repo: FeatureRepo, users: list[str], k: int
                 ) -> tuple[list[float], dict[str, list[str]]]:
-    retriever = load_online_retriever(root, store, cfg=RetrievalConfig(k=100))
+    retriever = open_bundle(root, Settings(workdir=root), with_llm=False, cfg=RetrievalConfig(k=100), store=store).retriever
     ms, answers = [], {}
     for u in users:
         t = time.perf_counter()
@@ -137,12 +134,12 @@ def main(workdir: Annotated[Path, typer.Option(help="A workdir `fashionrec run` 
     root = workdir.resolve()
     users = _users(root, requests, seed)
     repo = FeatureRepo(root / "features", root / "feast")
-    names = Collections()
+    names = COLLECTIONS
     rows, notes = [], []
 
     # 1-2: raw calls and the framework in process (the embedded store is opened by one process at a time)
     with VectorStore.local(root / "qdrant") as store:
-        retriever: OnlineRetriever = load_online_retriever(root, store, cfg=RetrievalConfig(k=100))
+        retriever: OnlineRetriever = open_bundle(root, Settings(workdir=root), with_llm=False, cfg=RetrievalConfig(k=100), store=store).retriever
         feats, ctxs = [], []
         t0 = time.perf_counter()
         for u in list(users):

@@ -32,6 +32,7 @@ from models.llm.generate import GenerateConfig, IdTrie, generate, letter_scores
 from models.llm.model import LoadedLLM
 from models.llm.prompt import (
     LETTERS,
+    LIMITS,
     CatalogItems,
     Prompt,
     PromptConfig,
@@ -154,7 +155,7 @@ class LLMCandidateScorer:
     tie_aware = True
 
     def __init__(self, base: RetrievalScorer | VariantScorer, llm: LoadedLLM, factory: PromptFactory,
-                 items: CatalogItems, catalog: Catalog, prompt_cfg: PromptConfig = PromptConfig(), n: int = 20,
+                 items: CatalogItems, catalog: Catalog, prompt_cfg: PromptConfig = PromptConfig(), n: int = LIMITS.candidates,
                  permutations: int = 1, seed: int = 0, batch_size: int = 8) -> None:
         self.base, self.llm, self.factory, self.items, self.catalog = base, llm, factory, items, catalog
         self.prompt_cfg, self.n, self.permutations, self.seed, self.batch_size = prompt_cfg, n, permutations, seed, \
@@ -245,7 +246,7 @@ def candidate_summary(scorer: LLMCandidateScorer) -> dict:
 
 
 def training_prompts(targets: pd.DataFrame, ranked: VariantScorer | RetrievalScorer, factory: PromptFactory,
-                     items: CatalogItems, catalog: Catalog, tokenizer: Any, cfg: PromptConfig, candidates: int = 20,
+                     items: CatalogItems, catalog: Catalog, tokenizer: Any, cfg: PromptConfig, candidates: int = LIMITS.candidates,
                      seed: int = 0) -> pd.DataFrame:
     """Training prompts for these (validation) targets: a generation prompt each (response: ID and title) and,
     where the bought item is among the first `candidates` of its list, a candidate prompt with them shuffled

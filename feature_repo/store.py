@@ -1,12 +1,11 @@
 """A Feast `FeatureStore` per workdir: apply, materialize, point-in-time history and online lookups.
 
-The online store is SQLite under the workdir by default; `online_store="redis://host:port[/db]"` (or the
-`FASHIONREC_ONLINE_STORE` environment variable through the resources and the service) selects Redis, the scale path.
+The online store is SQLite under the workdir by default; `online_store="redis://host:port[/db]"` selects Redis, the
+scale path (callers pass `serving.config.Settings.online_store`, `FASHIONREC_ONLINE_STORE`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,7 +28,7 @@ class FeatureRepo:
         self.feature_dir = Path(feature_dir).resolve()
         self.feast_dir = Path(feast_dir).resolve()
         self.feast_dir.mkdir(parents=True, exist_ok=True)
-        self.online_store_url = online_store if online_store is not None else os.environ.get("FASHIONREC_ONLINE_STORE")
+        self.online_store_url = online_store
         self.config = RepoConfig(
             project=PROJECT,
             provider="local",

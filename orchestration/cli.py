@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from feature_repo.layout import Layout
+from serving.config import Settings
 
 app = typer.Typer(help="fashionrec: sequential fashion recommendation on Feast, Dagster and Qdrant.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -144,7 +145,7 @@ def features(workdir: WorkOpt = Path("work"),
     layout = Layout(workdir.resolve())
     t = CanonicalTables.read(layout.canonical)
     typer.echo(json.dumps(write_feature_tables(t.items, t.events, layout.features)))
-    repo = FeatureRepo(layout.features, layout.feast)
+    repo = FeatureRepo(layout.features, layout.feast, online_store=Settings().online_store)
     typer.echo("applied: " + ", ".join(repo.apply()))
     if materialize:
         repo.materialize()
@@ -157,7 +158,8 @@ def online(user_ids: list[str], workdir: WorkOpt = Path("work"),
     from feature_repo.store import FeatureRepo
 
     layout = Layout(workdir.resolve())
-    typer.echo(json.dumps(FeatureRepo(layout.features, layout.feast).online(user_ids, service), indent=1))
+    repo = FeatureRepo(layout.features, layout.feast, online_store=Settings().online_store)
+    typer.echo(json.dumps(repo.online(user_ids, service), indent=1))
 
 
 @app.command()
@@ -169,32 +171,36 @@ def recommend(user_id: str, workdir: WorkOpt = Path("work"),
               ranker: Annotated[bool, typer.Option(help="Order with the learned ranking stage when the workdir has "
                                                         "one (else the lists combined by --mode, variant re-ranked)")]
               = True) -> None:
-    """Recommend for one user on the serving path: Feast online features -> Qdrant retrieval -> ranking stage."""
+    """Recommend for one user on the serving path: Feast online features -> Qdrant retrieval -> ranking stage, from
+    the registry's current serving bundle (or the workdir before anything is published), as `fashionrec serve`."""
     from dataclasses import replace
 
     import pandas as pd
 
     from feature_repo.store import FeatureRepo
     from models.retrieval import RetrievalConfig
-    from serving.recommend import context_from_features, load_online_retriever
+    from serving.bundle import open_current
+    from serving.recommend import context_from_features
 
-    root = workdir.resolve()
-    features = FeatureRepo(root / "features", root / "feast").online([user_id], "prompt_context_v1")
+    layout = Layout(workdir.resolve())
+    settings = Settings(workdir=layout.root, ranker_enabled=ranker)
+    features = FeatureRepo(layout.features, layout.feast, online_store=settings.online_store).online(
+        [user_id], settings.feature_service)
     if not (features.get("seq_actions") or [None])[0]:
-        raise typer.BadParameter(f"no online features for user {user_id!r} in {root}", param_hint="USER_ID")
-    from orchestration.resources import QdrantResource
-
-    with QdrantResource(workdir=str(root), url=os.environ.get("FASHIONREC_QDRANT_URL")).store() as store:
-        retriever = load_online_retriever(root, store, cfg=RetrievalConfig(mode=mode, k=max(k, 1)),  # type: ignore[arg-type]
-                                          ranking=ranker)
+        raise typer.BadParameter(f"no online features for user {user_id!r} in {layout.root}", param_hint="USER_ID")
+    bundle = open_current(settings, with_llm=False, cfg=RetrievalConfig(mode=mode, k=max(k, 1)))  # type: ignore[arg-type]
+    try:
+        retriever = bundle.retriever
         ctx = context_from_features(features, category=category, items=retriever.items)
         if query is not None:
             ctx = replace(ctx, last_query=query)
         rec = retriever.recommend(ctx)
+    finally:
+        bundle.close()
     titles = retriever.items.set_index("item_id")["title"]
     how = ("learned ranking stage" if retriever.ranking is not None
            else f"mode {mode}{', variant re-ranked' if retriever.ranker else ''}")
-    typer.echo(f"user {user_id}: category {ctx.category!r}, last query {ctx.last_query!r}, "
+    typer.echo(f"user {user_id}: bundle {bundle.version}, category {ctx.category!r}, last query {ctx.last_query!r}, "
                f"{len(ctx.history)} clicked/purchased items; {how}; memory matched {rec.memory_queries[:3]}")
     ids, title_ids = set(rec.id_list), set(rec.title_list)
     source = [rec.sources.get(i) or "+".join(n for n, s in (("id", ids), ("title", title_ids)) if i in s) or "variant"
@@ -242,10 +248,12 @@ def rollback(workdir: WorkOpt = Path("work"),
 
 @app.command()
 def serve(workdir: WorkOpt = Path("work"),
-          host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="Port")] = 8000,
-          workers: Annotated[int, typer.Option(help="Worker processes (each loads the models; the embedded "
-                                                    "vector store allows one, a Qdrant server many)")] = 1,
+          host: Annotated[str | None, typer.Option(help="Interface to bind (default: FASHIONREC_HOST or "
+                                                        "127.0.0.1)")] = None,
+          port: Annotated[int | None, typer.Option(help="Port (default: FASHIONREC_PORT or 8000)")] = None,
+          workers: Annotated[int | None, typer.Option(help="Worker processes (each loads the models; the embedded "
+                                                           "vector store allows one, a Qdrant server many; default: "
+                                                           "FASHIONREC_WORKERS or 1)")] = None,
           online_store: Annotated[str | None, typer.Option(help="sqlite | redis://host:port[/db] "
                                                                 "(default: FASHIONREC_ONLINE_STORE or sqlite)")] = None,
           no_llm: Annotated[bool, typer.Option("--no-llm", help="Do not load the LLM adapter")] = False) -> None:
@@ -254,18 +262,23 @@ def serve(workdir: WorkOpt = Path("work"),
 
     import uvicorn
 
-    root = workdir.resolve()
-    os.environ["FASHIONREC_WORKDIR"] = str(root)  # workers read their settings from the environment
-    if online_store:
-        os.environ["FASHIONREC_ONLINE_STORE"] = online_store
-    if no_llm:
-        os.environ["FASHIONREC_LLM_ENABLED"] = "false"
-    if workers > 1 and not os.environ.get("FASHIONREC_QDRANT_URL"):
+    from serving.app import create_app
+
+    given = {"host": host, "port": port, "workers": workers, "online_store": online_store}
+    overrides = {k: v for k, v in given.items() if v is not None} | ({"llm_enabled": False} if no_llm else {})
+    settings = Settings(workdir=workdir.resolve(), **overrides)  # the rest from FASHIONREC_* variables
+    if settings.workers > 1 and not settings.qdrant_url:
         raise typer.BadParameter("the embedded vector store opens in one process only; use --workers 1, or set "
                                  "FASHIONREC_QDRANT_URL to a Qdrant server", param_hint="--workers")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    typer.echo(f"serving {root} on http://{host}:{port} (docs at /docs)")
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+    typer.echo(f"serving {settings.workdir} on http://{settings.host}:{settings.port} (docs at /docs)")
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        return
+    # Several workers are separate processes: each reads the same settings from its environment.
+    cmd = [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--host", settings.host,
+           "--port", str(settings.port), "--workers", str(settings.workers), "--log-level", "warning"]
+    raise typer.Exit(subprocess.call(cmd, env={**os.environ, **settings.env()}))
 
 
 @app.command()

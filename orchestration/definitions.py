@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from dagster import Definitions, load_assets_from_modules
 
 from orchestration import checks, sensors
@@ -17,6 +15,7 @@ from orchestration.resources import (
     TrainingResource,
     WorkdirResource,
 )
+from serving.config import Settings
 
 ASSET_MODULES = [data, evaluation, seqrec, text, ranking, llm, report, serving]
 all_assets = load_assets_from_modules(ASSET_MODULES)
@@ -24,22 +23,26 @@ all_checks = [checks.canonical_row_counts, checks.referential_integrity, checks.
               checks.training_before_targets]
 
 
-def build_resources(data_dir: str | None = None, fmt: str = "canonical", workdir: str | None = None,
-                    training: dict | None = None, protocol: str | None = None, llm: dict | None = None) -> dict:
-    """Resources for one dataset and workdir (defaults from FASHIONREC_* environment variables)."""
-    workdir = workdir or os.environ.get("FASHIONREC_WORKDIR", "work")
-    dataset = DatasetResource(format=os.environ.get("FASHIONREC_FORMAT", fmt))
-    data_dir = data_dir or os.environ.get("FASHIONREC_DATA")
+def build_resources(data_dir: str | None = None, fmt: str | None = None, workdir: str | None = None,
+                    training: dict | None = None, protocol: str | None = None, llm: dict | None = None,
+                    settings: Settings | None = None) -> dict:
+    """Resources for one dataset and workdir; what is not given comes from the settings (`FASHIONREC_*`)."""
+    settings = settings or Settings()
+    workdir = workdir or str(settings.workdir)
+    data_dir = data_dir or (str(settings.data) if settings.data else None)
+    dataset = DatasetResource(format=fmt or settings.format)
     if data_dir:
         dataset = DatasetResource(data_dir=str(data_dir), format=dataset.format)
     return {
         "dataset": dataset,
-        "workdir": WorkdirResource(workdir=workdir, inbox=os.environ.get("FASHIONREC_INBOX")),
-        "feast": FeastResource(workdir=workdir),
+        "workdir": WorkdirResource(workdir=workdir, inbox=str(settings.inbox) if settings.inbox else None),
+        "feast": FeastResource(workdir=workdir, online_store=settings.online_store),
         "training": TrainingResource(**(training or {})),
         "llm": LLMResource(**(llm or {})),
-        "protocol": ProtocolResource(protocol=protocol or os.environ.get("FASHIONREC_PROTOCOL", "temporal")),
-        "qdrant": QdrantResource(workdir=workdir, url=os.environ.get("FASHIONREC_QDRANT_URL")),
+        "protocol": ProtocolResource(protocol=protocol or settings.protocol),
+        "qdrant": QdrantResource(workdir=workdir, url=settings.qdrant_url, api_key=settings.api_key,
+                                 id_collection=settings.id_collection, title_collection=settings.title_collection,
+                                 memory_collection=settings.memory_collection),
     }
 
 

@@ -9,6 +9,8 @@ from dagster import ConfigurableResource
 from feature_repo.layout import Layout
 from feature_repo.loaders import FORMATS, SAMPLE_DIR
 from feature_repo.store import FeatureRepo
+from models.llm.prompt import LIMITS
+from serving.config import COLLECTIONS
 
 
 class DatasetResource(ConfigurableResource):
@@ -43,12 +45,12 @@ class LLMResource(ConfigurableResource):
     lr: float = 2e-4  # the paper's 2e-5 barely moves a 135M model in a CPU budget of steps
     batch_size: int = 4  # prompts per training step
     infer_batch_size: int = 16  # prompts per generation / scoring batch (decoding is memory-bound: batch wide)
-    budget_tokens: int = 1024
-    candidates: int = 20
+    budget_tokens: int = LIMITS.budget_tokens
+    candidates: int = LIMITS.candidates
     permutations: int = 1  # candidate display orders averaged at evaluation
     high_share: float = 0.2
     format_check: int = 4  # held-out generations before/after fine-tuning, for the format-violation rate
-    max_new_tokens: int = 40  # an ID and a title fit; the benchmark uses the paper's 64
+    max_new_tokens: int = LIMITS.max_new_tokens
     constrained: bool = False  # catalog-constrained decoding of the generated ID
     seed: int = 0
 
@@ -99,15 +101,16 @@ class WorkdirResource(ConfigurableResource):
 
 
 class FeastResource(ConfigurableResource):
-    """Feast with the DuckDB offline store over `<workdir>/features` and SQLite online under `<workdir>/feast`."""
+    """Feast with the DuckDB offline store over `<workdir>/features`; online SQLite under `<workdir>/feast`, or Redis."""
 
     workdir: str = "work"
     online_items: bool = False  # see feature_repo.definitions.build_definitions
+    online_store: str = "sqlite"  # sqlite | redis://host:port[/db] (serving.config.Settings.online_store)
 
     def repo(self) -> FeatureRepo:
-        root = Path(self.workdir).resolve()
-        layout = Layout(root)
-        return FeatureRepo(feature_dir=layout.features, feast_dir=layout.feast, online_items=self.online_items)
+        layout = Layout(Path(self.workdir).resolve())
+        return FeatureRepo(feature_dir=layout.features, feast_dir=layout.feast, online_items=self.online_items,
+                           online_store=self.online_store)
 
 
 class TrainingResource(ConfigurableResource):
@@ -141,9 +144,15 @@ class QdrantResource(ConfigurableResource):
     workdir: str = "work"
     url: str | None = None
     api_key: str | None = None
-    id_collection: str = "item_id_embeddings"
-    title_collection: str = "item_title_embeddings"
-    memory_collection: str = "query_memory"
+    id_collection: str = COLLECTIONS.ids
+    title_collection: str = COLLECTIONS.titles
+    memory_collection: str = COLLECTIONS.memory
+
+    @property
+    def collections(self):  # noqa: ANN201
+        from serving.config import Collections
+
+        return Collections(self.id_collection, self.title_collection, self.memory_collection)
 
     def store(self):  # noqa: ANN201
         from serving.vectorstore import VectorStore

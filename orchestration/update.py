@@ -21,9 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from feature_repo.features import write_feature_tables
-from feature_repo.incremental import BatchResult, apply_batch, batch_digest
+from feature_repo.incremental import BatchResult, applied, apply_batch, batch_digest
+from feature_repo.layout import Layout
 from feature_repo.schema import CanonicalTables
 from feature_repo.store import FeatureRepo
+from models.seqrec import ID_MODEL
+from serving.config import Settings
 
 PROCESSED = "processed"
 
@@ -51,35 +54,46 @@ def pending_batches(inbox: Path) -> list[Path]:
     return sorted(p for p in inbox.iterdir() if p.is_dir() and p.name != PROCESSED and not p.name.startswith("."))
 
 
-def apply_update(workdir: Path, batch_dir: Path, repo: FeatureRepo | None = None, id_model: str = "core-trm",
+def apply_update(workdir: Path, batch_dir: Path, repo: FeatureRepo | None = None, id_model: str = ID_MODEL,
                  publish: bool = True) -> UpdateReport:
-    """Run the steps of the module docstring for one batch folder."""
-    from serving.bundle import update_bundle
+    """Run the steps of the module docstring for one batch folder.
 
-    workdir = Path(workdir).resolve()
+    Safe to kill at any point and run again: the append is idempotent by content hash, the feature tables are
+    rebuilt whole, and a batch whose bundle was not published yet (the registry's current bundle lacks it) gets its
+    features, Feast interval and bundle on the next run, once."""
+    from serving.bundle import bundle_has_batch, update_bundle
+    from serving.registry import SERVING, Registry
+
+    layout = Layout(Path(workdir).resolve())
     t0 = time.perf_counter()
-    result = apply_batch(batch_dir, workdir / "canonical")
+    result = apply_batch(batch_dir, layout.canonical)
     report = UpdateReport(result)
     report.timings_s["ingest"] = time.perf_counter() - t0
-    if not result.already_applied and sum(result.appended.values()):
+    entry = next((e for e in applied(layout.canonical) if e["digest"] == result.digest), {})
+    brought_rows = sum(entry.get("appended", result.appended).values()) > 0
+    can_publish = publish and layout.model(id_model).exists()
+    unpublished = can_publish and not bundle_has_batch(Registry(layout.registry).current(SERVING), result.name)
+    if result.already_applied and brought_rows and unpublished:
+        report.notes.append(f"batch {result.name} was appended before but its bundle was not published: completing")
+    if brought_rows and (not result.already_applied or unpublished):
         t = time.perf_counter()
-        tables = CanonicalTables.read(workdir / "canonical")
-        write_feature_tables(tables.items, tables.events, workdir / "features")
+        tables = CanonicalTables.read(layout.canonical)
+        write_feature_tables(tables.items, tables.events, layout.features)
         report.timings_s["features"] = time.perf_counter() - t
-        if result.first_event is not None:
+        first_event = entry.get("first_event", result.first_event)
+        if first_event is not None:
             t = time.perf_counter()
-            repo = repo or FeatureRepo(workdir / "features", workdir / "feast")
-            repo.materialize_interval(pd.Timestamp(result.first_event))
+            repo = repo or FeatureRepo(layout.features, layout.feast, online_store=Settings().online_store)
+            repo.materialize_interval(pd.Timestamp(first_event))
             report.timings_s["feast"] = time.perf_counter() - t
-        if publish:
-            if (workdir / "models" / f"{id_model}.pt").exists():
-                t = time.perf_counter()
-                version, _ = update_bundle(workdir, result.new_items, result.name, id_model)
-                report.bundle = version.version
-                report.timings_s["bundle"] = time.perf_counter() - t
-            else:
-                report.notes.append(f"no {id_model} model in {workdir}: serving bundle not updated (run "
-                                    "`fashionrec run` once first)")
+        if can_publish:
+            t = time.perf_counter()
+            version, _ = update_bundle(layout.root, result.name, id_model, Settings().collections)
+            report.bundle = version.version
+            report.timings_s["bundle"] = time.perf_counter() - t
+        elif publish:
+            report.notes.append(f"no {id_model} model in {layout.root}: serving bundle not updated (run "
+                                "`fashionrec run` once first)")
     _move_processed(batch_dir, result.digest)
     report.timings_s["total"] = time.perf_counter() - t0
     return report

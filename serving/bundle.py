@@ -1,12 +1,21 @@
-"""The serving bundle: publish what `fashionrec serve` reads as one registry version, and update it for a batch.
+"""The serving bundle: everything a request reads, published as one registry version, updated per batch, opened once.
 
-Layout of a bundle (the same as a workdir's, so the service opens either): `canonical/items.parquet`,
-`models/<id_model>.pt`, `models/title/`, `models/variant_ranker.json`, `models/ranker/`, `models/llm_adapter/`, and `qdrant/` with the
-three collections (Qdrant Edge). `publish_bundle` copies them out of a workdir after a full run (the
-`serving_bundle` asset). `update_bundle` derives a new version from the current one for an ingested batch, without
-any retraining: the new items' titles are embedded with the bundle's title model and upserted into the title
-collection, the new items get the ID model's cold vector in the ID collection, and the query memory is rebuilt from
-every search so far. Serving swaps to it on its next request (see `serving.service`).
+A bundle version is self-contained. It is laid out like a workdir (`feature_repo.layout.Layout`), so the service
+opens either one the same way, and it holds:
+- the catalog (`canonical/items.parquet`);
+- the ID checkpoint, the title model, the variant ranker, the learned ranker and the LLM adapter (`models/`);
+- what the ranking stage reads at request time: the search log (`canonical/search_results.parquet`) and the
+  activity windows (`features/activity_windows.parquet`);
+- the all-time best sellers per category, for shoppers with neither history nor query (`serving/popularity.json`);
+- the three vector collections (`qdrant/`, Qdrant Edge), or, with a Qdrant server, their names in the manifest.
+So a rollback serves exactly what that version served. Only the users' sequences are live: they come from the
+Feast online store at request time.
+
+`publish_bundle` copies a workdir's artefacts after a full run (the `serving_bundle` asset). `update_bundle`
+derives a new version from the current one for an ingested batch, without retraining: the new items' titles are
+embedded with the bundle's title model into the title collection, the new items get the ID model's cold vector,
+the query memory is rebuilt from every search so far, and the search log, activity windows and best sellers are the
+workdir's after the batch. `open_bundle` loads one version for serving (`serving.service`, `fashionrec recommend`).
 """
 
 from __future__ import annotations
@@ -14,23 +23,37 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from feature_repo.layout import Layout
 from feature_repo.schema import TABLES, CanonicalTables
+from models.catalog import release_ns
+from models.llm.prompt import CatalogItems
+from models.retrieval import RetrievalConfig
+from models.seqrec import ID_MODEL
+from serving.config import COLLECTIONS, Collections, Settings
+from serving.llm_runtime import LLMRuntime, load_llm_runtime
+from serving.recommend import OnlineRetriever, cold_items
 from serving.registry import SERVING, Registry, Version, file_digest
 from serving.vectorstore import VectorStore
 
-ID_COLLECTION, TITLE_COLLECTION, MEMORY_COLLECTION = "item_id_embeddings", "item_title_embeddings", "query_memory"
-COLLECTIONS = (ID_COLLECTION, TITLE_COLLECTION, MEMORY_COLLECTION)
+LIST_K = 100  # every request ranks a 100-item list and returns its first k (the evaluation's list length)
+TOP_CATEGORIES = "\x00categories"  # the popularity table's key for categories by purchases (not a category name)
 
 
-def _paths(id_model: str) -> list[str]:
-    return ["canonical/items.parquet", f"models/{id_model}.pt", "models/title", "models/variant_ranker.json",
-            "models/ranker", "models/llm_adapter"]
+def _copied(layout: Layout, id_model: str) -> list[Path]:
+    """What a bundle copies from a workdir (absent ones are skipped, except the three it needs)."""
+    return [layout.items, layout.search_results, layout.activity, layout.model(id_model), layout.title_model,
+            layout.variant_ranker, layout.ranker, layout.llm_adapter]
+
+
+def _required(layout: Layout, id_model: str) -> list[Path]:
+    return [layout.items, layout.model(id_model), layout.title_model]
 
 
 def data_snapshot(canonical: Path) -> dict[str, Any]:
@@ -58,32 +81,59 @@ def _metrics(eval_dir: Path) -> dict[str, float]:
     return out
 
 
-def publish_bundle(workdir: Path, id_model: str = "core-trm", reason: str = "full run") -> Version:
+def popularity_table(events: pd.DataFrame, items: pd.DataFrame) -> dict[str, list[str]]:
+    """Per category, items by purchase count (then clicks, then id); `TOP_CATEGORIES` lists categories by purchases."""
+    counts = pd.Series(0.0, index=items["item_id"].to_numpy())
+    ev = events[events["item_id"].notna()]
+    weight = np.where(ev["action"].to_numpy() == "purchase", 1.0, 1e-3)  # clicks break purchase ties
+    counts = counts.add(pd.Series(weight, index=ev["item_id"].to_numpy()).groupby(level=0).sum(), fill_value=0)
+    df = items[["item_id", "category"]].assign(n=counts.reindex(items["item_id"].to_numpy()).fillna(0).to_numpy())
+    df = df.sort_values(["n", "item_id"], ascending=[False, True], kind="stable")
+    out = {str(c): g["item_id"].head(LIST_K * 2).astype(str).tolist() for c, g in df.groupby("category", sort=True)}
+    out[TOP_CATEGORIES] = df.groupby("category")["n"].sum().sort_values(ascending=False, kind="stable").index.astype(
+        str).tolist()
+    return out
+
+
+def _write_popularity(workdir: Layout, bundle: Layout) -> None:
+    events = pd.read_parquet(workdir.events, columns=["action", "item_id"]) if workdir.events.exists() else \
+        pd.DataFrame({"action": [], "item_id": []})
+    table = popularity_table(events, workdir.read_items())
+    Layout.ensure(bundle.popularity).write_text(json.dumps(table))
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+
+
+def publish_bundle(workdir: Path, id_model: str = ID_MODEL, reason: str = "full run",
+                   collections: Collections = COLLECTIONS) -> Version:
     """Copy the workdir's serving artefacts into a new registry version and make it current."""
-    workdir = Path(workdir)
-    reg = Registry.of(workdir)
+    wd = Layout(Path(workdir))
+    if missing := [str(p.relative_to(wd.root)) for p in _required(wd, id_model) if not p.exists()]:
+        raise FileNotFoundError(f"{wd.root} lacks {missing}: run `fashionrec run --workdir {wd.root}` first")
+    reg = Registry.of(wd.root)
     version, staging = reg.stage(SERVING)
+    bundle = Layout(staging)
     artefacts = {}
-    for rel in _paths(id_model):
-        src = workdir / rel
-        if not src.exists():
-            continue
-        dst = staging / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
-        artefacts[rel] = file_digest(src)
-    for name in COLLECTIONS:
-        src = workdir / "qdrant" / name
+    for src in _copied(wd, id_model):
         if src.exists():
-            shutil.copytree(src, staging / "qdrant" / name, ignore=shutil.ignore_patterns("*.lock"))
+            rel = src.relative_to(wd.root)
+            _copy(src, staging / rel)
+            artefacts[str(rel)] = file_digest(src)
+    for name in collections.names():
+        src = wd.qdrant / name
+        if src.exists():
+            shutil.copytree(src, bundle.qdrant / name, ignore=shutil.ignore_patterns("*.lock"))
             artefacts[f"qdrant/{name}"] = "copied"
-    missing = [r for r in ("canonical/items.parquet", f"models/{id_model}.pt", "models/title") if r not in artefacts]
-    if missing:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise FileNotFoundError(f"{workdir} lacks {missing}: run `fashionrec run --workdir {workdir}` first")
+    _write_popularity(wd, bundle)
     return reg.commit(SERVING, version, staging, {
         "kind": "full", "reason": reason, "parent": None, "id_model": id_model, "artefacts": artefacts,
-        "data": data_snapshot(workdir / "canonical"), "metrics": _metrics(workdir / "eval")})
+        "collections": dict(zip(("ids", "titles", "memory"), collections.names(), strict=True)),
+        "data": data_snapshot(wd.canonical), "metrics": _metrics(wd.eval)})
 
 
 def write_query_memory(store: VectorStore, name: str, search_results: pd.DataFrame, events: pd.DataFrame,
@@ -101,49 +151,155 @@ def write_query_memory(store: VectorStore, name: str, search_results: pd.DataFra
     return memory, n
 
 
-def update_bundle(workdir: Path, new_items: list[str], batch: str, id_model: str = "core-trm") -> tuple[Version, dict]:
-    """A new bundle version for a batch: new items in the title and ID collections, the memory rebuilt."""
+def bundle_has_batch(version: Version | None, batch: str) -> bool:
+    """Whether a bundle version was published with `batch` already applied to its data."""
+    return version is not None and batch in version.manifest.get("data", {}).get("batches", [])
+
+
+def update_bundle(workdir: Path, batch: str, id_model: str = ID_MODEL,
+                  collections: Collections = COLLECTIONS) -> tuple[Version, dict]:
+    """A new bundle version for a batch already in the canonical tables (see the module docstring).
+
+    The new items are those of the workdir's catalog that the parent bundle's catalog lacks, so a batch whose
+    publication was interrupted is completed by the next call, exactly once."""
     from models.seqrec import load_checkpoint
     from models.text import embed_catalog, load_title_model
     from serving.id_index import write_id_embeddings
 
-    workdir = Path(workdir)
-    reg = Registry.of(workdir)
-    parent = reg.current(SERVING) or publish_bundle(workdir, id_model, reason="first bundle, before a batch")
+    wd = Layout(Path(workdir))
+    reg = Registry.of(wd.root)
+    parent = reg.current(SERVING) or publish_bundle(wd.root, id_model, reason="first bundle, before a batch")
     t0 = time.perf_counter()
     version, staging = reg.stage(SERVING, parent=parent)
-    tables = CanonicalTables.read(workdir / "canonical")
-    shutil.copy2(workdir / "canonical" / "items.parquet", staging / "canonical" / "items.parquet")
-    items = tables.items.set_index("item_id", drop=False)
-    fresh = items.loc[[i for i in new_items if i in items.index]].reset_index(drop=True)
-    encoder = load_title_model(staging / "models" / "title")
-    ckpt = load_checkpoint(staging / "models" / f"{id_model}.pt")
+    bundle = Layout(staging)
+    known = set(pd.read_parquet(bundle.items, columns=["item_id"])["item_id"])
+    tables = CanonicalTables.read(wd.canonical)
+    for src in (wd.items, wd.search_results, wd.activity):  # the data as of after the batch
+        if src.exists():
+            _copy(src, staging / src.relative_to(wd.root))
+    _write_popularity(wd, bundle)
+    fresh = tables.items[~tables.items["item_id"].isin(known)].reset_index(drop=True)
+    encoder = load_title_model(bundle.title_model)
+    ckpt = load_checkpoint(bundle.model(id_model))
     timings: dict[str, float] = {"copy": round(time.perf_counter() - t0, 3)}
-    with VectorStore.local(staging / "qdrant") as store:
+    with VectorStore.local(bundle.qdrant) as store:
         t = time.perf_counter()
         if len(fresh):
             vectors = embed_catalog(encoder, fresh)  # (n_new, d)
             payloads = [{"item_id": i, "category": c, "title": ti}
                         for i, c, ti in zip(fresh["item_id"], fresh["category"], fresh["title"], strict=True)]
-            store.upsert(TITLE_COLLECTION, list(fresh["item_id"]), vectors, payloads,
+            store.upsert(collections.titles, list(fresh["item_id"]), vectors, payloads,
                          partitions=list(fresh["category"]))
-            write_id_embeddings(store, ID_COLLECTION, ckpt.model, ckpt.vocab, fresh)  # unknown ids: the cold vector
+            write_id_embeddings(store, collections.ids, ckpt.model, ckpt.vocab, fresh)  # unknown ids: the cold vector
         timings["new_items"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
-        memory, n_memory = write_query_memory(store, MEMORY_COLLECTION, tables.search_results, tables.events, encoder)
+        memory, n_memory = write_query_memory(store, collections.memory, tables.search_results, tables.events,
+                                              encoder)
         timings["memory"] = round(time.perf_counter() - t, 3)
     out = reg.commit(SERVING, version, staging, {
         "kind": "incremental", "reason": f"batch {batch}", "parent": parent.version, "id_model": id_model,
+        "collections": parent.manifest.get("collections", {}),
         "new_items": len(fresh), "memory_queries": n_memory, "built_before": str(memory.built_before),
-        "data": data_snapshot(workdir / "canonical"), "metrics": parent.manifest.get("metrics", {}),
+        "data": data_snapshot(wd.canonical), "metrics": parent.manifest.get("metrics", {}),
         "timings_s": timings})
     return out, timings
 
 
-def load_ranking_stage(root: Path, workdir: Path, items: pd.DataFrame, ckpt: Any, encoder: Any
-                       ) -> tuple[Any, str]:
+# -- opening a bundle -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Bundle:
+    """One consistent set of what a request reads, opened from one bundle version (or a workdir).
+
+    The service swaps the whole bundle when the registry's pointer moves; requests in flight keep the bundle they
+    started with, and an old one closes once its last request is done (`refs`, `retired`).
+    """
+
+    root: Path  # the bundle version's folder (or the workdir itself before anything is published)
+    version: str  # the bundle's version, or "workdir"
+    retriever: OnlineRetriever
+    store: VectorStore
+    id_model: Any  # models.seqrec.Checkpoint
+    models: dict[str, str]  # component -> version (content hashes), reported in every answer
+    popularity: dict[str, list[str]]
+    llm: LLMRuntime | None = None
+    llm_error: str | None = None
+    refs: int = 0
+    retired: bool = False
+    items: pd.DataFrame = field(init=False)
+    catalog_items: CatalogItems = field(init=False)
+    categories: set[str] = field(init=False)
+    created_ns: pd.Series = field(init=False)
+
+    def __post_init__(self) -> None:
+        items = self.retriever.items
+        self.items = items.set_index("item_id", drop=False)
+        self.catalog_items = CatalogItems(items)
+        self.categories = set(self.items["category"].astype(str))
+        self.created_ns = pd.Series(release_ns(items), index=items["item_id"].to_numpy())
+
+    def popular(self, category: str, at: pd.Timestamp) -> list[str]:
+        """The category's most bought items, released by `at`."""
+        return [i for i in self.popularity.get(category, []) if self.created_ns.get(i, 0) <= at.value][:LIST_K]
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_cache: dict[str, LLMRuntime] | None = None,
+                cfg: RetrievalConfig | None = None, with_llm: bool | None = None, store: VectorStore | None = None
+                ) -> Bundle:
+    """Open a bundle version (or a workdir) for serving: catalog, models, ranking stage, collections, best sellers
+    and, when `settings.llm_enabled` (or `with_llm`) and the bundle has an adapter, the LLM. `store`: an open
+    vector store to search instead of the bundle's own (the caller closes it)."""
+    from models.seqrec import load_checkpoint
+    from models.seqrec.vectors import query_vectors
+    from models.text import load_title_model
+    from models.variants import VariantRanker
+
+    lay = Layout(root)
+    if missing := [str(p) for p in _required(lay, settings.id_model) if not p.exists()]:
+        raise FileNotFoundError(f"{root} lacks {', '.join(missing)}: run `fashionrec run --workdir "
+                                f"{settings.workdir}` first")
+    ckpt = load_checkpoint(lay.model(settings.id_model))
+    variants = VariantRanker.load(lay.variant_ranker) if lay.variant_ranker.exists() else None
+    items = lay.read_items()
+    encoder = load_title_model(lay.title_model)
+    if store is not None:
+        pass
+    elif settings.qdrant_url:
+        store = VectorStore.remote(settings.qdrant_url, settings.api_key)
+    else:  # a published bundle holds its own collections; the workdir's are where the settings say
+        store = VectorStore.local(settings.qdrant_path if version == "workdir" and settings.qdrant_path else lay.qdrant)
+    cfg = cfg or RetrievalConfig(mode=settings.retrieval_mode, k=LIST_K, n=settings.mixup_n)  # type: ignore[arg-type]
+    stage, stage_version = (load_ranking_stage(lay, items, ckpt, encoder) if settings.ranker_enabled
+                            else (None, "off (FASHIONREC_RANKER_ENABLED=0)"))
+    retriever = OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), variants,
+                                cfg, collections=settings.collections,
+                                shared_id_vector=cold_items(ckpt.vocab, items["item_id"]), ranking=stage)
+    models = {"bundle": version, "id_model": f"{settings.id_model}@{file_digest(lay.model(settings.id_model))}",
+              "title_model": f"lstm-title@{file_digest(lay.title_model)}",
+              "variant_ranker": f"variant-ranker@{file_digest(lay.variant_ranker)}" if variants else "none",
+              "ranker": stage_version, "vector_engine": store.engine,
+              "online_store": "redis" if settings.online_store.startswith("redis") else "sqlite"}
+    if lay.popularity.exists():
+        popularity = json.loads(lay.popularity.read_text())
+    else:  # a workdir before any publish: from its events
+        events = pd.read_parquet(lay.events, columns=["action", "item_id"]) if lay.events.exists() else \
+            pd.DataFrame({"action": [], "item_id": []})
+        popularity = popularity_table(events, items)
+    bundle = Bundle(Path(root), version, retriever, store, ckpt, models, popularity)
+    if settings.llm_enabled if with_llm is None else with_llm:
+        bundle.llm, bundle.llm_error = load_llm_runtime(settings, lay, ckpt, llm_cache if llm_cache is not None else {})
+        if bundle.llm is not None:
+            bundle.models["llm"] = bundle.llm.version
+    return bundle
+
+
+def load_ranking_stage(lay: Layout, items: pd.DataFrame, ckpt: Any, encoder: Any) -> tuple[Any, str]:
     """The learned ranking stage of a bundle (None and why when it has none): its ranker, the catalog's features,
-    the activity windows and the search log (the workdir's, like the popularity fallback)."""
+    and the bundle's own activity windows and search log."""
     from feature_repo.activity import ActivityTable
     from models.common import l2_normalize
     from models.ranker.candidates import SearchLog
@@ -152,11 +308,8 @@ def load_ranking_stage(root: Path, workdir: Path, items: pd.DataFrame, ckpt: Any
     from models.ranker.stage import RankingStage
     from models.seqrec.vectors import item_vectors
     from models.variants import ItemAttributes
-    from serving.registry import file_digest
 
-    model_dir = root / "models" / "ranker"
-    needed = [model_dir / "ranker.json", workdir / "features" / "activity_windows.parquet",
-              workdir / "canonical" / "search_results.parquet"]
+    needed = [lay.ranker / "ranker.json", lay.activity, lay.search_results]
     if missing := [str(p) for p in needed if not p.exists()]:
         return None, f"none (missing {', '.join(missing)})"
     items = items.sort_values("item_id", kind="stable").reset_index(drop=True)  # OnlineRetriever's row order
@@ -170,8 +323,17 @@ def load_ranking_stage(root: Path, workdir: Path, items: pd.DataFrame, ckpt: Any
             cache.update(zip(todo, l2_normalize(encoder.encode(list(titles[todo]))), strict=True))
         return np.stack([cache[r] for r in rows.tolist()]) if len(rows) else np.zeros((0, encoder.dim), np.float32)
 
-    ctx = FeatureContext(ItemAttributes.from_items(items), items, ActivityTable.read(needed[1]),
+    ctx = FeatureContext(ItemAttributes.from_items(items), items, ActivityTable.read(lay.activity),
                          id_vectors=lambda rows: id_table[rows], title_vectors=title_vectors)
-    search_log = SearchLog(pd.read_parquet(needed[2], columns=["search_id", "item_id", "position"]),
+    search_log = SearchLog(pd.read_parquet(lay.search_results, columns=["search_id", "item_id", "position"]),
                            pd.Index(items["item_id"]))
-    return RankingStage(ctx, search_log, LearnedRanker.load(model_dir)), f"lambdamart@{file_digest(model_dir)}"
+    return RankingStage(ctx, search_log, LearnedRanker.load(lay.ranker)), f"lambdamart@{file_digest(lay.ranker)}"
+
+
+def open_current(settings: Settings, llm_cache: dict[str, LLMRuntime] | None = None, **kwargs: Any) -> Bundle:
+    """`open_bundle` on the registry's current serving bundle, or on the workdir before anything is published."""
+    workdir = Layout(Path(settings.workdir).resolve())
+    current = Registry(workdir.registry).current(SERVING)
+    if current is None:
+        return open_bundle(workdir.root, settings, "workdir", llm_cache, **kwargs)
+    return open_bundle(current.path, settings, current.version, llm_cache, **kwargs)

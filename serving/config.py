@@ -1,52 +1,82 @@
-"""Serving settings: one pydantic Settings class, every field read from a `FASHIONREC_<FIELD>` environment variable."""
+"""The platform's one settings object: every field read from a `FASHIONREC_<FIELD>` environment variable.
+
+`Settings()` is read by the HTTP service, by `fashionrec` commands and by the Dagster definitions (the UI's runs),
+so an infrastructure setting such as the Qdrant URL and key is honoured on every path. Model sizes are not here:
+they are frozen dataclasses beside their models (`models.llm.prompt.LIMITS`, `RetrievalConfig`, ...), and the
+settings and Dagster resources take their defaults from those. The vector collections' names are `COLLECTIONS`.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.llm.prompt import LIMITS
+from models.seqrec import ID_MODEL
+
+
+@dataclass(frozen=True)
+class Collections:
+    """The names of the three vector collections (one point per catalog item, or per stored query)."""
+
+    ids: str = "item_id_embeddings"  # the ID model's item table
+    titles: str = "item_title_embeddings"  # the title model's embedding of every item
+    memory: str = "query_memory"  # the query-product memory's keys
+
+    def names(self) -> tuple[str, str, str]:
+        return self.ids, self.titles, self.memory
+
+
+COLLECTIONS = Collections()
+
 
 class Settings(BaseSettings):
-    """Infrastructure and service settings; every field maps to `FASHIONREC_<FIELD>` (e.g. FASHIONREC_PORT)."""
+    """Paths, stores, URLs and service limits; every field maps to `FASHIONREC_<FIELD>` (e.g. FASHIONREC_PORT)."""
 
     model_config = SettingsConfigDict(env_prefix="FASHIONREC_", extra="ignore")
 
     workdir: Path = Path("./work")
+    inbox: Path | None = None  # incremental batches (default <workdir>/inbox)
+
+    # What a run reads (the Dagster UI's runs; `fashionrec run` takes them as options).
+    data: Path | None = None  # the dataset folder (None: the bundled sample)
+    format: str = "canonical"  # canonical | hm | amazon2018
+    protocol: str = "temporal"  # temporal | loo
 
     # Qdrant: a URL selects the server (the scale path); without one, the embedded Qdrant Edge engine at `qdrant_path`.
     qdrant_url: str | None = None
     qdrant_path: Path | None = None  # None: derived as <workdir>/qdrant
     qdrant_api_key: SecretStr | None = None
 
-    id_collection: str = "item_id_embeddings"
-    title_collection: str = "item_title_embeddings"
-    memory_collection: str = "query_memory"
+    id_collection: str = COLLECTIONS.ids
+    title_collection: str = COLLECTIONS.titles
+    memory_collection: str = COLLECTIONS.memory
 
     # Feast online store: "sqlite" (under <workdir>/feast) or redis://host:port[/db].
     online_store: str = "sqlite"
     feature_service: str = "prompt_context_v1"
 
     # The retrieval path
-    id_model: str = "core-trm"  # the ID checkpoint <workdir>/models/<id_model>.pt
+    id_model: str = ID_MODEL  # the ID checkpoint models/<id_model>.pt of the bundle
     retrieval_mode: str = "mixup"  # mixup | title_only | id_only | rrf (how the ID and title lists combine)
     ranker_enabled: bool = True  # order with the learned ranking stage when the bundle has one (else mixup + variants)
     mixup_n: int = 1
 
     # The LLM stage: base model name or path (None: the adapter's own base), and its time budget per request
     llm_model: str | None = None
-    llm_enabled: bool = True  # load the adapter at start-up when the workdir has one
+    llm_enabled: bool = True  # load the adapter at start-up when the bundle has one
     llm_timeout_s: float = Field(default=20.0, gt=0)
-    llm_max_new_tokens: int = Field(default=40, ge=8, le=128)
+    llm_max_new_tokens: int = Field(default=LIMITS.max_new_tokens, ge=8, le=128)
     llm_constrained: bool = True  # generation limited to the category's item ids (every answer a real item)
-    llm_candidates: int = Field(default=20, ge=2, le=20)
-    llm_budget_tokens: int = Field(default=1024, ge=128)
+    llm_candidates: int = Field(default=LIMITS.candidates, ge=2, le=LIMITS.candidates)
+    llm_budget_tokens: int = Field(default=LIMITS.budget_tokens, ge=128)
 
-    # The HTTP service
+    # The HTTP service (`fashionrec serve` binds host:port with this many worker processes)
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
     max_query_chars: int = Field(default=200, ge=1)  # longer queries are cut to this (after removing controls)
     max_batch: int = Field(default=256, ge=1)
@@ -64,8 +94,22 @@ class Settings(BaseSettings):
             self.qdrant_path = self.workdir / "qdrant"
         return self
 
+    @property
+    def collections(self) -> Collections:
+        return Collections(self.id_collection, self.title_collection, self.memory_collection)
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Return the process-wide settings, read once from the environment."""
-    return Settings()
+    @property
+    def api_key(self) -> str | None:
+        """The Qdrant API key in clear, for the client (None without one)."""
+        return self.qdrant_api_key.get_secret_value() if self.qdrant_api_key else None
+
+    def env(self) -> dict[str, str]:
+        """These settings as `FASHIONREC_*` variables, for a child process (uvicorn's workers, `dagster dev`)."""
+        out = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            out[f"FASHIONREC_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return out

@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from feature_repo.sequences import UserSequence
 from models.catalog import release_ns
 from models.common import l2_normalize, to_ns
 from models.ranker.candidates import TargetInputs
@@ -38,7 +38,7 @@ from models.text.encoder import TextEncoder
 from models.text.memory import AsOfMemory
 from models.text.tokenizer import normalize_text
 from models.variants import ItemAttributes, VariantRanker
-from serving.bundle import load_ranking_stage
+from serving.config import COLLECTIONS, Collections
 from serving.vectorstore import Hit, VectorStore
 
 TIE_SLACK = 5  # extra memory hits fetched so that ties at the q-th place break by query text
@@ -81,20 +81,13 @@ class Recommendation:
         return "title" if item_id in self.title_list else "variant"
 
 
-@dataclass(frozen=True)
-class Collections:
-    ids: str = "item_id_embeddings"
-    titles: str = "item_title_embeddings"
-    memory: str = "query_memory"
-
-
 class OnlineRetriever:
     """Retrieval-only recommendations from the Qdrant collections (see the module docstring)."""
 
     def __init__(self, store: VectorStore, items: pd.DataFrame, encoder: TextEncoder,
                  id_queries: Callable[[list[list[str]]], np.ndarray], ranker: VariantRanker | None = None,
                  cfg: RetrievalConfig = RetrievalConfig(), title_cfg: TitleQueryConfig = TitleQueryConfig(),
-                 collections: Collections = Collections(), memory: AsOfMemory | None = None,
+                 collections: Collections = COLLECTIONS, memory: AsOfMemory | None = None,
                  shared_id_vector: Sequence[str] = (), ranking: RankingStage | None = None) -> None:
         """`shared_id_vector`: the items whose ID-collection vectors are all the same one (the ID model's cold
         items: untrained, or new since training), so that a tie among them costs no long fetch. `ranking`: the
@@ -300,17 +293,8 @@ def context_from_features(features: dict[str, list], row: int = 0, category: str
 
     Without `category`, the category of the user's last clicked/purchased item is used (needs `items`).
     """
-    actions = features.get("seq_actions", [None])[row] or []
-    item_ids = features.get("seq_item_ids", [None])[row] or [None] * len(actions)
-    queries = features.get("seq_queries", [None])[row] or [None] * len(actions)
-    search_ids = features.get("seq_search_ids", [None])[row] or [None] * len(actions)
-    times = features.get("seq_timestamps", [None])[row] or [0] * len(actions)
-    picked = [(str(i), a == "purchase", int(t)) for a, i, t in zip(actions, item_ids, times, strict=True)
-              if a in ("click", "purchase") and i]
-    history = [i for i, _, _ in picked]
-    searched = [str(q) for a, q in zip(actions, queries, strict=True) if a == "search" and q and normalize_text(q)]
-    searches = [(int(s), int(t)) for a, s, t in zip(actions, search_ids, times, strict=True)
-                if a == "search" and s is not None and int(s) >= 0]
+    seq = UserSequence.from_features(features, row)
+    history, buys, times = seq.item_events()
     if category is None:
         if not history or items is None:
             raise ValueError("no category given and no clicked/purchased item to take it from")
@@ -318,31 +302,8 @@ def context_from_features(features: dict[str, list], row: int = 0, category: str
         if not len(match):
             raise ValueError(f"item {history[-1]!r} is not in the catalog")
         category = str(match[0])
-    return UserContext(category=category, history=history, last_query=searched[-1] if searched else None, at=at,
-                       history_buy=[b for _, b, _ in picked], history_ms=[t for _, _, t in picked], searches=searches)
-
-
-def load_online_retriever(workdir: Path | str, store: VectorStore, id_model: str = "core-trm",
-                          cfg: RetrievalConfig = RetrievalConfig(), ranking: bool = True) -> OnlineRetriever:
-    """The retriever over a workdir the asset graph wrote: catalog, ID checkpoint, title model, variant ranker, and
-    the learned ranking stage when the workdir has one (`ranking=False`: mixup + variant re-rank)."""
-    from models.seqrec import load_checkpoint
-    from models.seqrec.vectors import query_vectors
-    from models.text import load_title_model
-
-    root = Path(workdir)
-    needed = {"catalog": root / "canonical" / "items.parquet", "ID model": root / "models" / f"{id_model}.pt",
-              "title model": root / "models" / "title"}
-    if missing := [f"{k} ({p})" for k, p in needed.items() if not p.exists()]:
-        raise FileNotFoundError(f"workdir {root} lacks {', '.join(missing)}: run `fashionrec run` into it first")
-    ckpt = load_checkpoint(needed["ID model"])
-    ranker_path = root / "models" / "variant_ranker.json"
-    ranker = VariantRanker.load(ranker_path) if ranker_path.exists() else None
-    items = pd.read_parquet(needed["catalog"])
-    encoder = load_title_model(needed["title model"])
-    stage, _ = load_ranking_stage(root, root, items, ckpt, encoder) if ranking else (None, "off")
-    return OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), ranker, cfg,
-                           shared_id_vector=cold_items(ckpt.vocab, items["item_id"]), ranking=stage)
+    return UserContext(category=category, history=history, last_query=seq.last_query(), at=at, history_buy=buys,
+                       history_ms=times, searches=seq.searches())
 
 
 def cold_items(vocab: object, item_ids: Sequence[str] | pd.Series) -> list[str]:

@@ -54,11 +54,14 @@ class Registry:
         return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time_ns() // 1000 % 1_000_000:06d}Z"
 
     def stage(self, name: str, version: str | None = None, parent: Version | None = None) -> tuple[str, Path]:
-        """A staging folder for a new version, a copy of `parent`'s files when given (an incremental update)."""
+        """A staging folder for a new version, a copy of `parent`'s files when given (an incremental update).
+
+        One publisher at a time: a staging folder left by an earlier publisher that died (killed mid-copy) is removed
+        here; it was never a version, and `current` never pointed at it."""
         version = version or self.new_version()
         staging = self._dir(name) / f".staging-{version}"
-        if staging.exists():
-            shutil.rmtree(staging)
+        for stale in self._dir(name).glob(".staging-*") if self._dir(name).exists() else []:
+            shutil.rmtree(stale, ignore_errors=True)
         if parent is not None:
             shutil.copytree(parent.path, staging, ignore=shutil.ignore_patterns(MANIFEST, "*.lock"))
         else:

@@ -23,16 +23,16 @@ from feature_repo.features import write_feature_tables
 from feature_repo.ingest import REPEAT, ingest
 from feature_repo.loaders import load_with_info
 from feature_repo.schema import CanonicalTables
+from feature_repo.sequences import UserSequence
 from feature_repo.splits import leave_one_out, temporal_split
 from feature_repo.store import FeatureRepo
-from models.llm.prompt import CatalogItems, PromptConfig, PromptInput, action_lines
+from models.llm.prompt import Action, CatalogItems, PromptConfig, PromptInput, action_lines
 from models.ranker.candidates import CandidateConfig, TargetInputs
 from models.ranker.features import FEATURE_NAMES
 from models.ranker.stage import Ranked, RankingStage
 from models.retrieval import RetrievalConfig
 from models.text import HashingNgramEncoder
 from serving.recommend import OnlineRetriever, context_from_features
-from serving.service import _actions
 from tests.serving.test_ranking import make_scorer
 
 CATEGORY = "Garment Upper body"
@@ -194,7 +194,9 @@ def test_serving_path_sees_nothing_of_the_requests_moment(world: dict) -> None:
         feats = repo.online([user])
         ctx = context_from_features(feats, category=CATEGORY, at=DAY10)
         assert list(ctx.history) == expected, user
-        assert prompt_ids(action_lines(PromptInput(tuple(_actions(feats)), {}, CATEGORY), items,
+        seq = UserSequence.from_features(feats)
+        actions = tuple(Action(a, i, q) for a, i, q in zip(seq.actions, seq.item_ids, seq.queries, strict=True))
+        assert prompt_ids(action_lines(PromptInput(actions, {}, CATEGORY), items,
                                        PromptConfig())) == set(expected)
         retriever.recommend(ctx)
         inp, ranked = stage.seen[-1]

@@ -80,10 +80,22 @@ class PromptInput:
 
 
 @dataclass(frozen=True)
+class LLMLimits:
+    """The LLM stage's sizes, the same for fine-tuning, evaluation and serving (`LIMITS`)."""
+
+    candidates: int = 20  # lettered candidates in a candidate prompt (LETTERS has 20)
+    budget_tokens: int = 1024  # tokens of a whole rendered prompt
+    max_new_tokens: int = 40  # generated tokens: an ID and a title fit (the paper's benchmark uses 64)
+
+
+LIMITS = LLMLimits()
+
+
+@dataclass(frozen=True)
 class PromptConfig:
     """Segments, budget and sanitising; the `include_*` switches are the ablations."""
 
-    budget: int = 1024  # tokens of the whole rendered prompt (with the response in training)
+    budget: int = LIMITS.budget_tokens  # tokens of the whole rendered prompt (with the response in training)
     attributes: tuple[str, ...] = ("title", "brand", "color", "size", "material", "season", "occasion")
     include_requirement: bool = True
     include_attributes: bool = True  # False: items appear by ID only

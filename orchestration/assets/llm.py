@@ -53,6 +53,7 @@ from orchestration.assets.data import eval_targets
 from orchestration.assets.seqrec import ID_MODEL
 from orchestration.assets.text import variant_ranker
 from orchestration.resources import LLMResource, WorkdirResource
+from serving.llm_runtime import CORPUS_FILE
 
 
 def _llm_dir(workdir: WorkdirResource) -> Path:
@@ -128,7 +129,8 @@ def llm_adapter(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
     df = pd.read_parquet(_llm_dir(workdir) / "perplexity.parquet")
     catalog = workdir.catalog()
     targets = pd.read_parquet(workdir.layout.eval_targets)
-    model = add_lora(load_llm(llm.model, corpus=_corpus(catalog, targets)))
+    corpus = _corpus(catalog, targets)
+    model = add_lora(load_llm(llm.model, corpus=corpus))
     cfg = LLMTrainConfig(lr=llm.lr, epochs=1, high_share=llm.high_share, high_epochs=3, batch_size=llm.batch_size,
                          max_seconds=llm.max_train_seconds, seed=llm.seed, progress=True)
     prompts = _prompts(df)
@@ -142,6 +144,7 @@ def llm_adapter(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
             "steps": res.steps, "examples_seen": res.examples_seen, "seconds": res.seconds,
             "stopped_early": res.stopped_early, "format_violation_before": before, "format_violation_after": after}
     save_adapter(model.model, out, meta)
+    (out / CORPUS_FILE).write_text(json.dumps(corpus))  # serving builds the same tokenizer from it
     png = loss_curve_png(res.step_losses, _llm_dir(workdir) / "loss.png",
                          f"LoRA on {model.name}: {res.steps} steps, {res.examples_seen} prompts")
     context.log.info(f"adapter: {res.steps} steps in {res.seconds:.0f} s; format violations {before:.2f} -> {after:.2f}")

@@ -16,6 +16,8 @@ from orchestration.cli import app
 from orchestration.definitions import all_assets, all_checks, build_resources, defs
 from orchestration.instance import workdir_instance
 from orchestration.resources import ProtocolResource
+from serving.registry import SERVING as SERVING_NAME
+from serving.registry import Registry
 from tests.conftest import at, make_tiny_tables
 
 SEQREC = {"seqrec_sequences", "id_embeddings"} | {f"seqrec_{m.replace('-', '_')}" for m in
@@ -215,7 +217,10 @@ def test_cli_run_prints_the_metrics_table(
                                    "--no-ranker"])
     assert rec.exit_code == 0, rec.output
     lines = rec.output.splitlines()
-    assert lines[0].startswith("user u1: category 'Footwear', last query 'sneakers'") and "variant re-ranked" in lines[0]
+    # From the bundle the run published (the registry's current version), as `fashionrec serve` reads it.
+    current = Registry(tmp_path / "work" / "registry").current(SERVING_NAME)
+    assert current is not None and lines[0].startswith(f"user u1: bundle {current.version}, category 'Footwear', "
+                                                         "last query 'sneakers'") and "variant re-ranked" in lines[0]
     # u1 clicked/purchased F1 and F2: of the 3 Footwear items only F3 is left to recommend.
     assert len(lines) == 3 and lines[2].split()[:2] == ["0", "F3"]
     # The learned ranking stage keeps seen items as candidates (a flag, not a filter): all 3 Footwear items compete.

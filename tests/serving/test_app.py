@@ -28,8 +28,9 @@ from feature_repo.store import FeatureRepo
 from models.retrieval import RetrievalConfig
 from orchestration.cli import app as cli
 from serving.app import create_app
+from serving.bundle import open_bundle
 from serving.config import Settings
-from serving.recommend import context_from_features, load_online_retriever
+from serving.recommend import context_from_features
 from serving.service import RecommendationService
 
 pytestmark = pytest.mark.slow
@@ -139,9 +140,11 @@ def test_retrieval_answer_is_complete_and_in_category(server, users: pd.DataFram
 
 
 def test_http_answers_equal_the_in_process_retriever(server, users: pd.DataFrame, workdir: Path) -> None:
-    """Same inputs, same list: HTTP against an `OnlineRetriever` built separately over the same stores."""
+    """Same inputs, same list: HTTP (the published bundle) against the workdir itself opened in process, with its own
+    stores: a bundle holds everything the workdir's serving artefacts hold."""
     client, service = server
-    retriever = load_online_retriever(workdir, service.store, cfg=RetrievalConfig(k=100))
+    local = open_bundle(workdir, Settings(workdir=workdir), "workdir", with_llm=False, cfg=RetrievalConfig(k=100))
+    retriever = local.retriever
     repo = FeatureRepo(workdir / "features", workdir / "feast")
     catalog = _items(workdir)
     assert retriever.ranking is not None  # the learned ranking stage, as the service runs it
@@ -159,6 +162,7 @@ def test_http_answers_equal_the_in_process_retriever(server, users: pd.DataFrame
                                               history_ms=[seq.history_ms[j] for j in keep])).items[:10]
                   for at in {before, after}]
         assert got in expect, user
+    local.close()
 
 
 @pytest.mark.parametrize("mode", ["llm", "llm-rank"])
@@ -406,8 +410,8 @@ def test_vector_store_outage_gives_503(server, users: pd.DataFrame, monkeypatch:
         raise StoreUnavailable("Qdrant server unreachable: connection refused")
 
     user = users.iloc[0]["user_id"]
-    monkeypatch.setattr(service.store._backend, "query", down)  # as a Qdrant server that stopped answering
-    monkeypatch.setattr(service.store._backend, "ping", down)
+    monkeypatch.setattr(service.bundle.store._backend, "query", down)  # as a Qdrant server that stopped answering
+    monkeypatch.setattr(service.bundle.store._backend, "ping", down)
     r = client.post("/v1/recommendations", json={"user_id": user, "k": 5})
     assert r.status_code == 503 and "Retry-After" in r.headers and "vector store" in r.json()["detail"]
     assert client.get("/readyz").json()["vector_store"].startswith("unavailable")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.config import Settings, get_settings
+from serving.config import COLLECTIONS, Settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,9 +43,13 @@ def test_explicit_qdrant_path_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert Settings(workdir=tmp_path).qdrant_path == tmp_path / "elsewhere"
 
 
-def test_get_settings_is_cached() -> None:
-    get_settings.cache_clear()
-    try:
-        assert get_settings() is get_settings()
-    finally:
-        get_settings.cache_clear()
+def test_settings_pass_to_a_child_process_unchanged(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`env()` is what `fashionrec serve --workers N` hands its workers: read back, it is the same settings."""
+    s = Settings(workdir=tmp_path, qdrant_url="http://q:6333", qdrant_api_key="secret", llm_enabled=False, port=9001)
+    for key, value in s.env().items():
+        monkeypatch.setenv(key, value)
+    back = Settings()
+    assert back.model_dump() == s.model_dump()
+    assert back.api_key == "secret" and back.llm_enabled is False and back.port == 9001
+    assert s.collections == COLLECTIONS and s.collections.names() == (
+        "item_id_embeddings", "item_title_embeddings", "query_memory")
