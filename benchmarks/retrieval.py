@@ -25,8 +25,9 @@ import torch
 import typer
 
 from evaluation.factories import retrieval_scorer
+from evaluation.memory import TimeSlicedMemory
 from evaluation.metrics import evaluate, targets_ceiling
-from evaluation.retrieval import TimeSlicedMemory, VariantScorer, variant_examples
+from evaluation.retrieval import VariantScorer, variant_examples
 from feature_repo.schema import CanonicalTables
 from feature_repo.sequences import last_search_queries
 from feature_repo.splits import read_protocol

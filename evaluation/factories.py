@@ -12,8 +12,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from evaluation.memory import TimeSlicedMemory
 from evaluation.ranking import RankerScorer
-from evaluation.retrieval import RetrievalScorer, TimeSlicedMemory, TitleQueryBuilder, VariantScorer
+from evaluation.retrieval import RetrievalScorer, TitleQueryBuilder, VariantScorer
 from feature_repo.activity import ActivityTable
 from feature_repo.layout import Layout
 from models.catalog import Catalog

@@ -10,9 +10,7 @@ history, the prompt, the ranker's seen flags or its history candidates; for uB's
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,42 +31,19 @@ from models.ranker.stage import Ranked, RankingStage
 from models.retrieval import RetrievalConfig
 from models.text import HashingNgramEncoder
 from serving.recommend import OnlineRetriever, context_from_features
-from tests.serving.test_ranking import make_scorer
+from tests.helpers import (
+    ARTICLES,
+    BASKET,
+    CATEGORY,
+    DAY10,
+    TRANSACTIONS,
+    H,
+    T,
+    make_scorer,
+    write_hm,
+)
 
-CATEGORY = "Garment Upper body"
-# article id -> product name; every article is a top of its own family (product code = the first 7 digits).
-ARTICLES = {"0100000001": "Hazel", "0200000001": "Xenon", "0300000001": "Xylo", "0400000001": "Xeno",
-            "0500000001": "Tango", "0600000001": "Umber", "0700000001": "Vireo", "0800000001": "Wren"}
-H, X1, X2, X3, T = "0100000001", "0200000001", "0300000001", "0400000001", "0500000001"
-BASKET = [X1, X2, X3, T]
-TRANSACTIONS = [  # (day, customer, article), in file order
-    ("2019-01-01", "uA", H),
-    *[("2019-01-10", "uA", a) for a in BASKET], ("2019-01-10", "uA", T),  # T twice: two units
-    *[("2019-01-09", "uB", a) for a in BASKET],
-    ("2019-01-10", "uB", T),
-    ("2019-01-05", "uC", "0600000001"),
-]  # fmt: skip
-DAY10 = pd.Timestamp("2019-01-10", tz="UTC")
 CFG = CandidateConfig(id_k=8, title_k=8, history=10)
-
-
-def write_hm(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "transactions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["t_dat", "customer_id", "article_id", "price", "sales_channel_id"])
-        w.writerows([(d, c, a, 0.03, 2) for d, c, a in TRANSACTIONS])
-    fields = ["article_id", "prod_name", "product_type_name", "product_group_name", "colour_group_name",
-              "index_group_name", "section_name"]
-    rows = [(a, name, "Top", CATEGORY, "Black", "Ladieswear", "Womens Casual") for a, name in ARTICLES.items()]
-    with open(folder / "articles.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(fields)
-        w.writerows(rows)
-    full = pd.DataFrame(rows, columns=fields)
-    full["article_id"] = full["article_id"].astype("int64")
-    full.to_parquet(folder / "articles_full_catalog.parquet")
-    return folder
 
 
 @dataclass

@@ -89,9 +89,13 @@ def test_budget_drops_the_oldest_actions_first(tiny) -> None:  # noqa: ANN001
     assert kept == everything[cut.n_dropped:]  # the newest actions, in order
     assert "search" not in kept[0]  # the search was the oldest action: it went first
     assert REQUIREMENT in cut.text and FORMAT in cut.text  # never cut
-    # The largest number of actions that fits: one more would exceed the budget.
-    one_more = build_prompt(inp, Table(), tiny.tokenizer, PromptConfig(budget=cut.n_tokens), response=("X", "y"))
-    assert one_more.n_dropped >= cut.n_dropped
+    # The largest number of actions that fits: the same prompt with one more of the newest actions exceeds it.
+    budget = full.n_tokens // 2
+    one_more = PromptInput(inp.actions[-(cut.n_actions + 1):], inp.memory, inp.category)
+    bigger = build_prompt(one_more, Table(), tiny.tokenizer, PromptConfig(budget=100_000), response=("X", "y"))
+    assert bigger.n_dropped == 0 and bigger.n_actions == cut.n_actions + 1 and bigger.n_tokens > budget
+    same = PromptInput(inp.actions[-cut.n_actions:], inp.memory, inp.category)
+    assert build_prompt(same, Table(), tiny.tokenizer, PromptConfig(budget=100_000), response=("X", "y")).text == cut.text
     assert build_prompt(inp, Table(), tiny.tokenizer, PromptConfig(budget=full.n_tokens // 2),
                         response=("X", "y")).text == cut.text  # deterministic
 

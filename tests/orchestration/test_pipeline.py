@@ -281,7 +281,7 @@ def test_cli_run_without_the_id_model_skips_what_needs_it(data_dir: Path, tmp_pa
 def test_day_resolution_dataset_through_dagster(tmp_path: Path) -> None:
     """H&M format: the resolution reaches dataset.json, the asset metadata and the report, the repeated row is
     quarantined without failing the row-count check, and the report has the basket hit rate."""
-    from tests.test_day_moments import write_hm
+    from tests.helpers import write_hm
 
     data = write_hm(tmp_path / "hm")
     resources = build_resources(str(data), "hm", str(tmp_path / "work"))

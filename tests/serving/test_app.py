@@ -9,10 +9,8 @@ import random
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,26 +18,19 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from feature_repo.splits import ordered_events
 from feature_repo.store import FeatureRepo
 from models.retrieval import RetrievalConfig
 from orchestration.cli import app as cli
-from serving.app import create_app
 from serving.bundle import open_bundle
 from serving.config import Settings
 from serving.recommend import context_from_features
 from serving.service import RecommendationService
+from tests.helpers import free_port, running
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,28 +41,6 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                       "--llm-train-seconds", "3"])
     assert result.exit_code == 0, result.output
     return root
-
-
-@contextmanager
-def running(settings: Settings) -> Iterator[tuple[httpx.Client, RecommendationService]]:
-    """The real app under uvicorn in a thread on a free local port, and an HTTP client for it."""
-    service = RecommendationService.load(settings)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings, service), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            yield client, service
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-        service.close()
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +80,6 @@ def test_the_run_trained_and_evaluated_the_ranker(workdir: Path) -> None:
     assert set(recall) == {"id", "title", "memory", "search", "history", "popularity", "variant", "union"}
     assert all(0 <= v <= recall["union"] <= 1 for k, v in recall.items())
     assert "| ranker |" in (workdir / "eval" / "report.md").read_text()
-
-
 
 
 def test_retrieval_answer_is_complete_and_in_category(server, users: pd.DataFrame, workdir: Path) -> None:
@@ -349,7 +316,7 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[str, callable, callable]]:
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed (.ci/run installs it with apt)")
-    port = _free_port()
+    port = free_port()
     cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "3600 1",
            "--appendonly", "no", "--daemonize", "no"]
     procs: list[subprocess.Popen] = []

@@ -27,7 +27,7 @@ from models.llm.prompt import CatalogItems, PromptConfig
 from models.retrieval import RetrievalConfig
 from models.text import HashingNgramEncoder, embed_catalog
 from models.text.memory import AsOfMemory
-from tests.serving.test_recommend import T0, catalog_items, search_results
+from tests.helpers import T0, catalog_items, search_results
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import replace
 
 import numpy as np
@@ -12,21 +11,13 @@ import pytest
 
 from evaluation.metrics import evaluate
 from evaluation.ranking import RankerScorer, ranker_examples
-from evaluation.retrieval import RetrievalScorer, TitleQueryBuilder
-from feature_repo.activity import ActivityTable
-from models.catalog import Catalog
-from models.common import l2_normalize
-from models.ranker.candidates import SOURCES, CandidateConfig, SearchLog
-from models.ranker.features import FEATURE_NAMES, FeatureContext
+from models.ranker.candidates import SOURCES, CandidateConfig
+from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import LearnedRanker, RankerConfig, fit_ranker
-from models.ranker.stage import RankingStage
 from models.retrieval import RetrievalConfig
-from models.text import HashingNgramEncoder, embed_catalog
-from models.text.memory import AsOfMemory
-from models.variants import ItemAttributes
+from models.text import HashingNgramEncoder
 from serving.recommend import OnlineRetriever, UserContext
-from serving.vectorstore import VectorStore
-from tests.serving.test_recommend import T0, catalog_items, id_model_and_store, search_results
+from tests.helpers import T0, catalog_items, make_scorer, search_results
 
 MS = 1_000_000
 CFG = CandidateConfig(id_k=6, title_k=6, searches=2, history=5, popular=4, variant_id_k=2, variant_title_k=2,
@@ -88,29 +79,11 @@ def context(i: int, at: pd.Timestamp = T0) -> UserContext:
                        searches=[(sid, ms(at - pd.Timedelta(hours=h))) for sid, h in searches])
 
 
-def make_scorer(items: pd.DataFrame, ev: pd.DataFrame, sr: pd.DataFrame, encoder: HashingNgramEncoder,
-                cfg: CandidateConfig = CFG) -> tuple[Catalog, RankerScorer, VectorStore, object, AsOfMemory]:
-    """The evaluation's ranking stage over these tables (ID vectors seeded per item id, titles hashed)."""
-    catalog = Catalog.from_items(items)
-    title_vecs = embed_catalog(encoder, catalog.items)  # (n, d) catalog order
-    id_vecs = np.stack([np.random.default_rng(zlib.crc32(i.encode())).normal(size=8)
-                        for i in catalog.item_ids]).astype(np.float32)  # (n, 8) the same per item in any catalog
-    id_queries, store = id_model_and_store(catalog, id_vecs, title_vecs)
-    memory = AsOfMemory.build(sr, encoder)
-    titles = TitleQueryBuilder(encoder, memory, catalog, title_vecs)
-    base = RetrievalScorer(catalog, id_vecs, title_vecs, id_queries, titles.queries)
-    unit_id, unit_title = l2_normalize(id_vecs), l2_normalize(title_vecs)
-    ctx = FeatureContext(ItemAttributes.from_items(catalog.items), catalog.items, ActivityTable.build(ev, items),
-                         id_vectors=lambda r: unit_id[r], title_vectors=lambda r: unit_title[r])
-    scorer = RankerScorer(base, RankingStage(ctx, SearchLog(sr, pd.Index(catalog.item_ids)), None, cfg))
-    return catalog, scorer, store, id_queries, memory
-
-
 @pytest.fixture(scope="module")
 def setup():  # noqa: ANN201
     items = with_attributes(catalog_items())
     encoder = HashingNgramEncoder()
-    catalog, scorer, store, id_queries, memory = make_scorer(items, events(items), search_results(items), encoder)
+    catalog, scorer, store, id_queries, memory = make_scorer(items, events(items), search_results(items), encoder, CFG)
     # A real LambdaMART fitted on these targets (bought items drawn from their candidates).
     rng = np.random.default_rng(5)
     groups = []

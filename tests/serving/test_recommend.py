@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,37 +13,7 @@ from models.text import HashingNgramEncoder, build_query_memory, embed_catalog
 from models.text.memory import AsOfMemory
 from models.variants import VariantRanker
 from serving.recommend import OnlineRetriever, UserContext
-from serving.vectorstore import VectorStore
-
-T0 = pd.Timestamp("2024-03-01", tz="UTC")
-COLOURS, SIZES = ["red", "blue", "black"], ["7", "8", "9"]
-KINDS = {"Footwear": ["sneaker", "boot", "sandal", "loafer"], "Clothing": ["dress", "shirt", "jeans", "coat"]}
-
-
-def catalog_items() -> pd.DataFrame:
-    rows = []
-    for cat, kinds in KINDS.items():
-        for f, kind in enumerate(kinds):
-            for c in COLOURS:
-                for s in SIZES:
-                    rows.append({"item_id": f"{cat[0]}{f}-{c}-{s}", "family_id": f"{cat}{f}", "category": cat,
-                                 "subcategory": kind, "color": c, "size": s, "created_at": T0 - pd.Timedelta(days=30),
-                                 "title": f"{c} {kind} size {s} brand{f}"})
-    return pd.DataFrame(rows)
-
-
-def search_results(items: pd.DataFrame) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    queries = ["red sneakers", "black boots", "blue dress", "summer sandals", "denim jeans", "warm coat"]
-    rows = []
-    for sid in range(30):
-        q = queries[sid % len(queries)]
-        shown = rng.choice(items["item_id"].to_numpy(), size=6, replace=False)
-        rows += [{"search_id": sid, "user_id": f"u{sid}", "session_id": sid, "query": q,
-                  "timestamp": T0 - pd.Timedelta(days=20 - sid * 0.1), "item_id": i, "position": p}
-                 for p, i in enumerate(shown, start=1)]
-    return pd.DataFrame(rows)
-
+from tests.helpers import T0, catalog_items, id_model_and_store, search_results
 
 CONTEXTS = [
     UserContext("Footwear", ["F0-red-8", "F1-black-8"], "red snekers"),  # typo: the memory still matches
@@ -53,23 +21,6 @@ CONTEXTS = [
     UserContext("Clothing", [], "blue dress"),  # no history: no ID list
     UserContext("Clothing", ["C3-red-7", "C0-blue-7", "F0-red-8"], "warm coat"),
 ]
-
-
-def id_model_and_store(catalog: Catalog, id_vecs: np.ndarray, title_vecs: np.ndarray
-                       ) -> tuple[Callable[[list[list[str]]], np.ndarray], VectorStore]:
-    """A stand-in ID model (a history's query is the mean of its items' vectors) and an in-memory store holding
-    the ID and title collections, partitioned by category."""
-    id_of = dict(zip(catalog.item_ids, id_vecs, strict=True))
-
-    def id_queries(histories: list[list[str]]) -> np.ndarray:  # mean of the history's ID vectors
-        return np.stack([np.mean([id_of[i] for i in h], axis=0) if h else np.zeros(id_vecs.shape[1])
-                         for h in histories])
-
-    store = VectorStore.memory()
-    store.upsert("item_id_embeddings", list(catalog.item_ids), id_vecs, partitions=list(catalog.items["category"]))
-    store.upsert("item_title_embeddings", list(catalog.item_ids), title_vecs,
-                 partitions=list(catalog.items["category"]))
-    return id_queries, store
 
 
 @pytest.fixture(scope="module")
