@@ -88,8 +88,12 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     val = sample(all_targets[all_targets["split"] == "val"], train_prompts, seed)
     t0 = time.perf_counter()
     memory = AsOfMemory.build(tables.search_results, load_title_model(wd.layout.title_model))
+    val_memory = AsOfMemory.build(tables.search_results, load_title_model(wd.layout.at("val").title_model))
     ranker = VariantRanker.load(wd.layout.variant_ranker)
     mixup = VariantScorer(retrieval_scorer(wd.layout, catalog, RetrievalConfig(mode="mixup", n=1), memory), catalog, ranker)
+    # Training prompts show the val fit's lists (as the `llm_prompts` asset); the test targets the test fit's.
+    val_mixup = VariantScorer(retrieval_scorer(wd.layout.at("val"), catalog, RetrievalConfig(mode="mixup", n=1),
+                                               val_memory), catalog, ranker)
     title = VariantScorer(retrieval_scorer(wd.layout, catalog, RetrievalConfig(mode="title_only"), memory), catalog, ranker)
     pop = PopularityScorer(tables.events, catalog, PopularityConfig())
     items = CatalogItems(catalog.items)
@@ -115,7 +119,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     t0 = time.perf_counter()
     base = fresh()
     cfg = PromptConfig()
-    df = training_prompts(val, mixup, factory, items, catalog, base.tokenizer, cfg, seed=seed)
+    df = training_prompts(val, val_mixup, PromptFactory(val_memory), items, catalog, base.tokenizer, cfg, seed=seed)
     prompts = [Prompt(t, r, int(n), 0, int(d)) for t, r, n, d in
                zip(df["text"], df["response"], df["n_tokens"], df["n_dropped"], strict=True)]
     ppl = response_perplexity(base.model, base.tokenizer, prompts, batch_size=batch_size, progress=True)

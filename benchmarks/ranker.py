@@ -40,7 +40,7 @@ from models.text import load_title_model
 from models.text.memory import AsOfMemory
 from models.variants import VariantRanker
 from orchestration.resources import WorkdirResource
-from serving.recommend import OnlineRetriever, cold_items, context_from_features
+from serving.recommend import OnlineRetriever, context_from_features
 from serving.vectorstore import VectorStore
 
 SAMPLE = Path(__file__).resolve().parents[1] / "feature_repo" / "sample"
@@ -54,7 +54,10 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
          data: Annotated[Path, typer.Option(help="Dataset dir (its oracle gives the ceiling)")] = SAMPLE,
          format: Annotated[str, typer.Option(help="canonical | hm | amazon2018 (only canonical has a ceiling)")]
          = "canonical",
-         latency_requests: Annotated[int, typer.Option(help="Requests timed per serving path")] = 100) -> None:
+         latency_requests: Annotated[int, typer.Option(help="Requests timed per serving path")] = 100,
+         test_fit: Annotated[str, typer.Option(help="The fit whose lists and features the ranker reads on test: "
+                                                    "test (the refit, as served) | val (the first fit, to measure "
+                                                    "what the refit brings)")] = "test") -> None:
     torch.set_num_threads(1)
     wd = WorkdirResource(workdir=str(workdir))
     tables = CanonicalTables.read(wd.canonical)
@@ -68,15 +71,16 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
 
     rows: list[tuple[str, dict, float]] = []
     t0 = time.perf_counter()
-    encoder = load_title_model(wd.layout.title_model)
-    memory = AsOfMemory.build(tables.search_results, encoder)  # one as-of memory for every row and the latency
-    scorer = ranker_scorer(wd.layout, catalog, memory=memory)
+    val_lay, test_lay = wd.layout.at("val"), wd.layout.at(test_fit)  # type: ignore[arg-type]
+    val_memory = AsOfMemory.build(tables.search_results, load_title_model(val_lay.title_model))
+    encoder = load_title_model(test_lay.title_model)
+    memory = AsOfMemory.build(tables.search_results, encoder)  # one as-of memory for every test row and the latency
     setup_s = time.perf_counter() - t0
-    ex = ranker_examples(scorer, val, progress=True)
+    ex = ranker_examples(ranker_scorer(val_lay, catalog, memory=val_memory), val, progress=True)
     t1 = time.perf_counter()
     model = fit_ranker(ex.groups, FEATURE_NAMES, RankerConfig())
     fit_s = time.perf_counter() - t1
-    scorer.ranker = model
+    scorer = ranker_scorer(test_lay, catalog, model, memory=memory)
     t1 = time.perf_counter()
     m = evaluate("ranker", scorer, test, catalog, progress=True).metrics
     rows.append(("ranker", m, time.perf_counter() - t1))
@@ -86,7 +90,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
     for name, cfg in (("title-only + variants", RetrievalConfig(mode="title_only")),
                       ("mixup + variants", RetrievalConfig(mode="mixup", n=1))):
         t1 = time.perf_counter()
-        m = evaluate(name, VariantScorer(retrieval_scorer(wd.layout, catalog, cfg, memory), catalog, variant), test,
+        m = evaluate(name, VariantScorer(retrieval_scorer(test_lay, catalog, cfg, memory), catalog, variant), test,
                      catalog, progress=False).metrics
         rows.append((name, m, time.perf_counter() - t1))
     pop = PopularityScorer(tables.events, catalog, PopularityConfig())
@@ -94,7 +98,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
         t1 = time.perf_counter()
         rows.append((name, evaluate(name, s, test, catalog, progress=False).metrics, time.perf_counter() - t1))
     for name in ("core-trm", "sasrec-ce"):
-        path = wd.layout.model(name)
+        path = test_lay.model(name)
         if path.exists():
             ck = load_checkpoint(path)
             t1 = time.perf_counter()
@@ -105,17 +109,19 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
     base = {n: m for n, m, _ in rows}
     ref = base["title-only + variants"]["overall"]["ndcg@10"]
     best_other = max((m["overall"]["ndcg@10"], n) for n, m, _ in rows if n != "ranker")
-    typer.echo("\n| method | R@10 | N@10 | MRR | cold R@10 | N@10 / title-only+variants | N@10 / ceiling | eval s |")
-    typer.echo("|---|---|---|---|---|---|---|---|")
+    typer.echo(f"\ntest lists and features from the {test_fit} fit; the ranker was fitted on the val fit's")
+    typer.echo("\n| method | R@10 | N@10 | MRR | cold R@10 | warm N@10 | N@10 / title-only+variants | N@10 / ceiling "
+               "| eval s |")
+    typer.echo("|---|---|---|---|---|---|---|---|---|")
     if oracle:
         o = oracle["all"]
         typer.echo(f"| ceiling (oracle, these targets) | {o['exp_recall10']:.4f} | {o['exp_ndcg10']:.4f} | "
-                   f"{o['exp_mrr']:.4f} | {oracle.get('cold', {}).get('exp_recall10', float('nan')):.4f} | | 1.000 | |")
+                   f"{o['exp_mrr']:.4f} | {oracle.get('cold', {}).get('exp_recall10', float('nan')):.4f} | | | 1.000 | |")
     for name, m, secs in rows:
-        a, c = m["overall"], m["cold_start"]
+        a, c, w = m["overall"], m["cold_start"], m["warm"]
         frac = f"{a['ndcg@10'] / oracle['all']['exp_ndcg10']:.3f}" if oracle else ""
         typer.echo(f"| {name} | {a['recall@10']:.4f} | {a['ndcg@10']:.4f} | {a['mrr']:.4f} | {c['recall@10']:.4f} | "
-                   f"{a['ndcg@10'] / max(ref, 1e-12):.2f} | {frac} | {secs:.1f} |")
+                   f"{w['ndcg@10']:.4f} | {a['ndcg@10'] / max(ref, 1e-12):.2f} | {frac} | {secs:.1f} |")
     r = base["ranker"]["overall"]["ndcg@10"]
     typer.echo(f"\nranker N@10 {r:.4f}: {r / max(ref, 1e-12):.2f}x title-only + variants, "
                f"{r / max(best_other[0], 1e-12):.2f}x the best other row ({best_other[1]}), "
@@ -131,20 +137,20 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
                f"test evaluation {rows[0][2]:.1f} s")
     typer.echo("top 12 features by gain: " + ", ".join(f"{k} {v:.0f}" for k, v in
                                                      list(model.importances().items())[:12]))
-    latency(wd, catalog, test, scorer, variant, encoder, memory, latency_requests)
+    if test_fit == "test":  # the collections hold the test fit
+        latency(wd, catalog, test, scorer, variant, encoder, memory, latency_requests, test_lay)
 
 
 def latency(wd: WorkdirResource, catalog: Catalog, test: pd.DataFrame, scorer, variant, encoder, memory,  # noqa: ANN001
-            n: int) -> None:
+            n: int, lay) -> None:  # noqa: ANN001
     """Per request, in process, over the Qdrant collections: the ranking stage against the variant re-rank
     (requests replayed at their target times with the as-of memory)."""
     from models.seqrec.vectors import query_vectors
 
-    ck = load_checkpoint(wd.layout.model(ID_MODEL))
+    ck = load_checkpoint(lay.model(ID_MODEL))
     sample = test.sample(min(n, len(test)), random_state=0)
-    store = VectorStore.local(wd.root / "qdrant")
-    shared = cold_items(ck.vocab, catalog.item_ids)
-    kw = dict(memory=memory, shared_id_vector=shared)
+    store = VectorStore.local(wd.root / "qdrant")  # the test fit's collections
+    kw = dict(memory=memory, id_items=ck.vocab.to_list())
     paths = {"variant re-rank (mixup + variants)": OnlineRetriever(
                  store, catalog.items, encoder, lambda h: query_vectors(ck.model, ck.vocab, h), variant,
                  RetrievalConfig(k=10), **kw),

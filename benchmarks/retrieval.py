@@ -108,6 +108,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     typer.echo(f"memory: {built} in {time.perf_counter() - t0:.1f} s; {len(targets)} test targets")
 
     scorer = retrieval_scorer(wd.layout, catalog, RetrievalConfig(), memory)
+    val_scorer = retrieval_scorer(wd.layout.at("val"), catalog, RetrievalConfig())  # the variant rankers' lists
     scorer.id_queries = Cached(scorer.id_queries, lambda h: tuple(map(tuple, h)))
     # The evaluation passes each batch's targets (to order them last among ties): part of the key.
     scorer.title_queries = Cached(scorer.title_queries, lambda b, r, *demote: (
@@ -123,9 +124,9 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     attrs = ItemAttributes.from_items(catalog.items)
     fits = []
     for name in VARIANT_MODES:
-        scorer.cfg = MODES[name]
+        scorer.cfg = val_scorer.cfg = MODES[name]
         t1 = time.perf_counter()
-        ranker = fit_variant_ranker(variant_examples(scorer, val, catalog, attrs, VariantConfig()))
+        ranker = fit_variant_ranker(variant_examples(val_scorer, val, catalog, attrs, VariantConfig()))
         m = evaluate(f"retrieval-{name}+variants", VariantScorer(scorer, catalog, ranker, attrs), targets, catalog,
                      progress=False).metrics
         rows.append((f"{name} + variants", m, time.perf_counter() - t1))

@@ -2,7 +2,8 @@
 
 Each factory reads the artefacts the asset graph wrote (`feature_repo.layout.Layout`: the ID checkpoint, the title
 model and its catalog vectors, the search log, the activity windows, the variant ranker) and returns an evaluation
-`Scorer`. Nothing here trains or writes.
+`Scorer`. Nothing here trains or writes. The layout's period picks the fit: `layout.at("val")` for the validation
+targets (what the rankers and the LLM are trained on), the default test fit for the test targets.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def retrieval_scorer(layout: Layout, catalog: Catalog, cfg: RetrievalConfig,
     titles = TitleQueryBuilder(encoder, memory, catalog, title_vectors)
     ids = item_vectors(ckpt.model, ckpt.vocab, catalog.item_ids)  # (n, d)
     return RetrievalScorer(catalog, ids, title_vectors, lambda h: query_vectors(ckpt.model, ckpt.vocab, h),
-                           titles.queries, cfg)
+                           titles.queries, cfg, id_known=ckpt.vocab.known(catalog.item_ids))
 
 
 def variant_scorer(layout: Layout, catalog: Catalog, cfg: RetrievalConfig, memory: AsOfMemory | None = None
@@ -75,8 +76,9 @@ def ranker_scorer(layout: Layout, catalog: Catalog, ranker: LearnedRanker | None
     """The ranking stage over a workdir: retrieval sources, search log, activity windows, catalog attributes.
     `memory`: an as-of query memory already built over the workdir's searches (else one is built)."""
     base = retrieval_scorer(layout, catalog, RetrievalConfig(), memory)
+    id_table = np.where(base.id_known[:, None], base.id_vectors, np.nan).astype(np.float32)  # (n, d) NaN: no row
     ctx = FeatureContext(ItemAttributes.from_items(catalog.items), catalog.items, ActivityTable.read(layout.activity),
-                         id_vectors=lambda rows: base.id_vectors[rows], title_vectors=lambda rows: base.title_vectors[rows])
+                         id_vectors=lambda rows: id_table[rows], title_vectors=lambda rows: base.title_vectors[rows])
     log = SearchLog(pd.read_parquet(layout.search_results), pd.Index(catalog.item_ids))
     return RankerScorer(base, RankingStage(ctx, log, ranker, cfg))
 

@@ -2,7 +2,9 @@
 4.2 and 4.4), exact numpy over every test target; `serving.recommend` is the same ranking over Qdrant.
 
 Two candidate lists per user, both restricted to the target's category:
-- ID list: the CORE sequence representation of the user's clicked/purchased items, cosine against CORE's item table.
+- ID list: the CORE sequence representation of the user's clicked/purchased items, cosine against CORE's item table,
+  over the items CORE has a row for (`id_known`): an item it never saw shares the cold row, a tie block it cannot
+  tell apart, so it is in no ID list (as it is in no serving ID collection).
 - Title list: a title query vector (see `TitleQueryBuilder`), cosine against the title-model embedding of every item.
   With `RetrievalConfig.title_list="memory_first"` (default) the memory's products for the user's last search come
   first (nearest key's products in the memory's order, then the next keys', de-duplicated, in the category), then
@@ -140,7 +142,7 @@ class ListSources(NamedTuple):
     id_top: np.ndarray  # (B, K) the ID list (PAD rows for targets without history)
     title_top: np.ndarray  # (B, K) the title-cosine list (no memory products)
     memory_cols: list[np.ndarray] | None  # B arrays: the memory's products for the last search, in order
-    id_cos: np.ndarray  # (B, n_cat) ID cosines (every item, released or not)
+    id_cos: np.ndarray  # (B, n_cat) ID cosines (every item, released or not, with a row or the cold one)
     title_cos: np.ndarray  # (B, n_cat) title cosines
     id_query: np.ndarray  # (B, d_id) unit ID query vectors (zero without history)
     title_query: np.ndarray  # (B, d_title) unit title query vectors
@@ -210,8 +212,11 @@ class RetrievalScorer:
     def __init__(self, catalog: Catalog, id_vectors: np.ndarray, title_vectors: np.ndarray,
                  id_queries: Callable[[list[list[str]]], np.ndarray],
                  title_queries: Callable[..., np.ndarray | TitleQueries],
-                 cfg: RetrievalConfig = RetrievalConfig()) -> None:
+                 cfg: RetrievalConfig = RetrievalConfig(), id_known: np.ndarray | None = None) -> None:
+        """`id_known` (n_catalog,) bool: the items the ID model has a row for, the only ones an ID list holds
+        (None: every item)."""
         self.catalog = catalog
+        self.id_known = np.ones(len(catalog.item_ids), bool) if id_known is None else np.asarray(id_known, bool)
         self.index = pd.Index(catalog.item_ids)
         self.id_vectors = l2_normalize(id_vectors)  # (n_catalog, d_id), catalog row order
         self.title_vectors = l2_normalize(title_vectors)  # (n_catalog, d_title)
@@ -250,6 +255,7 @@ class RetrievalScorer:
         t_ns = to_ns(batch["target_ts"].to_numpy())  # (B,)
         unreleased = ~self.catalog.released(cat_rows, t_ns)  # (B, n_cat)
         id_cos[unreleased] = -np.inf
+        id_cos[:, ~self.id_known[cat_rows]] = -np.inf  # no row of its own: in no ID list
         title_rank = title_cos.copy()
         title_rank[unreleased] = -np.inf
         if memory_rows is not None:

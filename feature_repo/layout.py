@@ -3,14 +3,24 @@
 Every layer reads and writes through these names (`Layout(root).eval_targets`, `Layout(root).model("core-trm")`)
 instead of path literals, so moving a file is a change here. The split loaders read the evaluation targets
 (`val_targets`, `test_targets`): the targets joined with their histories by Feast's point-in-time join.
+
+Models are fitted twice (`feature_repo.splits`, "Two fits"): the *val* fit on what came before the validation
+targets (model selection, and the variant ranker, the learned ranker and the LLM are trained on its lists), and the
+*test* fit, refitted on everything before the test targets with the selected settings (it scores the test targets
+and is what a bundle serves). `Layout(root)` names the test fit's files; `Layout(root).at("val")` names the val
+fit's, under `models/val/` and `text/val/`. Every data path is the same for both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
+
+Period = Literal["val", "test"]
+PERIODS: tuple[Period, ...] = ("val", "test")
 
 
 @dataclass(frozen=True)
@@ -18,9 +28,16 @@ class Layout:
     """The named paths under one root (a workdir or a bundle version); nothing is created until `ensure` is called."""
 
     root: Path
+    period: Period = "test"  # which fit the model paths name (see the module docstring)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+        if self.period not in PERIODS:
+            raise ValueError(f"unknown period {self.period!r}; expected one of {PERIODS}")
+
+    def at(self, period: Period) -> Layout:
+        """The same root, naming the `period` fit's model files."""
+        return replace(self, period=period)
 
     # -- folders ---------------------------------------------------------------------------------------
     @property
@@ -47,9 +64,14 @@ class Layout:
         return self.root / "models"
 
     @property
+    def fitted(self) -> Path:
+        """The ID and title models of this layout's fit: `models/` (test fit) or `models/val/` (val fit)."""
+        return self.models if self.period == "test" else self.models / "val"
+
+    @property
     def text(self) -> Path:
-        """The title model's catalog vectors and the memory snapshot."""
-        return self.root / "text"
+        """The title model's catalog vectors (`text/val/` for the val fit) and the memory snapshot."""
+        return self.root / "text" if self.period == "test" else self.root / "text" / "val"
 
     @property
     def qdrant(self) -> Path:
@@ -109,16 +131,16 @@ class Layout:
 
     @property
     def train_history(self) -> Path:
-        """The ID models' training sequences, read from Feast at the training cut."""
-        return self.root / "seqrec" / "train_history.parquet"
+        """This fit's ID-model training sequences, read from Feast at its training cut."""
+        return self.root / "seqrec" / f"train_history_{self.period}.parquet"
 
     def model(self, name: str) -> Path:
-        """A sequential ID model's checkpoint, e.g. `model("core-trm")`."""
-        return self.models / f"{name}.pt"
+        """A sequential ID model's checkpoint of this fit, e.g. `model("core-trm")`."""
+        return self.fitted / f"{name}.pt"
 
     @property
     def title_model(self) -> Path:
-        return self.models / "title"
+        return self.fitted / "title"
 
     @property
     def title_vectors(self) -> Path:

@@ -18,8 +18,16 @@ user bought at the target's moment, the target first among equals in file order 
 rate reads). Leave-one-out takes each user's last two purchase moments, so the validation target is never a
 basket-mate of the test target. `cold_start` is measured at the target's time: the item is cold when no one clicked
 or purchased it strictly before the target's timestamp (`n_prior` counts those interactions).
-`warm_rare` marks targets that are warm but occur fewer than `min_count` times in the training events, so the ID
-models' vocabulary maps them to the shared cold row too.
+`warm_rare` marks targets that are warm but occur fewer than `min_count` times in the training events of the fit
+that scores them (below), so the ID models' vocabulary maps them to the shared cold row too.
+
+Two fits. Models are first fitted on `train_events`, everything before the validation targets: that *val* fit
+selects the settings (epochs by early stopping on the validation targets) and scores the validation targets that
+the variant ranker, the learned ranker and the LLM are trained on. Then the ID and title models are refitted with
+those settings on everything before the test targets (`training_events(..., "test")`: under the temporal protocol
+every event before the test cut, the validation period included; under leave-one-out each user's events before
+their test moment). That *test* fit scores the test targets and is what a serving bundle holds, as a nightly
+retrain would be. `training_cutoffs` gives each fit's per-user cut.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+from feature_repo.layout import PERIODS, Period
 
 INTERACTIONS = ("click", "purchase")
 Protocol = Literal["temporal", "loo"]
@@ -93,9 +103,10 @@ def moment_items(events: pd.DataFrame, users: pd.Series | np.ndarray, times: pd.
     return [baskets.get((u, t), []) for u, t in zip(key["user_id"], key["timestamp"], strict=True)]
 
 
-def _targets(held: pd.DataFrame, events: pd.DataFrame, train_events: pd.DataFrame, items: pd.DataFrame,
+def _targets(held: pd.DataFrame, events: pd.DataFrame, fit_events: dict[str, pd.DataFrame], items: pd.DataFrame,
              min_count: int) -> pd.DataFrame:
-    """The targets table from held-out purchase rows (with `n_before` and `split`)."""
+    """The targets table from held-out purchase rows (with `n_before` and `split`); `fit_events`: per split, the
+    training events of the fit that scores its targets (for `warm_rare`)."""
     category = items.set_index("item_id")["category"]
     targets = pd.DataFrame({
         "user_id": held["user_id"].to_numpy(),
@@ -108,8 +119,11 @@ def _targets(held: pd.DataFrame, events: pd.DataFrame, train_events: pd.DataFram
     targets["moment_items"] = moment_items(events, targets["user_id"], targets["target_ts"])
     targets["n_prior"] = prior_interactions(events, targets["target_item_id"], targets["target_ts"])
     targets["cold_start"] = targets["n_prior"] == 0
-    inter = train_events[train_events["action"].isin(INTERACTIONS)]
-    n_train = targets["target_item_id"].map(inter["item_id"].value_counts()).fillna(0).astype(np.int64)
+    n_train = np.zeros(len(targets), np.int64)
+    for split, fit in fit_events.items():
+        inter = fit[fit["action"].isin(INTERACTIONS)]
+        rows = (targets["split"] == split).to_numpy()
+        n_train[rows] = targets.loc[rows, "target_item_id"].map(inter["item_id"].value_counts()).fillna(0)
     targets["warm_rare"] = ~targets["cold_start"] & (n_train < min_count)
     return targets.sort_values(["split", "user_id"], kind="stable").reset_index(drop=True)
 
@@ -136,7 +150,10 @@ def leave_one_out(events: pd.DataFrame, items: pd.DataFrame, min_count: int = DE
     train_events = ev[cutoff.notna() & (ev["pos"] < cutoff)].reset_index(drop=True)
     # Users who never purchase have no target; their events are still training data for the sequence models.
     train_events = pd.concat([train_events, ev[cutoff.isna()]], ignore_index=True)
-    targets = _targets(held, ev, train_events, items, min_count)
+    test_start = held[held["split"] == "test"].groupby("user_id")["n_before"].min()
+    test_cut = ev["user_id"].map(test_start)
+    refit_events = ev[test_cut.isna() | (ev["pos"] < test_cut)]
+    targets = _targets(held, ev, {"val": train_events, "test": refit_events}, items, min_count)
     return Splits(targets=targets, train_events=train_events.drop(columns=["pos", "n_before"]), protocol="loo")
 
 
@@ -169,7 +186,7 @@ def temporal_split(events: pd.DataFrame, items: pd.DataFrame, val_frac: float = 
     # file order, of the user's last moment in the window.
     held = purchases.groupby(["user_id", "split"], sort=False).tail(1)
     train_events = ev[ts < cuts["val"]].reset_index(drop=True)
-    targets = _targets(held, ev, train_events, items, min_count)
+    targets = _targets(held, ev, {"val": train_events, "test": ev[ts < cuts["test"]]}, items, min_count)
     return Splits(targets=targets, train_events=train_events.drop(columns=["pos", "n_before"]), protocol="temporal",
                   cuts=cuts)
 
@@ -193,18 +210,32 @@ def cross_category(splits: Splits, items: pd.DataFrame, train_category: str, tes
     return Splits(targets=targets, train_events=train_events, protocol=splits.protocol, cuts=splits.cuts)
 
 
-def training_cutoffs(splits: Splits, events: pd.DataFrame) -> pd.DataFrame:
-    """Per user, the time before which all events are training data.
+def training_cutoffs(splits: Splits, events: pd.DataFrame, period: Period = "val") -> pd.DataFrame:
+    """Per user, the time before which all events are training data of the `period` fit (see "Two fits").
 
-    Temporal: the validation cut, for every user. Leave-one-out: the user's first target, else after their last event.
+    Temporal: that period's cut, for every user. Leave-one-out: the user's first target ("val") or test target
+    ("test"), else after their last event. Columns user_id, cutoff_ts.
     """
+    if period not in PERIODS:
+        raise ValueError(f"unknown period {period!r}; expected one of {PERIODS}")
     if splits.protocol == "temporal":
         users = pd.Index(events["user_id"].unique())
-        return pd.DataFrame({"user_id": users, "cutoff_ts": splits.cuts["val"]})
-    first = splits.targets.groupby("user_id")["target_ts"].min()
+        return pd.DataFrame({"user_id": users, "cutoff_ts": splits.cuts[period]})
+    held = splits.targets if period == "val" else splits.targets[splits.targets["split"] == "test"]
+    first = held.groupby("user_id")["target_ts"].min()
     others = events[~events["user_id"].isin(first.index)].groupby("user_id")["timestamp"].max()
     cut = pd.concat([first, others + pd.Timedelta(milliseconds=1)])
     return cut.rename("cutoff_ts").rename_axis("user_id").reset_index()
+
+
+def training_events(splits: Splits, events: pd.DataFrame, period: Period = "val") -> pd.DataFrame:
+    """The events the `period` fit learns from: each user's events strictly before their cut (`training_cutoffs`).
+    For "val" these are `splits.train_events` (as rows of `events`)."""
+    if period == "val":
+        return splits.train_events
+    cut = training_cutoffs(splits, events, period).set_index("user_id")["cutoff_ts"]
+    limit = pd.to_datetime(events["user_id"].map(cut), utc=True)
+    return events[(pd.to_datetime(events["timestamp"], utc=True) < limit).to_numpy()].reset_index(drop=True)
 
 
 def write_splits(splits: Splits, folder: Path) -> None:

@@ -5,9 +5,11 @@ import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
 from feature_repo.ingest import REPEAT
+from feature_repo.layout import PERIODS
 from feature_repo.schema import CanonicalTables
-from feature_repo.splits import read_splits
+from feature_repo.splits import read_splits, training_cutoffs
 from orchestration.assets.data import canonical_tables, eval_targets, splits
+from orchestration.assets.seqrec import seqrec_sequences
 from orchestration.resources import WorkdirResource
 
 
@@ -67,3 +69,19 @@ def point_in_time_safety(workdir: WorkdirResource) -> AssetCheckResult:
     leaks = int((latest >= target_ms).sum())
     return AssetCheckResult(passed=leaks == 0, severity=AssetCheckSeverity.ERROR,
                             metadata={"targets": len(t), "targets_with_future_history": leaks})
+
+
+@asset_check(asset=seqrec_sequences, description="Each fit's ID training sequences end before its cut: the val fit's "
+             "before the validation targets, the test refit's before the test targets", blocking=True)
+def fits_before_their_targets(workdir: WorkdirResource) -> AssetCheckResult:
+    s = read_splits(workdir.layout.splits)
+    events = pd.read_parquet(workdir.layout.events, columns=["user_id", "timestamp"])
+    meta: dict = {"protocol": s.protocol}
+    for period in PERIODS:
+        cut = training_cutoffs(s, events, period).set_index("user_id")["cutoff_ts"]
+        hist = pd.read_parquet(workdir.layout.at(period).train_history, columns=["user_id", "seq_timestamps"])
+        limit_ms = pd.to_datetime(hist["user_id"].map(cut), utc=True).astype("datetime64[ms, UTC]").astype("int64")
+        latest = np.array([max(t) if len(t) else np.iinfo("int64").min for t in hist["seq_timestamps"]])
+        meta[f"{period}_users_with_events_at_or_after_cut"] = int((latest >= limit_ms.to_numpy()).sum())
+    late = sum(v for k, v in meta.items() if k.endswith("_cut"))
+    return AssetCheckResult(passed=late == 0, severity=AssetCheckSeverity.ERROR, metadata=meta)

@@ -20,7 +20,7 @@ from serving.config import Settings
 ASSET_MODULES = [data, evaluation, seqrec, text, ranking, llm, report, serving]
 all_assets = load_assets_from_modules(ASSET_MODULES)
 all_checks = [checks.canonical_row_counts, checks.referential_integrity, checks.point_in_time_safety,
-              checks.training_before_targets]
+              checks.training_before_targets, checks.fits_before_their_targets]
 
 
 def build_resources(data_dir: str | None = None, fmt: str | None = None, workdir: str | None = None,

@@ -32,7 +32,6 @@ class ProtocolResource(ConfigurableResource):
     protocol: str = "temporal"
     val_frac: float = 0.1  # temporal: the validation window, as a share of the time span
     test_frac: float = 0.1  # temporal: the test window (the last share of the time span)
-    min_count: int = 2  # the ID vocabulary's threshold, for the warm-but-rare flag (TrainingResource.min_count)
 
 
 class LLMResource(ConfigurableResource):

@@ -13,8 +13,8 @@ Feast online store at request time.
 
 `publish_bundle` copies a workdir's artefacts after a full run (the `serving_bundle` asset). `update_bundle`
 derives a new version from the current one for an ingested batch, without retraining: the new items' titles are
-embedded with the bundle's title model into the title collection, the new items get the ID model's cold vector,
-the query memory is rebuilt from every search so far, and the search log, activity windows and best sellers are the
+embedded with the bundle's title model into the title collection (the ID collection holds only the items the ID
+model has a row for, so it does not change), the query memory is rebuilt from every search so far, and the search log, activity windows and best sellers are the
 workdir's after the batch. `open_bundle` loads one version for serving (`serving.service`, `fashionrec recommend`).
 """
 
@@ -38,7 +38,7 @@ from models.retrieval import RetrievalConfig
 from models.seqrec import ID_MODEL
 from serving.config import COLLECTIONS, Collections, Settings
 from serving.llm_runtime import LLMRuntime, load_llm_runtime
-from serving.recommend import OnlineRetriever, cold_items
+from serving.recommend import OnlineRetriever
 from serving.registry import SERVING, Registry, Version, file_digest
 from serving.vectorstore import VectorStore
 
@@ -190,7 +190,8 @@ def update_bundle(workdir: Path, batch: str, id_model: str = ID_MODEL,
                         for i, c, ti in zip(fresh["item_id"], fresh["category"], fresh["title"], strict=True)]
             store.upsert(collections.titles, list(fresh["item_id"]), vectors, payloads,
                          partitions=list(fresh["category"]))
-            write_id_embeddings(store, collections.ids, ckpt.model, ckpt.vocab, fresh)  # unknown ids: the cold vector
+            # Items the ID model has a row for but the parent's catalog lacked (none after a full run) get it.
+            write_id_embeddings(store, collections.ids, ckpt.model, ckpt.vocab, fresh)
         timings["new_items"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         memory, n_memory = write_query_memory(store, collections.memory, tables.search_results, tables.events,
@@ -276,8 +277,7 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
     stage, stage_version = (load_ranking_stage(lay, items, ckpt, encoder) if settings.ranker_enabled
                             else (None, "off (FASHIONREC_RANKER_ENABLED=0)"))
     retriever = OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), variants,
-                                cfg, collections=settings.collections,
-                                shared_id_vector=cold_items(ckpt.vocab, items["item_id"]), ranking=stage)
+                                cfg, collections=settings.collections, id_items=ckpt.vocab.to_list(), ranking=stage)
     models = {"bundle": version, "id_model": f"{settings.id_model}@{file_digest(lay.model(settings.id_model))}",
               "title_model": f"lstm-title@{file_digest(lay.title_model)}",
               "variant_ranker": f"variant-ranker@{file_digest(lay.variant_ranker)}" if variants else "none",
@@ -306,14 +306,14 @@ def load_ranking_stage(lay: Layout, items: pd.DataFrame, ckpt: Any, encoder: Any
     from models.ranker.features import FeatureContext
     from models.ranker.model import LearnedRanker
     from models.ranker.stage import RankingStage
-    from models.seqrec.vectors import item_vectors
+    from models.seqrec.vectors import known_item_vectors
     from models.variants import ItemAttributes
 
     needed = [lay.ranker / "ranker.json", lay.activity, lay.search_results]
     if missing := [str(p) for p in needed if not p.exists()]:
         return None, f"none (missing {', '.join(missing)})"
     items = items.sort_values("item_id", kind="stable").reset_index(drop=True)  # OnlineRetriever's row order
-    id_table = l2_normalize(item_vectors(ckpt.model, ckpt.vocab, items["item_id"].to_numpy()))  # (n, d)
+    id_table = known_item_vectors(ckpt.model, ckpt.vocab, items["item_id"].to_numpy())  # (n, d), NaN: no row
     titles = items["title"].fillna("").astype(str).to_numpy()
     cache: dict[int, np.ndarray] = {}
 

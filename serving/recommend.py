@@ -1,7 +1,9 @@
 """The retrieval-only recommender on the serving path: Qdrant collections in, a ranked list of catalog items out.
 
 For one request (the user's clicked/purchased items, their last search query, the category and the time):
-1. ID list: the ID model's sequence representation searched in the ID collection (`item_id_embeddings`).
+1. ID list: the ID model's sequence representation searched in the ID collection (`item_id_embeddings`), which
+   holds only the items the model has a row for: an item it never saw (cold, or new since training) is in no ID
+   list; the title side finds it.
 2. Memory: the last query's embedding searched in `query_memory`; the Q nearest stored queries' top-V products.
 3. Title list: the title query vector (as `TitleQueryBuilder`: query embedding blended with the memory products'
    title embeddings) searched in `item_title_embeddings`, with the memory's products first (`memory_first`).
@@ -23,7 +25,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 
 import numpy as np
 import pandas as pd
@@ -88,10 +89,10 @@ class OnlineRetriever:
                  id_queries: Callable[[list[list[str]]], np.ndarray], ranker: VariantRanker | None = None,
                  cfg: RetrievalConfig = RetrievalConfig(), title_cfg: TitleQueryConfig = TitleQueryConfig(),
                  collections: Collections = COLLECTIONS, memory: AsOfMemory | None = None,
-                 shared_id_vector: Sequence[str] = (), ranking: RankingStage | None = None) -> None:
-        """`shared_id_vector`: the items whose ID-collection vectors are all the same one (the ID model's cold
-        items: untrained, or new since training), so that a tie among them costs no long fetch. `ranking`: the
-        learned ranking stage; with it the lists are its sources (seen items kept) and it orders the items."""
+                 id_items: Sequence[str] | None = None, ranking: RankingStage | None = None) -> None:
+        """`id_items`: the items the ID collection holds (those the ID model has a row for; None: every item), so
+        that a category without any has no ID list. `ranking`: the learned ranking stage; with it the lists are its
+        sources (seen items kept) and it orders the items."""
         self.store, self.encoder, self.id_queries, self.memory = store, encoder, id_queries, memory
         self.ranker, self.cfg, self.title_cfg, self.collections = ranker, cfg, title_cfg, collections
         self.ranking = ranking
@@ -103,32 +104,17 @@ class OnlineRetriever:
         self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
         cats = self.items["category"].fillna("\0missing").astype(str)
         self.category_code = {c: i for i, c in enumerate(sorted(cats.unique()))}  # as ItemAttributes.category
-        shared = pd.Index(self.items["item_id"]).isin(list(shared_id_vector))
-        self.cold_ids: dict[str, list[str]] = {
-            str(c): sorted(g) for c, g in self.items.loc[shared].groupby("category")["item_id"]}
-        self._group_sets = {id(v): set(v) for v in self.cold_ids.values()}
+        with_id = self.index.isin(list(id_items)) if id_items is not None else np.ones(len(self.index), bool)
+        self.id_categories = set(self.items.loc[with_id, "category"].astype(str))
 
-    def _search(self, collection: str, vector: np.ndarray, k: int, partition: str, exclude: set[str],
-                group: Sequence[str] = ()) -> list[Hit]:
-        """Top-k hits not in `exclude`, by score then item id (see the module docstring on ties). vector: (1, d).
-
-        `group`: item ids (sorted) that share one vector, so one score: the ID collection's cold items. When the
-        fetch boundary falls inside that tie, the group's first ids are taken in id order, without fetching all of it.
-        """
+    def _search(self, collection: str, vector: np.ndarray, k: int, partition: str, exclude: set[str]) -> list[Hit]:
+        """Top-k hits not in `exclude`, by score then item id (see the module docstring on ties). vector: (1, d)."""
         limit = k + len(exclude) + TIE_SLACK
-        members = self._group_sets.get(id(group)) if group else None
         while True:
             hits = self.store.search(collection, vector, limit, partition=partition)[0]
             kept = sorted((h for h in hits if h.id not in exclude), key=lambda h: (-h.score, h.id))
             if len(hits) < limit or (len(kept) >= k and kept[k - 1].score > hits[-1].score):
                 return kept[:k]  # everything fetched, or the k-th hit is strictly above the fetch floor
-            if members is not None and hits[-1].id in members:  # the boundary is inside the shared-vector tie
-                tie = next(h for h in hits if h.id in members)
-                above = [h for h in kept if h.id not in members and h.score > tie.score]
-                rest = [Hit(i, tie.score, {})
-                        for i in islice((i for i in group if i not in exclude), max(k - len(above), 0))]
-                if len(above) + len(rest) >= k:
-                    return (above + rest)[:k]
             limit *= 2
 
     def _rows(self, item_ids: Sequence[str]) -> np.ndarray:
@@ -160,8 +146,8 @@ class OnlineRetriever:
             vec = id_vector if id_vector is not None else np.nan_to_num(self.id_queries([list(ctx.history)]))
             vec = l2_normalize(np.asarray(vec, np.float32).reshape(1, -1))  # (1, d)
             id_query = vec[0]
-            id_list = [h.id for h in self._search(self.collections.ids, vec, list_k, ctx.category, excluded,
-                                                  self.cold_ids.get(ctx.category, ()))]
+            if ctx.category in self.id_categories:  # else the ID model knows no item of the category
+                id_list = [h.id for h in self._search(self.collections.ids, vec, list_k, ctx.category, excluded)]
         clock.lap("id_search")
 
         memory_products: list[str] = []
@@ -211,7 +197,7 @@ class OnlineRetriever:
     def _rank_stage(self, stage: RankingStage, ctx: UserContext, at_ns: int, id_list: list[str],
                     title_list: list[str], memory_products: list[str], memory_queries: list[str],
                     id_query: np.ndarray | None, title_query: np.ndarray | None, clock: _Clock) -> Recommendation:
-        """The learned ranking stage over the request's sources (as `serving.ranking.RankerScorer` evaluates it)."""
+        """The learned ranking stage over the request's sources (as `evaluation.ranking.RankerScorer` evaluates it)."""
         known = [(i, b, m) for i, b, m in zip(ctx.history, ctx.history_buy or [False] * len(ctx.history),
                                                ctx.history_ms or [at_ns // 1_000_000] * len(ctx.history), strict=True)
                  if i in self.index]
@@ -304,9 +290,3 @@ def context_from_features(features: dict[str, list], row: int = 0, category: str
         category = str(match[0])
     return UserContext(category=category, history=history, last_query=seq.last_query(), at=at, history_buy=buys,
                        history_ms=times, searches=seq.searches())
-
-
-def cold_items(vocab: object, item_ids: Sequence[str] | pd.Series) -> list[str]:
-    """The items an ID model has no trained row for: they all carry its one cold vector."""
-    ids = np.asarray(list(item_ids), dtype=object)
-    return ids[vocab.encode(ids) <= 1].tolist()  # type: ignore[attr-defined]

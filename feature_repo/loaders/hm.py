@@ -14,7 +14,7 @@ Mapping choices
   that day counts as history of a target bought that day. Within a day, rows keep file order (it picks the target:
   the last purchase of the user's last moment).
 - a repeated row of the same (customer, article, day) is one purchase of several units: it is passed through, and
-  ingest quarantines it as `repeat_in_moment` (README: 3,146 such rows, 2,894 of them exact duplicates).
+  ingest quarantines it as `repeat_in_moment` (docs/data.md: 3,146 such rows, 2,894 of them exact duplicates).
 - session_id: one session per (user, UTC day), numbered 1.. globally in chronological order of the session's
   first event (ties by user_id), like the synthetic sets' global session ids.
 - events are returned sorted by (user_id, timestamp).

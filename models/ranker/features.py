@@ -37,7 +37,7 @@ FEATURES: dict[str, str] = {
     "last_search_age_h": "hours since the user's last search (per target)",
     "search_hits": "how many of the recent searches showed it",
     # model scores
-    "id_cos": "cosine of the ID query vector and the item's ID embedding",
+    "id_cos": "cosine of the ID query vector and the item's ID embedding (missing: the ID model has no row for it)",
     "title_cos": "cosine of the title query vector and the item's title embedding",
     "title_cos_gap": "the best title cosine among the target's candidates minus this one",
     "recent_sim_max": "largest title-embedding cosine with the user's last 5 distinct items",

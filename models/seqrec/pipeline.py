@@ -1,23 +1,55 @@
-"""From Feast sequence features to a trained model and an evaluation scorer.
+"""From Feast sequence features to trained models: the val fit that selects the epochs, then the test-period refit.
 
 The item sequence is the clicked and purchased items in time order (searches are not items). The vocabulary is the
-items of the training sequences; every other catalog item shares the learned cold row, so cold targets are ranked.
+items of the training sequences (seen at least `min_count` times); every other catalog item maps to the shared cold
+row, which the models' own evaluation rows rank (pessimistically, as a tie block) but no ID list ever holds.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Any
+
 import pandas as pd
 
 from feature_repo.sequences import item_sequences, item_times
+from models.seqrec.base import SequentialRecommender
 from models.seqrec.data import SeqData
+from models.seqrec.registry import build_model
+from models.seqrec.train import TrainConfig, TrainResult, train
 from models.seqrec.vocab import COLD, ItemVocab
 
 
-def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame, min_count: int = 1) -> tuple[SeqData, ItemVocab]:
-    """Vocab + SeqData from per-user training histories and validation targets (both with seq_* lists).
+@dataclass(frozen=True)
+class Fit:
+    """One trained model with its vocabulary, its training settings and what training did."""
 
-    Items seen fewer than `min_count` times in training share the cold row: it keeps the softmax small on large
-    catalogs and gives the cold embedding real training signal. With `seq_timestamps` in the histories, items that
+    model: SequentialRecommender
+    vocab: ItemVocab
+    config: TrainConfig
+    result: TrainResult
+
+
+def fit_and_refit(name: str, history_val: pd.DataFrame, history_test: pd.DataFrame, valid: pd.DataFrame,
+                  cfg: TrainConfig, min_count: int = 1, **model_overrides: Any) -> tuple[Fit, Fit]:
+    """The val fit (trained on `history_val`, early-stopped on the `valid` targets) and the test fit: the same model
+    refitted from scratch on `history_test` for the val fit's best epoch count, without validation data."""
+    data, vocab = build_seq_data(history_val, valid, min_count=min_count)
+    model = build_model(name, len(vocab), **model_overrides)
+    first = Fit(model, vocab, cfg, train(model, data, cfg))
+    refit_cfg = replace(cfg, epochs=first.result.best_epoch + 1)
+    data, vocab = build_seq_data(history_test, None, min_count=min_count)
+    model = build_model(name, len(vocab), **model_overrides)
+    return first, Fit(model, vocab, refit_cfg, train(model, data, refit_cfg))
+
+
+def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame | None, min_count: int = 1
+                   ) -> tuple[SeqData, ItemVocab]:
+    """Vocab + SeqData from per-user training histories and validation targets (both with seq_* lists; `valid`
+    None: no validation data).
+
+    Items seen fewer than `min_count` times in training share the cold row (a smaller softmax on large catalogs,
+    at the price of those items' own rows). With `seq_timestamps` in the histories, items that
     share a timestamp are one moment (a day's basket on day-resolution data), and no item is trained to be
     predicted from another of its moment (`SeqData.train_moments`).
     """
@@ -29,6 +61,8 @@ def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame, min_count: 
     if "seq_timestamps" in train_history:
         times = item_times(train_history["seq_actions"], train_history["seq_timestamps"])
         moments = [times[k] for k in long_enough]
+    if valid is None:
+        return SeqData(n_items=len(vocab), train=train, train_moments=moments), vocab
     valid_items = item_sequences(valid["seq_actions"], valid["seq_item_ids"])
     # Early stopping only on targets the ID model can rank: a cold target ties with every untrained item.
     warm_target = vocab.encode(valid["target_item_id"].to_numpy()) != COLD

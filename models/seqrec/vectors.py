@@ -14,7 +14,7 @@ from models.seqrec.vocab import ItemVocab
 
 @torch.no_grad()
 def item_vectors(model: SequentialRecommender, vocab: ItemVocab, item_ids: np.ndarray) -> np.ndarray:
-    """The model's item-table row for each catalog item (cold items share row 1). (n, d) float32."""
+    """The model's item-table row for each catalog item (items without a row share the cold row 1). (n, d) float32."""
     table = model.item_embeddings()[: len(vocab)].float().cpu().numpy()  # (n_vocab, d)
     return table[vocab.encode(item_ids)]
 
@@ -25,6 +25,16 @@ def query_vectors(model: SequentialRecommender, vocab: ItemVocab, histories: lis
     x = pad_sequences([vocab.encode(h) for h in histories], model.config.max_len)
     device = next(model.parameters()).device
     return model.sequence_representation(x.to(device)).float().cpu().numpy()
+
+
+def known_item_vectors(model: SequentialRecommender, vocab: ItemVocab, item_ids: np.ndarray) -> np.ndarray:
+    """Unit item-table rows, NaN for items without a row of their own: what the ranker's `id_cos` reads, so an item
+    the model never saw says "no ID yet", not a cosine with the shared cold row. (n, d) float32."""
+    from models.common import l2_normalize
+
+    out = l2_normalize(item_vectors(model, vocab, item_ids))
+    out[~vocab.known(item_ids)] = np.nan
+    return out
 
 
 def trained_id_vectors(model: Any, vocab: Any) -> Callable[[list[str | None]], np.ndarray]:

@@ -35,6 +35,10 @@ class ItemVocab:
         """Map item ids to int64 indices; unseen ids map to COLD (1)."""
         return np.fromiter((self._index.get(i, COLD) for i in ids), dtype=np.int64)
 
+    def known(self, ids: Iterable[str]) -> np.ndarray:
+        """Whether each item id has its own row (is not mapped to COLD). (n,) bool."""
+        return self.encode(ids) > COLD
+
     def decode(self, indices: Iterable[int]) -> list[str]:
         """Map indices back to item ids (0 -> [PAD], 1 -> [COLD])."""
         table = [PAD_TOKEN, COLD_TOKEN, *self._items]

@@ -13,7 +13,13 @@ from feature_repo.loaders import load_with_info
 from feature_repo.moments import resolution_note
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import make_splits, write_splits
-from orchestration.resources import DatasetResource, FeastResource, ProtocolResource, WorkdirResource
+from orchestration.resources import (
+    DatasetResource,
+    FeastResource,
+    ProtocolResource,
+    TrainingResource,
+    WorkdirResource,
+)
 from orchestration.update import PROCESSED
 
 
@@ -63,10 +69,10 @@ def feast_online_store(feast: FeastResource):
 
 @asset(group_name="data", deps=[canonical_tables],
        description="Purchase targets and training events: temporal cut dates (default) or leave-one-out")
-def splits(workdir: WorkdirResource, protocol: ProtocolResource):
+def splits(workdir: WorkdirResource, protocol: ProtocolResource, training: TrainingResource):
     tables = CanonicalTables.read(workdir.canonical)
     s = make_splits(tables.events, tables.items, protocol.protocol, val_frac=protocol.val_frac,
-                    test_frac=protocol.test_frac, min_count=protocol.min_count)
+                    test_frac=protocol.test_frac, min_count=training.min_count)  # min_count: the warm-but-rare flag
     write_splits(s, workdir.layout.splits)
     counts = s.targets.groupby("split").agg(n=("user_id", "size"), cold=("cold_start", "mean"),
                                             warm_rare=("warm_rare", "mean"))

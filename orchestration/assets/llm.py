@@ -80,7 +80,7 @@ def _prompts(df: pd.DataFrame) -> list[Prompt]:
 def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
     t0 = time.perf_counter()
     catalog = workdir.catalog()
-    memory, ranked, items = llm_inputs(workdir.layout, catalog)
+    memory, ranked, items = llm_inputs(workdir.layout.at("val"), catalog)  # the val fit's lists and memory
     targets = pd.read_parquet(workdir.layout.eval_targets)
     val = _sample(targets[targets["split"] == "val"], llm.train_prompts, llm.seed)
     tokenizer = load_tokenizer(llm.model, corpus=_corpus(catalog, targets))  # prompts need no weights

@@ -22,11 +22,12 @@ def _png_markdown(path) -> str:  # noqa: ANN001
 
 
 @asset(group_name="ranking", deps=[item_title_embeddings, query_memory, SEQREC_ASSETS[ID_MODEL], feature_tables],
-       description="LambdaMART ranker over the candidate union of every source, trained on validation targets")
+       description="LambdaMART ranker over the candidate union of every source, trained on the validation targets' "
+                   "candidates and features from the val fit (applied to the test fit's)")
 def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: TrainingResource):
     catalog = workdir.catalog()
     val = workdir.layout.val_targets()
-    scorer = ranker_scorer(workdir.layout, catalog)
+    scorer = ranker_scorer(workdir.layout.at("val"), catalog)  # validation features come from the val fit
     ex = ranker_examples(scorer, val, progress=training.progress)
     cfg = RankerConfig(seed=training.seed)
     model = fit_ranker(ex.groups, FEATURE_NAMES, cfg)

@@ -68,5 +68,7 @@ def protocol_line(protocol: str, cuts: dict) -> str:
     """One sentence naming the protocol and its cut dates."""
     if protocol == "temporal":
         return (f"Protocol: temporal (training before {cuts['val']:%Y-%m-%d %H:%M}, validation targets until "
-                f"{cuts['test']:%Y-%m-%d %H:%M}, test targets after).")
-    return "Protocol: leave-one-out (per user; training holds other users' later events)."
+                f"{cuts['test']:%Y-%m-%d %H:%M}, test targets after; the ID and title models that score the test "
+                "targets are refitted on everything before them).")
+    return ("Protocol: leave-one-out (per user; training holds other users' later events; the ID and title models "
+            "that score the test targets are refitted on each user's events before them).")

@@ -1,15 +1,17 @@
-"""Title-model assets: the LSTM title encoder, title embeddings and query memory in Qdrant, and retrieval evals."""
+"""Title-model assets: the LSTM title encoder (val fit and test refit), title embeddings and query memory in Qdrant,
+the variant ranker (fitted on the val fit's lists), and the retrieval evals (the test fit's lists)."""
 
 import time
 from dataclasses import asdict, replace
 
 import numpy as np
-import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from evaluation.factories import retrieval_scorer
 from evaluation.retrieval import VariantScorer, variant_examples
+from feature_repo.layout import PERIODS
 from feature_repo.schema import CanonicalTables
+from feature_repo.splits import read_splits, training_events
 from models.retrieval import RetrievalConfig
 from models.text import (
     TitleTrainConfig,
@@ -28,34 +30,40 @@ from serving.bundle import write_query_memory
 
 
 @asset(group_name="text", deps=[eval_targets],
-       description="LSTM title encoder trained with the two-hard-negative triplet loss on training purchases")
+       description="LSTM title encoder trained with the two-hard-negative triplet loss on purchases: fitted before the "
+                   "validation targets, and refitted before the test targets with the same settings")
 def title_model(context: AssetExecutionContext, workdir: WorkdirResource, training: TrainingResource):
     tables = CanonicalTables.read(workdir.canonical)
-    train_events = pd.read_parquet(workdir.layout.train_events)
-    pairs = build_pairs(train_events, tables.search_results, include_clicks=training.title_include_clicks)
+    splits = read_splits(workdir.layout.splits)
     cfg = replace(TitleTrainConfig(), epochs=training.title_epochs, seed=training.seed, show_progress=training.progress)
-    model, result = train_title_model(pairs, tables.items, cfg)
-    if not result.trained:
-        context.log.warning(f"title model NOT trained: {result.n_pairs} (query, purchased item) pair(s) in the "
-                            "training period, 2 needed; titles are embedded by the untrained encoder")
-    out = save_title_model(model, workdir.layout.title_model, cfg, result)
-    return MaterializeResult(metadata={
-        "trained": result.trained, "pairs": result.n_pairs, "dropped_pairs": result.n_dropped_pairs, "epochs": cfg.epochs,
-        "loss_before": result.initial_loss, "loss_after": result.final_loss,
-        "epoch_losses": MetadataValue.json(result.epoch_losses), "seconds": round(result.seconds, 2),
-        "path": MetadataValue.path(str(out)),
-    })
+    meta: dict = {"epochs": cfg.epochs}
+    for period in PERIODS:
+        events = training_events(splits, tables.events, period)
+        pairs = build_pairs(events, tables.search_results, include_clicks=training.title_include_clicks)
+        model, result = train_title_model(pairs, tables.items, cfg)
+        if not result.trained:
+            context.log.warning(f"title model ({period} fit) NOT trained: {result.n_pairs} (query, purchased item) "
+                                "pair(s) in its training period, 2 needed; titles are embedded by the untrained encoder")
+        out = save_title_model(model, workdir.layout.at(period).title_model, cfg, result)
+        meta |= {f"{period}/trained": result.trained, f"{period}/pairs": result.n_pairs,
+                 f"{period}/dropped_pairs": result.n_dropped_pairs, f"{period}/loss_before": result.initial_loss,
+                 f"{period}/loss_after": result.final_loss, f"{period}/epoch_losses": MetadataValue.json(result.epoch_losses),
+                 f"{period}/seconds": round(result.seconds, 2), f"{period}/path": MetadataValue.path(str(out))}
+    return MaterializeResult(metadata=meta)
 
 
 @asset(group_name="text", deps=[title_model],
-       description="Title embedding of EVERY catalog item in the vector store (category payload)")
+       description="Title embedding of EVERY catalog item by both fits (files for exact evaluation); the test fit's "
+                   "in the vector store (category payload)")
 def item_title_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):
     catalog = workdir.catalog()
     items = catalog.items
     t0 = time.perf_counter()
-    vectors = embed_catalog(load_title_model(workdir.layout.title_model), items)  # (n, d)
+    for period in PERIODS:
+        lay = workdir.layout.at(period)
+        vectors = embed_catalog(load_title_model(lay.title_model), items)  # (n, d)
+        np.save(lay.ensure(lay.title_vectors), vectors)
     embed_s = time.perf_counter() - t0
-    np.save(workdir.layout.ensure(workdir.layout.title_vectors), vectors)
     payloads = [{"item_id": i, "category": c, "title": t}
                 for i, c, t in zip(items["item_id"], items["category"], items["title"], strict=True)]
     t1 = time.perf_counter()
@@ -100,7 +108,8 @@ def variant_ranker(workdir: WorkdirResource):
     attrs = ItemAttributes.from_items(catalog.items)
     cfg = VariantConfig()
     t0 = time.perf_counter()
-    examples = variant_examples(retrieval_scorer(workdir.layout, catalog, VARIANT_FIT_MODE), val, catalog, attrs, cfg)
+    base = retrieval_scorer(workdir.layout.at("val"), catalog, VARIANT_FIT_MODE)  # the val fit's lists
+    examples = variant_examples(base, val, catalog, attrs, cfg)
     ranker = fit_variant_ranker(examples, cfg)
     ranker.fit_info["examples_seconds"] = round(time.perf_counter() - t0, 2)
     out = ranker.save(workdir.layout.ensure(workdir.layout.variant_ranker))

@@ -17,6 +17,7 @@ from feature_repo.splits import (
     temporal_cuts,
     temporal_split,
     training_cutoffs,
+    training_events,
     write_splits,
 )
 from tests.conftest import at
@@ -197,3 +198,37 @@ def test_write_and_read_splits_round_trip(tiny_tables: CanonicalTables, tmp_path
     assert back.protocol == "temporal" and back.cuts == CUTS
     pd.testing.assert_frame_equal(back.targets, s.targets)
     assert read_protocol(tmp_path / "nothing") == ("loo", {})
+
+
+def test_the_test_fit_learns_from_everything_before_the_test_targets(tiny_tables: CanonicalTables) -> None:
+    """Temporal: the refit's events reach the test cut, so they hold the validation period (u1's C1 @11-12), which
+    the val fit's do not. Leave-one-out: each user's events before their test moment (u1's val purchase included)."""
+    ev = tiny_tables.events
+    s = temporal_split(ev, tiny_tables.items, cuts=CUTS)
+    assert training_events(s, ev, "val") is s.train_events
+    refit = training_events(s, ev, "test")
+    assert sorted(_rows(refit, ["user_id", "timestamp"])) == [
+        ("u1", at(0)), ("u1", at(1)), ("u1", at(2)), ("u1", at(10)), ("u1", at(11)), ("u1", at(12)),
+        ("u2", at(5)), ("u2", at(6)), ("u2", at(7)), ("u3", at(3)),
+    ]  # fmt: skip
+    assert (training_cutoffs(s, ev, "test")["cutoff_ts"] == CUTS["test"]).all()
+    loo = leave_one_out(ev, tiny_tables.items)
+    cut = training_cutoffs(loo, ev, "test").set_index("user_id")["cutoff_ts"].to_dict()
+    assert cut == {"u1": at(22), "u2": at(7), "u4": at(41), "u3": at(30) + pd.Timedelta(milliseconds=1)}
+    got = training_events(loo, ev, "test").groupby("user_id")["timestamp"].agg(["size", "max"])
+    assert got.to_dict("index") == {"u1": {"size": 8, "max": at(21)}, "u2": {"size": 2, "max": at(6)},
+                                    "u3": {"size": 2, "max": at(30)}, "u4": {"size": 1, "max": at(40)}}
+    with pytest.raises(ValueError, match="unknown period"):
+        training_cutoffs(loo, ev, "train")  # type: ignore[arg-type]
+
+
+def test_warm_rare_counts_the_training_events_of_the_fit_that_scores_the_target(tiny_tables: CanonicalTables) -> None:
+    # Leave-one-out, min_count 1: u1's test target F2 was clicked by u1 @21, before the test moment (the refit
+    # sees it, the val fit does not), so it has a row of its own in the refit: not rare. C2 (u2's click @6) and the
+    # validation target C1 (u1's click @11, before the val moment) likewise; A2 is cold.
+    s = leave_one_out(tiny_tables.events, tiny_tables.items, min_count=1)
+    assert _rows(s.targets, ["target_item_id", "cold_start", "warm_rare"]) == [
+        ("F2", False, False), ("C2", False, False), ("A2", True, False), ("C1", False, False)]
+    # At min_count 2 each is seen once by its fit: rare.
+    s2 = leave_one_out(tiny_tables.events, tiny_tables.items, min_count=2)
+    assert s2.targets["warm_rare"].tolist() == [True, True, False, True]

@@ -371,3 +371,39 @@ def test_build_seq_data_keeps_each_items_moment() -> None:
     data, vocab = build_seq_data(hist, valid)
     assert [vocab.decode(s) for s in data.train] == [["A", "B", "C"]]  # the one-item history is too short
     assert [m.tolist() for m in data.train_moments] == [[0, day, day]]  # the search is not an item
+
+
+def test_an_item_seen_once_has_its_own_row_at_min_count_1() -> None:
+    import pandas as pd
+
+    from models.seqrec.pipeline import build_seq_data
+
+    hist = pd.DataFrame({"seq_actions": [["click"] * 3, ["click"] * 2],
+                         "seq_item_ids": [["a", "b", "once"], ["a", "b"]]})
+    _, vocab = build_seq_data(hist, None, min_count=1)
+    assert vocab.known(["once", "a", "never"]).tolist() == [True, True, False]
+    assert vocab.encode(["once"])[0] > COLD  # a row of its own, not the shared cold one
+    _, vocab2 = build_seq_data(hist, None, min_count=2)
+    assert vocab2.known(["once", "a"]).tolist() == [False, True]
+
+
+def test_fit_and_refit_selects_epochs_on_validation_then_refits_on_the_later_history() -> None:
+    """The val fit learns from the history before the validation targets and early-stops on them; the refit is a
+    new model trained for the val fit's best epoch count on the longer history, whose items it has rows for."""
+    import pandas as pd
+
+    from models.seqrec.pipeline import fit_and_refit
+
+    rng = np.random.default_rng(0)
+    early = [[f"i{j}" for j in rng.integers(0, 12, size=6)] for _ in range(40)]
+    late = [s + ["new1", "new2"] for s in early]  # items first seen between the two cuts
+    frame = lambda seqs: pd.DataFrame({"seq_actions": [["click"] * len(s) for s in seqs],  # noqa: E731
+                                       "seq_item_ids": seqs})
+    valid = frame([s[:-1] for s in early[:10]]).assign(target_item_id=[s[-1] for s in early[:10]])
+    cfg = TrainConfig(epochs=4, patience=1, batch_size=16, progress=False, device="cpu")
+    first, refit = fit_and_refit("sasrec-ce", frame(early), frame(late), valid, cfg, min_count=1, max_len=8, dim=8)
+    assert not first.vocab.known(["new1"])[0] and refit.vocab.known(["new1", "new2"]).all()
+    assert refit.model.n_items == len(refit.vocab) == len(first.vocab) + 2
+    assert len(first.result.val_metrics) == len(first.result.losses) >= 1
+    assert refit.config.epochs == first.result.best_epoch + 1 == len(refit.result.losses)
+    assert refit.result.val_metrics == () and first.config == cfg

@@ -12,6 +12,7 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, Definitions, materialize
 from typer.testing import CliRunner
 
+from models.seqrec import load_checkpoint
 from orchestration.cli import app
 from orchestration.definitions import all_assets, all_checks, build_resources, defs
 from orchestration.instance import workdir_instance
@@ -31,7 +32,8 @@ RANKING = {"ranker", "ranker_eval"}
 ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",
           "popularity_eval", "last_search_eval", "evaluation_report"} | SEQREC  # fmt: skip
 CHECKS = {("canonical_tables", "canonical_row_counts"), ("canonical_tables", "referential_integrity"),
-          ("eval_targets", "point_in_time_safety"), ("splits", "training_before_targets")}  # fmt: skip
+          ("eval_targets", "point_in_time_safety"), ("splits", "training_before_targets"),
+          ("seqrec_sequences", "fits_before_their_targets")}  # fmt: skip
 METHODS = ("last-search", "popularity")
 ORACLE = {
     "all": {"n": 3, "exp_recall10": 0.5, "exp_ndcg10": 0.5, "exp_mrr": 0.5},
@@ -250,9 +252,19 @@ def test_temporal_protocol_end_to_end(data_dir: Path, tmp_path: Path, monkeypatc
                                                                                     ("val", "C1")]
     train = pd.read_parquet(tmp_path / "splits" / "train_events.parquet")
     assert train["timestamp"].max() == at(7)  # nothing at or after the validation cut
-    # The ID models' sequences are read from Feast at the validation cut: no user's sequence reaches past it.
-    hist = pd.read_parquet(tmp_path / "seqrec" / "train_history.parquet")
-    assert max(max(s) for s in hist["seq_timestamps"] if len(s)) < at(8.2).value // 1_000_000
+    # The val fit's sequences are read from Feast at the validation cut: no user's sequence reaches past it. The
+    # test refit's reach the test cut (@20.5): they hold u1's C1 click @11 and purchase @12 and search @20.
+    def latest(period: str) -> int:
+        hist = pd.read_parquet(tmp_path / "seqrec" / f"train_history_{period}.parquet")
+        return max(max(s) for s in hist["seq_timestamps"] if len(s))
+
+    assert latest("val") == at(7).value // 1_000_000 and latest("test") == at(20).value // 1_000_000
+    first, refit = load_checkpoint(tmp_path / "models" / "val" / "core-trm.pt"), load_checkpoint(
+        tmp_path / "models" / "core-trm.pt")
+    assert first.vocab.to_list() == ["C2", "F1"] and refit.vocab.to_list() == ["C1", "C2", "F1"]  # min_count 2
+    meta = result.asset_materializations_for_node("seqrec_core_trm")[0].metadata
+    assert meta["vocab_val"].value == 4 and meta["vocab_test"].value == 5
+    assert refit.train_config.epochs == meta["best_epoch"].value + 1
     # Same hand-worked ranks as leave-one-out for these two targets (A2 rank 3, F2 rank 2); A2 alone is cold.
     for m in METHODS:
         r = pd.read_parquet(tmp_path / "eval" / m / "rankings.parquet")

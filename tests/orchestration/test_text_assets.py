@@ -11,7 +11,8 @@ import pytest
 import torch
 from dagster import AssetSelection, DagsterInstance, materialize
 
-from feature_repo.splits import leave_one_out
+from feature_repo.layout import Layout
+from feature_repo.splits import Splits, leave_one_out, write_splits
 from models.seqrec import build_model, save_checkpoint
 from models.seqrec.vocab import ItemVocab
 from orchestration.definitions import all_assets, build_resources
@@ -29,9 +30,9 @@ def tiny_workdir(root: Path) -> None:
     tables = make_tiny_tables()
     tables.write(root / "canonical")
     s = leave_one_out(tables.events, tables.items)
-    (root / "splits").mkdir(parents=True)
-    # Every event as "training" so the title model gets 4 purchase pairs (the real split leaves the tiny set 1).
-    tables.events.to_parquet(root / "splits" / "train_events.parquet", index=False)
+    # Every event as the val fit's "training" so its title model gets 4 purchase pairs (the real split leaves the
+    # tiny set 1); the test refit reads each user's events before their test target.
+    write_splits(Splits(s.targets, tables.events, s.protocol), root / "splits")
     ev = tables.events
     rows = []
     for t in s.targets.itertuples(index=False):
@@ -41,7 +42,9 @@ def tiny_workdir(root: Path) -> None:
     pd.DataFrame(rows).to_parquet(root / "splits" / "eval_targets.parquet", index=False)
     torch.manual_seed(0)
     vocab = ItemVocab.from_items(["F1", "F2", "C1", "A1"])
-    save_checkpoint(root / "models" / "core-trm.pt", build_model("core-trm", len(vocab), dim=8, max_len=5), vocab)
+    for fit in ("val", "test"):  # the same tiny model as both fits
+        path = Layout(root).at(fit).model("core-trm")  # type: ignore[arg-type]
+        save_checkpoint(Layout.ensure(path), build_model("core-trm", len(vocab), dim=8, max_len=5), vocab)
 
 
 @pytest.mark.slow  # ~60 s on a loaded 2-core box: trains a title model, a tiny LLM, and runs the evals
@@ -75,6 +78,10 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
         assert metrics["overall"]["n"] == 3
     with QdrantResource(workdir=str(tmp_path)).store() as store:
         assert store.count("item_title_embeddings", partition="Footwear") == 3
+    title = result.asset_materializations_for_node("title_model")[0].metadata  # both fits, each on its own pairs
+    assert title["val/pairs"].value == 4 and title["test/pairs"].value == 2  # u1's F1 and C1 precede its test F2
+    for fit in ("val", "test"):
+        assert (Layout(tmp_path).at(fit).title_vectors).exists()  # type: ignore[arg-type]
 
     # The LLM group: prompts from the 2 validation targets, an adapter that names its base model, the llm-* rows.
     prompts = result.asset_materializations_for_node("llm_prompts")[0].metadata

@@ -1,4 +1,4 @@
-"""Tests for serving/retrieval: mixup scoring order, leakage-free memory snapshots, title query, exact = Qdrant."""
+"""Tests for the retrieval scorers (evaluation/retrieval.py) and their serving twin: mixup scoring order, leakage-free memory snapshots, title query, exact = Qdrant."""
 
 from __future__ import annotations
 

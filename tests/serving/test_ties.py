@@ -134,42 +134,6 @@ def test_serving_orders_ties_by_item_id_whatever_qdrant_returns() -> None:
     assert cat.item_ids[cat.rows["Footwear"][scorer.ranked(batch, cat.rows["Footwear"])[0]]].tolist() == got
 
 
-@pytest.mark.parametrize("exclude_seen", [False, True])
-def test_shared_vector_shortcut_equals_the_full_fetch(exclude_seen: bool) -> None:
-    """Cold items share one vector; with `shared_id_vector` the boundary tie is resolved from the id order without
-    fetching the whole group, and the list is the same as the slow path's and the evaluation's."""
-    rng = np.random.default_rng(0)
-    cold = [f"C{i:03d}" for i in range(200)]
-    warm = [f"W{i:02d}" for i in range(12)]
-    ids = cold + warm
-    vecs = np.concatenate([np.tile([[0.6, 0.8]], (200, 1)), rng.normal(size=(12, 2))]).astype(np.float32)
-    items = pd.DataFrame({"item_id": ids, "family_id": ids, "category": "Footwear", "title": ids,
-                          "created_at": T - pd.Timedelta(days=1)})
-    store = with_titles(items)
-    store.upsert("item_id_embeddings", ids, vecs, partitions=["Footwear"] * len(ids))
-    cfg = RetrievalConfig(mode="id_only", k=10, exclude_seen=exclude_seen)
-    query = lambda h: np.array([[1.0, 0.3]])  # noqa: E731
-    calls: list[int] = []
-    search = store.search
-    store.search = lambda *a, **kw: (calls.append(a[2]), search(*a, **kw))[1]  # record each fetch's limit
-    fast = OnlineRetriever(store, items, HashingNgramEncoder(), query, cfg=cfg, shared_id_vector=cold)
-    slow = OnlineRetriever(store, items, HashingNgramEncoder(), query, cfg=cfg)
-    ctx = UserContext("Footwear", ["C001", "W03"], None, T)
-    calls.clear()
-    got = fast.recommend(ctx).items
-    fast_limits = [c for c in calls]
-    calls.clear()
-    assert got == slow.recommend(ctx).items
-    assert max(fast_limits) < max(calls)  # the slow path fetched the whole tie group
-    cat = Catalog.from_items(items)
-    order = np.argsort(ids)
-    scorer = RetrievalScorer(cat, vecs[order], vecs[order], fixed([1.0, 0.3]), fixed([1.0, 0.3]), cfg)
-    batch = pd.DataFrame([{"target_ts": T, "seq_actions": ["click", "click"], "seq_item_ids": ["C001", "W03"],
-                           "seq_queries": ["", ""]}])
-    rows = cat.rows["Footwear"]
-    assert cat.item_ids[rows[scorer.ranked(batch, rows)[0]]].tolist()[:10] == got
-
-
 def test_serving_leaves_out_items_released_after_the_request() -> None:
     cat = catalog()
     items = cat.items.copy()

@@ -1,0 +1,110 @@
+"""The ID models' vocabulary threshold (`min_count`) and the refit, measured on one finished workdir.
+
+Assumes `fashionrec run` already ran into `--workdir` (it wrote both fits' training sequences under `seqrec/`). For
+each `min_count` and model, in this run: the val fit (early-stopped on the validation targets) and the test refit
+(`models.seqrec.pipeline.fit_and_refit`), then on the test targets:
+- the model's own row (full ranking, pessimistic ties: items without a row tie on the cold row), overall and warm;
+- the ID list as the ranking stage reads it (top 30 by cosine over the items with a row, `RetrievalScorer` with
+  `id_known`): its recall@30 on test targets;
+- the same model scored by the val fit alone (no refit), to show what the refit brings;
+- the vocabulary size, the share of warm test targets left on the cold row, and the wall time of each fit.
+Popularity's warm N@10 from the workdir's `eval/popularity` is the baseline of the ratio column.
+
+    python benchmarks/id_vocab.py --workdir /tmp/wmed [--min-counts 1,2,3] [--models core-trm,sasrec-ce]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import torch
+import typer
+
+from evaluation.metrics import evaluate
+from evaluation.retrieval import RetrievalScorer
+from evaluation.seqrec import SeqScorer
+from feature_repo.splits import read_protocol
+from models.catalog import Catalog
+from models.retrieval import RetrievalConfig
+from models.seqrec import TrainConfig
+from models.seqrec.pipeline import Fit, fit_and_refit
+from models.seqrec.vectors import item_vectors, query_vectors
+from orchestration.resources import TrainingResource, WorkdirResource
+
+ID_K = 30  # the ranking stage's ID list length (CandidateConfig.id_k)
+
+
+def id_list_recall(fit: Fit, catalog: Catalog, test: pd.DataFrame, k: int = ID_K) -> float:
+    """Share of test targets in the top-k ID list over the items the fit has a row for (no title side)."""
+    ids = item_vectors(fit.model, fit.vocab, catalog.item_ids)
+    scorer = RetrievalScorer(catalog, ids, np.zeros((len(ids), 1), np.float32),
+                             lambda h: query_vectors(fit.model, fit.vocab, h),
+                             lambda batch, *_: np.zeros((len(batch), 1), np.float32),
+                             RetrievalConfig(mode="id_only", k=k), id_known=fit.vocab.known(catalog.item_ids))
+    hits = 0
+    for cat, idx in test.groupby("category").indices.items():
+        rows = catalog.rows[cat]
+        batch = test.iloc[idx]
+        top = scorer.sources(batch, rows).id_top  # (B, k) columns, -1 = PAD
+        target_cols = pd.Index(catalog.item_ids[rows]).get_indexer(batch["target_item_id"])
+        hits += int((top == target_cols[:, None]).any(axis=1).sum())
+    return hits / max(len(test), 1)
+
+
+def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wrote")] = Path("work"),
+         min_counts: Annotated[str, typer.Option(help="Comma-separated thresholds")] = "1,2,3",
+         models: Annotated[str, typer.Option(help="Comma-separated ID models")] = "core-trm",
+         epochs: Annotated[int, typer.Option(help="Max epochs of the val fit")] = 10,
+         json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows here")] = None) -> None:
+    torch.set_num_threads(2)
+    wd = WorkdirResource(workdir=str(workdir))
+    lay = wd.layout
+    catalog = wd.catalog()
+    val, test = lay.val_targets(), lay.test_targets()
+    protocol, _ = read_protocol(lay.splits)
+    hist = {p: pd.read_parquet(lay.at(p).train_history) for p in ("val", "test")}  # type: ignore[arg-type]
+    pop = json.loads((lay.eval / "popularity" / "metrics.json").read_text())
+    pop_warm = pop["warm"]["ndcg@10"]
+    warm = ~test["cold_start"].to_numpy(bool)
+    training = TrainingResource(epochs=epochs, progress=False)
+    typer.echo(f"{workdir}: protocol {protocol}, {len(val)} validation / {len(test)} test targets "
+               f"({warm.mean():.1%} warm); popularity warm N@10 {pop_warm:.4f}")
+    rows = []
+    for name in models.split(","):
+        for mc in (int(x) for x in min_counts.split(",")):
+            t0 = time.perf_counter()
+            cfg: TrainConfig = training.train_config()
+            first, refit = fit_and_refit(name, hist["val"], hist["test"], val, cfg, mc, **training.model_overrides())
+            row = {"model": name, "min_count": mc, "vocab_val": len(first.vocab), "vocab_test": len(refit.vocab),
+                   "best_epoch": first.result.best_epoch, "fit_s": first.result.total_seconds,
+                   "refit_s": refit.result.total_seconds, "wall_s": time.perf_counter() - t0}
+            row["warm_on_cold_row"] = float(1 - refit.vocab.known(test["target_item_id"][warm]).mean())
+            for label, fit in (("refit", refit), ("val_fit", first)):
+                m = evaluate(name, SeqScorer(fit.model, fit.vocab, catalog), test, catalog, progress=False).metrics
+                row[f"{label}_ndcg"] = m["overall"]["ndcg@10"]
+                row[f"{label}_warm_ndcg"] = m["warm"]["ndcg@10"]
+                row[f"{label}_id_recall30"] = id_list_recall(fit, catalog, test)
+            rows.append(row)
+            typer.echo(f"  {name} min_count={mc}: refit warm N@10 {row['refit_warm_ndcg']:.4f}, "
+                       f"ID list R@30 {row['refit_id_recall30']:.3f} ({row['wall_s']:.0f} s)")
+    typer.echo("\n| model | min_count | vocab (val / test) | warm targets on the cold row | N@10 | warm N@10 | "
+               "warm N@10 / popularity | ID list R@30 | val fit only: warm N@10 / ID R@30 | best epoch | "
+               "fit s | refit s |")
+    typer.echo("|" + "---|" * 12)
+    for r in rows:
+        typer.echo(f"| {r['model']} | {r['min_count']} | {r['vocab_val']:,} / {r['vocab_test']:,} | "
+                   f"{r['warm_on_cold_row']:.1%} | {r['refit_ndcg']:.4f} | {r['refit_warm_ndcg']:.4f} | "
+                   f"{r['refit_warm_ndcg'] / max(pop_warm, 1e-12):.2f} | {r['refit_id_recall30']:.3f} | "
+                   f"{r['val_fit_warm_ndcg']:.4f} / {r['val_fit_id_recall30']:.3f} | {r['best_epoch']} | "
+                   f"{r['fit_s']:.0f} | {r['refit_s']:.0f} |")
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    typer.run(main)
