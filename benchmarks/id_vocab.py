@@ -10,13 +10,21 @@ each `min_count` and model, in this run: the val fit (early-stopped on the valid
 - the vocabulary size, the share of warm test targets left on the cold row, and the wall time of each fit.
 Popularity's warm N@10 from the workdir's `eval/popularity` is the baseline of the ratio column.
 
+With `--rolling DAYS,...` (temporal protocol), for the first model and `min_count`: rolling refits through the test
+window, as a nightly or weekly retrain would run. Every DAYS from the test cut, the model is warm-started from the
+previous one (`warm_start`: the rows of items both vocabularies hold are kept) and trained `--rolling-epochs` epochs
+on every sequence before that time (Feast, point in time); each test target is scored by the latest refit before
+it. The table gives the share of warm test targets the scoring model has a row for, and the same metrics.
+
     python benchmarks/id_vocab.py --workdir /tmp/wmed [--min-counts 1,2,3] [--models core-trm,sasrec-ce]
+    python benchmarks/id_vocab.py --workdir /tmp/wmed --min-counts 1 --rolling 28,14,7
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -25,16 +33,18 @@ import pandas as pd
 import torch
 import typer
 
-from evaluation.metrics import evaluate
+from evaluation.metrics import evaluate, summarize
 from evaluation.retrieval import RetrievalScorer
 from evaluation.seqrec import SeqScorer
 from feature_repo.splits import read_protocol
 from models.catalog import Catalog
 from models.retrieval import RetrievalConfig
 from models.seqrec import TrainConfig
-from models.seqrec.pipeline import Fit, fit_and_refit
+from models.seqrec.pipeline import Fit, build_seq_data, fit_and_refit, warm_start
+from models.seqrec.registry import build_model
+from models.seqrec.train import train
 from models.seqrec.vectors import item_vectors, query_vectors
-from orchestration.resources import TrainingResource, WorkdirResource
+from orchestration.resources import FeastResource, TrainingResource, WorkdirResource
 
 ID_K = 30  # the ranking stage's ID list length (CandidateConfig.id_k)
 
@@ -60,6 +70,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
          min_counts: Annotated[str, typer.Option(help="Comma-separated thresholds")] = "1,2,3",
          models: Annotated[str, typer.Option(help="Comma-separated ID models")] = "core-trm",
          epochs: Annotated[int, typer.Option(help="Max epochs of the val fit")] = 10,
+         rolling: Annotated[str, typer.Option(help="Rolling refit cadences in days (temporal), e.g. 28,14,7")] = "",
+         rolling_epochs: Annotated[int, typer.Option(help="Epochs of each warm-started rolling refit")] = 2,
          json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows here")] = None) -> None:
     torch.set_num_threads(2)
     wd = WorkdirResource(workdir=str(workdir))
@@ -74,12 +86,13 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
     training = TrainingResource(epochs=epochs, progress=False)
     typer.echo(f"{workdir}: protocol {protocol}, {len(val)} validation / {len(test)} test targets "
                f"({warm.mean():.1%} warm); popularity warm N@10 {pop_warm:.4f}")
-    rows = []
+    rows, refits = [], {}
     for name in models.split(","):
         for mc in (int(x) for x in min_counts.split(",")):
             t0 = time.perf_counter()
             cfg: TrainConfig = training.train_config()
             first, refit = fit_and_refit(name, hist["val"], hist["test"], val, cfg, mc, **training.model_overrides())
+            refits[(name, mc)] = refit
             row = {"model": name, "min_count": mc, "vocab_val": len(first.vocab), "vocab_test": len(refit.vocab),
                    "best_epoch": first.result.best_epoch, "fit_s": first.result.total_seconds,
                    "refit_s": refit.result.total_seconds, "wall_s": time.perf_counter() - t0}
@@ -102,8 +115,62 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
                    f"{r['refit_warm_ndcg'] / max(pop_warm, 1e-12):.2f} | {r['refit_id_recall30']:.3f} | "
                    f"{r['val_fit_warm_ndcg']:.4f} / {r['val_fit_id_recall30']:.3f} | {r['best_epoch']} | "
                    f"{r['fit_s']:.0f} | {r['refit_s']:.0f} |")
+    if rolling:
+        name, mc = models.split(",")[0], int(min_counts.split(",")[0])
+        refit = refits[(name, mc)]
+        base = next(r for r in rows if r["model"] == name and r["min_count"] == mc)
+        out = [{"cadence_days": None, "refits": 1, "warm_known": 1 - base["warm_on_cold_row"],
+                "ndcg": base["refit_ndcg"], "warm_ndcg": base["refit_warm_ndcg"],
+                "id_recall30": base["refit_id_recall30"], "refit_s": base["refit_s"]}]
+        for days in (int(d) for d in rolling.split(",")):
+            out.append(rolling_refits(wd, name, mc, refit, test, catalog, days, rolling_epochs, training))
+            r = out[-1]
+            typer.echo(f"  every {days} d: {r['refits']} refits, warm N@10 {r['warm_ndcg']:.4f} ({r['refit_s']:.0f} s)")
+        typer.echo(f"\nrolling refits of {name} (min_count {mc}, {rolling_epochs} warm-started epochs each), test "
+                   "targets scored by the latest refit before them:")
+        typer.echo("| refit cadence | refits | warm targets with a row | N@10 | warm N@10 | warm N@10 / popularity | "
+                   "ID list R@30 | refit s |")
+        typer.echo("|" + "---|" * 8)
+        for r in out:
+            cadence = "once, at the test cut" if r["cadence_days"] is None else f"every {r['cadence_days']} days"
+            typer.echo(f"| {cadence} | {r['refits']} | {r['warm_known']:.1%} | {r['ndcg']:.4f} | {r['warm_ndcg']:.4f} | "
+                       f"{r['warm_ndcg'] / max(pop_warm, 1e-12):.2f} | {r['id_recall30']:.3f} | {r['refit_s']:.0f} |")
+        rows.append({"rolling": out})
     if json_out:
         json_out.write_text(json.dumps(rows, indent=2))
+
+
+def rolling_refits(wd: WorkdirResource, name: str, min_count: int, start: Fit, test: pd.DataFrame, catalog: Catalog,
+                   days: int, epochs: int, training: TrainingResource) -> dict:
+    """Warm-started refits every `days` from the test cut; each test target scored by the latest one before it."""
+    _, cuts = read_protocol(wd.layout.splits)
+    repo = FeastResource(workdir=str(wd.root)).repo()
+    users = pd.Series(pd.read_parquet(wd.layout.events, columns=["user_id"])["user_id"].unique())
+    ts = pd.to_datetime(test["target_ts"], utc=True)
+    period = ((ts - cuts["test"]) // pd.Timedelta(days=days)).astype(int).to_numpy()  # (n,) refit index per target
+    warm = ~test["cold_start"].to_numpy(bool)
+    fit, parts, known, hits, seconds = start, [], np.zeros(len(test), bool), 0, 0.0
+    for k in range(int(period.max()) + 1):
+        if k > 0:  # refit at cut + k * days, warm-started from the previous refit
+            at = cuts["test"] + pd.Timedelta(days=days * k)
+            t0 = time.perf_counter()
+            hist = repo.history_before(users, pd.Series([at] * len(users)), service="sequence_training_v1")
+            data, vocab = build_seq_data(hist, None, min_count=min_count)
+            model = warm_start(build_model(name, len(vocab), **training.model_overrides()), vocab, fit)
+            cfg = replace(fit.config, epochs=epochs)
+            fit = Fit(model, vocab, cfg, train(model, data, cfg))
+            seconds += time.perf_counter() - t0
+        rows = np.flatnonzero(period == k)
+        if not len(rows):
+            continue
+        sub = test.iloc[rows].reset_index(drop=True)
+        parts.append(evaluate(name, SeqScorer(fit.model, fit.vocab, catalog), sub, catalog, progress=False).rankings)
+        known[rows] = fit.vocab.known(sub["target_item_id"])
+        hits += id_list_recall(fit, catalog, sub) * len(sub)
+    m = summarize(name, pd.concat(parts, ignore_index=True))
+    return {"cadence_days": days, "refits": int(period.max()) + 1, "warm_known": float(known[warm].mean()),
+            "ndcg": m["overall"]["ndcg@10"], "warm_ndcg": m["warm"]["ndcg@10"], "id_recall30": hits / len(test),
+            "refit_s": start.result.total_seconds + seconds}
 
 
 if __name__ == "__main__":

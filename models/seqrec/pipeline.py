@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
+import torch
 
 from feature_repo.sequences import item_sequences, item_times
 from models.seqrec.base import SequentialRecommender
@@ -77,3 +78,26 @@ def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame | None, min_
     return data, vocab
 
 
+
+
+def warm_start(model: SequentialRecommender, vocab: ItemVocab, previous: Fit) -> SequentialRecommender:
+    """Copy `previous`'s weights into `model` (same architecture, built for `vocab`): every parameter of the same
+    shape as is, and in every item-indexed table (first dimension the vocabulary size) the rows of the items both
+    vocabularies hold, padding and cold included; items new to `vocab` keep their fresh initialisation. What a
+    nightly incremental retrain starts from."""
+    old_n, new_n = len(previous.vocab), len(vocab)
+    old_rows = {item: i for i, item in enumerate(previous.vocab.decode(range(old_n)))}
+    new_items = vocab.decode(range(new_n))
+    shared = [(j, old_rows[item]) for j, item in enumerate(new_items) if item in old_rows]
+    dst_idx = torch.tensor([j for j, _ in shared], dtype=torch.long)
+    src_idx = torch.tensor([i for _, i in shared], dtype=torch.long)
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, old in previous.model.state_dict().items():
+            new = state[name]
+            if new.dim() >= 1 and new.shape[0] == new_n and old.shape[0] == old_n and new.shape[1:] == old.shape[1:]:
+                new[dst_idx] = old[src_idx].to(new.dtype)  # an item-indexed table: row by row
+            elif new.shape == old.shape:
+                new.copy_(old)
+    model.load_state_dict(state)
+    return model

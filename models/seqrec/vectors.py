@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.common import l2_normalize
 from models.seqrec.base import SequentialRecommender, pad_sequences
 from models.seqrec.vocab import ItemVocab
 
@@ -30,8 +31,6 @@ def query_vectors(model: SequentialRecommender, vocab: ItemVocab, histories: lis
 def known_item_vectors(model: SequentialRecommender, vocab: ItemVocab, item_ids: np.ndarray) -> np.ndarray:
     """Unit item-table rows, NaN for items without a row of their own: what the ranker's `id_cos` reads, so an item
     the model never saw says "no ID yet", not a cosine with the shared cold row. (n, d) float32."""
-    from models.common import l2_normalize
-
     out = l2_normalize(item_vectors(model, vocab, item_ids))
     out[~vocab.known(item_ids)] = np.nan
     return out

@@ -407,3 +407,26 @@ def test_fit_and_refit_selects_epochs_on_validation_then_refits_on_the_later_his
     assert len(first.result.val_metrics) == len(first.result.losses) >= 1
     assert refit.config.epochs == first.result.best_epoch + 1 == len(refit.result.losses)
     assert refit.result.val_metrics == () and first.config == cfg
+
+
+def test_warm_start_keeps_the_rows_of_items_both_vocabularies_hold() -> None:
+    from models.seqrec.pipeline import Fit, warm_start
+
+    torch.manual_seed(0)
+    old_vocab = ItemVocab.from_items(["a", "b", "c"])
+    old = build_model("sasrec-ce", len(old_vocab), max_len=4, dim=8)
+    new_vocab = ItemVocab.from_items(["a", "c", "d", "e"])  # b is gone, d and e are new
+    fresh = build_model("sasrec-ce", len(new_vocab), max_len=4, dim=8)
+    init = fresh.item_embeddings().detach().clone()
+    prev = Fit(old, old_vocab, TrainConfig(progress=False), None)  # type: ignore[arg-type]
+    model = warm_start(fresh, new_vocab, prev)
+    table, old_table = model.item_embeddings().detach(), old.item_embeddings().detach()
+    for item in ("a", "c"):
+        assert torch.equal(table[new_vocab.encode([item])[0]], old_table[old_vocab.encode([item])[0]])
+    for special in (PAD, COLD):
+        assert torch.equal(table[special], old_table[special])
+    for item in ("d", "e"):  # new items keep their fresh rows
+        assert torch.equal(table[new_vocab.encode([item])[0]], init[new_vocab.encode([item])[0]])
+    other = [k for k, v in model.state_dict().items() if v.shape == old.state_dict()[k].shape and v.dim() and
+             v.shape[0] != len(new_vocab)]
+    assert other and all(torch.equal(model.state_dict()[k], old.state_dict()[k]) for k in other)

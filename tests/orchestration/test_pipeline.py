@@ -194,7 +194,8 @@ def test_cli_run_prints_the_metrics_table(
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "Timestamps are to the second: a moment is a user's events at one second. " \
-           "Protocol: leave-one-out (per user; training holds other users' later events). 3 test targets, " \
+           "Protocol: leave-one-out (per user; training holds other users' later events; the ID and title " \
+           "models that score the test targets are refitted on each user's events before them). 3 test targets, " \
            "33.3% cold-start." in lines
     # OVERALL and COLD above, to 4 decimals: ndcg (0.5 + 1 + 0.6309) / 3 = 0.7103, mrr 11/18 = 0.6111;
     # cold (A2 at rank 3) ndcg 0.5, mrr 1/3
