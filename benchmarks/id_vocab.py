@@ -18,6 +18,7 @@ it. The table gives the share of warm test targets the scoring model has a row f
 
     python benchmarks/id_vocab.py --workdir /tmp/wmed [--min-counts 1,2,3] [--models core-trm,sasrec-ce]
     python benchmarks/id_vocab.py --workdir /tmp/wmed --min-counts 1 --rolling 28,14,7
+    python benchmarks/id_vocab.py --workdir /tmp/wmed --min-counts 2 --rolling 7 --reuse-refit  # from the run's refit
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ from feature_repo.splits import read_protocol
 from models.catalog import Catalog
 from models.retrieval import RetrievalConfig
 from models.seqrec import TrainConfig
+from models.seqrec.checkpoint import load_checkpoint
 from models.seqrec.pipeline import Fit, build_seq_data, fit_and_refit, warm_start
 from models.seqrec.registry import build_model
-from models.seqrec.train import train
+from models.seqrec.train import TrainResult, train
 from models.seqrec.vectors import item_vectors, query_vectors
 from orchestration.resources import FeastResource, TrainingResource, WorkdirResource
 
@@ -72,6 +74,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
          epochs: Annotated[int, typer.Option(help="Max epochs of the val fit")] = 10,
          rolling: Annotated[str, typer.Option(help="Rolling refit cadences in days (temporal), e.g. 28,14,7")] = "",
          rolling_epochs: Annotated[int, typer.Option(help="Epochs of each warm-started rolling refit")] = 2,
+         reuse_refit: Annotated[bool, typer.Option(help="With --rolling: start from the run's own test refit "
+                                                        "(models/<model>.pt) instead of fitting the sweep")] = False,
          json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows here")] = None) -> None:
     torch.set_num_threads(2)
     wd = WorkdirResource(workdir=str(workdir))
@@ -87,7 +91,11 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
     typer.echo(f"{workdir}: protocol {protocol}, {len(val)} validation / {len(test)} test targets "
                f"({warm.mean():.1%} warm); popularity warm N@10 {pop_warm:.4f}")
     rows, refits = [], {}
-    for name in models.split(","):
+    if reuse_refit:
+        name, mc = models.split(",")[0], int(min_counts.split(",")[0])
+        refits[(name, mc)] = saved_refit(lay.models / f"{name}.pt")
+        rows.append(saved_row(refits[(name, mc)], name, mc, catalog, test, warm))
+    for name in [] if reuse_refit else models.split(","):
         for mc in (int(x) for x in min_counts.split(",")):
             t0 = time.perf_counter()
             cfg: TrainConfig = training.train_config()
@@ -109,7 +117,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
                "warm N@10 / popularity | ID list R@30 | val fit only: warm N@10 / ID R@30 | best epoch | "
                "fit s | refit s |")
     typer.echo("|" + "---|" * 12)
-    for r in rows:
+    for r in [] if reuse_refit else rows:
         typer.echo(f"| {r['model']} | {r['min_count']} | {r['vocab_val']:,} / {r['vocab_test']:,} | "
                    f"{r['warm_on_cold_row']:.1%} | {r['refit_ndcg']:.4f} | {r['refit_warm_ndcg']:.4f} | "
                    f"{r['refit_warm_ndcg'] / max(pop_warm, 1e-12):.2f} | {r['refit_id_recall30']:.3f} | "
@@ -138,6 +146,21 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
         rows.append({"rolling": out})
     if json_out:
         json_out.write_text(json.dumps(rows, indent=2))
+
+
+def saved_refit(path: Path) -> Fit:
+    """The test refit a run saved, as a `Fit` (its training time is not in the checkpoint: 0)."""
+    ck = load_checkpoint(path)
+    cfg = ck.train_config or TrainConfig()
+    return Fit(ck.model, ck.vocab, cfg, TrainResult((), (), {}, cfg.epochs - 1, (), 0.0, "cpu"))
+
+
+def saved_row(fit: Fit, name: str, mc: int, catalog: Catalog, test: pd.DataFrame, warm: np.ndarray) -> dict:
+    """The metrics of a saved refit, keyed like a sweep row."""
+    m = evaluate(name, SeqScorer(fit.model, fit.vocab, catalog), test, catalog, progress=False).metrics
+    return {"model": name, "min_count": mc, "refit_ndcg": m["overall"]["ndcg@10"],
+            "refit_warm_ndcg": m["warm"]["ndcg@10"], "refit_id_recall30": id_list_recall(fit, catalog, test),
+            "warm_on_cold_row": float(1 - fit.vocab.known(test["target_item_id"][warm]).mean()), "refit_s": 0.0}
 
 
 def rolling_refits(wd: WorkdirResource, name: str, min_count: int, start: Fit, test: pd.DataFrame, catalog: Catalog,

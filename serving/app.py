@@ -18,9 +18,13 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from importlib.resources import files
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.config import Settings
@@ -47,7 +51,7 @@ def create_app(settings: Settings | None = None, service: RecommendationService 
             if service is None:
                 svc.close()
 
-    app = FastAPI(title="fashionrec", version="1", lifespan=lifespan,
+    app = FastAPI(title="fashionrec", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   summary="Next-purchase recommendations for fashion e-commerce (Sequential LLM framework)",
                   description="Reads the shopper's sequence from the Feast online store, the query memory and the "
                               "ID/title collections from Qdrant, and answers with catalog items.")
@@ -99,4 +103,34 @@ def create_app(settings: Settings | None = None, service: RecommendationService 
         return problem(request, 500, f"internal error: {type(exc).__name__}")
 
     app.include_router(router)
+    offline_docs(app)
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def offline_docs(app: FastAPI) -> None:
+    """`/docs` (Swagger UI) and `/redoc` from the assets in the installed `fastapi-offline` wheel, not a CDN: the
+    pages render on a machine without internet. Only its static files are used."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+    openapi, redirect = app.openapi_url or "/openapi.json", app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=f"{root}{openapi}", title=f"{app.title} - API",
+                                   oauth2_redirect_url=redirect, swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+
+    @app.get(redirect, include_in_schema=False)
+    async def swagger_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{openapi}", title=f"{app.title} - API",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
