@@ -228,6 +228,7 @@ class Bundle:
     llm_error: str | None = None
     refs: int = 0
     retired: bool = False
+    warm_ms: float | None = None  # how long the service's warm-up took on this bundle; None: not warmed yet
     items: pd.DataFrame = field(init=False)
     catalog_items: CatalogItems = field(init=False)
     categories: set[str] = field(init=False)

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # torch intra-op threads in the service process. 1 keeps each request's small forwards (the ID model's sequence
     # vector, the title encoder) from fighting over cores with concurrent requests; the LLM modes would use more.
     torch_threads: int | None = Field(default=1, ge=1)
+    # Requests run once per category (up to this many) on every bundle before it serves or `/readyz` says ready,
+    # so the first real request does not pay for lazy loading. 0 turns the warm-up off (ready at once).
+    warm_up_categories: int = Field(default=16, ge=0)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

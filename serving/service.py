@@ -12,6 +12,11 @@ serving bundle (`serving.bundle.open_bundle`; the workdir itself before anything
 
 The bundle is swapped when the registry's `current` pointer moves (checked at most every `swap_check_s`), without
 blocking requests. A store that cannot be reached raises `Unavailable`; the next request tries again.
+
+Every bundle is warmed before it serves (`warm_up`): one request per category, a typed query (the title of the
+category's best seller) from a user the online store does not know, through the whole path (online read, memory,
+ID and title searches, the ranking stage). `/readyz` is not ready until that has run; when a store is down at
+start, `readiness` retries it, so the service becomes ready without a restart.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from serving.schemas import (
 )
 
 logger = logging.getLogger(__name__)
+WARM_UP_USER = "__warm-up__"  # a user id no shop issues (the online store has no row for it)
 
 
 class RecommendationService:
@@ -82,7 +88,37 @@ class RecommendationService:
         repo = FeatureRepo(layout.features, layout.feast, online_store=settings.online_store)
         repo.service(settings.feature_service)  # the registry read once, here
         cache: dict[str, LLMRuntime] = {}
-        return cls(settings, repo, open_current(settings, cache), cache)
+        service = cls(settings, repo, open_current(settings, cache), cache)
+        service.warm_up(service._bundle)
+        return service
+
+    def warm_up(self, b: Bundle) -> bool:
+        """Run the request path once per category (up to `settings.warm_up_categories`) on bundle `b`, so that
+        the lazy parts (the query encoder's first forward, the vector segments, the boosters' first predict) are
+        paid here and not by the first shopper. Sets `b.warm_ms`; False (and logged) when a store is down."""
+        n = self.settings.warm_up_categories
+        if n == 0:
+            b.warm_ms = 0.0
+            return True
+        t0, at = time.perf_counter(), pd.Timestamp.now(tz="UTC")
+        try:
+            for cat in sorted(b.categories)[:n]:
+                top = b.popular(cat, at) or b.popularity.get(cat, [])
+                query = str(b.items.at[top[0], "title"]) if top else cat
+                self._recommend(b, RecommendationRequest(user_id=WARM_UP_USER, query=query, category=cat), "warm-up")
+                if top:  # and a shopper with a history (the ID model's sequence encoder, the history features)
+                    hist, ms = top[:3][::-1], int(at.value // 1_000_000) - 3_600_000
+                    b.retriever.recommend(UserContext(category=cat, history=hist, last_query=query, at=at,
+                                                      history_buy=[False] * len(hist), history_ms=[ms] * len(hist)))
+        except STORE_ERRORS as e:
+            logger.warning("warm-up of bundle %s failed (%s); /readyz retries it", b.version, e)
+            return False
+        except Unavailable as e:
+            logger.warning("warm-up of bundle %s failed (%s); /readyz retries it", b.version, e.detail)
+            return False
+        b.warm_ms = _ms(t0)
+        logger.info("warmed bundle %s in %.0f ms", b.version, b.warm_ms)
+        return True
 
     def _maybe_swap(self) -> None:
         """Swap to the registry's current bundle when its pointer moved (checked at most every `swap_check_s`).
@@ -101,6 +137,7 @@ class RecommendationService:
             self._loading = True
         try:
             new = open_current(self.settings, self._llm_cache)
+            self.warm_up(new)  # before it serves; a failed warm-up does not block the swap (readiness retries it)
         except Exception:  # noqa: BLE001 - a broken bundle must not stop the service; keep the old one
             logger.exception("could not open serving bundle %s; keeping %s", stamp, self._bundle.version)
             with self._swap_lock:
@@ -163,9 +200,13 @@ class RecommendationService:
         finally:
             self._release(b)
         checks["models"] = "ok"
+        if b.warm_ms is None and checks["online_store"] == checks["vector_store"] == "ok":
+            self.warm_up(b)  # a store was down when the bundle opened
+        checks["warm_up"] = "ok" if b.warm_ms is not None else "not yet"
+        checks["warm_up_ms"] = b.warm_ms
         checks["bundle"] = b.version
         checks["llm"] = b.llm.version if b.llm is not None else f"not loaded ({b.llm_error})"
-        checks["ready"] = all(checks[k] == "ok" for k in ("vector_store", "online_store", "models"))
+        checks["ready"] = all(checks[k] == "ok" for k in ("vector_store", "online_store", "models", "warm_up"))
         return checks
 
     # -- reads ------------------------------------------------------------------------------------------

@@ -440,3 +440,33 @@ def test_docs_page_renders_offline_in_chromium(server) -> None:
     for path in ("/v1/recommendations", "/v1/items/{item_id}", "/readyz"):
         assert f'data-path="{path}"' in dom, path
     assert "/v1/recommendations:batch" in rendered("/redoc")
+
+
+def test_readyz_waits_for_the_warm_up_and_retries_it(server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`load` warmed the bundle (one request per category) before the app served; a bundle whose warm-up failed
+    (the vector store down) is not ready, and the next `/readyz` with the store back runs the warm-up and is."""
+    client, service = server
+    assert service.bundle.warm_ms is not None and service.bundle.warm_ms > 0
+    assert client.get("/readyz").json()["warm_up"] == "ok"
+    from serving.vectorstore import StoreUnavailable
+
+    def down(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise StoreUnavailable("Qdrant server unreachable: connection refused")
+
+    monkeypatch.setattr(service.bundle, "warm_ms", None)  # as a bundle opened while the store was down
+    monkeypatch.setattr(service.bundle.store._backend, "query", down)
+    assert service.warm_up(service.bundle) is False and service.bundle.warm_ms is None
+    ready = client.get("/readyz")  # store still down for searches: the retried warm-up fails again
+    assert ready.status_code == 503 and ready.json()["warm_up"] == "not yet"
+    monkeypatch.undo()  # the store is back; warm_ms unset again, as it was before the retry
+    service.bundle.warm_ms = None
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["warm_up"] == "ok" and service.bundle.warm_ms > 0
+
+
+def test_warm_up_is_off_with_zero_categories(workdir: Path) -> None:
+    service = RecommendationService.load(Settings(workdir=workdir, warm_up_categories=0, log_requests=False))
+    try:  # (a second service in this process: its vector store may be held by the first, so only the warm-up)
+        assert service.bundle.warm_ms == 0.0 and service.readiness()["warm_up"] == "ok"
+    finally:
+        service.close()
