@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
 from importlib.resources import files
 
 from fastapi import FastAPI, Request

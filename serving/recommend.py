@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,7 @@ from serving.config import COLLECTIONS, Collections
 from serving.vectorstore import Hit, VectorStore
 
 TIE_SLACK = 5  # extra memory hits fetched so that ties at the q-th place break by query text
+QUERY_CACHE = 4096  # query encodings kept per bundle
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,15 @@ class OnlineRetriever:
         self.category_code = {c: i for i, c in enumerate(sorted(cats.unique()))}  # as ItemAttributes.category
         with_id = self.index.isin(list(id_items)) if id_items is not None else np.ones(len(self.index), bool)
         self.id_categories = set(self.items.loc[with_id, "category"].astype(str))
+        # A shopper's last search comes back on every request they make: its encoding is kept (per bundle, since
+        # the encoder is the bundle's). The same single-text forward, so the same floats as encoding it again.
+        self.query_key = lru_cache(maxsize=QUERY_CACHE)(self._query_key)
+
+    def _query_key(self, text: str) -> np.ndarray:
+        """The unit encoding of one normalised query, read-only. (1, d)"""
+        key = l2_normalize(self.encoder.encode([text]))
+        key.setflags(write=False)
+        return key
 
     def _search(self, collection: str, vector: np.ndarray, k: int, partition: str, exclude: set[str]) -> list[Hit]:
         """Top-k hits not in `exclude`, by score then item id (see the module docstring on ties). vector: (1, d)."""
@@ -154,7 +165,7 @@ class OnlineRetriever:
         memory_queries: list[str] = []
         query_vec = None
         if ctx.last_query is not None and normalize_text(ctx.last_query):
-            key = l2_normalize(self.encoder.encode([normalize_text(ctx.last_query)]))  # (1, d)
+            key = self.query_key(normalize_text(ctx.last_query))  # (1, d)
             memory_queries, found = self._memory(key, at)
             rows = self._rows(found)
             in_cat = rows[self.category[rows] == ctx.category]
@@ -231,7 +242,7 @@ class OnlineRetriever:
         """Each query's nearest stored query's top products (the prompt's memory segment), as of `at`."""
         out: dict[str, tuple[str, ...]] = {}
         for q in dict.fromkeys(q for q in queries if q and normalize_text(q)):
-            key = l2_normalize(self.encoder.encode([normalize_text(q)]))  # (1, d)
+            key = self.query_key(normalize_text(q))  # (1, d)
             _, found = self._memory(key, at, q=1, v=products)
             if found:
                 out[q] = tuple(found)

@@ -33,7 +33,6 @@ import pandas as pd
 from feature_repo.layout import Layout
 from feature_repo.sequences import UserSequence
 from feature_repo.store import FeatureRepo
-from models.common import l2_normalize
 from models.llm.prompt import Action
 from models.text.tokenizer import normalize_text
 from serving.bundle import TOP_CATEGORIES, Bundle, open_current
@@ -328,7 +327,7 @@ class RecommendationService:
     def _query_category(self, b: Bundle, query: str, at: pd.Timestamp, timings: dict[str, float]) -> str | None:
         """The category of the query memory's first product for a query."""
         t = time.perf_counter()
-        key = l2_normalize(b.retriever.encoder.encode([normalize_text(query)]))  # (1, d)
+        key = b.retriever.query_key(normalize_text(query))  # (1, d)
         try:
             _, products = b.retriever._memory(key, at, q=1, v=1)
         except STORE_ERRORS as e:

@@ -8,6 +8,7 @@ import pytest
 
 from evaluation.retrieval import RetrievalScorer, TitleQueryBuilder, VariantScorer
 from models.catalog import Catalog
+from models.common import l2_normalize
 from models.retrieval import RetrievalConfig
 from models.text import HashingNgramEncoder, build_query_memory, embed_catalog
 from models.text.memory import AsOfMemory
@@ -102,3 +103,27 @@ def test_serving_reads_the_memory_as_of_the_request(setup, cfg: RetrievalConfig)
     collection_only = OnlineRetriever(store, catalog.items, encoder, id_queries, cfg=cfg)
     with pytest.raises(ValueError, match="AsOfMemory"):
         collection_only.recommend(UserContext("Footwear", ["F0-red-8"], "red sneakers", when))
+
+
+def test_a_repeated_query_is_encoded_once_and_answers_the_same(setup) -> None:  # noqa: ANN001
+    """The query-encoding cache: the second request with the same last search does not run the encoder again, and
+    its answer and lists equal the first's and those of a retriever without a warm cache."""
+    catalog, encoder, store, _, id_queries = setup
+    calls: list[list[str]] = []
+
+    class Counting:
+        dim = encoder.dim
+
+        def encode(self, texts, batch_size: int = 256):  # noqa: ANN001, ANN201
+            calls.append(list(texts))
+            return encoder.encode(texts, batch_size)
+
+    online = OnlineRetriever(store, catalog.items, Counting(), id_queries, cfg=RetrievalConfig(mode="mixup", k=5))
+    first = online.recommend(CONTEXTS[0])
+    n = len(calls)
+    again = online.recommend(CONTEXTS[0])
+    assert ["red snekers"] in calls and not any(c == ["red snekers"] for c in calls[n:])
+    fresh = OnlineRetriever(store, catalog.items, encoder, id_queries, cfg=RetrievalConfig(mode="mixup", k=5))
+    other = fresh.recommend(CONTEXTS[0])
+    assert first.items == again.items == other.items and first.memory_queries == again.memory_queries
+    assert np.array_equal(online.query_key("red snekers"), l2_normalize(encoder.encode(["red snekers"])))
