@@ -109,11 +109,8 @@ class RecommendationService:
                     hist, ms = top[:3][::-1], int(at.value // 1_000_000) - 3_600_000
                     b.retriever.recommend(UserContext(category=cat, history=hist, last_query=query, at=at,
                                                       history_buy=[False] * len(hist), history_ms=[ms] * len(hist)))
-        except STORE_ERRORS as e:
+        except (*STORE_ERRORS, Unavailable) as e:  # the request path wraps store errors; the direct call does not
             logger.warning("warm-up of bundle %s failed (%s); /readyz retries it", b.version, e)
-            return False
-        except Unavailable as e:
-            logger.warning("warm-up of bundle %s failed (%s); /readyz retries it", b.version, e.detail)
             return False
         b.warm_ms = _ms(t0)
         logger.info("warmed bundle %s in %.0f ms", b.version, b.warm_ms)

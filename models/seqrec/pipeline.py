@@ -78,8 +78,6 @@ def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame | None, min_
     return data, vocab
 
 
-
-
 def warm_start(model: SequentialRecommender, vocab: ItemVocab, previous: Fit) -> SequentialRecommender:
     """Copy `previous`'s weights into `model` (same architecture, built for `vocab`): every parameter of the same
     shape as is, and in every item-indexed table (first dimension the vocabulary size) the rows of the items both
