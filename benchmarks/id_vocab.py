@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -37,14 +36,13 @@ import typer
 from evaluation.metrics import evaluate, summarize
 from evaluation.retrieval import RetrievalScorer
 from evaluation.seqrec import SeqScorer
-from feature_repo.splits import read_protocol
+from feature_repo.splits import fit_index, read_protocol, refit_times
 from models.catalog import Catalog
 from models.retrieval import RetrievalConfig
 from models.seqrec import TrainConfig
 from models.seqrec.checkpoint import load_checkpoint
-from models.seqrec.pipeline import Fit, build_seq_data, fit_and_refit, warm_start
-from models.seqrec.registry import build_model
-from models.seqrec.train import TrainResult, train
+from models.seqrec.pipeline import Fit, fit_and_refit, rolling_refits
+from models.seqrec.train import TrainResult
 from models.seqrec.vectors import item_vectors, query_vectors
 from orchestration.resources import FeastResource, TrainingResource, WorkdirResource
 
@@ -93,7 +91,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
     rows, refits = [], {}
     if reuse_refit:
         name, mc = models.split(",")[0], int(min_counts.split(",")[0])
-        refits[(name, mc)] = saved_refit(lay.models / f"{name}.pt")
+        first_fit = lay.refit(0).model(name)  # a run with rolling refits keeps the test cut's fit there
+        refits[(name, mc)] = saved_refit(first_fit if first_fit.exists() else lay.model(name))
         rows.append(saved_row(refits[(name, mc)], name, mc, catalog, test, warm))
     for name in [] if reuse_refit else models.split(","):
         for mc in (int(x) for x in min_counts.split(",")):
@@ -130,8 +129,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
         out = [{"cadence_days": None, "refits": 1, "warm_known": 1 - base["warm_on_cold_row"],
                 "ndcg": base["refit_ndcg"], "warm_ndcg": base["refit_warm_ndcg"],
                 "id_recall30": base["refit_id_recall30"], "refit_s": base["refit_s"]}]
-        for days in (int(d) for d in rolling.split(",")):
-            out.append(rolling_refits(wd, name, mc, refit, test, catalog, days, rolling_epochs, training))
+        for days in (float(d) for d in rolling.split(",")):
+            out.append(rolling_run(wd, name, mc, refit, test, catalog, days, rolling_epochs, training))
             r = out[-1]
             typer.echo(f"  every {days} d: {r['refits']} refits, warm N@10 {r['warm_ndcg']:.4f} ({r['refit_s']:.0f} s)")
         typer.echo(f"\nrolling refits of {name} (min_count {mc}, {rolling_epochs} warm-started epochs each), test "
@@ -163,26 +162,23 @@ def saved_row(fit: Fit, name: str, mc: int, catalog: Catalog, test: pd.DataFrame
             "warm_on_cold_row": float(1 - fit.vocab.known(test["target_item_id"][warm]).mean()), "refit_s": 0.0}
 
 
-def rolling_refits(wd: WorkdirResource, name: str, min_count: int, start: Fit, test: pd.DataFrame, catalog: Catalog,
-                   days: int, epochs: int, training: TrainingResource) -> dict:
-    """Warm-started refits every `days` from the test cut; each test target scored by the latest one before it."""
+def rolling_run(wd: WorkdirResource, name: str, min_count: int, start: Fit, test: pd.DataFrame, catalog: Catalog,
+            days: float, epochs: int, training: TrainingResource) -> dict:
+    """Warm-started refits every `days` from the test cut (`models.seqrec.pipeline.rolling_refits`, the pipeline's
+    own); each test target scored by the latest one before it."""
     _, cuts = read_protocol(wd.layout.splits)
     repo = FeastResource(workdir=str(wd.root)).repo()
     users = pd.Series(pd.read_parquet(wd.layout.events, columns=["user_id"])["user_id"].unique())
-    ts = pd.to_datetime(test["target_ts"], utc=True)
-    period = ((ts - cuts["test"]) // pd.Timedelta(days=days)).astype(int).to_numpy()  # (n,) refit index per target
+    starts = refit_times(cuts["test"], pd.to_datetime(test["target_ts"], utc=True).max(), days)
+    period = fit_index(test["target_ts"], starts)  # (n,) the fit of each target
     warm = ~test["cold_start"].to_numpy(bool)
-    fit, parts, known, hits, seconds = start, [], np.zeros(len(test), bool), 0, 0.0
-    for k in range(int(period.max()) + 1):
-        if k > 0:  # refit at cut + k * days, warm-started from the previous refit
-            at = cuts["test"] + pd.Timedelta(days=days * k)
-            t0 = time.perf_counter()
-            hist = repo.history_before(users, pd.Series([at] * len(users)), service="sequence_training_v1")
-            data, vocab = build_seq_data(hist, None, min_count=min_count)
-            model = warm_start(build_model(name, len(vocab), **training.model_overrides()), vocab, fit)
-            cfg = replace(fit.config, epochs=epochs)
-            fit = Fit(model, vocab, cfg, train(model, data, cfg))
-            seconds += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    histories = (repo.history_before(users, pd.Series([t] * len(users)), service="sequence_training_v1")
+                 for t in starts[1:])
+    fits = [start, *rolling_refits(name, start, histories, epochs, min_count, **training.model_overrides())]
+    seconds = time.perf_counter() - t0
+    parts, known, hits = [], np.zeros(len(test), bool), 0.0
+    for k, fit in enumerate(fits):
         rows = np.flatnonzero(period == k)
         if not len(rows):
             continue
@@ -191,7 +187,7 @@ def rolling_refits(wd: WorkdirResource, name: str, min_count: int, start: Fit, t
         known[rows] = fit.vocab.known(sub["target_item_id"])
         hits += id_list_recall(fit, catalog, sub) * len(sub)
     m = summarize(name, pd.concat(parts, ignore_index=True))
-    return {"cadence_days": days, "refits": int(period.max()) + 1, "warm_known": float(known[warm].mean()),
+    return {"cadence_days": days, "refits": len(fits), "warm_known": float(known[warm].mean()),
             "ndcg": m["overall"]["ndcg@10"], "warm_ndcg": m["warm"]["ndcg@10"], "id_recall30": hits / len(test),
             "refit_s": start.result.total_seconds + seconds}
 

@@ -131,7 +131,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         return LLMCandidateScorer(mixup, llm_, factory, items, catalog, cfg, batch_size=batch_size, seed=seed)
 
     zero = candidates(base)
-    run("llm-candidates zero-shot", zero, lambda: candidate_summary(zero))
+    run("llm-candidates zero-shot", zero, lambda: candidate_summary([zero]))
 
     curve_rows = []
     tuned: LoadedLLM | None = None
@@ -144,7 +144,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
             lr=lr, batch_size=batch_size, max_seconds=train_seconds * share, seed=seed), order)
         timings[f"fine-tune {share:.0%}"] = time.perf_counter() - t1
         scorer = candidates(llm_)
-        m = run(f"llm-candidates ({share:.0%} of prompts)", scorer, lambda s=scorer: candidate_summary(s))
+        m = run(f"llm-candidates ({share:.0%} of prompts)", scorer, lambda s=scorer: candidate_summary([s]))
         curve_rows.append((share, n, res.steps, res.seconds, m["overall"]["ndcg@10"]))
         tuned = llm_
 

@@ -228,16 +228,17 @@ def generation_summary(records: Sequence[LLMRecord], catalog: Catalog) -> dict:
             "exact_item_hit_rate": float(np.mean(exact)), "family_hit_rate": float(np.mean(family))}
 
 
-def candidate_summary(scorer: LLMCandidateScorer) -> dict:
-    """Candidate-list recall (the target among the candidates), how often the model's choice is the retrieval
-    list's first item, and its position bias: how often its top letter is A, against 1/n for no bias."""
-    records = scorer.records
+def candidate_summary(scorers: Sequence[LLMCandidateScorer]) -> dict:
+    """Over what these scorers saw (one per rolling refit, or one): candidate-list recall (the target among the
+    candidates), how often the model's choice is the retrieval list's first item, and its position bias: how often
+    its top letter is A, against 1/n for no bias."""
+    records = [r for s in scorers for r in s.records]
     if not records:
         return {"n": 0}
     recall = float(np.mean([r.target_item_id in r.candidates for r in records]))
     top = [int(np.argmax(r.letter_probs)) for r in records if r.letter_probs]
     hit = [r.candidates[int(np.argmax(r.letter_probs))] == r.target_item_id for r in records if r.letter_probs]
-    letters = scorer.top_letters
+    letters = [x for s in scorers for x in s.top_letters]
     return {"n": len(records), "candidate_recall": recall,
             "choice_is_list_first": float(np.mean([p == 0 for p in top])) if top else float("nan"),
             "choice_is_target": float(np.mean(hit)) if hit else float("nan"),

@@ -14,6 +14,7 @@ evaluation's target goes after every candidate it ties with (a constant ranker p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -107,15 +108,22 @@ class RankerScorer:
 
     def recall(self) -> dict[str, float]:
         """Share of the targets scored so far (by the evaluation) whose bought item was a candidate, per source."""
-        n = max(self._seen["targets"], 1)
-        return {s: self._seen[s] / n for s in (*SOURCES, "union")}
+        return candidate_recall([self])[0]
 
     def mean_candidates(self) -> float:
-        return self._seen["candidates"] / max(self._seen["targets"], 1)
+        return candidate_recall([self])[1]
 
     def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
         ranked, title_cos = self.ranked_rows(batch, cat_rows, demote)
         return rows_to_scores([r.rows for r in ranked], cat_rows, title_cos)  # (B, n_cat)
+
+
+def candidate_recall(scorers: Sequence[RankerScorer]) -> tuple[dict[str, float], float]:
+    """Over the targets these scorers ranked so far (one per rolling refit, or one): the share whose bought item
+    was a candidate, per source and in the union, and the mean number of candidates."""
+    seen = {k: sum(s._seen[k] for s in scorers) for k in ("targets", "candidates", *SOURCES, "union")}
+    n = max(seen["targets"], 1)
+    return {s: seen[s] / n for s in (*SOURCES, "union")}, seen["candidates"] / n
 
 
 @dataclass

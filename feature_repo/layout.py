@@ -9,6 +9,11 @@ targets (model selection, and the variant ranker, the learned ranker and the LLM
 *test* fit, refitted on everything before the test targets with the selected settings (it scores the test targets
 and is what a bundle serves). `Layout(root)` names the test fit's files; `Layout(root).at("val")` names the val
 fit's, under `models/val/` and `text/val/`. Every data path is the same for both.
+
+With rolling refits (`feature_repo.splits`, "Rolling refits") the test period has several ID-model fits:
+`Layout(root)` names the last (what a bundle serves), `Layout(root).refit(k)` the k-th, under `models/refits/<k>/`
+(its training sequences under `seqrec/refits/<k>/`). The title model is fitted once per period: every refit layout
+names the same title files.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class Layout:
 
     root: Path
     period: Period = "test"  # which fit the model paths name (see the module docstring)
+    refit_k: int | None = None  # test period: the k-th rolling refit's ID model (None: the last, `models/<name>.pt`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -37,7 +43,13 @@ class Layout:
 
     def at(self, period: Period) -> Layout:
         """The same root, naming the `period` fit's model files."""
-        return replace(self, period=period)
+        return replace(self, period=period, refit_k=None)
+
+    def refit(self, k: int) -> Layout:
+        """The same root, naming the k-th rolling refit's ID-model files (test period; 0 is the fit at the test cut)."""
+        if k < 0:
+            raise ValueError(f"refit index must be >= 0, got {k}")
+        return replace(self, period="test", refit_k=k)
 
     # -- folders ---------------------------------------------------------------------------------------
     @property
@@ -131,11 +143,20 @@ class Layout:
 
     @property
     def train_history(self) -> Path:
-        """This fit's ID-model training sequences, read from Feast at its training cut."""
+        """This fit's ID-model training sequences, read from Feast at its training cut (refit k >= 1: at its start)."""
+        if self.refit_k:
+            return self.root / "seqrec" / "refits" / str(self.refit_k) / "train_history.parquet"
         return self.root / "seqrec" / f"train_history_{self.period}.parquet"
+
+    @property
+    def refits(self) -> Path:
+        """The earlier rolling refits' ID models, `models/refits/<k>/` (see the module docstring)."""
+        return self.models / "refits"
 
     def model(self, name: str) -> Path:
         """A sequential ID model's checkpoint of this fit, e.g. `model("core-trm")`."""
+        if self.refit_k is not None:
+            return self.refits / str(self.refit_k) / f"{name}.pt"
         return self.fitted / f"{name}.pt"
 
     @property

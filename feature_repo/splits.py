@@ -28,6 +28,14 @@ those settings on everything before the test targets (`training_events(..., "tes
 every event before the test cut, the validation period included; under leave-one-out each user's events before
 their test moment). That *test* fit scores the test targets and is what a serving bundle holds, as a nightly
 retrain would be. `training_cutoffs` gives each fit's per-user cut.
+
+Rolling refits (temporal protocol, `refit_every_days` > 0). One refit at the test cut leaves the ID model blind to
+every item that starts selling during the test window, which production would not be: it retrains nightly or weekly.
+So the test window is cut into periods of `refit_every_days` from the test cut (`refit_times`); the ID model is
+refitted (warm-started from the previous refit) at each period's start, on every event before it, and each test
+target is scored by the latest refit at or before its time (`fit_index`). The serving bundle holds the last one.
+The times are recorded in `protocol.json` (`refits`), and `warm_rare` counts a test target's training interactions
+before its own refit's time.
 """
 
 from __future__ import annotations
@@ -40,12 +48,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from feature_repo.layout import PERIODS, Period
+from feature_repo.layout import PERIODS, Layout, Period
 
 INTERACTIONS = ("click", "purchase")
 Protocol = Literal["temporal", "loo"]
 PROTOCOLS: tuple[str, ...] = ("temporal", "loo")
 DEFAULT_MIN_COUNT = 2  # the ID models' vocabulary threshold (TrainingResource.min_count)
+DEFAULT_REFIT_DAYS = 7.0  # temporal: the ID model is refitted weekly through the test window (0: once, at the test cut)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class Splits:
     train_events: pd.DataFrame
     protocol: str = "loo"
     cuts: dict[str, pd.Timestamp] = field(default_factory=dict)  # temporal: {"val": ..., "test": ...}
+    refits: tuple[pd.Timestamp, ...] = ()  # temporal: each test-period fit's start (`refit_times`); () for one fit
 
     def split(self, name: str) -> pd.DataFrame:
         return self.targets[self.targets["split"] == name].reset_index(drop=True)
@@ -68,7 +78,31 @@ class Splits:
 
     def describe(self) -> dict:
         """Protocol and cut dates as JSON-able values (written beside the split tables)."""
-        return {"protocol": self.protocol, "cuts": {k: v.isoformat() for k, v in self.cuts.items()}}
+        out: dict = {"protocol": self.protocol, "cuts": {k: v.isoformat() for k, v in self.cuts.items()}}
+        if len(self.refits) > 1:
+            out["refits"] = [t.isoformat() for t in self.refits]
+        return out
+
+
+def refit_times(test_cut: pd.Timestamp, last_target: pd.Timestamp, every_days: float) -> tuple[pd.Timestamp, ...]:
+    """The start of each test-period fit: the test cut, then every `every_days` while a test target can still fall
+    in the period (the last start is at or before `last_target`). `every_days` 0: the test cut alone."""
+    if every_days < 0:
+        raise ValueError(f"refit_every_days must be >= 0, got {every_days}")
+    if every_days == 0 or last_target < test_cut:
+        return (test_cut,)
+    n = int((last_target - test_cut) // pd.Timedelta(days=every_days)) + 1
+    return tuple(test_cut + pd.Timedelta(days=every_days * k) for k in range(n))
+
+
+def fit_index(times: pd.Series | np.ndarray, starts: tuple[pd.Timestamp, ...] | list[pd.Timestamp]) -> np.ndarray:
+    """(n,) index of the fit that scores a target at each time: the latest start at or before it (0 for a time before
+    every start, and for no starts at all)."""
+    if len(starts) <= 1:
+        return np.zeros(len(times), np.int64)
+    q = pd.DatetimeIndex(pd.to_datetime(pd.Series(np.asarray(times)), utc=True)).as_unit("ns").asi8
+    s = pd.DatetimeIndex(pd.to_datetime(pd.Series(list(starts)), utc=True)).as_unit("ns").asi8
+    return np.maximum(np.searchsorted(s, q, side="right") - 1, 0).astype(np.int64)
 
 
 def ordered_events(events: pd.DataFrame) -> pd.DataFrame:
@@ -104,9 +138,10 @@ def moment_items(events: pd.DataFrame, users: pd.Series | np.ndarray, times: pd.
 
 
 def _targets(held: pd.DataFrame, events: pd.DataFrame, fit_events: dict[str, pd.DataFrame], items: pd.DataFrame,
-             min_count: int) -> pd.DataFrame:
+             min_count: int, refits: tuple[pd.Timestamp, ...] = ()) -> pd.DataFrame:
     """The targets table from held-out purchase rows (with `n_before` and `split`); `fit_events`: per split, the
-    training events of the fit that scores its targets (for `warm_rare`)."""
+    training events of the fit that scores its targets (for `warm_rare`); with rolling `refits`, a test target's
+    training events are every event before its refit's start instead."""
     category = items.set_index("item_id")["category"]
     targets = pd.DataFrame({
         "user_id": held["user_id"].to_numpy(),
@@ -124,6 +159,10 @@ def _targets(held: pd.DataFrame, events: pd.DataFrame, fit_events: dict[str, pd.
         inter = fit[fit["action"].isin(INTERACTIONS)]
         rows = (targets["split"] == split).to_numpy()
         n_train[rows] = targets.loc[rows, "target_item_id"].map(inter["item_id"].value_counts()).fillna(0)
+    if len(refits) > 1:
+        test = (targets["split"] == "test").to_numpy()
+        start = np.asarray(refits)[fit_index(targets.loc[test, "target_ts"], refits)]
+        n_train[test] = prior_interactions(events, targets.loc[test, "target_item_id"], start)
     targets["warm_rare"] = ~targets["cold_start"] & (n_train < min_count)
     return targets.sort_values(["split", "user_id"], kind="stable").reset_index(drop=True)
 
@@ -169,8 +208,10 @@ def temporal_cuts(events: pd.DataFrame, val_frac: float = 0.1, test_frac: float 
 
 
 def temporal_split(events: pd.DataFrame, items: pd.DataFrame, val_frac: float = 0.1, test_frac: float = 0.1,
-                   cuts: dict[str, pd.Timestamp] | None = None, min_count: int = DEFAULT_MIN_COUNT) -> Splits:
-    """Global temporal targets and training events (see the module docstring); `cuts` overrides the fractions."""
+                   cuts: dict[str, pd.Timestamp] | None = None, min_count: int = DEFAULT_MIN_COUNT,
+                   refit_every_days: float = 0) -> Splits:
+    """Global temporal targets and training events (see the module docstring); `cuts` overrides the fractions;
+    `refit_every_days` > 0: rolling refits through the test window (`refit_times`)."""
     cuts = {k: pd.Timestamp(v) for k, v in (cuts or temporal_cuts(events, val_frac, test_frac)).items()}
     cuts = {k: v.tz_localize("UTC") if v.tzinfo is None else v.tz_convert("UTC") for k, v in cuts.items()}
     if cuts["val"] >= cuts["test"]:
@@ -186,16 +227,20 @@ def temporal_split(events: pd.DataFrame, items: pd.DataFrame, val_frac: float = 
     # file order, of the user's last moment in the window.
     held = purchases.groupby(["user_id", "split"], sort=False).tail(1)
     train_events = ev[ts < cuts["val"]].reset_index(drop=True)
-    targets = _targets(held, ev, {"val": train_events, "test": ev[ts < cuts["test"]]}, items, min_count)
+    last = pd.to_datetime(held.loc[held["split"] == "test", "timestamp"], utc=True).max()
+    refits = refit_times(cuts["test"], cuts["test"] if pd.isna(last) else last, refit_every_days)
+    targets = _targets(held, ev, {"val": train_events, "test": ev[ts < cuts["test"]]}, items, min_count, refits)
     return Splits(targets=targets, train_events=train_events.drop(columns=["pos", "n_before"]), protocol="temporal",
-                  cuts=cuts)
+                  cuts=cuts, refits=refits if len(refits) > 1 else ())
 
 
 def make_splits(events: pd.DataFrame, items: pd.DataFrame, protocol: str = "temporal", *, val_frac: float = 0.1,
-                test_frac: float = 0.1, min_count: int = DEFAULT_MIN_COUNT) -> Splits:
-    """The splits of one protocol: "temporal" (global cut dates) or "loo" (the paper's leave-one-out)."""
+                test_frac: float = 0.1, min_count: int = DEFAULT_MIN_COUNT, refit_every_days: float = 0) -> Splits:
+    """The splits of one protocol: "temporal" (global cut dates; `refit_every_days`: rolling refits through the
+    test window) or "loo" (the paper's leave-one-out, one refit)."""
     if protocol == "temporal":
-        return temporal_split(events, items, val_frac, test_frac, min_count=min_count)
+        return temporal_split(events, items, val_frac, test_frac, min_count=min_count,
+                              refit_every_days=refit_every_days)
     if protocol == "loo":
         return leave_one_out(events, items, min_count=min_count)
     raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
@@ -207,7 +252,8 @@ def cross_category(splits: Splits, items: pd.DataFrame, train_category: str, tes
     keep = (splits.train_events["action"] == "search") | (category == train_category)
     train_events = splits.train_events[keep].reset_index(drop=True)
     targets = splits.targets[splits.targets["category"] == test_category].reset_index(drop=True)
-    return Splits(targets=targets, train_events=train_events, protocol=splits.protocol, cuts=splits.cuts)
+    return Splits(targets=targets, train_events=train_events, protocol=splits.protocol, cuts=splits.cuts,
+                  refits=splits.refits)
 
 
 def training_cutoffs(splits: Splits, events: pd.DataFrame, period: Period = "val") -> pd.DataFrame:
@@ -255,8 +301,26 @@ def read_protocol(folder: Path) -> tuple[str, dict[str, pd.Timestamp]]:
     return d["protocol"], {k: pd.Timestamp(v) for k, v in d.get("cuts", {}).items()}
 
 
+def read_refits(folder: Path) -> tuple[pd.Timestamp, ...]:
+    """The test-period fits' start times `write_splits` recorded: () for one fit at the test cut."""
+    path = folder / "protocol.json"
+    d = json.loads(path.read_text()) if path.exists() else {}
+    return tuple(pd.Timestamp(t) for t in d.get("refits", []))
+
+
+def fit_layouts(layout: Layout) -> list[tuple[pd.Timestamp | None, Layout]]:
+    """The test period's fits, oldest first, as (start, layout naming that fit's files): one `(None, layout)` without
+    rolling refits. The last is always `layout` itself (`models/<name>.pt`, what a bundle serves); earlier ones are
+    `layout.refit(k)` (`models/refits/<k>/`)."""
+    starts = read_refits(layout.splits)
+    if layout.period != "test" or len(starts) <= 1:
+        return [(None, layout)]
+    return [(t, layout if k == len(starts) - 1 else layout.refit(k)) for k, t in enumerate(starts)]
+
+
 def read_splits(folder: Path) -> Splits:
     """Inverse of `write_splits`."""
     protocol, cuts = read_protocol(folder)
     return Splits(targets=pd.read_parquet(folder / "targets.parquet"),
-                  train_events=pd.read_parquet(folder / "train_events.parquet"), protocol=protocol, cuts=cuts)
+                  train_events=pd.read_parquet(folder / "train_events.parquet"), protocol=protocol, cuts=cuts,
+                  refits=read_refits(folder))

@@ -72,16 +72,26 @@ def point_in_time_safety(workdir: WorkdirResource) -> AssetCheckResult:
 
 
 @asset_check(asset=seqrec_sequences, description="Each fit's ID training sequences end before its cut: the val fit's "
-             "before the validation targets, the test refit's before the test targets", blocking=True)
+             "before the validation targets, the test refit's before the test targets, each rolling refit's before "
+             "its start", blocking=True)
 def fits_before_their_targets(workdir: WorkdirResource) -> AssetCheckResult:
-    s = read_splits(workdir.layout.splits)
-    events = pd.read_parquet(workdir.layout.events, columns=["user_id", "timestamp"])
+    lay = workdir.layout
+    s = read_splits(lay.splits)
+    events = pd.read_parquet(lay.events, columns=["user_id", "timestamp"])
     meta: dict = {"protocol": s.protocol}
-    for period in PERIODS:
-        cut = training_cutoffs(s, events, period).set_index("user_id")["cutoff_ts"]
-        hist = pd.read_parquet(workdir.layout.at(period).train_history, columns=["user_id", "seq_timestamps"])
+
+    def late(path, cut: pd.Series) -> int:  # noqa: ANN001
+        hist = pd.read_parquet(path, columns=["user_id", "seq_timestamps"])
         limit_ms = pd.to_datetime(hist["user_id"].map(cut), utc=True).astype("datetime64[ms, UTC]").astype("int64")
         latest = np.array([max(t) if len(t) else np.iinfo("int64").min for t in hist["seq_timestamps"]])
-        meta[f"{period}_users_with_events_at_or_after_cut"] = int((latest >= limit_ms.to_numpy()).sum())
-    late = sum(v for k, v in meta.items() if k.endswith("_cut"))
-    return AssetCheckResult(passed=late == 0, severity=AssetCheckSeverity.ERROR, metadata=meta)
+        return int((latest >= limit_ms.to_numpy()).sum())
+
+    for period in PERIODS:
+        cut = training_cutoffs(s, events, period).set_index("user_id")["cutoff_ts"]
+        meta[f"{period}_users_with_events_at_or_after_cut"] = late(lay.at(period).train_history, cut)
+    users = events["user_id"].unique()
+    for k, start in enumerate(s.refits[1:], start=1):
+        meta[f"refit_{k}_users_with_events_at_or_after_cut"] = late(lay.refit(k).train_history,
+                                                                    pd.Series(start, index=users))
+    late_total = sum(v for k, v in meta.items() if k.endswith("_cut"))
+    return AssetCheckResult(passed=late_total == 0, severity=AssetCheckSeverity.ERROR, metadata=meta)

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from feature_repo.layout import Layout
+from feature_repo.splits import DEFAULT_REFIT_DAYS
 from serving.config import Settings
 
 app = typer.Typer(help="fashionrec: sequential fashion recommendation on Feast, Dagster and Qdrant.",
@@ -33,6 +34,10 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
         protocol: Annotated[str, typer.Option(help="temporal (global cut dates: nothing after the validation cut "
                                                    "is trained on) | loo (the paper's leave-one-out)")] = "temporal",
+        refit_every_days: Annotated[float, typer.Option(help="Temporal protocol: refit the ID model every this many "
+                                                           "days through the test window, each test target scored "
+                                                           "by the latest refit before it (0: one refit at the "
+                                                           "test cut)")] = DEFAULT_REFIT_DAYS,
         retrieval: Annotated[bool, typer.Option(help="Build the text side (title model, query memory, variant ranker) "
                                                      "and the retrieval-only evaluation")] = True,
         llm: Annotated[bool, typer.Option(help="Run the LLM stage (prompts, LoRA fine-tuning, llm-* rows) on seeded "
@@ -49,7 +54,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     from evaluation.metrics import targets_ceiling
     from feature_repo.loaders import FORMATS
     from feature_repo.moments import dataset_resolution, resolution_note
-    from feature_repo.splits import PROTOCOLS, read_protocol
+    from feature_repo.splits import PROTOCOLS, read_protocol, read_refits
     from orchestration.assets.evaluation import read_results
     from orchestration.assets.report import protocol_line
     from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
@@ -61,6 +66,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     if protocol not in PROTOCOLS:
         raise typer.BadParameter(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}",
                                  param_hint="--protocol")
+    if refit_every_days < 0:
+        raise typer.BadParameter(f"must be >= 0, got {refit_every_days}", param_hint="--refit-every-days")
     if data is not None and not data.exists():
         raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
     chosen = set(SEQREC_ASSETS) if models == "all" else {m.strip() for m in models.split(",") if m.strip()}
@@ -91,6 +98,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     workdir.mkdir(parents=True, exist_ok=True)
     resources = build_resources(str(data) if data else None, format, str(workdir),
                                 training={"epochs": epochs, "device": device}, protocol=protocol,
+                                refit_every_days=refit_every_days,
                                 llm={"model": llm_model, "train_prompts": llm_prompts, "eval_targets": llm_targets,
                                      "max_train_seconds": llm_train_seconds})
     typer.echo(f"fashionrec run: data={resources['dataset'].path} format={format} protocol={protocol} "
@@ -112,7 +120,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     test = targets[targets["split"] == "test"]
     oracle = targets_ceiling(resources["dataset"].path if format == "canonical" else None, test, used)
     resolution = dataset_resolution(layout.canonical)
-    typer.echo(f"\n{resolution_note(resolution)} {protocol_line(used, cuts)} {len(test):,} test targets, "
+    typer.echo(f"\n{resolution_note(resolution)} {protocol_line(used, cuts, read_refits(layout.splits))} {len(test):,} test targets, "
                f"{test['cold_start'].mean():.1%} cold-start.")
     typer.echo(metrics_table(read_results(layout.eval), oracle, basket=resolution == "day"))
     typer.echo(f"\nwhole graph: {elapsed:.1f} s; report: {layout.eval / 'report.md'}")

@@ -8,6 +8,7 @@ from dagster import ConfigurableResource
 
 from feature_repo.layout import Layout
 from feature_repo.loaders import FORMATS, SAMPLE_DIR
+from feature_repo.splits import DEFAULT_REFIT_DAYS
 from feature_repo.store import FeatureRepo
 from models.llm.prompt import LIMITS
 from serving.config import COLLECTIONS
@@ -32,6 +33,7 @@ class ProtocolResource(ConfigurableResource):
     protocol: str = "temporal"
     val_frac: float = 0.1  # temporal: the validation window, as a share of the time span
     test_frac: float = 0.1  # temporal: the test window (the last share of the time span)
+    refit_every_days: float = DEFAULT_REFIT_DAYS  # temporal: the ID model's rolling refits through the test window (0: one)
 
 
 class LLMResource(ConfigurableResource):
@@ -121,6 +123,8 @@ class TrainingResource(ConfigurableResource):
     max_len: int = 20
     dim: int = 64
     min_count: int = 2  # items seen fewer times in training share the cold embedding
+    rolling_models: list[str] = ["core-trm"]  # refitted at each rolling refit (ProtocolResource.refit_every_days)
+    rolling_epochs: int = 2  # epochs of each warm-started rolling refit
     title_epochs: int = 5  # LSTM title encoder (models.text.TitleTrainConfig.epochs)
     title_include_clicks: bool = False  # title pairs from clicks too (the paper: purchases only)
     device: str = "auto"

@@ -7,6 +7,7 @@ row, which the models' own evaluation rows rank (pessimistically, as a tie block
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,6 +43,20 @@ def fit_and_refit(name: str, history_val: pd.DataFrame, history_test: pd.DataFra
     data, vocab = build_seq_data(history_test, None, min_count=min_count)
     model = build_model(name, len(vocab), **model_overrides)
     return first, Fit(model, vocab, refit_cfg, train(model, data, refit_cfg))
+
+
+def rolling_refits(name: str, start: Fit, histories: Iterable[pd.DataFrame], epochs: int, min_count: int = 1,
+                   **model_overrides: Any) -> Iterator[Fit]:
+    """Rolling refits after `start`, one per history (each fit's per-user training sequences, oldest first): every
+    refit is warm-started from the previous one (`warm_start`) and trained `epochs` epochs on its history, as a
+    nightly or weekly retrain continues from yesterday's model. Yields each fit as it is done."""
+    fit = start
+    for history in histories:
+        data, vocab = build_seq_data(history, None, min_count=min_count)
+        model = warm_start(build_model(name, len(vocab), **model_overrides), vocab, fit)
+        cfg = replace(fit.config, epochs=epochs)
+        fit = Fit(model, vocab, cfg, train(model, data, cfg))
+        yield fit
 
 
 def build_seq_data(train_history: pd.DataFrame, valid: pd.DataFrame | None, min_count: int = 1

@@ -72,13 +72,15 @@ def feast_online_store(feast: FeastResource):
 def splits(workdir: WorkdirResource, protocol: ProtocolResource, training: TrainingResource):
     tables = CanonicalTables.read(workdir.canonical)
     s = make_splits(tables.events, tables.items, protocol.protocol, val_frac=protocol.val_frac,
-                    test_frac=protocol.test_frac, min_count=training.min_count)  # min_count: the warm-but-rare flag
+                    test_frac=protocol.test_frac, min_count=training.min_count,  # min_count: the warm-but-rare flag
+                    refit_every_days=protocol.refit_every_days)
     write_splits(s, workdir.layout.splits)
     counts = s.targets.groupby("split").agg(n=("user_id", "size"), cold=("cold_start", "mean"),
                                             warm_rare=("warm_rare", "mean"))
     return MaterializeResult(metadata={
         "protocol": s.protocol,
         **{f"{k}_cut": v.isoformat() for k, v in s.cuts.items()},
+        "fit_layouts": max(len(s.refits), 1),
         "targets": MetadataValue.json(json.loads(counts.round(4).to_json(orient="index"))),
         "train_events": len(s.train_events),
         "train_items": len(s.train_items),

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from evaluation.factories import llm_inputs
+from evaluation.factories import LLM_BASE_MODE, as_of_memory, llm_inputs, variant_scorer
 from evaluation.llm import (
     LLMCandidateScorer,
     LLMGenerateScorer,
@@ -26,11 +26,14 @@ from evaluation.llm import (
     training_prompts,
 )
 from evaluation.metrics import evaluate
+from evaluation.periods import by_fit, parts
+from feature_repo.layout import Layout
 from models.catalog import Catalog
 from models.llm.generate import GenerateConfig, generate
 from models.llm.model import add_lora, load_llm, load_tokenizer, tokenizer_corpus
 from models.llm.prompt import (
     PROMPT_VERSION,
+    CatalogItems,
     Prompt,
     PromptConfig,
     parse_answer,
@@ -178,32 +181,41 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
     catalog = workdir.catalog()
     targets = pd.read_parquet(workdir.layout.eval_targets)
     sample = _sample(workdir.layout.test_targets(), llm.eval_targets, llm.seed)
-    memory, ranked, items = llm_inputs(workdir.layout, catalog)
+    memory, items = as_of_memory(workdir.layout), CatalogItems(catalog.items)
     base = load_llm(llm.model, corpus=_corpus(catalog, targets))
     tuned = load_adapter(base.model, workdir.layout.llm_adapter)
     model = type(base)(tuned, base.tokenizer, base.name, base.info)
     factory = PromptFactory(memory)
-    ckpt = load_checkpoint(workdir.layout.model(ID_MODEL))
-    id_vector_of = trained_id_vectors(ckpt.model, ckpt.vocab)
+    title_model = load_title_model(workdir.layout.title_model)
+    prompt_cfg = PromptConfig(budget=llm.budget_tokens)
+
+    def generator(lay: Layout) -> LLMGenerateScorer:  # one per rolling refit of the ID model (or one)
+        ckpt = load_checkpoint(lay.model(ID_MODEL))
+        return LLMGenerateScorer(variant_scorer(lay, catalog, LLM_BASE_MODE, memory).base, model, factory, items,
+                                 title_model, trained_id_vectors(ckpt.model, ckpt.vocab), prompt_cfg, _gen_cfg(llm),
+                                 constrained=llm.constrained)
+
+    def candidates(lay: Layout) -> LLMCandidateScorer:
+        return LLMCandidateScorer(variant_scorer(lay, catalog, LLM_BASE_MODE, memory), model, factory, items, catalog,
+                                  prompt_cfg, n=llm.candidates, permutations=llm.permutations, seed=llm.seed,
+                                  batch_size=llm.infer_batch_size)
 
     note = {"llm_base_model": base.name, "llm_sample": f"{len(sample)} of the test targets (seed {llm.seed})",
             "prompt_version": PROMPT_VERSION}
     results = {}
-    gen = LLMGenerateScorer(ranked.base, model, factory, items, load_title_model(workdir.layout.title_model),
-                            id_vector_of, PromptConfig(budget=llm.budget_tokens), _gen_cfg(llm),
-                            constrained=llm.constrained)
+    gen = by_fit(workdir.layout, generator)
     t1 = time.perf_counter()
     r = evaluate("llm-generate-mixup", gen, sample, catalog, batch_size=llm.infer_batch_size, progress=False,
                  extra=note)
-    r.metrics["generation"] = generation_summary(gen.records, catalog)  # what the scorer saw while evaluating
+    records = [rec for g in parts(gen) for rec in g.records]
+    r.metrics["generation"] = generation_summary(records, catalog)  # what the scorer saw while evaluating
     results["llm-generate-mixup"] = (r, time.perf_counter() - t1)
-    cand = LLMCandidateScorer(ranked, model, factory, items, catalog, PromptConfig(budget=llm.budget_tokens),
-                              n=llm.candidates, permutations=llm.permutations, seed=llm.seed,
-                              batch_size=llm.infer_batch_size)
+    cand = by_fit(workdir.layout, candidates)
     t1 = time.perf_counter()
     r = evaluate("llm-candidates", cand, sample, catalog, batch_size=llm.infer_batch_size, progress=False,
                  extra=note)
-    r.metrics["candidates"] = candidate_summary(cand)
+    r.metrics["candidates"] = candidate_summary(parts(cand))
+    ranked = by_fit(workdir.layout, lambda lay: variant_scorer(lay, catalog, LLM_BASE_MODE, memory))
     results["llm-candidates"] = (r, time.perf_counter() - t1)
     t1 = time.perf_counter()
     r = evaluate("llm-sample-base", ranked, sample, catalog, progress=False,
@@ -216,7 +228,7 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
         meta |= {f"{name}/ndcg@10": o["ndcg@10"], f"{name}/recall@10": o["recall@10"], f"{name}/seconds": round(secs, 1)}
     meta["generation"] = MetadataValue.json(results["llm-generate-mixup"][0].metrics["generation"])
     meta["candidates"] = MetadataValue.json(results["llm-candidates"][0].metrics["candidates"])
-    (_llm_dir(workdir) / "generated.json").write_text(json.dumps([r.__dict__ for r in gen.records], indent=1))
+    (_llm_dir(workdir) / "generated.json").write_text(json.dumps([r.__dict__ for r in records], indent=1))
     return MaterializeResult(metadata=meta)
 
 

@@ -6,9 +6,10 @@ from dataclasses import asdict
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from evaluation.factories import ranker_scorer
+from evaluation.factories import as_of_memory, ranker_scorer
 from evaluation.metrics import evaluate
-from evaluation.ranking import ranker_examples
+from evaluation.periods import by_fit, parts
+from evaluation.ranking import candidate_recall, ranker_examples
 from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import LearnedRanker, RankerConfig, fit_ranker
 from orchestration.assets.data import feature_tables
@@ -58,16 +59,19 @@ def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: T
 def ranker_eval(workdir: WorkdirResource):
     catalog = workdir.catalog()
     model = LearnedRanker.load(workdir.layout.ranker)
-    scorer = ranker_scorer(workdir.layout, catalog, model)
+    memory = as_of_memory(workdir.layout)
+    scorer = by_fit(workdir.layout, lambda lay: ranker_scorer(lay, catalog, model, memory=memory))
+    stages = parts(scorer)
     t0 = time.perf_counter()
     result = evaluate("ranker", scorer, workdir.layout.test_targets(), catalog, extra={
-        "candidate_config": asdict(scorer.cfg), "llm_feature": False})
-    result.metrics |= {"candidate_recall": scorer.recall(), "mean_candidates_ranked": scorer.mean_candidates()}
+        "candidate_config": asdict(stages[0].cfg), "llm_feature": False, "id_fits": len(stages)})
+    recall, mean_candidates = candidate_recall(stages)
+    result.metrics |= {"candidate_recall": recall, "mean_candidates_ranked": mean_candidates}
     out = result.save(workdir.eval)
     o, c = result.metrics["overall"], result.metrics["cold_start"]
     return MaterializeResult(metadata={
         "recall@10": o["recall@10"], "ndcg@10": o["ndcg@10"], "mrr": o["mrr"], "n": o["n"],
-        "cold_recall@10": c["recall@10"], "union_recall": round(scorer.recall()["union"], 4),
-        "candidate_recall": MetadataValue.json({k: round(v, 4) for k, v in scorer.recall().items()}),
+        "cold_recall@10": c["recall@10"], "union_recall": round(recall["union"], 4),
+        "candidate_recall": MetadataValue.json({k: round(v, 4) for k, v in recall.items()}),
         "eval_seconds": round(time.perf_counter() - t0, 2), "path": MetadataValue.path(str(out)),
     })

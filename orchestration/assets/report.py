@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from evaluation.metrics import metrics_table, targets_ceiling
 from feature_repo.moments import dataset_resolution, resolution_note
-from feature_repo.splits import read_protocol
+from feature_repo.splits import read_protocol, read_refits
 from orchestration.assets.evaluation import METHOD_ASSETS, per_category_table, read_results
 from orchestration.assets.llm import llm_eval
 from orchestration.assets.ranking import ranker_eval
@@ -26,7 +26,7 @@ def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, 
     resolution = dataset_resolution(workdir.canonical)
     text = "\n\n".join([
         f"# Evaluation report\n\nDataset: `{dataset.path}` ({dataset.format}). {resolution_note(resolution)} "
-        f"{protocol_line(protocol, cuts)} "
+        f"{protocol_line(protocol, cuts, read_refits(workdir.layout.splits))} "
         f"{len(test):,} test targets, {test['cold_start'].mean():.1%} cold-start (nobody had clicked or bought the "
         "item before the target's time). Each is ranked among the items of its category released by its time; "
         "ties count against the target." + (f" Ceiling: mean of the oracle's exp_* over these targets "
@@ -64,11 +64,17 @@ def llm_note(results: list[dict]) -> str:
             f"{r.get('llm_sample')}; `llm-sample-base` is the mixup + variants list they read, on the same targets.")
 
 
-def protocol_line(protocol: str, cuts: dict) -> str:
-    """One sentence naming the protocol and its cut dates."""
+def protocol_line(protocol: str, cuts: dict, refits: tuple = ()) -> str:
+    """One sentence naming the protocol, its cut dates and the test period's refits."""
     if protocol == "temporal":
+        rolling = ""
+        if len(refits) > 1:
+            days = (refits[1] - refits[0]) / pd.Timedelta(days=1)
+            rolling = (f" the ID model is refitted every {days:g} days from the test cut ({len(refits)} fits), each test "
+                       "target scored by the latest fit before it;")
         return (f"Protocol: temporal (training before {cuts['val']:%Y-%m-%d %H:%M}, validation targets until "
                 f"{cuts['test']:%Y-%m-%d %H:%M}, test targets after; the ID and title models that score the test "
-                "targets are refitted on everything before them).")
+                f"targets are refitted on everything before them;{rolling} the rankers are trained on the "
+                "validation targets).")
     return ("Protocol: leave-one-out (per user; training holds other users' later events; the ID and title models "
             "that score the test targets are refitted on each user's events before them).")

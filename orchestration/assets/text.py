@@ -7,7 +7,8 @@ from dataclasses import asdict, replace
 import numpy as np
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from evaluation.factories import retrieval_scorer
+from evaluation.factories import as_of_memory, retrieval_scorer
+from evaluation.periods import by_fit, parts
 from evaluation.retrieval import VariantScorer, variant_examples
 from feature_repo.layout import PERIODS
 from feature_repo.schema import CanonicalTables
@@ -129,12 +130,16 @@ def retrieval_asset(name: str, cfg: RetrievalConfig, variants: bool = False) -> 
     def _asset(workdir: WorkdirResource):
         catalog = workdir.catalog()
         t0 = time.perf_counter()
-        scorer = retrieval_scorer(workdir.layout, catalog, cfg)
+        memory = as_of_memory(workdir.layout)  # one memory for every fit: it reads searches, not the ID model
         extra = {"retrieval_config": asdict(cfg)}
         if variants:
             ranker = VariantRanker.load(workdir.layout.variant_ranker)
-            scorer = VariantScorer(scorer, catalog, ranker)
+            scorer = by_fit(workdir.layout, lambda lay: VariantScorer(retrieval_scorer(lay, catalog, cfg, memory),
+                                                                      catalog, ranker))
             extra["variant_weights"] = ranker.weights
+        else:
+            scorer = by_fit(workdir.layout, lambda lay: retrieval_scorer(lay, catalog, cfg, memory))
+        extra["id_fits"] = len(parts(scorer))
         setup_s = time.perf_counter() - t0
         out = run_method(workdir, method, scorer, catalog, extra=extra)
         return MaterializeResult(metadata={**(out.metadata or {}), "setup_seconds": round(setup_s, 2)})

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
+from feature_repo.layout import Layout
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import (
     Splits,
     cross_category,
+    fit_index,
+    fit_layouts,
     leave_one_out,
     make_splits,
     ordered_events,
     read_protocol,
+    read_refits,
     read_splits,
+    refit_times,
     temporal_cuts,
     temporal_split,
     training_cutoffs,
@@ -124,6 +131,46 @@ def test_temporal_split_targets_and_training(tiny_tables: CanonicalTables) -> No
     ]  # fmt: skip
     cut = training_cutoffs(s, tiny_tables.events)
     assert set(cut["user_id"]) == {"u1", "u2", "u3", "u4"} and (cut["cutoff_ts"] == CUTS["val"]).all()
+
+
+def test_refit_times_and_fit_index() -> None:
+    t = pd.Timestamp("2024-03-01", tz="UTC")
+    day = pd.Timedelta(days=1)
+    # A 20-day test window refitted weekly: starts at +0, +7, +14 (+21 is after the last target).
+    assert refit_times(t, t + 20 * day, 7) == (t, t + 7 * day, t + 14 * day)
+    assert refit_times(t, t + 14 * day, 7) == (t, t + 7 * day, t + 14 * day)  # a target at a start gets that fit
+    assert refit_times(t, t + 20 * day, 0) == (t,)  # 0: one fit at the test cut
+    with pytest.raises(ValueError, match="must be >= 0"):
+        refit_times(t, t + day, -1)
+    starts = refit_times(t, t + 20 * day, 7)
+    times = pd.Series([t, t + 6 * day, t + 7 * day, t + 20 * day, t - day])
+    assert fit_index(times, starts).tolist() == [0, 0, 1, 2, 0]  # the latest start at or before; before all: 0
+    assert fit_index(times, (t,)).tolist() == [0] * 5
+
+
+def test_rolling_refits_recorded_and_warm_rare_per_refit(tiny_tables: CanonicalTables, tmp_path: Path) -> None:
+    """u5 buys F3 @42, which u3 clicked @30. Refits every 10 minutes from the test cut @20 start at @20, @30 and @40:
+    F3 @42 is scored by the fit at @40, which saw that click, so at min_count 1 F3 is not rare; with one refit at
+    the test cut it is (no interaction before @20)."""
+    extra = pd.DataFrame([("u5", 8, at(42), "purchase", "F3", None, pd.NA)], columns=tiny_tables.events.columns)
+    events = pd.concat([tiny_tables.events, extra.astype(tiny_tables.events.dtypes)], ignore_index=True)
+    ten_minutes = 10 / (24 * 60)
+    rolling = temporal_split(events, tiny_tables.items, cuts=CUTS, min_count=1, refit_every_days=ten_minutes)
+    once = temporal_split(events, tiny_tables.items, cuts=CUTS, min_count=1)
+    assert rolling.refits == (at(20), at(30), at(40)) and once.refits == ()
+    rare = {s: dict(zip(x.split("test")["target_item_id"], x.split("test")["warm_rare"], strict=True))
+            for s, x in (("rolling", rolling), ("once", once))}
+    assert rare == {"rolling": {"F2": True, "A2": False, "F3": False}, "once": {"F2": True, "A2": False, "F3": True}}
+    lay = Layout(tmp_path)
+    write_splits(rolling, lay.splits)
+    assert read_refits(lay.splits) == rolling.refits and read_splits(lay.splits).refits == rolling.refits
+    # The layouts of the three fits: the first two under models/refits/<k>/, the last is the served models/<name>.pt.
+    fits = fit_layouts(lay)
+    assert [t for t, _ in fits] == list(rolling.refits)
+    assert [lay.model("core-trm").relative_to(lay.root).as_posix() for _, lay in fits] == [
+        "models/refits/0/core-trm.pt", "models/refits/1/core-trm.pt", "models/core-trm.pt"]
+    assert lay.refit(2).train_history.relative_to(tmp_path).as_posix() == "seqrec/refits/2/train_history.parquet"
+    assert fit_layouts(lay.at("val")) == [(None, lay.at("val"))]  # the val period: one fit
 
 
 def test_temporal_default_cuts_are_the_last_tenths_of_the_span(tiny_tables: CanonicalTables) -> None:

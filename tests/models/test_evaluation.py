@@ -281,3 +281,34 @@ def test_summary_reports_the_cold_share_and_warm_but_rare_targets() -> None:
     m = evaluate("price", PriceScorer(catalog), targets, catalog, k=2, progress=False).metrics
     assert m["cold_share"] == pytest.approx(1 / 3)
     assert m["warm_rare"]["n"] == 1 and m["warm_rare"]["mrr"] == 1.0  # u1's F2 has rank 1
+
+
+def test_period_scorer_gives_each_target_its_fit() -> None:
+    """Two fits starting at t0 and t0 + 7 days; each 'scorer' scores every column with its own constant plus the
+    column index, and records what it was handed. Targets before the second start go to the first (one before t0
+    too), the rest to the second; the scores come back in batch order, `demote` split the same way."""
+    from evaluation.periods import PeriodScorer, parts
+
+    t0 = pd.Timestamp("2024-03-01", tz="UTC")
+
+    class Const:
+        tie_aware = True
+
+        def __init__(self, value: float) -> None:
+            self.value, self.seen = value, []
+
+        def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
+            self.seen.append((batch["user_id"].tolist(), None if demote is None else demote.tolist()))
+            return np.full((len(batch), len(cat_rows)), self.value) + np.arange(len(cat_rows))
+
+    first, second = Const(10.0), Const(20.0)
+    scorer = PeriodScorer([t0, t0 + pd.Timedelta(days=7)], [first, second])
+    batch = pd.DataFrame({"user_id": ["a", "b", "c", "d"],
+                          "target_ts": [t0 + pd.Timedelta(days=8), t0 + pd.Timedelta(days=1), t0 - pd.Timedelta(days=1),
+                                        t0 + pd.Timedelta(days=7)]})
+    out = scorer(batch, np.array([5, 6]), demote=np.array([1, 0, 1, 0]))
+    assert out.tolist() == [[20, 21], [10, 11], [10, 11], [20, 21]]
+    assert first.seen == [(["b", "c"], [0, 1])] and second.seen == [(["a", "d"], [1, 0])]
+    assert scorer.tie_aware and parts(scorer) == [first, second] and parts(first) == [first]
+    with pytest.raises(ValueError, match="one scorer per start"):
+        PeriodScorer([t0], [first, second])

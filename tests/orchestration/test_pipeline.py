@@ -12,6 +12,11 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, Definitions, materialize
 from typer.testing import CliRunner
 
+from evaluation.metrics import evaluate
+from evaluation.seqrec import SeqScorer
+from feature_repo.layout import Layout
+from feature_repo.splits import fit_index, read_refits
+from models.catalog import Catalog
 from models.seqrec import load_checkpoint
 from orchestration.cli import app
 from orchestration.definitions import all_assets, all_checks, build_resources, defs
@@ -273,6 +278,50 @@ def test_temporal_protocol_end_to_end(data_dir: Path, tmp_path: Path, monkeypatc
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "Protocol: temporal (training before 2024-03-01 10:08" in report
     assert "| ceiling (oracle exp_*) | 2 | 0.5000 | 0.5000 | 0.5000 | | | | |" in report  # (0.1 + 0.9) / 2
+
+
+@pytest.mark.slow
+def test_rolling_refits_end_to_end(data_dir: Path, tmp_path: Path) -> None:
+    """Refits every 10 minutes of the tiny clock through the test window (cut @20.5, last target @41): fits start at
+    @20.5, @30.5 and @40.5. Each refit's sequences end before its start, the rolling model keeps each fit, the last
+    is the served checkpoint, and each test target is scored by the latest fit before it."""
+    days = 10 / (24 * 60)
+    result = _materialize(data_dir, tmp_path, ProtocolResource(protocol="temporal", val_frac=0.3, test_frac=0.5,
+                                                               refit_every_days=days))
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    starts = read_refits(tmp_path / "splits")
+    assert starts == (at(20.5), at(30.5), at(40.5))
+    lay = Layout(tmp_path)
+
+    def latest(path: Path) -> pd.Timestamp:
+        hist = pd.read_parquet(path)
+        return pd.Timestamp(max(max(s) for s in hist["seq_timestamps"] if len(s)), unit="ms", tz="UTC")
+
+    # Refit 1 sees u1's F2 click and purchase (@21, @22) and u3's F3 click @30; refit 2 also u4's A1 click @40.
+    assert latest(lay.refit(1).train_history) == at(30) and latest(lay.refit(2).train_history) == at(40)
+    fits = [load_checkpoint(lay.refit(0).model("core-trm")), load_checkpoint(lay.refit(1).model("core-trm")),
+            load_checkpoint(lay.model("core-trm"))]
+    assert not lay.refit(2).model("core-trm").exists()  # the last fit is models/core-trm.pt, what a bundle serves
+    assert [f.vocab.to_list() for f in fits] == [["C1", "C2", "F1"], *[["C1", "C2", "F1", "F2"]] * 2]  # min_count 2
+    assert not lay.refit(0).model("sasrec-ce").exists()  # only TrainingResource.rolling_models roll
+    meta = result.asset_materializations_for_node("seqrec_core_trm")[0].metadata
+    assert meta["rolling_refits"].value == 2 and meta["vocab_last"].value == 6
+    assert fits[2].train_config.epochs == 2  # TrainingResource.rolling_epochs
+    # F2 @22 is scored by the fit at the test cut, A2 @41 by the last: the eval rows are those fits' own ranks.
+    catalog = Catalog.from_items(pd.read_parquet(lay.items))
+    test = lay.test_targets()
+    assert fit_index(test["target_ts"], starts).tolist() == [0, 2]
+    ranks = pd.read_parquet(tmp_path / "eval" / "core-trm" / "rankings.parquet")["target_rank"].tolist()
+    for row, fit in ((0, fits[0]), (1, fits[2])):
+        alone = evaluate("x", SeqScorer(fit.model, fit.vocab, catalog), test.iloc[[row]], catalog, progress=False)
+        assert alone.rankings["target_rank"].tolist() == [ranks[row]]
+    # The other model is refitted once: its row is the one fit at the test cut.
+    sasrec = load_checkpoint(lay.model("sasrec-ce"))
+    sasrec_ranks = evaluate("y", SeqScorer(sasrec.model, sasrec.vocab, catalog), test, catalog, progress=False)
+    assert sasrec_ranks.rankings["target_rank"].tolist() == pd.read_parquet(
+        tmp_path / "eval" / "sasrec-ce" / "rankings.parquet")["target_rank"].tolist()
+    assert "the ID model is refitted every 0.00694444 days from the test cut (3 fits)" in (
+        tmp_path / "eval" / "report.md").read_text()
 
 
 @pytest.mark.slow

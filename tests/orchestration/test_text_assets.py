@@ -11,13 +11,17 @@ import pytest
 import torch
 from dagster import AssetSelection, DagsterInstance, materialize
 
+from evaluation.factories import retrieval_scorer
+from evaluation.metrics import evaluate
 from feature_repo.layout import Layout
 from feature_repo.splits import Splits, leave_one_out, write_splits
+from models.catalog import Catalog
 from models.seqrec import build_model, save_checkpoint
 from models.seqrec.vocab import ItemVocab
+from orchestration.assets.text import RETRIEVAL_MODES
 from orchestration.definitions import all_assets, build_resources
 from orchestration.resources import QdrantResource
-from tests.conftest import make_tiny_tables
+from tests.conftest import at, make_tiny_tables
 
 TEXT_ASSETS = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker",
                "retrieval_id_only", "retrieval_title_only", "retrieval_mixup",
@@ -26,13 +30,14 @@ LLM_ASSETS = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_eval"}
 
 
 def tiny_workdir(root: Path) -> None:
-    """What the upstream assets would write: canonical tables, splits with histories, a tiny CORE checkpoint."""
+    """What the upstream assets would write: canonical tables, splits with histories, tiny CORE checkpoints: the val
+    fit, and two test fits as rolling refits would leave them (starting @0 and @30: u4's A2 @41 is the second's)."""
     tables = make_tiny_tables()
     tables.write(root / "canonical")
     s = leave_one_out(tables.events, tables.items)
     # Every event as the val fit's "training" so its title model gets 4 purchase pairs (the real split leaves the
     # tiny set 1); the test refit reads each user's events before their test target.
-    write_splits(Splits(s.targets, tables.events, s.protocol), root / "splits")
+    write_splits(Splits(s.targets, tables.events, s.protocol, refits=(at(0), at(30))), root / "splits")
     ev = tables.events
     rows = []
     for t in s.targets.itertuples(index=False):
@@ -42,8 +47,8 @@ def tiny_workdir(root: Path) -> None:
     pd.DataFrame(rows).to_parquet(root / "splits" / "eval_targets.parquet", index=False)
     torch.manual_seed(0)
     vocab = ItemVocab.from_items(["F1", "F2", "C1", "A1"])
-    for fit in ("val", "test"):  # the same tiny model as both fits
-        path = Layout(root).at(fit).model("core-trm")  # type: ignore[arg-type]
+    lay = Layout(root)
+    for path in (lay.at("val").model("core-trm"), lay.refit(0).model("core-trm"), lay.model("core-trm")):
         save_checkpoint(Layout.ensure(path), build_model("core-trm", len(vocab), dim=8, max_len=5), vocab)
 
 
@@ -75,7 +80,16 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
     for method in ("retrieval-id-only", "retrieval-title-only", "retrieval-mixup", "retrieval-title-only-variants",
                    "retrieval-mixup-variants"):
         metrics = json.loads((tmp_path / "eval" / method / "metrics.json").read_text())
-        assert metrics["overall"]["n"] == 3
+        assert metrics["overall"]["n"] == 3 and metrics["id_fits"] == 2
+    # Each test target's ID list comes from its own fit: the same ranks as each fit's scorer on its targets alone.
+    lay, catalog = Layout(tmp_path), Catalog.from_items(pd.read_parquet(tmp_path / "canonical" / "items.parquet"))
+    test = lay.test_targets()
+    mine = pd.read_parquet(tmp_path / "eval" / "retrieval-id-only" / "rankings.parquet")
+    mine = mine.set_index("user_id")["target_rank"]
+    for fit_lay, users in ((lay.refit(0), ["u1", "u2"]), (lay, ["u4"])):
+        alone = evaluate("x", retrieval_scorer(fit_lay, catalog, RETRIEVAL_MODES["id-only"]),
+                         test[test["user_id"].isin(users)], catalog, progress=False).rankings
+        assert alone.set_index("user_id")["target_rank"].to_dict() == mine.loc[users].to_dict()
     with QdrantResource(workdir=str(tmp_path)).store() as store:
         assert store.count("item_title_embeddings", partition="Footwear") == 3
     title = result.asset_materializations_for_node("title_model")[0].metadata  # both fits, each on its own pairs

@@ -78,7 +78,7 @@ def test_candidate_scoring_returns_a_permutation_of_its_candidates(world) -> Non
             after = rows[order]
             assert sorted(after[:5].tolist()) == sorted(lst[:5].tolist())  # the first 5, re-ordered
             assert after[5:].tolist() == lst[5:].tolist()  # the rest of the list in its order
-    s = candidate_summary(scorer)
+    s = candidate_summary([scorer])
     assert s["n"] == 3 and 0 <= s["candidate_recall"] <= 1 and len(scorer.top_letters) == 6  # 2 permutations each
     assert s["top_letter_A_unbiased"] == pytest.approx(1 / 5)
 
