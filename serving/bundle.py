@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from models.llm.prompt import CatalogItems
 from models.retrieval import RetrievalConfig
 from models.seqrec import ID_MODEL
 from serving.config import COLLECTIONS, Collections, Settings
-from serving.llm_runtime import LLMRuntime, load_llm_runtime
+from serving.llm_runtime import LLMRuntime, adapter_key, load_llm_runtime
 from serving.recommend import OnlineRetriever
 from serving.registry import SERVING, Registry, Version, file_digest
 from serving.vectorstore import VectorStore
@@ -226,6 +227,7 @@ class Bundle:
     popularity: dict[str, list[str]]
     llm: LLMRuntime | None = None
     llm_error: str | None = None
+    llm_loader: threading.Thread | None = None  # the background load, while it runs (`Settings.llm_background`)
     refs: int = 0
     retired: bool = False
     warm_ms: float | None = None  # how long the service's warm-up took on this bundle; None: not warmed yet
@@ -245,8 +247,36 @@ class Bundle:
         """The category's most bought items, released by `at`."""
         return [i for i in self.popularity.get(category, []) if self.created_ns.get(i, 0) <= at.value][:LIST_K]
 
+    @property
+    def llm_loading(self) -> bool:
+        return self.llm_loader is not None and self.llm_loader.is_alive()
+
+    def llm_status(self) -> str:
+        """The LLM's version when loaded, "loading" while the background load runs, else why it is not loaded."""
+        if self.llm is not None:
+            return self.llm.version
+        return "loading" if self.llm_loading else f"not loaded ({self.llm_error})"
+
+    def wait_for_llm(self, timeout: float | None = None) -> bool:
+        """Block until a background LLM load is done (or `timeout` seconds); whether the LLM is loaded."""
+        if self.llm_loader is not None:
+            self.llm_loader.join(timeout)
+        return self.llm is not None
+
     def close(self) -> None:
         self.store.close()
+
+
+_LLM_LOAD = threading.Lock()  # one LLM load at a time: a swap during a background load then finds it in the cache
+
+
+def _load_llm(bundle: Bundle, settings: Settings, lay: Layout, cache: dict[str, LLMRuntime]) -> None:
+    """Load the bundle's LLM into it (`load_llm_runtime`); what a request sees changes only when it is done."""
+    with _LLM_LOAD:
+        llm, error = load_llm_runtime(settings, lay, bundle.id_model, cache)
+    if llm is not None:
+        bundle.models = {**bundle.models, "llm": llm.version}  # a new dict: a request may be reading the old one
+    bundle.llm_error, bundle.llm = error, llm
 
 
 def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_cache: dict[str, LLMRuntime] | None = None,
@@ -292,9 +322,16 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
         popularity = popularity_table(events, items)
     bundle = Bundle(Path(root), version, retriever, store, ckpt, models, popularity)
     if settings.llm_enabled if with_llm is None else with_llm:
-        bundle.llm, bundle.llm_error = load_llm_runtime(settings, lay, ckpt, llm_cache if llm_cache is not None else {})
-        if bundle.llm is not None:
-            bundle.models["llm"] = bundle.llm.version
+        cache = llm_cache if llm_cache is not None else {}
+        background = (settings.llm_background and (lay.llm_adapter / "llm_meta.json").exists()
+                      and adapter_key(settings, lay) not in cache)
+        if background:  # retrieval is served meanwhile; LLM modes fall back with this reason until it is loaded
+            bundle.llm_error = "loading in the background"
+            bundle.llm_loader = threading.Thread(target=_load_llm, args=(bundle, settings, lay, cache), daemon=True,
+                                                 name=f"llm-load-{version}")
+            bundle.llm_loader.start()
+        else:
+            _load_llm(bundle, settings, lay, cache)
     return bundle
 
 

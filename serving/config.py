@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     # The LLM stage: base model name or path (None: the adapter's own base), and its time budget per request
     llm_model: str | None = None
     llm_enabled: bool = True  # load the adapter at start-up when the bundle has one
+    llm_background: bool = True  # load it in a thread: ready for retrieval at once, LLM modes fall back until loaded
     llm_timeout_s: float = Field(default=20.0, gt=0)
     llm_max_new_tokens: int = Field(default=LIMITS.max_new_tokens, ge=8, le=128)
     llm_constrained: bool = True  # generation limited to the category's item ids (every answer a real item)

@@ -201,7 +201,7 @@ class RecommendationService:
         checks["warm_up"] = "ok" if b.warm_ms is not None else "not yet"
         checks["warm_up_ms"] = b.warm_ms
         checks["bundle"] = b.version
-        checks["llm"] = b.llm.version if b.llm is not None else f"not loaded ({b.llm_error})"
+        checks["llm"] = b.llm_status()  # not part of `ready`: retrieval is served while the LLM loads
         checks["ready"] = all(checks[k] == "ok" for k in ("vector_store", "online_store", "models", "warm_up"))
         return checks
 

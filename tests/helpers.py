@@ -113,9 +113,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(settings: Settings) -> Iterator[tuple[httpx.Client, RecommendationService]]:
-    """The real app under uvicorn in a thread on a free local port, and an HTTP client for it."""
+def running(settings: Settings, wait_for_llm: bool = True) -> Iterator[tuple[httpx.Client, RecommendationService]]:
+    """The real app under uvicorn in a thread on a free local port, and an HTTP client for it (after the LLM's
+    background load, unless `wait_for_llm` is False)."""
     service = RecommendationService.load(settings)
+    if wait_for_llm:
+        service.bundle.wait_for_llm(120)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(settings, service), host="127.0.0.1", port=port,
                                         log_level="warning"))

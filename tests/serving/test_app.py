@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -153,6 +154,36 @@ def test_llm_modes_with_the_tiny_model(server, users: pd.DataFrame, workdir: Pat
     else:  # candidate scoring re-orders the retrieval list's first 20: the same set
         assert body["llm"]["candidates"] == [it["item_id"] for it in base["items"]]
         assert sorted(it["item_id"] for it in body["items"]) == sorted(body["llm"]["candidates"])
+
+
+def test_ready_for_retrieval_while_the_llm_loads(workdir: Path, users: pd.DataFrame, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LLM loads in a background thread (held here until released): /readyz is ready and says "loading", an
+    LLM-mode request falls back to retrieval with the reason, and once loaded the same request is the LLM's. (On a
+    copy of the workdir: the module's server holds the embedded Qdrant collections open.)"""
+    import serving.bundle
+
+    copy = shutil.copytree(workdir, tmp_path / "work")
+
+    release, real = threading.Event(), serving.bundle.load_llm_runtime
+
+    def held(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - the real loader, after the test lets it go
+        assert release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serving.bundle, "load_llm_runtime", held)
+    user = users.iloc[1]["user_id"]
+    with running(Settings(workdir=copy), wait_for_llm=False) as (client, service):
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["ready"] and ready.json()["llm"] == "loading"
+        body = client.post("/v1/recommendations", json={"user_id": user, "k": 5, "mode": "llm-rank"}).json()
+        assert body["mode"] == "retrieval" and body["fallback_reason"] == "no LLM loaded: loading in the background"
+        assert "llm" not in body["models"]
+        release.set()
+        assert service.bundle.wait_for_llm(120)
+        assert client.get("/readyz").json()["llm"].startswith("tiny+lora@")
+        body = client.post("/v1/recommendations", json={"user_id": user, "k": 5, "mode": "llm-rank"}).json()
+        assert body["mode"] == "llm-rank" and body["models"]["llm"].startswith("tiny+lora@")
 
 
 def test_llm_mode_falls_back_to_retrieval_past_its_budget(server, users: pd.DataFrame,
