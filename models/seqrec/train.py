@@ -25,7 +25,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float | None = 5.0  # max global grad norm; None disables
-    patience: int = 5  # epochs without a better validation NDCG@k before stopping
+    patience: int = 5  # epochs without a better validation NDCG@k before stopping (counted from the first hit)
     k: int = 10  # cutoff for validation NDCG / hit rate
     eval_batch_size: int = 256
     seed: int = 0
@@ -136,7 +136,9 @@ def train(model: SequentialRecommender, data: SeqData, cfg: TrainConfig | None =
         if has_valid:
             metrics = evaluate(model, data.valid_histories, data.valid_targets, cfg.k, cfg.eval_batch_size)
             val_metrics.append(metrics)
-            if metrics[key] > best_score:
+            # No validation hit yet is no plateau (a small validation set can score 0 for several epochs while the
+            # model learns): a 0 after 0s is taken as the best so far, the latest, and patience waits for a hit.
+            if metrics[key] > best_score or metrics[key] == best_score == 0:
                 best_score, best_epoch, stale = metrics[key], epoch, 0
                 best_state = {name: t.detach().clone() for name, t in model.state_dict().items()}
             else:

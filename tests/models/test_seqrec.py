@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -240,6 +241,22 @@ def test_train_learns_cycles_and_restores_best_epoch(name: str, floor: float | N
     # the returned model is the best epoch's, not the last one's
     again = evaluate(model, data.valid_histories, data.valid_targets)
     assert again["ndcg@10"] == pytest.approx(best)
+
+
+def test_no_validation_hit_yet_is_not_a_plateau(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small validation set can score 0 for several epochs while the model learns (SASRec-CE on the sample's 384
+    validation targets stopped at epoch 3 with best epoch 0, and its refit trained one epoch). Patience counts from
+    the first hit: validation scores 0, 0, 0, 0, .2, .1, .1, .1 with patience 3 train 8 epochs and pick epoch 4;
+    all zeros train every epoch and pick the last."""
+    train_mod = sys.modules["models.seqrec.train"]  # the package exports the function `train` under that name
+
+    data = SeqData.leave_one_out(N_ITEMS, cyclic_sequences(40))
+    for scores, epochs, best in (([0, 0, 0, 0, .2, .1, .1, .1, .1, .1], 8, 4), ([0] * 6, 6, 5)):
+        it = iter(scores)
+        monkeypatch.setattr(train_mod, "evaluate", lambda *a, _it=it, **k: {"ndcg@10": next(_it), "hit@10": 0.0})
+        cfg = TrainConfig(epochs=len(scores), batch_size=64, patience=3, progress=False)
+        result = train(tiny("sasrec-ce"), data, cfg)
+        assert (len(result.losses), result.best_epoch) == (epochs, best)
 
 
 @pytest.mark.parametrize("name", ["sasrec-bce", "bert4rec"])
