@@ -42,8 +42,11 @@ from evaluation.llm import (
     training_prompts,
 )
 from evaluation.metrics import evaluate
+from evaluation.periods import by_fit, parts
 from evaluation.retrieval import VariantScorer
+from feature_repo.layout import Layout
 from feature_repo.schema import CanonicalTables
+from feature_repo.splits import fit_layouts
 from models.catalog import Catalog
 from models.llm.generate import GenerateConfig
 from models.llm.model import LoadedLLM, add_lora, load_llm
@@ -90,11 +93,15 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     memory = AsOfMemory.build(tables.search_results, load_title_model(wd.layout.title_model))
     val_memory = AsOfMemory.build(tables.search_results, load_title_model(wd.layout.at("val").title_model))
     ranker = VariantRanker.load(wd.layout.variant_ranker)
-    mixup = VariantScorer(retrieval_scorer(wd.layout, catalog, RetrievalConfig(mode="mixup", n=1), memory), catalog, ranker)
+    # Test rows: each target through the ID model's fit of its period (rolling refits: `evaluation.periods`).
+    mixups = {lay: VariantScorer(retrieval_scorer(lay, catalog, RetrievalConfig(mode="mixup", n=1), memory), catalog,
+                                 ranker) for _, lay in fit_layouts(wd.layout)}
+    mixup = by_fit(wd.layout, lambda lay: mixups[lay])
     # Training prompts show the val fit's lists (as the `llm_prompts` asset); the test targets the test fit's.
     val_mixup = VariantScorer(retrieval_scorer(wd.layout.at("val"), catalog, RetrievalConfig(mode="mixup", n=1),
                                                val_memory), catalog, ranker)
-    title = VariantScorer(retrieval_scorer(wd.layout, catalog, RetrievalConfig(mode="title_only"), memory), catalog, ranker)
+    title = by_fit(wd.layout, lambda lay: VariantScorer(
+        retrieval_scorer(lay, catalog, RetrievalConfig(mode="title_only"), memory), catalog, ranker))
     pop = PopularityScorer(tables.events, catalog, PopularityConfig())
     items = CatalogItems(catalog.items)
     factory = PromptFactory(memory)
@@ -127,11 +134,12 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     typer.echo(f"{len(prompts)} training prompts ({(df['kind'] == 'candidates').sum()} candidate prompts) "
                f"from {len(val)} validation targets")
 
-    def candidates(llm_: LoadedLLM) -> LLMCandidateScorer:
-        return LLMCandidateScorer(mixup, llm_, factory, items, catalog, cfg, batch_size=batch_size, seed=seed)
+    def candidates(llm_: LoadedLLM):  # noqa: ANN202 - an LLMCandidateScorer per fit, or their PeriodScorer
+        return by_fit(wd.layout, lambda lay: LLMCandidateScorer(mixups[lay], llm_, factory, items, catalog, cfg,
+                                                                batch_size=batch_size, seed=seed))
 
     zero = candidates(base)
-    run("llm-candidates zero-shot", zero, lambda: candidate_summary([zero]))
+    run("llm-candidates zero-shot", zero, lambda: candidate_summary(parts(zero)))
 
     curve_rows = []
     tuned: LoadedLLM | None = None
@@ -144,20 +152,23 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
             lr=lr, batch_size=batch_size, max_seconds=train_seconds * share, seed=seed), order)
         timings[f"fine-tune {share:.0%}"] = time.perf_counter() - t1
         scorer = candidates(llm_)
-        m = run(f"llm-candidates ({share:.0%} of prompts)", scorer, lambda s=scorer: candidate_summary([s]))
+        m = run(f"llm-candidates ({share:.0%} of prompts)", scorer, lambda s=scorer: candidate_summary(parts(s)))
         curve_rows.append((share, n, res.steps, res.seconds, m["overall"]["ndcg@10"]))
         tuned = llm_
 
     assert tuned is not None
-    ckpt = load_checkpoint(wd.layout.model(ID_MODEL))
-    id_vector_of = trained_id_vectors(ckpt.model, ckpt.vocab)
-
     encoder = load_title_model(wd.layout.title_model)
+
+    def generator(lay: Layout, constrained: bool) -> LLMGenerateScorer:
+        ckpt = load_checkpoint(lay.model(ID_MODEL))
+        return LLMGenerateScorer(mixups[lay].base, tuned, factory, items, encoder,
+                                 trained_id_vectors(ckpt.model, ckpt.vocab), cfg,
+                                 GenerateConfig(batch_size=batch_size, seed=seed), constrained=constrained)
+
     for constrained in (False, True):
-        gen = LLMGenerateScorer(mixup.base, tuned, factory, items, encoder, id_vector_of, cfg,
-                                GenerateConfig(batch_size=batch_size, seed=seed), constrained=constrained)
+        gen = by_fit(wd.layout, lambda lay, c=constrained: generator(lay, c))
         run("llm-generate-mixup" + (" (constrained)" if constrained else ""), gen,
-            lambda g=gen: generation_summary(g.records, catalog))
+            lambda g=gen: generation_summary([r for p in parts(g) for r in p.records], catalog))
 
     typer.echo(f"\n{len(test)} test targets (seed {seed}), {workdir}; base model {tuned.name}; "
                f"{tuned.info.get('trainable_parameters')} trainable LoRA parameters\n")

@@ -26,11 +26,13 @@ import typer
 from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
 from evaluation.factories import ranker_scorer, retrieval_scorer
 from evaluation.metrics import evaluate, targets_ceiling
-from evaluation.ranking import ranker_examples
+from evaluation.periods import by_fit, parts
+from evaluation.ranking import candidate_recall, ranker_examples
 from evaluation.retrieval import VariantScorer
 from evaluation.seqrec import SeqScorer
+from feature_repo.layout import Layout
 from feature_repo.schema import CanonicalTables
-from feature_repo.splits import read_protocol
+from feature_repo.splits import fit_layouts, read_protocol
 from models.catalog import Catalog
 from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import RankerConfig, fit_ranker
@@ -80,30 +82,38 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
     t1 = time.perf_counter()
     model = fit_ranker(ex.groups, FEATURE_NAMES, RankerConfig())
     fit_s = time.perf_counter() - t1
-    scorer = ranker_scorer(test_lay, catalog, model, memory=memory)
+    # Each test target through the ID model's fit of its period (rolling refits: `evaluation.periods`).
+    scorer = by_fit(test_lay, lambda lay: ranker_scorer(lay, catalog, model, memory=memory))
     t1 = time.perf_counter()
     m = evaluate("ranker", scorer, test, catalog, progress=True).metrics
     rows.append(("ranker", m, time.perf_counter() - t1))
-    test_recall = scorer.recall()
+    test_recall = candidate_recall(parts(scorer))[0]
 
     variant = VariantRanker.load(wd.layout.variant_ranker)
     for name, cfg in (("title-only + variants", RetrievalConfig(mode="title_only")),
                       ("mixup + variants", RetrievalConfig(mode="mixup", n=1))):
         t1 = time.perf_counter()
-        m = evaluate(name, VariantScorer(retrieval_scorer(test_lay, catalog, cfg, memory), catalog, variant), test,
-                     catalog, progress=False).metrics
+        s = by_fit(test_lay, lambda lay, c=cfg: VariantScorer(retrieval_scorer(lay, catalog, c, memory), catalog,
+                                                              variant))
+        m = evaluate(name, s, test, catalog, progress=False).metrics
         rows.append((name, m, time.perf_counter() - t1))
     pop = PopularityScorer(tables.events, catalog, PopularityConfig())
     for name, s in (("last-search", LastSearchScorer(tables.search_results, pop, catalog)), ("popularity", pop)):
         t1 = time.perf_counter()
         rows.append((name, evaluate(name, s, test, catalog, progress=False).metrics, time.perf_counter() - t1))
     for name in ("core-trm", "sasrec-ce"):
-        path = test_lay.model(name)
-        if path.exists():
-            ck = load_checkpoint(path)
-            t1 = time.perf_counter()
-            rows.append((name, evaluate(name, SeqScorer(ck.model, ck.vocab, catalog), test, catalog,
-                                        progress=False).metrics, time.perf_counter() - t1))
+        if not test_lay.model(name).exists():
+            continue
+        fits = fit_layouts(test_lay)  # a model refitted once has no earlier fits: its one checkpoint scores all
+        rolled = all(lay.model(name).exists() for _, lay in fits)
+
+        def seq(lay: Layout, name: str = name) -> SeqScorer:
+            ck = load_checkpoint(lay.model(name))
+            return SeqScorer(ck.model, ck.vocab, catalog)
+
+        s = by_fit(test_lay, seq) if rolled else seq(test_lay)
+        t1 = time.perf_counter()
+        rows.append((name, evaluate(name, s, test, catalog, progress=False).metrics, time.perf_counter() - t1))
 
     oracle = targets_ceiling(data if format == "canonical" else None, test, protocol)
     base = {n: m for n, m, _ in rows}

@@ -27,10 +27,11 @@ import typer
 from evaluation.factories import retrieval_scorer
 from evaluation.memory import TimeSlicedMemory
 from evaluation.metrics import evaluate, targets_ceiling
+from evaluation.periods import by_fit
 from evaluation.retrieval import VariantScorer, variant_examples
 from feature_repo.schema import CanonicalTables
 from feature_repo.sequences import last_search_queries
-from feature_repo.splits import read_protocol
+from feature_repo.splits import fit_layouts, read_protocol
 from models.catalog import Catalog
 from models.retrieval import RetrievalConfig
 from models.text import load_title_model
@@ -107,15 +108,19 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         raise typer.BadParameter(f"--memory must be as-of or weekly, not {memory_kind!r}")
     typer.echo(f"memory: {built} in {time.perf_counter() - t0:.1f} s; {len(targets)} test targets")
 
-    scorer = retrieval_scorer(wd.layout, catalog, RetrievalConfig(), memory)
+    # One scorer per fit of the ID model (rolling refits: each test target through its period's, `evaluation.periods`)
+    per_fit = {lay: retrieval_scorer(lay, catalog, RetrievalConfig(), memory) for _, lay in fit_layouts(wd.layout)}
     val_scorer = retrieval_scorer(wd.layout.at("val"), catalog, RetrievalConfig())  # the variant rankers' lists
-    scorer.id_queries = Cached(scorer.id_queries, lambda h: tuple(map(tuple, h)))
-    # The evaluation passes each batch's targets (to order them last among ties): part of the key.
-    scorer.title_queries = Cached(scorer.title_queries, lambda b, r, *demote: (
-        tuple(b["user_id"]), b["target_ts"].iloc[0], int(r[0]), len(r), tuple(demote[0]) if demote else None))
+    for s in per_fit.values():
+        s.id_queries = Cached(s.id_queries, lambda h: tuple(map(tuple, h)))
+        # The evaluation passes each batch's targets (to order them last among ties): part of the key.
+        s.title_queries = Cached(s.title_queries, lambda b, r, *demote: (
+            tuple(b["user_id"]), b["target_ts"].iloc[0], int(r[0]), len(r), tuple(demote[0]) if demote else None))
+    scorer = by_fit(wd.layout, lambda lay: per_fit[lay])
     rows = []
     for name, cfg in MODES.items():
-        scorer.cfg = cfg
+        for s in per_fit.values():
+            s.cfg = cfg
         t1 = time.perf_counter()
         m = evaluate(f"retrieval-{name}", scorer, targets, catalog, progress=False).metrics
         rows.append((name, m, time.perf_counter() - t1))
@@ -124,10 +129,12 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     attrs = ItemAttributes.from_items(catalog.items)
     fits = []
     for name in VARIANT_MODES:
-        scorer.cfg = val_scorer.cfg = MODES[name]
+        for s in (*per_fit.values(), val_scorer):
+            s.cfg = MODES[name]
         t1 = time.perf_counter()
         ranker = fit_variant_ranker(variant_examples(val_scorer, val, catalog, attrs, VariantConfig()))
-        m = evaluate(f"retrieval-{name}+variants", VariantScorer(scorer, catalog, ranker, attrs), targets, catalog,
+        variants = by_fit(wd.layout, lambda lay, r=ranker: VariantScorer(per_fit[lay], catalog, r, attrs))
+        m = evaluate(f"retrieval-{name}+variants", variants, targets, catalog,
                      progress=False).metrics
         rows.append((f"{name} + variants", m, time.perf_counter() - t1))
         fits.append((name, ranker))

@@ -98,7 +98,7 @@ class LLMGenerateScorer(RetrievalScorer):
                  prompt_cfg: PromptConfig = PromptConfig(), gen_cfg: GenerateConfig = GenerateConfig(),
                  constrained: bool = False) -> None:
         super().__init__(base.catalog, base.id_vectors, base.title_vectors, base.id_queries, base.title_queries,
-                         base.cfg)
+                         base.cfg, id_known=base.id_known)  # the same ID list: only items with a row of their own
         self.llm, self.factory, self.items, self.encoder = llm, factory, items, encoder
         self.id_vector_of = id_vector_of  # generated ids -> (B, d_id) rows, NaN where no trained embedding
         self.prompt_cfg, self.gen_cfg, self.constrained = prompt_cfg, gen_cfg, constrained

@@ -2,6 +2,7 @@
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dagster import MaterializeResult, MetadataValue, asset
@@ -15,10 +16,13 @@ from orchestration.resources import WorkdirResource
 
 
 def run_method(workdir: WorkdirResource, method: str, scorer: Scorer, catalog: Catalog,
-               extra: dict | None = None) -> MaterializeResult:
-    """Evaluate one method on the test targets, write `eval/<method>/`, and return metrics as metadata."""
+               extra: dict | None = None, after: Callable[[], dict] | None = None) -> MaterializeResult:
+    """Evaluate one method on the test targets, write `eval/<method>/`, and return metrics as metadata. `after`:
+    more metrics, known only once the targets are scored."""
     t0 = time.perf_counter()
     result = evaluate(method, scorer, workdir.layout.test_targets(), catalog, extra=extra)
+    if after is not None:
+        result.metrics |= after()
     out = result.save(workdir.eval)
     o, c = result.metrics["overall"], result.metrics["cold_start"]
     return MaterializeResult(metadata={

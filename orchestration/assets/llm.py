@@ -27,6 +27,7 @@ from evaluation.llm import (
 )
 from evaluation.metrics import evaluate
 from evaluation.periods import by_fit, parts
+from evaluation.retrieval import VariantScorer
 from feature_repo.layout import Layout
 from models.catalog import Catalog
 from models.llm.generate import GenerateConfig, generate
@@ -189,14 +190,21 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
     title_model = load_title_model(workdir.layout.title_model)
     prompt_cfg = PromptConfig(budget=llm.budget_tokens)
 
+    lists: dict[Layout, VariantScorer] = {}  # the mixup + variants lists of each ID-model fit, built once
+
+    def ranked_of(lay: Layout) -> VariantScorer:
+        if lay not in lists:
+            lists[lay] = variant_scorer(lay, catalog, LLM_BASE_MODE, memory)
+        return lists[lay]
+
     def generator(lay: Layout) -> LLMGenerateScorer:  # one per rolling refit of the ID model (or one)
         ckpt = load_checkpoint(lay.model(ID_MODEL))
-        return LLMGenerateScorer(variant_scorer(lay, catalog, LLM_BASE_MODE, memory).base, model, factory, items,
+        return LLMGenerateScorer(ranked_of(lay).base, model, factory, items,
                                  title_model, trained_id_vectors(ckpt.model, ckpt.vocab), prompt_cfg, _gen_cfg(llm),
                                  constrained=llm.constrained)
 
     def candidates(lay: Layout) -> LLMCandidateScorer:
-        return LLMCandidateScorer(variant_scorer(lay, catalog, LLM_BASE_MODE, memory), model, factory, items, catalog,
+        return LLMCandidateScorer(ranked_of(lay), model, factory, items, catalog,
                                   prompt_cfg, n=llm.candidates, permutations=llm.permutations, seed=llm.seed,
                                   batch_size=llm.infer_batch_size)
 
@@ -215,7 +223,7 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
     r = evaluate("llm-candidates", cand, sample, catalog, batch_size=llm.infer_batch_size, progress=False,
                  extra=note)
     r.metrics["candidates"] = candidate_summary(parts(cand))
-    ranked = by_fit(workdir.layout, lambda lay: variant_scorer(lay, catalog, LLM_BASE_MODE, memory))
+    ranked = by_fit(workdir.layout, ranked_of)
     results["llm-candidates"] = (r, time.perf_counter() - t1)
     t1 = time.perf_counter()
     r = evaluate("llm-sample-base", ranked, sample, catalog, progress=False,

@@ -61,10 +61,11 @@ def ranker_eval(workdir: WorkdirResource):
     model = LearnedRanker.load(workdir.layout.ranker)
     memory = as_of_memory(workdir.layout)
     scorer = by_fit(workdir.layout, lambda lay: ranker_scorer(lay, catalog, model, memory=memory))
-    stages = parts(scorer)
     t0 = time.perf_counter()
     result = evaluate("ranker", scorer, workdir.layout.test_targets(), catalog, extra={
-        "candidate_config": asdict(stages[0].cfg), "llm_feature": False, "id_fits": len(stages)})
+        "candidate_config": asdict(parts(scorer)[0].cfg), "llm_feature": False})
+    stages = parts(scorer)  # every fit that scored a target (a lazy PeriodScorer builds them as it goes)
+    result.metrics["id_fits"] = len(stages)
     recall, mean_candidates = candidate_recall(stages)
     result.metrics |= {"candidate_recall": recall, "mean_candidates_ranked": mean_candidates}
     out = result.save(workdir.eval)

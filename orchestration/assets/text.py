@@ -139,9 +139,9 @@ def retrieval_asset(name: str, cfg: RetrievalConfig, variants: bool = False) -> 
             extra["variant_weights"] = ranker.weights
         else:
             scorer = by_fit(workdir.layout, lambda lay: retrieval_scorer(lay, catalog, cfg, memory))
-        extra["id_fits"] = len(parts(scorer))
         setup_s = time.perf_counter() - t0
-        out = run_method(workdir, method, scorer, catalog, extra=extra)
+        out = run_method(workdir, method, scorer, catalog, extra=extra,
+                         after=lambda: {"id_fits": len(parts(scorer))})  # the fits that scored a target
         return MaterializeResult(metadata={**(out.metadata or {}), "setup_seconds": round(setup_s, 2)})
 
     return _asset

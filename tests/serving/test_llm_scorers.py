@@ -132,3 +132,21 @@ def test_training_prompts_shuffle_the_candidates_and_answer_with_the_bought_item
         assert shown[letter] == targets_of[user]  # the response names the bought item's letter
         order = [shown[x] for x in sorted(shown)]
         assert sorted(order) == sorted(listed[user]) and order != listed[user]  # the list's 20, shuffled
+
+
+def test_generation_keeps_the_base_id_list_without_cold_items(world) -> None:  # noqa: ANN001
+    """The framework's ID list is the base's: an item the ID model has no row for is never in it."""
+    catalog, encoder, memory, base, llm, id_of = world
+    known = np.arange(len(catalog.item_ids)) % 2 == 0  # every other item "on the cold row"
+    masked = RetrievalScorer(base.catalog, base.id_vectors, base.title_vectors, base.id_queries, base.title_queries,
+                             base.cfg, id_known=known)
+    scorer = LLMGenerateScorer(masked, llm, PromptFactory(memory), CatalogItems(catalog.items), encoder,
+                               lambda ids: np.stack([id_of.get(i, np.full(8, np.nan)) if i else np.full(8, np.nan)
+                                                     for i in ids]),
+                               gen_cfg=GenerateConfig(max_new_tokens=20, batch_size=2))
+    assert np.array_equal(scorer.id_known, known)
+    batch = targets(catalog)
+    for cat, idx in batch.groupby("category").indices.items():
+        rows = catalog.rows[cat]
+        top = scorer.sources(batch.iloc[idx], rows).id_top  # (B, k) columns, -1 = PAD
+        assert known[rows[top[top >= 0]]].all()
