@@ -276,9 +276,16 @@ def test_publishing_while_requests_run_fails_none(world: dict) -> None:
     time.sleep(1.0)
     first = Registry.of(work).pointer_stamp(SERVING)
     new = publish_bundle(work, reason="test publish")
-    time.sleep(2.0)
+
+    def served(version: str, timeout: float = 60.0) -> None:  # opening a bundle takes longer on a busy machine
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not (seen and seen[-1][1] == version):
+            time.sleep(0.1)
+        time.sleep(0.5)  # and a few requests more
+
+    served(new.version)
     Registry.of(work).rollback(SERVING, first)  # and back: one command's worth
-    time.sleep(2.0)
+    served(first)
     stop.set()
     for th in threads:
         th.join(30)
