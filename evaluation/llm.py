@@ -28,7 +28,8 @@ from evaluation.common import category_batches, rows_to_scores
 from evaluation.retrieval import RetrievalScorer, TitleQueries, VariantScorer
 from models.catalog import Catalog
 from models.common import l2_normalize
-from models.llm.generate import GenerateConfig, IdTrie, generate, letter_scores
+from models.llm.engine import Engine, as_engine
+from models.llm.generate import GenerateConfig, IdTrie
 from models.llm.model import LoadedLLM
 from models.llm.prompt import (
     LETTERS,
@@ -93,13 +94,13 @@ class LLMRecord:
 class LLMGenerateScorer(RetrievalScorer):
     """The paper's framework: generated ID and title -> ID and title queries -> the `cfg.mode` combination."""
 
-    def __init__(self, base: RetrievalScorer, llm: LoadedLLM, factory: PromptFactory, items: CatalogItems,
+    def __init__(self, base: RetrievalScorer, llm: LoadedLLM | Engine, factory: PromptFactory, items: CatalogItems,
                  encoder: TextEncoder, id_vector_of: Callable[[list[str | None]], np.ndarray | None],
                  prompt_cfg: PromptConfig = PromptConfig(), gen_cfg: GenerateConfig = GenerateConfig(),
                  constrained: bool = False) -> None:
         super().__init__(base.catalog, base.id_vectors, base.title_vectors, base.id_queries, base.title_queries,
                          base.cfg, id_known=base.id_known)  # the same ID list: only items with a row of their own
-        self.llm, self.factory, self.items, self.encoder = llm, factory, items, encoder
+        self.engine, self.factory, self.items, self.encoder = as_engine(llm), factory, items, encoder
         self.id_vector_of = id_vector_of  # generated ids -> (B, d_id) rows, NaN where no trained embedding
         self.prompt_cfg, self.gen_cfg, self.constrained = prompt_cfg, gen_cfg, constrained
         self.records: list[LLMRecord] = []
@@ -107,18 +108,18 @@ class LLMGenerateScorer(RetrievalScorer):
 
     def _trie(self, category: str, cat_rows: np.ndarray) -> IdTrie:
         if category not in self._tries:
-            self._tries[category] = IdTrie(self.llm.tokenizer, self.catalog.item_ids[cat_rows])
+            self._tries[category] = IdTrie(self.engine.tokenizer, self.catalog.item_ids[cat_rows])
         return self._tries[category]
 
     def answers(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> list[LLMRecord]:
         """Generate and parse one answer per target."""
         inputs = self.factory.inputs(batch)
-        texts = [build_prompt(i, self.items, self.llm.tokenizer, self.prompt_cfg).text for i in inputs]
+        texts = [build_prompt(i, self.items, self.engine.tokenizer, self.prompt_cfg).text for i in inputs]
         tries = None
         if self.constrained:
             trie = self._trie(str(batch["category"].iloc[0]), cat_rows)
             tries = [trie] * len(texts)
-        out = generate(self.llm.model, self.llm.tokenizer, texts, self.gen_cfg, tries)
+        out = self.engine.generate(texts, self.gen_cfg, tries)
         allowed = set(self.catalog.item_ids[cat_rows].tolist())
         recs = []
         for (_, row), text in zip(batch.iterrows(), out, strict=True):
@@ -154,10 +155,10 @@ class LLMCandidateScorer:
 
     tie_aware = True
 
-    def __init__(self, base: RetrievalScorer | VariantScorer, llm: LoadedLLM, factory: PromptFactory,
+    def __init__(self, base: RetrievalScorer | VariantScorer, llm: LoadedLLM | Engine, factory: PromptFactory,
                  items: CatalogItems, catalog: Catalog, prompt_cfg: PromptConfig = PromptConfig(), n: int = LIMITS.candidates,
                  permutations: int = 1, seed: int = 0, batch_size: int = 8) -> None:
-        self.base, self.llm, self.factory, self.items, self.catalog = base, llm, factory, items, catalog
+        self.base, self.engine, self.factory, self.items, self.catalog = base, as_engine(llm), factory, items, catalog
         self.prompt_cfg, self.n, self.permutations, self.seed, self.batch_size = prompt_cfg, n, permutations, seed, \
             batch_size
         self.records: list[LLMRecord] = []
@@ -176,23 +177,28 @@ class LLMCandidateScorer:
         """The p-th display order of n candidates for a user (see `display_order`)."""
         return display_order(user, n, p, self.seed)
 
-    def candidate_scores(self, batch: pd.DataFrame, cands: list[np.ndarray]) -> list[np.ndarray]:
-        """Mean letter log-probability of each candidate over the display permutations. B arrays (n_b,)."""
+    def prompts(self, batch: pd.DataFrame, cands: list[np.ndarray]) -> tuple[list[str], list[np.ndarray], list[int]]:
+        """The candidate prompts of a batch: (texts, each one's display order, the batch row it belongs to); one
+        per display permutation of each target with more than one candidate."""
         inputs = self.factory.inputs(batch)
-        texts, n_letters, perms, owners = [], [], [], []
+        texts, perms, owners = [], [], []
         for b, (inp, rows) in enumerate(zip(inputs, cands, strict=True)):
             ids = self.catalog.item_ids[rows].tolist()
             for p in range(self.permutations if len(ids) > 1 else 0):
                 order = self.permutation(str(batch["user_id"].iloc[b]), len(ids), p)
                 block = candidate_block([ids[i] for i in order], self.items, self.prompt_cfg)
-                texts.append(build_prompt(inp, self.items, self.llm.tokenizer, self.prompt_cfg,
+                texts.append(build_prompt(inp, self.items, self.engine.tokenizer, self.prompt_cfg,
                                           candidates=block).text)
-                n_letters.append(len(ids))
                 perms.append(order)
                 owners.append(b)
+        return texts, perms, owners
+
+    def candidate_scores(self, batch: pd.DataFrame, cands: list[np.ndarray]) -> list[np.ndarray]:
+        """Mean letter log-probability of each candidate over the display permutations. B arrays (n_b,)."""
+        texts, perms, owners = self.prompts(batch, cands)
         scores = [np.zeros(len(c)) for c in cands]
         if texts:
-            lp = letter_scores(self.llm.model, self.llm.tokenizer, texts, n_letters, self.batch_size)
+            lp = self.engine.letter_scores(texts, [len(o) for o in perms], self.batch_size)
             for b, order, x in zip(owners, perms, lp, strict=True):
                 scores[b][order] += x / self.permutations  # letter j showed candidate order[j]
                 self.top_letters.append((int(np.argmax(x)), len(x)))
@@ -252,7 +258,7 @@ def training_prompts(targets: pd.DataFrame, ranked: VariantScorer | RetrievalSco
     """Training prompts for these (validation) targets: a generation prompt each (response: ID and title) and,
     where the bought item is among the first `candidates` of its list, a candidate prompt with them shuffled
     (response: its letter; shuffled so that the list order cannot teach "A is usually right")."""
-    rows: list[tuple[str, str, Prompt]] = []
+    rows: list[tuple[str, str, Prompt, int]] = []  # (user, kind, prompt, candidates shown)
     for _, _, batch, cat_rows in category_batches(targets, catalog, batch_size=max(len(targets), 1)):
         batch = batch.reset_index(drop=True)  # one batch per category
         if isinstance(ranked, VariantScorer):
@@ -262,14 +268,16 @@ def training_prompts(targets: pd.DataFrame, ranked: VariantScorer | RetrievalSco
         for b, (inp, lst) in enumerate(zip(factory.inputs(batch), lists, strict=True)):
             user, target = str(batch["user_id"].iloc[b]), str(batch["target_item_id"].iloc[b])
             rows.append((user, "generate", build_prompt(inp, items, tokenizer, cfg,
-                                                        response=(target, items.title(target)))))
+                                                        response=(target, items.title(target))), 0))
             cands = catalog.item_ids[lst[:candidates]].tolist()
             if target in cands:
                 order = np.random.default_rng([seed, b, len(rows)]).permutation(len(cands))
                 shown = [cands[i] for i in order]
                 rows.append((user, "candidates", build_prompt(inp, items, tokenizer, cfg,
                                                               response=LETTERS[shown.index(target)],
-                                                              candidates=candidate_block(shown, items, cfg))))
-    return pd.DataFrame({"user_id": [u for u, _, _ in rows], "kind": [k for _, k, _ in rows],
-                         "text": [p.text for _, _, p in rows], "response": [p.response for _, _, p in rows],
-                         "n_tokens": [p.n_tokens for _, _, p in rows], "n_dropped": [p.n_dropped for _, _, p in rows]})
+                                                              candidates=candidate_block(shown, items, cfg)),
+                             len(shown)))
+    return pd.DataFrame({"user_id": [r[0] for r in rows], "kind": [r[1] for r in rows],
+                         "text": [r[2].text for r in rows], "response": [r[2].response for r in rows],
+                         "n_candidates": [r[3] for r in rows], "n_tokens": [r[2].n_tokens for r in rows],
+                         "n_dropped": [r[2].n_dropped for r in rows]})

@@ -186,6 +186,11 @@ class Layout:
         return self.models / "llm_adapter"
 
     @property
+    def llm_engine(self) -> Path:
+        """The adapter merged into the base model and converted for CTranslate2 (`models.llm.engine`)."""
+        return self.models / "llm_engine"
+
+    @property
     def popularity(self) -> Path:
         """A bundle's best sellers per category (`serving.bundle`)."""
         return self.root / "serving" / "popularity.json"

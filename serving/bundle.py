@@ -50,7 +50,7 @@ TOP_CATEGORIES = "\x00categories"  # the popularity table's key for categories b
 def _copied(layout: Layout, id_model: str) -> list[Path]:
     """What a bundle copies from a workdir (absent ones are skipped, except the three it needs)."""
     return [layout.items, layout.search_results, layout.activity, layout.model(id_model), layout.title_model,
-            layout.variant_ranker, layout.ranker, layout.llm_adapter]
+            layout.variant_ranker, layout.ranker, layout.llm_adapter, layout.llm_engine]
 
 
 def _required(layout: Layout, id_model: str) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,9 @@ class Settings(BaseSettings):
     llm_constrained: bool = True  # generation limited to the category's item ids (every answer a real item)
     llm_candidates: int = Field(default=LIMITS.candidates, ge=2, le=LIMITS.candidates)
     llm_budget_tokens: int = Field(default=LIMITS.budget_tokens, ge=128)
+    # ctranslate2: the bundle's converted model (models/llm_engine) when it matches the adapter, else torch with a
+    # warning; torch: the reference path. Constrained generation redoes off-catalog answers on torch either way.
+    llm_engine: Literal["ctranslate2", "torch"] = "ctranslate2"
 
     # The HTTP service (`fashionrec serve` binds host:port with this many worker processes)
     host: str = "127.0.0.1"

@@ -50,7 +50,8 @@ CORPUS_FILE = "tokenizer_corpus.json"  # beside the adapter: the text the tiny m
 class LLMRuntime:
     """The fine-tuned LLM and what its two modes need; one request at a time."""
 
-    llm: Any  # models.llm.model.LoadedLLM
+    llm: Any  # models.llm.model.LoadedLLM (torch: the reference, and constrained decoding)
+    engine: Any  # models.llm.engine.Engine: what the modes run on
     version: str
     id_vector_of: Callable[[list[str | None]], np.ndarray]
     prompt_cfg: PromptConfig
@@ -66,13 +67,17 @@ class LLMRuntime:
 
 
 def adapter_key(settings: Settings, layout: Layout) -> str:
-    """What identifies a loaded LLM: the base model setting and the adapter's content."""
-    return f"{settings.llm_model}:{file_digest(layout.llm_adapter)}"
+    """What identifies a loaded LLM: the base model setting, the adapter's content, and the engine (its setting and
+    the conversion's metadata, which names the adapter it was built from)."""
+    meta = layout.llm_engine / "engine_meta.json"
+    converted = file_digest(meta) if meta.exists() else "-"
+    return f"{settings.llm_model}:{file_digest(layout.llm_adapter)}:{settings.llm_engine}:{converted}"
 
 
 def load_llm_runtime(settings: Settings, layout: Layout, id_model: Any, cache: dict[str, LLMRuntime]
                      ) -> tuple[LLMRuntime | None, str | None]:
     """The bundle's LLM (from `cache` when the same adapter is loaded already), or None and why not."""
+    from models.llm.engine import TorchEngine, engine_key, open_engine
     from models.llm.generate import GenerateConfig
     from models.llm.model import load_llm
     from models.llm.train import load_adapter
@@ -85,6 +90,9 @@ def load_llm_runtime(settings: Settings, layout: Layout, id_model: Any, cache: d
     if key in cache:  # the same adapter as the bundle before: keep the loaded model (and its tokenizer)
         return cache[key], None
     meta = json.loads((adapter / "llm_meta.json").read_text())
+    if meta.get("prompt_version") != PROMPT_VERSION:
+        logger.warning("the adapter in %s was trained on %s prompts and is now read with %s ones: retrain it "
+                       "(materialize the llm group)", adapter, meta.get("prompt_version"), PROMPT_VERSION)
     base_name = settings.llm_model or meta.get("base_model", "smollm2-135m")
     corpus_path = adapter / CORPUS_FILE
     corpus = json.loads(corpus_path.read_text()) if corpus_path.exists() else None
@@ -96,8 +104,13 @@ def load_llm_runtime(settings: Settings, layout: Layout, id_model: Any, cache: d
         error = f"LLM {base_name!r} not loaded: {e}"
         logger.warning(error)
         return None, error
+    engine, note = open_engine(settings.llm_engine, layout.llm_engine, engine_key(base.name, file_digest(adapter)),
+                               TorchEngine(tuned, base.tokenizer))
+    if note:
+        logger.warning(note)
     runtime = LLMRuntime(
-        type(base)(tuned, base.tokenizer, base.name, base.info), f"{base.name}+lora@{file_digest(adapter)}",
+        type(base)(tuned, base.tokenizer, base.name, base.info), engine,
+        f"{base.name}+lora@{file_digest(adapter)} on {engine.name}",
         trained_id_vectors(id_model.model, id_model.vocab), PromptConfig(budget=settings.llm_budget_tokens),
         GenerateConfig(max_new_tokens=settings.llm_max_new_tokens, batch_size=1), settings.llm_constrained,
         settings.llm_candidates)
@@ -146,18 +159,18 @@ def prompt_input(retriever: OnlineRetriever, ctx: UserContext, actions: list[Act
 def generate_and_retrieve(runtime: LLMRuntime, bundle: Any, ctx: UserContext, actions: list[Action],
                           rec: Recommendation, at: pd.Timestamp) -> tuple:
     """`llm` mode: the generated ID and title as the retrieval's queries. (ranked ids, sources, LLMInfo)."""
-    from models.llm.generate import IdTrie, generate
+    from models.llm.generate import IdTrie
     from models.llm.prompt import parse_answer
 
     inp = prompt_input(bundle.retriever, ctx, actions, at, ctx.last_query)
-    text = build_prompt(inp, bundle.catalog_items, runtime.llm.tokenizer, runtime.prompt_cfg).text
+    text = build_prompt(inp, bundle.catalog_items, runtime.engine.tokenizer, runtime.prompt_cfg).text
     tries = None
     if runtime.constrained:
         if ctx.category not in runtime.tries:
             ids = bundle.items.index[bundle.items["category"] == ctx.category].tolist()
-            runtime.tries[ctx.category] = IdTrie(runtime.llm.tokenizer, ids)
+            runtime.tries[ctx.category] = IdTrie(runtime.engine.tokenizer, ids)
         tries = [runtime.tries[ctx.category]]
-    answer = generate(runtime.llm.model, runtime.llm.tokenizer, [text], runtime.gen_cfg, tries)[0]
+    answer = runtime.engine.generate([text], runtime.gen_cfg, tries)[0]
     parsed = parse_answer(answer)
     items = bundle.items
     valid = parsed.item_id is not None and parsed.item_id in items.index \
@@ -177,16 +190,15 @@ def generate_and_retrieve(runtime: LLMRuntime, bundle: Any, ctx: UserContext, ac
 def rank_candidates(runtime: LLMRuntime, bundle: Any, user_id: str, ctx: UserContext, actions: list[Action],
                     rec: Recommendation, at: pd.Timestamp) -> tuple:
     """`llm-rank` mode: the retrieval list's first candidates re-ordered by the letter distribution."""
-    from models.llm.generate import letter_scores
-
     cands = list(rec.items[: runtime.candidates])
     inp = prompt_input(bundle.retriever, ctx, actions, at, ctx.last_query)
     order = display_order(user_id, len(cands))
     block = candidate_block([cands[i] for i in order], bundle.catalog_items, runtime.prompt_cfg)
-    text = build_prompt(inp, bundle.catalog_items, runtime.llm.tokenizer, runtime.prompt_cfg, candidates=block).text
+    text = build_prompt(inp, bundle.catalog_items, runtime.engine.tokenizer, runtime.prompt_cfg,
+                        candidates=block).text
     scores = np.zeros(len(cands))
     if len(cands) > 1:
-        scores[order] = letter_scores(runtime.llm.model, runtime.llm.tokenizer, [text], [len(cands)], 1)[0]
+        scores[order] = runtime.engine.letter_scores([text], [len(cands)], 1)[0]
     ranked = [cands[i] for i in np.lexsort((np.arange(len(cands)), -np.round(scores, 9)))] + rec.items[len(cands):]
     info = LLMInfo(model=runtime.version, prompt_version=PROMPT_VERSION, candidates=cands)
     return ranked, {i: rec.source(i) for i in ranked}, info

@@ -37,6 +37,7 @@ class IdTrie:
 
     def __init__(self, tokenizer: Any, item_ids: Sequence[str]) -> None:
         self.root: dict[int, dict] = {}
+        self.items = set(dict.fromkeys(str(i) for i in item_ids))
         self.n_items = 0
         for item in dict.fromkeys(str(i) for i in item_ids):
             node = self.root
@@ -44,6 +45,12 @@ class IdTrie:
                 node = node.setdefault(int(t), {})
             node[-1] = {}  # end of an item's line
             self.n_items += 1
+
+    def follows(self, answer: str) -> bool:
+        """Whether a decoded answer's first line is `ID: <an item of this trie>`, as constrained decoding makes it."""
+        first = answer.split("\n", 1)[0]
+        key = f"{ID_KEY}: "
+        return "\n" in answer and first.startswith(key) and first[len(key):] in self.items
 
     def allowed(self, prefix: Sequence[int]) -> list[int] | None:
         """Next allowed tokens after `prefix` (generated so far), or None once an item's line is complete."""

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-PROMPT_VERSION = "rec-prompt-v1"
+PROMPT_VERSION = "rec-prompt-v2"  # v2: compact candidate prompts (v1: `full` candidate lines)
 ID_KEY, TITLE_KEY = "ID", "Title"
 
 TASK = ("You are a fashion e-commerce recommender. From a shopper's time-ordered searches, clicks and purchases, "
@@ -105,6 +105,10 @@ class PromptConfig:
     max_query_chars: int = 64
     max_value_chars: int = 48
     max_actions: int = 50
+    # Candidate lines: "full" = `<id> (title: "...", brand: "...", color: "...", size: "...")`; "compact" =
+    # `<title> | <color> | <size>` (the letter names the candidate; the brand only when the title lacks it): about
+    # half the tokens of a candidate prompt, which is most of its cost (benchmarks/llm_runtime.py).
+    candidate_style: str = "compact"
 
 
 def instruction(cfg: PromptConfig, candidates: bool = False) -> str:
@@ -124,8 +128,13 @@ def describe_item(item_id: str, items: ItemTable, cfg: PromptConfig) -> str:
     return f"{item_id} ({', '.join(pairs)})" if pairs else str(item_id)
 
 
-def action_lines(inp: PromptInput, items: ItemTable, cfg: PromptConfig) -> list[str]:
-    """One line per kept action, oldest first (searches dropped when `include_queries` is off)."""
+def action_lines(inp: PromptInput, items: ItemTable, cfg: PromptConfig, compact: bool = False) -> list[str]:
+    """One line per kept action, oldest first (searches dropped when `include_queries` is off). `compact`: items as
+    `compact_item` lines without IDs (a compact candidate prompt names its candidates by letter, so IDs would only
+    cost tokens)."""
+    def item(i: str, c: PromptConfig) -> str:
+        return compact_item(i, items, c) if compact else describe_item(i, items, c)
+
     lines = []
     for a in inp.actions[-cfg.max_actions:] if cfg.max_actions else inp.actions:
         if a.action == "search":
@@ -134,11 +143,10 @@ def action_lines(inp: PromptInput, items: ItemTable, cfg: PromptConfig) -> list[
             line = f"search {quote(a.query, cfg.max_query_chars)}"
             top = list(inp.memory.get(a.query, ()))[: cfg.memory_products] if cfg.include_memory else []
             if top:
-                line += " -> top products: " + "; ".join(describe_item(i, items, replace(cfg, attributes=("title",)))
-                                                        for i in top)
+                line += " -> top products: " + "; ".join(item(i, replace(cfg, attributes=("title",))) for i in top)
             lines.append(line)
         elif a.item_id:
-            lines.append(f"{a.action} {describe_item(a.item_id, items, cfg)}")
+            lines.append(f"{a.action} {item(a.item_id, cfg)}")
     return lines
 
 
@@ -187,7 +195,7 @@ def build_prompt(inp: PromptInput, items: ItemTable, tokenizer: Any, cfg: Prompt
     `response`: (item id, title) for a generation prompt, a letter for a candidate prompt (`candidates` holds the
     `candidate_block`), None at prediction time.
     """
-    lines = action_lines(inp, items, cfg)
+    lines = action_lines(inp, items, cfg, compact=bool(candidates) and cfg.candidate_style == "compact")
     system = instruction(cfg, candidates=bool(candidates))
     answer = response if isinstance(response, str) else (response_text(*response) if response else None)
     eos = getattr(tokenizer, "eos_token", None) or ""
@@ -251,9 +259,32 @@ def candidate_block(candidates: Sequence[str], items: ItemTable, cfg: PromptConf
     """The lettered candidate list appended to the input for candidate scoring."""
     if len(candidates) > len(LETTERS):
         raise ValueError(f"at most {len(LETTERS)} candidates, got {len(candidates)}")
-    short = replace(cfg, attributes=attributes)
-    rows = [f"{LETTERS[i]}. {describe_item(c, items, short)}" for i, c in enumerate(candidates)]
+    if cfg.candidate_style not in CANDIDATE_STYLES:
+        raise ValueError(f"unknown candidate_style {cfg.candidate_style!r}: one of {', '.join(CANDIDATE_STYLES)}")
+    if cfg.candidate_style == "compact":
+        rows = [f"{LETTERS[i]}. {compact_item(c, items, cfg)}" for i, c in enumerate(candidates)]
+    else:
+        short = replace(cfg, attributes=attributes)
+        rows = [f"{LETTERS[i]}. {describe_item(c, items, short)}" for i, c in enumerate(candidates)]
     return "\nCandidates:\n" + "\n".join(rows)
+
+
+CANDIDATE_STYLES = ("full", "compact")
+
+
+def compact_item(item_id: str, items: ItemTable, cfg: PromptConfig) -> str:
+    """`<title> | <color> | <size>`, sanitised like every catalog value (the brand first when the title lacks it);
+    the ID alone when the item has no title."""
+    attrs = items.get(item_id) if cfg.include_attributes else None
+    if not attrs or not str(attrs.get("title") or "").strip():
+        return str(item_id)
+    title = quote(attrs["title"], cfg.max_value_chars)[1:-1]
+    brand = quote(attrs.get("brand") or "", cfg.max_value_chars)[1:-1]
+    if brand and brand.lower() not in title.lower():
+        title = f"{brand} {title}"
+    rest = [quote(attrs[k], cfg.max_value_chars)[1:-1] for k in ("color", "size")
+            if attrs.get(k) is not None and str(attrs[k]).strip()]
+    return " | ".join([title, *rest])
 
 
 ITEM_FIELDS = ("title", "brand", "color", "size", "material", "season", "occasion", "category", "family_id")

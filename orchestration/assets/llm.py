@@ -30,6 +30,7 @@ from evaluation.periods import by_fit, parts
 from evaluation.retrieval import VariantScorer
 from feature_repo.layout import Layout
 from models.catalog import Catalog
+from models.llm.engine import CT2Engine, TorchEngine, engine_key, ensure_ct2, letter_parity, open_engine
 from models.llm.generate import GenerateConfig, generate
 from models.llm.model import add_lora, load_llm, load_tokenizer, tokenizer_corpus
 from models.llm.prompt import (
@@ -58,6 +59,7 @@ from orchestration.assets.seqrec import ID_MODEL
 from orchestration.assets.text import variant_ranker
 from orchestration.resources import LLMResource, WorkdirResource
 from serving.llm_runtime import CORPUS_FILE
+from serving.registry import file_digest
 
 
 def _llm_dir(workdir: WorkdirResource) -> Path:
@@ -176,16 +178,49 @@ def _gen_cfg(llm: LLMResource) -> GenerateConfig:
 
 
 @asset(group_name="llm", deps=[llm_adapter],
+       description="The adapter merged into the base model and converted to CTranslate2 int8 (the fast CPU engine "
+                   "that llm_eval and serving run on), rebuilt only when the adapter changes; parity with torch")
+def llm_engine(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
+    t0 = time.perf_counter()
+    lay = workdir.layout
+    reference = _tuned(workdir, llm)
+    key = engine_key(llm.model, file_digest(lay.llm_adapter))
+    path, built = ensure_ct2(reference.model, reference.tokenizer, lay.llm_engine, key)
+    fast = CT2Engine(path, reference.tokenizer)
+    df = pd.read_parquet(_llm_dir(workdir) / "train_prompts.parquet")
+    check = df[df["kind"] == "candidates"].head(llm.format_check)
+    parity = letter_parity(reference, fast, check["text"].tolist(), check["n_candidates"].astype(int).tolist())
+    checked = (f"parity with {reference.name} on {parity['prompts']} candidate prompts: top letter agreement "
+               f"{parity['top1_agreement']:.2f}, mean KL {parity['mean_kl']:.4f}") if parity["prompts"] else \
+        "no candidate prompt to check parity on"
+    context.log.info(f"{fast.name} engine {'built' if built else 'up to date'} at {path}; {checked}")
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return MaterializeResult(metadata={
+        "engine": fast.name, "base_model": llm.model, "adapter_digest": key["adapter_digest"], "rebuilt": built,
+        "size_mb": round(size / 2**20, 1), "parity": MetadataValue.json(parity),
+        "seconds": round(time.perf_counter() - t0, 1), "path": MetadataValue.path(str(path)),
+    })
+
+
+def _tuned(workdir: WorkdirResource, llm: LLMResource) -> TorchEngine:
+    """The base model with the workdir's adapter, on the torch engine (the reference)."""
+    catalog = workdir.catalog()
+    base = load_llm(llm.model, corpus=_corpus(catalog, pd.read_parquet(workdir.layout.eval_targets)))
+    return TorchEngine(load_adapter(base.model, workdir.layout.llm_adapter), base.tokenizer)
+
+
+@asset(group_name="llm", deps=[llm_adapter, llm_engine],
        description="LLM rows of the report on a seeded sample of test targets: generation + mixup, candidate scoring")
 def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
     t0 = time.perf_counter()
     catalog = workdir.catalog()
-    targets = pd.read_parquet(workdir.layout.eval_targets)
     sample = _sample(workdir.layout.test_targets(), llm.eval_targets, llm.seed)
     memory, items = as_of_memory(workdir.layout), CatalogItems(catalog.items)
-    base = load_llm(llm.model, corpus=_corpus(catalog, targets))
-    tuned = load_adapter(base.model, workdir.layout.llm_adapter)
-    model = type(base)(tuned, base.tokenizer, base.name, base.info)
+    engine, fell_back = open_engine(llm.engine, workdir.layout.llm_engine,
+                                    engine_key(llm.model, file_digest(workdir.layout.llm_adapter)),
+                                    _tuned(workdir, llm))
+    if fell_back:
+        context.log.warning(fell_back)
     factory = PromptFactory(memory)
     title_model = load_title_model(workdir.layout.title_model)
     prompt_cfg = PromptConfig(budget=llm.budget_tokens)
@@ -199,16 +234,16 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
 
     def generator(lay: Layout) -> LLMGenerateScorer:  # one per rolling refit of the ID model (or one)
         ckpt = load_checkpoint(lay.model(ID_MODEL))
-        return LLMGenerateScorer(ranked_of(lay).base, model, factory, items,
+        return LLMGenerateScorer(ranked_of(lay).base, engine, factory, items,
                                  title_model, trained_id_vectors(ckpt.model, ckpt.vocab), prompt_cfg, _gen_cfg(llm),
                                  constrained=llm.constrained)
 
     def candidates(lay: Layout) -> LLMCandidateScorer:
-        return LLMCandidateScorer(ranked_of(lay), model, factory, items, catalog,
+        return LLMCandidateScorer(ranked_of(lay), engine, factory, items, catalog,
                                   prompt_cfg, n=llm.candidates, permutations=llm.permutations, seed=llm.seed,
                                   batch_size=llm.infer_batch_size)
 
-    note = {"llm_base_model": base.name, "llm_sample": f"{len(sample)} of the test targets (seed {llm.seed})",
+    note = {"llm_base_model": llm.model, "llm_engine": engine.name, "llm_sample": f"{len(sample)} of the test targets (seed {llm.seed})",
             "prompt_version": PROMPT_VERSION}
     results = {}
     gen = by_fit(workdir.layout, generator)
@@ -229,7 +264,7 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
     r = evaluate("llm-sample-base", ranked, sample, catalog, progress=False,
                  extra={**note, "what": "the mixup + variants list the LLM rows read, on the same sample"})
     results["llm-sample-base"] = (r, time.perf_counter() - t1)
-    meta: dict = {"base_model": base.name, "targets": len(sample), "seconds": round(time.perf_counter() - t0, 1)}
+    meta: dict = {"base_model": llm.model, "engine": engine.name, "targets": len(sample), "seconds": round(time.perf_counter() - t0, 1)}
     for name, (res, secs) in results.items():
         res.save(workdir.eval)
         o = res.metrics["overall"]
@@ -240,4 +275,4 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
     return MaterializeResult(metadata=meta)
 
 
-LLM_ASSETS = [llm_prompts, llm_perplexity, llm_adapter, llm_eval]
+LLM_ASSETS = [llm_prompts, llm_perplexity, llm_adapter, llm_engine, llm_eval]

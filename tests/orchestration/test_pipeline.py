@@ -31,7 +31,7 @@ SEQREC = {"seqrec_sequences", "id_embeddings"} | {f"seqrec_{m.replace('-', '_')}
                                                    "bert4rec", "nextitnet")}
 TEXT = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker", "retrieval_id_only",
         "retrieval_title_only", "retrieval_mixup", "retrieval_title_only_variants", "retrieval_mixup_variants"}
-LLM = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_eval"}
+LLM = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_engine", "llm_eval"}
 SERVING = {"serving_bundle"}
 RANKING = {"ranker", "ranker_eval"}
 ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",

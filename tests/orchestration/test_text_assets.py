@@ -21,12 +21,13 @@ from models.seqrec.vocab import ItemVocab
 from orchestration.assets.text import RETRIEVAL_MODES
 from orchestration.definitions import all_assets, build_resources
 from orchestration.resources import QdrantResource
+from serving.registry import file_digest
 from tests.conftest import at, make_tiny_tables
 
 TEXT_ASSETS = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker",
                "retrieval_id_only", "retrieval_title_only", "retrieval_mixup",
                "retrieval_title_only_variants", "retrieval_mixup_variants"}  # fmt: skip
-LLM_ASSETS = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_eval"}
+LLM_ASSETS = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_engine", "llm_eval"}
 
 
 def tiny_workdir(root: Path) -> None:
@@ -106,10 +107,15 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
     assert (tmp_path / "models" / "llm_adapter" / "adapter_config.json").exists()
     assert json.loads((tmp_path / "models" / "llm_adapter" / "llm_meta.json").read_text())["base_model"] == "tiny"
     assert (tmp_path / "llm" / "loss.png").stat().st_size > 1000
+    engine = result.asset_materializations_for_node("llm_engine")[0].metadata  # the adapter, merged and converted
+    meta = json.loads((tmp_path / "models" / "llm_engine" / "engine_meta.json").read_text())
+    assert engine["engine"].value == "ctranslate2-int8" and engine["rebuilt"].value
+    assert meta["adapter_digest"] == file_digest(tmp_path / "models" / "llm_adapter") and meta["base_model"] == "tiny"
     items = pd.read_parquet(tmp_path / "canonical" / "items.parquet").set_index("item_id")["category"]
     for method in ("llm-generate-mixup", "llm-candidates", "llm-sample-base"):
         metrics = json.loads((tmp_path / "eval" / method / "metrics.json").read_text())
         assert metrics["overall"]["n"] == 3 and metrics["llm_base_model"] == "tiny"
+        assert metrics["llm_engine"] == "ctranslate2-int8"
         ranked = pd.read_parquet(tmp_path / "eval" / method / "rankings.parquet")
         for cat, ids in zip(ranked["category"], ranked["ranked_item_ids"], strict=True):
             assert (items.loc[list(ids)] == cat).all()  # every recommended item is in the target's category

@@ -144,7 +144,8 @@ def test_llm_modes_with_the_tiny_model(server, users: pd.DataFrame, workdir: Pat
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["mode"] == mode, body["fallback_reason"]
-    assert body["llm"]["prompt_version"] == "rec-prompt-v1" and body["llm"]["model"].startswith("tiny+lora@")
+    assert body["llm"]["prompt_version"] == "rec-prompt-v2" and body["llm"]["model"].startswith("tiny+lora@")
+    assert body["llm"]["model"].endswith(" on ctranslate2-int8")  # the run converted the adapter (llm_engine)
     assert "llm" in body["timings_ms"]
     assert all(it["item_id"] in catalog.index and it["category"] == category for it in body["items"])
     if mode == "llm":

@@ -113,7 +113,7 @@ def test_training_prompts_shuffle_the_candidates_and_answer_with_the_bought_item
     base.cfg = RetrievalConfig(mode="title_only", k=36, exclude_seen=False)  # every item listed: all are candidates
     try:
         df = training_prompts(batch, base, PromptFactory(memory), CatalogItems(catalog.items), catalog,
-                              llm.tokenizer, PromptConfig(), candidates=20)
+                              llm.tokenizer, PromptConfig(candidate_style="full"), candidates=20)  # lines name IDs
         listed = {}
         for cat, g in batch.groupby("category"):
             rows = catalog.rows[cat]
@@ -132,6 +132,8 @@ def test_training_prompts_shuffle_the_candidates_and_answer_with_the_bought_item
         assert shown[letter] == targets_of[user]  # the response names the bought item's letter
         order = [shown[x] for x in sorted(shown)]
         assert sorted(order) == sorted(listed[user]) and order != listed[user]  # the list's 20, shuffled
+    assert cand["n_candidates"].tolist() == [len(listed[u]) for u in cand["user_id"]]
+    assert (gen["n_candidates"] == 0).all()
 
 
 def test_generation_keeps_the_base_id_list_without_cold_items(world) -> None:  # noqa: ANN001
