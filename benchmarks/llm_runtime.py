@@ -200,7 +200,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
              ("generate", fast.name + " (fast)", f"-:{default.budget}", 1, len(gen_texts), gen_tokens, gen_fast)]
     parsed = [(parse_answer(a).item_id, parse_answer(b).item_id)
               for a, b in zip(answers[reference.name], answers[fast.name], strict=True)]
-    same_id = float(np.mean([a == b for a, b in parsed]))
+    named = [(a, b) for a, b in parsed if a or b]  # an answer without an ID agrees with nothing
+    same_id = float(np.mean([a == b for a, b in named])) if named else float("nan")
 
     # -- the candidate style and the prompt budget, on the fast engine
     sweep = []
@@ -226,7 +227,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
                    f"{p['median_margin']:.3f} | {p['max_flip_margin']:.3f} |")
     typer.echo("\nllm-candidates N@10 on these targets: " + ", ".join(
         f"{name} {style} {m['ndcg@10']:.4f}" for (name, style), (m, _) in runs.items())
-        + f". Generation: the same parsed ID on {same_id:.2f} of the prompts (sampled, temperature 0.05).")
+        + f". Generation: {len(named)} of {len(parsed)} prompts got an ID from either engine, the same one on "
+          f"{same_id:.2f} of those (sampled, temperature 0.05).")
     typer.echo(f"\nCandidate style and prompt budget (llm-candidates on {fast.name}; the default is "
                f"{default.candidate_style}:{default.budget}):\n\n| style | budget | mean tokens | ms per prompt | "
                "speed-up over the baseline | N@10 | R@10 |\n|---|---|---|---|---|---|---|")
