@@ -204,6 +204,14 @@ def main(workdir: Annotated[Path, typer.Option(help="A workdir `fashionrec run` 
                 http_answers = {o["user_id"]: [i["item_id"] for i in o["items"]] for o in out if "items" in o}
         same = sum(http_answers.get(u) == edge_answers[u] for u in users)
         notes.append(f"HTTP retrieval vs OnlineRetriever in process: {same}/{len(users)} identical answers")
+        if llm_requests:  # the LLM loads in the background: its modes fall back until it is in
+            deadline, llm = time.monotonic() + 600, "loading"
+            while time.monotonic() < deadline:
+                llm = httpx.get(f"{base}/readyz", timeout=30).json().get("llm", "none")
+                if llm != "loading":
+                    break
+                time.sleep(1.0)
+            notes.append(f"LLM loaded {time.perf_counter() - t:.1f} s after start: {llm}")
         for mode in ("llm-rank", "llm") if llm_requests else ():
             ms, out, wall = _drive(base, [{"user_id": u, "k": k, "mode": mode} for u in users[:llm_requests]], 1,
                                    llm_timeout + 60)

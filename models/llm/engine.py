@@ -85,6 +85,8 @@ def static_prefix(tokenizer: Any, texts: Sequence[str]) -> int:
 class CT2Engine:
     """A CTranslate2 `Generator` over a converted folder (see `export_ct2`) as an `Engine`."""
 
+    TRIAL = 8  # constrained rows tried on the engine before `engine_first` judges its on-trie rate
+
     def __init__(self, path: Path, tokenizer: Any, compute_type: str = "int8", threads: int = 0,
                  fallback: TorchEngine | None = None) -> None:
         import ctranslate2
@@ -93,7 +95,8 @@ class CT2Engine:
         self.generator = ctranslate2.Generator(str(path), device="cpu", compute_type=compute_type,
                                                intra_threads=threads or torch.get_num_threads())
         self.name = f"ctranslate2-{compute_type}"
-        self.constrained_on_torch = 0  # constrained answers decoded again on the torch fallback
+        self.constrained_on_torch = 0  # constrained answers decoded (again) on the torch fallback
+        self.on_trie = (0, 0)  # (engine answers already on their trie, constrained rows tried on the engine)
         self.meta = json.loads((self.path / ENGINE_META).read_text()) if (self.path / ENGINE_META).exists() else {}
 
     def _tokens(self, texts: Sequence[str]) -> tuple[list[str] | None, list[list[str]]]:
@@ -117,32 +120,46 @@ class CT2Engine:
             out.append(torch.log_softmax(x, dim=0).numpy())
         return out
 
+    def engine_first(self) -> bool:
+        """Whether constrained rows try the engine first: until `TRIAL` of them were tried, and then while at least
+        half of the engine's answers were already on the trie (else each would be decoded twice)."""
+        kept, tried = self.on_trie
+        return tried < self.TRIAL or kept >= tried / 2
+
     def generate(self, texts: Sequence[str], cfg: GenerateConfig = GenerateConfig(),
                  tries: Sequence[IdTrie | None] | None = None) -> list[str]:
         """Answers sampled (or greedy) on the engine. With `tries`, an answer whose ID line already names an item of
         its row's trie is kept (under greedy decoding, constrained decoding gives that same answer: every token of
         it is allowed, and the best allowed token is the best token), and the other rows are decoded again,
-        constrained, on the torch `fallback`."""
+        constrained, on the torch `fallback`. A model whose engine answers mostly leave the trie (`engine_first`)
+        has its constrained rows decoded on torch directly."""
         import ctranslate2
 
+        constrained = [i for i, t in enumerate(tries or []) if t is not None]
+        if constrained and self.fallback is None:
+            raise ValueError("catalog-constrained generation needs the torch engine as a fallback (CTranslate2 "
+                             "cannot restrict decoding to a prefix trie): give CT2Engine a fallback")
+        direct = set() if self.engine_first() else set(constrained)
         ctranslate2.set_random_seed(cfg.seed)
         static, rest = self._tokens(texts)
         sampling = {"sampling_topk": 0, "sampling_topp": cfg.top_p, "sampling_temperature": cfg.temperature} \
             if cfg.do_sample else {"sampling_topk": 1}
-        out: list[str] = []
-        for toks in rest:
+        out: list[str] = [""] * len(texts)
+        for i, toks in enumerate(rest):
+            if i in direct:
+                continue
             res = self.generator.generate_batch([toks], max_length=cfg.max_new_tokens, include_prompt_in_result=False,
                                                 static_prompt=static, end_token=self.tokenizer.eos_token,
                                                 **sampling)[0]
-            out.append(self.tokenizer.decode(res.sequences_ids[0], skip_special_tokens=True))
-        redo = [i for i, t in enumerate(tries or []) if t is not None and not t.follows(out[i])]
-        self.constrained_on_torch += len(redo)
-        if redo:
-            if self.fallback is None:
-                raise ValueError("catalog-constrained generation of an answer off the catalog needs the torch engine "
-                                 "(CTranslate2 cannot restrict decoding to a prefix trie): give CT2Engine a fallback")
-            again = self.fallback.generate([texts[i] for i in redo], cfg, [tries[i] for i in redo])  # type: ignore[index]
-            for i, text in zip(redo, again, strict=True):
+            out[i] = self.tokenizer.decode(res.sequences_ids[0], skip_special_tokens=True)
+        tried = [i for i in constrained if i not in direct]
+        redo = [i for i in tried if not tries[i].follows(out[i])]  # type: ignore[index, union-attr]
+        self.on_trie = (self.on_trie[0] + len(tried) - len(redo), self.on_trie[1] + len(tried))
+        todo = sorted(direct | set(redo))
+        self.constrained_on_torch += len(todo)
+        if todo:
+            again = self.fallback.generate([texts[i] for i in todo], cfg, [tries[i] for i in todo])  # type: ignore[union-attr, index]
+            for i, text in zip(todo, again, strict=True):
                 out[i] = text
         return out
 

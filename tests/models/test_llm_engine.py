@@ -151,6 +151,14 @@ def test_constrained_generation_keeps_catalog_answers_and_redoes_the_rest_on_tor
     assert engine.constrained_on_torch == len(redone) > 0  # the random model leaves the catalog by itself
     want = ref.generate([texts[i] for i in redone], cfg, [trie] * len(redone))
     assert [out[i] for i in redone] == want
+    assert engine.on_trie == (len(texts) - len(redone), len(texts))
+    # Once TRIAL rows were tried and most left the trie, constrained rows go to torch directly (not decoded twice).
+    engine.on_trie = (0, CT2Engine.TRIAL)
+    assert not engine.engine_first()
+    again = engine.generate(texts, cfg, [trie] * len(texts))
+    assert again == ref.generate(texts, cfg, [trie] * len(texts)) and engine.on_trie == (0, CT2Engine.TRIAL)
+    engine.on_trie = (CT2Engine.TRIAL // 2, CT2Engine.TRIAL)
+    assert engine.engine_first()
     with pytest.raises(ValueError, match="torch engine"):
         CT2Engine(converted["float32"], tuned.tokenizer, compute_type="float32").generate(texts, cfg,
                                                                                          [trie] * len(texts))
