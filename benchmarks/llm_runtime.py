@@ -43,7 +43,7 @@ from evaluation.factories import LLM_BASE_MODE, as_of_memory, variant_scorer
 from evaluation.llm import LLMCandidateScorer, PromptFactory
 from evaluation.metrics import evaluate
 from models.catalog import Catalog
-from models.llm.engine import CT2Engine, TorchEngine, engine_key, ensure_ct2
+from models.llm.engine import CT2Engine, TorchEngine, compare_letters, engine_key, ensure_ct2
 from models.llm.generate import GenerateConfig
 from models.llm.model import load_llm, tokenizer_corpus
 from models.llm.prompt import LIMITS, CatalogItems, PromptConfig, build_prompt, parse_answer
@@ -149,14 +149,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
 
     def parity(a: Recorder, b: Recorder) -> dict:
         assert a.texts == b.texts, "parity needs the same prompts"
-        top = [int(np.argmax(x)) == int(np.argmax(y)) for x, y in zip(a.scores, b.scores, strict=True)]
-        kl = [float(np.sum(np.exp(x) * (x - y))) for x, y in zip(a.scores, b.scores, strict=True)]
-        # how close the reference's own call was where the two disagree: its top-2 letter log-prob margin
-        margin = [float(np.diff(np.sort(x)[-2:])[0]) for x in a.scores if len(x) > 1]
-        flips = [m for m, t in zip(margin, top, strict=False) if not t]
-        return {"prompts": len(top), "top1_agreement": float(np.mean(top)), "mean_kl": float(np.mean(kl)),
-                "max_kl": float(np.max(kl)), "median_margin": float(np.median(margin)),
-                "max_flip_margin": float(max(flips)) if flips else 0.0}
+        return compare_letters(a.scores, b.scores)
 
     rows = []  # (stage, engine, prompt, batch, prompts, mean tokens, ms per prompt)
     for (name, style), (_, rec) in runs.items():

@@ -66,12 +66,14 @@ class LLMRuntime:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def adapter_key(settings: Settings, layout: Layout) -> str:
-    """What identifies a loaded LLM: the base model setting, the adapter's content, and the engine (its setting and
-    the conversion's metadata, which names the adapter it was built from)."""
-    meta = layout.llm_engine / "engine_meta.json"
+def adapter_key(settings: Settings, layout: Layout, adapter_digest: str | None = None) -> str:
+    """What identifies a loaded LLM: the base model setting, the adapter's content (`adapter_digest` when already
+    hashed), and the engine (its setting and the conversion's metadata, which names the adapter it was built from)."""
+    from models.llm.engine import ENGINE_META
+
+    meta = layout.llm_engine / ENGINE_META
     converted = file_digest(meta) if meta.exists() else "-"
-    return f"{settings.llm_model}:{file_digest(layout.llm_adapter)}:{settings.llm_engine}:{converted}"
+    return f"{settings.llm_model}:{adapter_digest or file_digest(layout.llm_adapter)}:{settings.llm_engine}:{converted}"
 
 
 def load_llm_runtime(settings: Settings, layout: Layout, id_model: Any, cache: dict[str, LLMRuntime]
@@ -86,7 +88,8 @@ def load_llm_runtime(settings: Settings, layout: Layout, id_model: Any, cache: d
     adapter = layout.llm_adapter
     if not (adapter / "llm_meta.json").exists():
         return None, f"no LLM adapter in {adapter} (materialize the llm group, or run without --no-llm)"
-    key = adapter_key(settings, layout)
+    digest = file_digest(adapter)
+    key = adapter_key(settings, layout, digest)
     if key in cache:  # the same adapter as the bundle before: keep the loaded model (and its tokenizer)
         return cache[key], None
     meta = json.loads((adapter / "llm_meta.json").read_text())
@@ -104,13 +107,13 @@ def load_llm_runtime(settings: Settings, layout: Layout, id_model: Any, cache: d
         error = f"LLM {base_name!r} not loaded: {e}"
         logger.warning(error)
         return None, error
-    engine, note = open_engine(settings.llm_engine, layout.llm_engine, engine_key(base.name, file_digest(adapter)),
+    engine, note = open_engine(settings.llm_engine, layout.llm_engine, engine_key(base.name, digest),
                                TorchEngine(tuned, base.tokenizer))
     if note:
         logger.warning(note)
     runtime = LLMRuntime(
         type(base)(tuned, base.tokenizer, base.name, base.info), engine,
-        f"{base.name}+lora@{file_digest(adapter)} on {engine.name}",
+        f"{base.name}+lora@{digest} on {engine.name}",
         trained_id_vectors(id_model.model, id_model.vocab), PromptConfig(budget=settings.llm_budget_tokens),
         GenerateConfig(max_new_tokens=settings.llm_max_new_tokens, batch_size=1), settings.llm_constrained,
         settings.llm_candidates)

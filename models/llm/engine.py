@@ -97,7 +97,6 @@ class CT2Engine:
         self.name = f"ctranslate2-{compute_type}"
         self.constrained_on_torch = 0  # constrained answers decoded (again) on the torch fallback
         self.on_trie = (0, 0)  # (engine answers already on their trie, constrained rows tried on the engine)
-        self.meta = json.loads((self.path / ENGINE_META).read_text()) if (self.path / ENGINE_META).exists() else {}
 
     def _tokens(self, texts: Sequence[str]) -> tuple[list[str] | None, list[list[str]]]:
         """(the shared static prompt's tokens or None, each prompt's remaining tokens)."""
@@ -232,11 +231,11 @@ def ensure_ct2(model: Any, tokenizer: Any, out: Path, key: dict) -> tuple[Path, 
     return export_ct2(model, tokenizer, out, key, key.get("quantization", "int8")), True
 
 
-def as_engine(llm: Any, bf16: bool = False) -> Engine:
+def as_engine(llm: Any) -> Engine:
     """An `Engine` as it is, or a `LoadedLLM` (model + tokenizer) on the torch engine."""
     if hasattr(llm, "letter_scores") and hasattr(llm, "generate") and hasattr(llm, "name"):
         return llm
-    return TorchEngine(llm.model, llm.tokenizer, bf16=bf16)
+    return TorchEngine(llm.model, llm.tokenizer)
 
 
 def open_engine(kind: str, path: Path, key: dict, reference: TorchEngine) -> tuple[Engine, str | None]:
@@ -254,13 +253,20 @@ def open_engine(kind: str, path: Path, key: dict, reference: TorchEngine) -> tup
 
 
 def letter_parity(reference: Engine, other: Engine, texts: Sequence[str], n_letters: Sequence[int]) -> dict:
-    """How closely `other` reproduces `reference`'s letter distributions on these prompts: the share with the same
-    top letter, and the mean and largest KL(reference || other) in nats."""
+    """How closely `other` reproduces `reference`'s letter distributions on these prompts (`compare_letters`)."""
     if not texts:
         return {"prompts": 0}
-    a = reference.letter_scores(texts, n_letters, 1)
-    b = other.letter_scores(texts, n_letters, 1)
+    out = compare_letters(reference.letter_scores(texts, n_letters, 1), other.letter_scores(texts, n_letters, 1))
+    return {"reference": reference.name, "engine": other.name, **out}
+
+
+def compare_letters(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> dict:
+    """Two engines' letter log-probabilities on the same prompts: the share with the same top letter, the mean and
+    largest KL(a || b) in nats, a's median top-2 margin, and a's largest margin where the top letters differ."""
+    top = [int(np.argmax(x)) == int(np.argmax(y)) for x, y in zip(a, b, strict=True)]
     kl = [float(np.sum(np.exp(x) * (x - y))) for x, y in zip(a, b, strict=True)]
-    return {"prompts": len(texts), "reference": reference.name, "engine": other.name,
-            "top1_agreement": float(np.mean([int(np.argmax(x)) == int(np.argmax(y)) for x, y in zip(a, b, strict=True)])),
-            "mean_kl": float(np.mean(kl)), "max_kl": float(np.max(kl))}
+    margin = [float(np.diff(np.sort(x)[-2:])[0]) if len(x) > 1 else 0.0 for x in a]
+    flips = [m for m, same in zip(margin, top, strict=True) if not same]
+    return {"prompts": len(top), "top1_agreement": float(np.mean(top)), "mean_kl": float(np.mean(kl)),
+            "max_kl": float(np.max(kl)), "median_margin": float(np.median(margin)),
+            "max_flip_margin": float(max(flips)) if flips else 0.0}
