@@ -11,7 +11,9 @@
 - `LLMCandidateScorer` ("llm-candidates"): the first 20 items of a retrieval list are shown as lettered candidates
   with their attributes; one forward pass gives a distribution over the letters, averaged over `permutations`
   shuffles of the candidates (position bias); the candidates are re-ranked by it and the rest of the list follows.
-Both are tie-aware like the scorers they wrap (the target goes after its ties), and record what they saw
+- `RankerLLMScorer` ("ranker-llm"): the learned ranker's top 20 as lettered candidates, and a second LambdaMART
+  pass over the LLM's letter scores and the first pass's own (`models.ranker.llm_pass`).
+All are tie-aware like the scorers they wrap (the target goes after its ties), and record what they saw
 (`records`): the raw answers, parse results and candidate recall, for the benchmark's columns.
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.common import category_batches, rows_to_scores
+from evaluation.ranking import RankerScorer
 from evaluation.retrieval import RetrievalScorer, TitleQueries, VariantScorer
 from models.catalog import Catalog
 from models.common import l2_normalize
@@ -44,6 +47,8 @@ from models.llm.prompt import (
     parse_answer,
 )
 from models.llm.prompt import Action as PromptAction
+from models.ranker.llm_pass import second_pass
+from models.ranker.model import LearnedRanker
 from models.text.encoder import TextEncoder
 from models.text.memory import AsOfMemory
 from models.text.tokenizer import normalize_text
@@ -155,7 +160,7 @@ class LLMCandidateScorer:
 
     tie_aware = True
 
-    def __init__(self, base: RetrievalScorer | VariantScorer, llm: LoadedLLM | Engine, factory: PromptFactory,
+    def __init__(self, base: RetrievalScorer | VariantScorer | None, llm: LoadedLLM | Engine, factory: PromptFactory,
                  items: CatalogItems, catalog: Catalog, prompt_cfg: PromptConfig = PromptConfig(), n: int = LIMITS.candidates,
                  permutations: int = 1, seed: int = 0, batch_size: int = 8) -> None:
         self.base, self.engine, self.factory, self.items, self.catalog = base, as_engine(llm), factory, items, catalog
@@ -221,6 +226,40 @@ class LLMCandidateScorer:
         return rows_to_scores(out, cat_rows, title_cos)
 
 
+class RankerLLMScorer:
+    """`ranker-llm`: the learned ranker's top `n`, scored by the LLM and re-ordered by the second pass
+    (`models.ranker.llm_pass`); the rest of the ranker's order follows."""
+
+    tie_aware = True
+
+    def __init__(self, first: RankerScorer, llm: LLMCandidateScorer, second: LearnedRanker, n: int = LIMITS.candidates
+                 ) -> None:
+        self.first, self.llm, self.second, self.n = first, llm, second, n
+        self.records: list[LLMRecord] = []
+
+    @property
+    def top_letters(self) -> list[tuple[int, int]]:
+        return self.llm.top_letters
+
+    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
+        ranked, title_cos = self.first.ranked_rows(batch, cat_rows, demote)
+        lp = self.llm.candidate_scores(batch, [r.rows[: self.n] for r in ranked])
+        out = []
+        for b, r in enumerate(ranked):
+            last = None if demote is None else int(cat_rows[demote[b]])
+            top, _ = second_pass(r.rows[: self.n], r.scores[: self.n], lp[b], self.second, last)
+            out.append(np.concatenate([top, r.rows[self.n:]]))
+            t = batch.iloc[b]
+            self.records.append(LLMRecord(str(t["user_id"]), str(t.get("target_item_id", "")),
+                                          candidates=self.catalog.item_ids[r.rows[: self.n]].tolist(),
+                                          letter_probs=np.exp(lp[b]).round(4).tolist()))
+        return rows_to_scores(out, cat_rows, title_cos)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.first.base.catalog
+
+
 def generation_summary(records: Sequence[LLMRecord], catalog: Catalog) -> dict:
     """Format violations, valid catalog IDs, and exact-item and family hit rates of the generated answers."""
     if not records:
@@ -252,23 +291,28 @@ def candidate_summary(scorers: Sequence[LLMCandidateScorer]) -> dict:
             "top_letter_A_unbiased": float(np.mean([1 / n for _, n in letters])) if letters else float("nan")}
 
 
-def training_prompts(targets: pd.DataFrame, ranked: VariantScorer | RetrievalScorer, factory: PromptFactory,
-                     items: CatalogItems, catalog: Catalog, tokenizer: Any, cfg: PromptConfig, candidates: int = LIMITS.candidates,
-                     seed: int = 0) -> pd.DataFrame:
+def training_prompts(targets: pd.DataFrame, ranked: VariantScorer | RetrievalScorer | Sequence[Sequence[str]],
+                     factory: PromptFactory, items: CatalogItems, catalog: Catalog, tokenizer: Any, cfg: PromptConfig,
+                     candidates: int = LIMITS.candidates, seed: int = 0) -> pd.DataFrame:
     """Training prompts for these (validation) targets: a generation prompt each (response: ID and title) and,
     where the bought item is among the first `candidates` of its list, a candidate prompt with them shuffled
-    (response: its letter; shuffled so that the list order cannot teach "A is usually right")."""
-    rows: list[tuple[str, str, Prompt, int]] = []  # (user, kind, prompt, candidates shown)
-    for _, _, batch, cat_rows in category_batches(targets, catalog, batch_size=max(len(targets), 1)):
+    (response: its letter; shuffled so that the list order cannot teach "A is usually right"). `ranked` gives the
+    lists: a scorer, or each target's list of item ids (aligned with `targets`; the learned ranker's out-of-fold top
+    20, the candidates `ranker-llm` shows)."""
+    rows: list[tuple[str, str, Prompt, int, pd.Timestamp]] = []  # (user, kind, prompt, candidates shown, target time)
+    for _, idx, batch, cat_rows in category_batches(targets, catalog, batch_size=max(len(targets), 1)):
         batch = batch.reset_index(drop=True)  # one batch per category
         if isinstance(ranked, VariantScorer):
             lists, _ = ranked.ranked_rows(batch, cat_rows)
-        else:
+        elif isinstance(ranked, RetrievalScorer):
             lists = [cat_rows[np.asarray(c, np.int64)] for c in ranked.ranked(batch, cat_rows)]
+        else:
+            lists = [catalog.index_of(list(ranked[i])) for i in idx]
         for b, (inp, lst) in enumerate(zip(factory.inputs(batch), lists, strict=True)):
             user, target = str(batch["user_id"].iloc[b]), str(batch["target_item_id"].iloc[b])
+            ts = batch["target_ts"].iloc[b]
             rows.append((user, "generate", build_prompt(inp, items, tokenizer, cfg,
-                                                        response=(target, items.title(target))), 0))
+                                                        response=(target, items.title(target))), 0, ts))
             cands = catalog.item_ids[lst[:candidates]].tolist()
             if target in cands:
                 order = np.random.default_rng([seed, b, len(rows)]).permutation(len(cands))
@@ -276,8 +320,9 @@ def training_prompts(targets: pd.DataFrame, ranked: VariantScorer | RetrievalSco
                 rows.append((user, "candidates", build_prompt(inp, items, tokenizer, cfg,
                                                               response=LETTERS[shown.index(target)],
                                                               candidates=candidate_block(shown, items, cfg)),
-                             len(shown)))
-    return pd.DataFrame({"user_id": [r[0] for r in rows], "kind": [r[1] for r in rows],
+                             len(shown), ts))
+    return pd.DataFrame({"user_id": [r[0] for r in rows], "target_ts": [r[4] for r in rows],
+                         "kind": [r[1] for r in rows],
                          "text": [r[2].text for r in rows], "response": [r[2].response for r in rows],
                          "n_candidates": [r[3] for r in rows], "n_tokens": [r[2].n_tokens for r in rows],
                          "n_dropped": [r[2].n_dropped for r in rows]})

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from evaluation.common import category_batches, rows_to_scores
 from evaluation.retrieval import RetrievalScorer
 from feature_repo.sequences import history_arrays, last_search_queries
+from models.catalog import Catalog
 from models.common import to_ns
 from models.ranker.candidates import SOURCES, CandidateConfig, Candidates, TargetInputs, generate
 from models.ranker.features import FeatureContext, compute
@@ -131,6 +132,8 @@ class Examples:
     """Training groups and the candidate recall they show."""
 
     groups: list[tuple[np.ndarray, np.ndarray]]  # (features (n, F), labels (n,)) per target
+    positions: list[int]  # each group's target: its position in `targets`
+    rows: list[np.ndarray]  # each group's candidates (catalog rows), in the order of its feature rows
     recall: dict[str, float]  # per source and "union": share of targets whose bought item is a candidate
     mean_candidates: float
     seconds: float
@@ -143,7 +146,7 @@ def ranker_examples(scorer: RankerScorer, targets: pd.DataFrame, progress: bool 
     t0 = time.perf_counter()
     catalog = scorer.base.catalog
     target_rows = catalog.index_of(targets["target_item_id"])
-    groups, n_cand = [], []
+    groups, n_cand, positions, rows = [], [], [], []
     hits = {s: 0 for s in (*SOURCES, "union")}
     bar = tqdm(total=len(targets), desc="ranker examples", disable=not progress, leave=False)
     for _, b, batch, cat_rows in category_batches(targets, catalog):
@@ -153,6 +156,8 @@ def ranker_examples(scorer: RankerScorer, targets: pd.DataFrame, progress: bool 
             x = compute(inp, cand, scorer.ctx)
             y = (cand.rows == target_rows[b[j]]).astype(np.float32)
             groups.append((x, y))
+            positions.append(int(b[j]))
+            rows.append(cand.rows)
             n_cand.append(len(cand.rows))
             at = np.flatnonzero(y)
             if len(at):
@@ -162,7 +167,26 @@ def ranker_examples(scorer: RankerScorer, targets: pd.DataFrame, progress: bool 
         bar.update(len(b))
     bar.close()
     n = max(len(targets), 1)
-    return Examples(groups, {s: v / n for s, v in hits.items()}, float(np.mean(n_cand)) if n_cand else 0.0,
+    return Examples(groups, positions, rows, {s: v / n for s, v in hits.items()}, float(np.mean(n_cand)) if n_cand else 0.0,
                     round(time.perf_counter() - t0, 2))
 
 
+
+
+def top_lists(ex: Examples, scores: Sequence[np.ndarray], targets: pd.DataFrame, catalog: Catalog, n: int
+              ) -> pd.DataFrame:
+    """Each example target's top `n` candidates by `scores` (aligned with `ex.groups`; the ranker's out-of-fold
+    scores on the validation targets), best first, the bought item after every candidate it ties with: one row per
+    target with its position in `targets`, user, time, bought item, the listed item ids and their scores, and
+    whether the bought item is among them."""
+    target_rows = catalog.index_of(targets["target_item_id"])
+    out = []
+    for pos, rows, s in zip(ex.positions, ex.rows, scores, strict=True):
+        tiebreak = np.arange(len(rows))
+        tiebreak[rows == target_rows[pos]] = len(rows)
+        order = np.lexsort((tiebreak, -s))[:n]
+        t = targets.iloc[pos]
+        out.append({"position": pos, "user_id": str(t["user_id"]), "target_ts": t["target_ts"],
+                    "target_item_id": str(t["target_item_id"]), "items": catalog.item_ids[rows[order]].tolist(),
+                    "scores": s[order].astype(np.float64).tolist(), "hit": bool(target_rows[pos] in rows[order])})
+    return pd.DataFrame(out, columns=["position", "user_id", "target_ts", "target_item_id", "items", "scores", "hit"])

@@ -182,6 +182,17 @@ class Layout:
         return self.models / "ranker"
 
     @property
+    def ranker_val_top(self) -> Path:
+        """The ranker's top 20 per validation target by out-of-fold scores (what `ranker-llm` and the LLM's
+        candidate prompts train on)."""
+        return self.models / "ranker_val_top.parquet"
+
+    @property
+    def ranker_llm(self) -> Path:
+        """The second LambdaMART pass of `ranker-llm` over the LLM's letter scores (`models.ranker.llm_pass`)."""
+        return self.models / "ranker_llm"
+
+    @property
     def llm_adapter(self) -> Path:
         return self.models / "llm_adapter"
 

@@ -50,7 +50,7 @@ TOP_CATEGORIES = "\x00categories"  # the popularity table's key for categories b
 def _copied(layout: Layout, id_model: str) -> list[Path]:
     """What a bundle copies from a workdir (absent ones are skipped, except the three it needs)."""
     return [layout.items, layout.search_results, layout.activity, layout.model(id_model), layout.title_model,
-            layout.variant_ranker, layout.ranker, layout.llm_adapter, layout.llm_engine]
+            layout.variant_ranker, layout.ranker, layout.ranker_llm, layout.llm_adapter, layout.llm_engine]
 
 
 def _required(layout: Layout, id_model: str) -> list[Path]:
@@ -227,6 +227,7 @@ class Bundle:
     popularity: dict[str, list[str]]
     llm: LLMRuntime | None = None
     llm_error: str | None = None
+    second_pass: Any = None  # models.ranker.model.LearnedRanker: ranker-llm's pass over the LLM's letter scores
     llm_loader: threading.Thread | None = None  # the background load, while it runs (`Settings.llm_background`)
     refs: int = 0
     retired: bool = False
@@ -320,7 +321,13 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
         events = pd.read_parquet(lay.events, columns=["action", "item_id"]) if lay.events.exists() else \
             pd.DataFrame({"action": [], "item_id": []})
         popularity = popularity_table(events, items)
-    bundle = Bundle(Path(root), version, retriever, store, ckpt, models, popularity)
+    second = None
+    if stage is not None and (lay.ranker_llm / "ranker.json").exists():
+        from models.ranker.model import LearnedRanker
+
+        second = LearnedRanker.load(lay.ranker_llm)
+        models["ranker_llm"] = f"lambdamart@{file_digest(lay.ranker_llm)}"
+    bundle = Bundle(Path(root), version, retriever, store, ckpt, models, popularity, second_pass=second)
     if settings.llm_enabled if with_llm is None else with_llm:
         cache = llm_cache if llm_cache is not None else {}
         background = (settings.llm_background and (lay.llm_adapter / "llm_meta.json").exists()

@@ -151,7 +151,9 @@ def run_with_budget(runtime: LLMRuntime, job: Callable[[], tuple], budget: float
 
 def prompt_input(retriever: OnlineRetriever, ctx: UserContext, actions: list[Action], at: pd.Timestamp,
                  query: str | None) -> PromptInput:
-    """The request's prompt input: its actions (plus the search being typed now) and the memory as of `at`."""
+    """The request's prompt input: its actions (plus `query`, the search being typed now, unless it is the last
+    action already) and the memory as of `at`. A logged search is in `actions` already: passing it again would
+    add it a second time, and the prompt would differ from the evaluation's."""
     acts = list(actions)
     if query and (not acts or acts[-1].query != query):  # the search the user is typing now
         acts.append(Action("search", None, query))
@@ -160,12 +162,12 @@ def prompt_input(retriever: OnlineRetriever, ctx: UserContext, actions: list[Act
 
 
 def generate_and_retrieve(runtime: LLMRuntime, bundle: Any, ctx: UserContext, actions: list[Action],
-                          rec: Recommendation, at: pd.Timestamp) -> tuple:
+                          rec: Recommendation, at: pd.Timestamp, typed: str | None = None) -> tuple:
     """`llm` mode: the generated ID and title as the retrieval's queries. (ranked ids, sources, LLMInfo)."""
     from models.llm.generate import IdTrie
     from models.llm.prompt import parse_answer
 
-    inp = prompt_input(bundle.retriever, ctx, actions, at, ctx.last_query)
+    inp = prompt_input(bundle.retriever, ctx, actions, at, typed)
     text = build_prompt(inp, bundle.catalog_items, runtime.engine.tokenizer, runtime.prompt_cfg).text
     tries = None
     if runtime.constrained:
@@ -191,10 +193,13 @@ def generate_and_retrieve(runtime: LLMRuntime, bundle: Any, ctx: UserContext, ac
 
 
 def rank_candidates(runtime: LLMRuntime, bundle: Any, user_id: str, ctx: UserContext, actions: list[Action],
-                    rec: Recommendation, at: pd.Timestamp) -> tuple:
-    """`llm-rank` mode: the retrieval list's first candidates re-ordered by the letter distribution."""
+                    rec: Recommendation, at: pd.Timestamp, typed: str | None = None) -> tuple:
+    """`llm-rank` mode: the list's first candidates re-ordered. With the learned ranker and a `ranker-llm` second
+    pass in the bundle, the ranker's top 20 are re-ordered by the second pass over the LLM's letter scores and the
+    ranker's (`models.ranker.llm_pass.second_pass`, as the `ranker-llm` evaluation); otherwise by the letter
+    distribution alone."""
     cands = list(rec.items[: runtime.candidates])
-    inp = prompt_input(bundle.retriever, ctx, actions, at, ctx.last_query)
+    inp = prompt_input(bundle.retriever, ctx, actions, at, typed)
     order = display_order(user_id, len(cands))
     block = candidate_block([cands[i] for i in order], bundle.catalog_items, runtime.prompt_cfg)
     text = build_prompt(inp, bundle.catalog_items, runtime.engine.tokenizer, runtime.prompt_cfg,
@@ -202,6 +207,16 @@ def rank_candidates(runtime: LLMRuntime, bundle: Any, user_id: str, ctx: UserCon
     scores = np.zeros(len(cands))
     if len(cands) > 1:
         scores[order] = runtime.engine.letter_scores([text], [len(cands)], 1)[0]
-    ranked = [cands[i] for i in np.lexsort((np.arange(len(cands)), -np.round(scores, 9)))] + rec.items[len(cands):]
-    info = LLMInfo(model=runtime.version, prompt_version=PROMPT_VERSION, candidates=cands)
+    two_pass = bundle.second_pass is not None and len(rec.scores) >= len(cands)
+    if two_pass:
+        from models.ranker.llm_pass import second_pass
+
+        order2, _ = second_pass(np.arange(len(cands)), np.asarray(rec.scores[: len(cands)]), scores,
+                                bundle.second_pass)  # list positions, in the second pass's order
+        top = [cands[i] for i in order2]
+    else:
+        top = [cands[i] for i in np.lexsort((np.arange(len(cands)), -np.round(scores, 9)))]
+    ranked = top + rec.items[len(cands):]
+    info = LLMInfo(model=runtime.version, prompt_version=PROMPT_VERSION, candidates=cands,
+                   reordered_by="ranker-llm" if two_pass else "letters")
     return ranked, {i: rec.source(i) for i in ranked}, info

@@ -72,6 +72,7 @@ class Recommendation:
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage
 
     sources: dict[str, str] = field(default_factory=dict)  # the ranking stage's source per item
+    scores: list[float] = field(default_factory=list)  # the ranking stage's score of each item (empty without it)
 
     def source(self, item_id: str) -> str:
         """The list an item came from: memory, id, title, search, history, or variant (added as a family member)."""
@@ -236,7 +237,7 @@ class OnlineRetriever:
             sources[str(ids[r])] = next((n for n in names if ranked.candidates.ranks[n][p] >= 0), "variant")
         return Recommendation(items=[str(i) for i in ids[top]], id_list=id_list, title_list=title_list,
                               memory_queries=memory_queries, memory_products=memory_products,
-                              timings_ms=clock.laps, sources=sources)
+                              timings_ms=clock.laps, sources=sources, scores=ranked.scores[: self.cfg.k].tolist())
 
     def memory_for(self, queries: Sequence[str], at: pd.Timestamp, products: int = 3) -> dict[str, tuple[str, ...]]:
         """Each query's nearest stored query's top products (the prompt's memory segment), as of `at`."""

@@ -97,6 +97,8 @@ class LLMInfo(BaseModel):
     generated_title: str | None = None
     well_formed: bool | None = None
     candidates: list[str] = Field(default_factory=list)
+    reordered_by: str | None = Field(None, description="llm-rank: `ranker-llm` (the second pass over the LLM's "
+                                     "letter scores and the ranker's) or `letters` (the letter scores alone)")
 
 
 class RecommendationResponse(BaseModel):

@@ -302,10 +302,10 @@ class RecommendationService:
                 runtime = b.llm
                 if req.mode == "llm":
                     def job() -> tuple:
-                        return generate_and_retrieve(runtime, b, ctx, actions, rec, at)
+                        return generate_and_retrieve(runtime, b, ctx, actions, rec, at, typed or None)
                 else:
                     def job() -> tuple:
-                        return rank_candidates(runtime, b, req.user_id, ctx, actions, rec, at)
+                        return rank_candidates(runtime, b, req.user_id, ctx, actions, rec, at, typed or None)
                 t = time.perf_counter()
                 limit = self.settings.llm_timeout_s
                 result, fallback = run_with_budget(runtime, job, limit - (t - t0), limit, req.mode)

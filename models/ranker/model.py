@@ -42,6 +42,11 @@ class LearnedRanker:
     features: tuple[str, ...]
     cfg: RankerConfig = field(default_factory=RankerConfig)
     info: dict = field(default_factory=dict)
+    # Out-of-fold scores of the training groups, aligned with `fit_ranker`'s `groups` (not saved): each group scored
+    # by the boosters that held it out, so a model fitted on these groups (the LLM pass) sees first-pass scores as
+    # they are on unseen targets. A group no booster held out (or one skipped for having no positive, which no
+    # booster trained on) gets the whole bag's score.
+    oof: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """(n,) float64 scores of candidate rows x (n, len(features))."""
@@ -105,11 +110,13 @@ def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequen
     ranker's score is their mean. With few groups one
     held-out fold is noisy, and the bag uses every group for training and for stopping."""
     t0 = time.perf_counter()
-    usable = [(x, y) for x, y in groups if len(x) and y.max() > 0]
+    keep = [i for i, (x, y) in enumerate(groups) if len(x) and y.max() > 0]
+    usable = [groups[i] for i in keep]
     info: dict = {"groups": len(groups), "used": len(usable), "skipped_no_positive": len(groups) - len(usable)}
     n_folds = max(2, round(1 / cfg.valid_frac))
     if len(usable) < n_folds:
-        return LearnedRanker([], tuple(features), cfg, {**info, "fitted": False})
+        return LearnedRanker([], tuple(features), cfg, {**info, "fitted": False},
+                             oof=[np.zeros(len(x)) for x, _ in groups])
     # Bag b holds out fold b % n_folds of partition b // n_folds (each partition a seeded shuffle).
     folds = [np.random.default_rng(cfg.seed + r).permutation(len(usable)) % n_folds
              for r in range(-(-cfg.bags // n_folds))]  # each (G,)
@@ -144,10 +151,33 @@ def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequen
         bags.append({"held_out_groups": int(held.sum()), "rounds_trained": len(held_curve), "best_iteration": best,
                      "held_out_ndcg@10": round(float(held_curve[best - 1]), 4),
                      "held_out_curve": [round(float(v), 4) for v in held_curve]})
+    model = LearnedRanker(boosters, tuple(features), cfg, info)
+    model.oof, in_sample = _out_of_fold(model, groups, keep, folds, n_folds)
     info |= {"fitted": True, "rows": int(sum(len(x) for x in xs)), "bags": bags,
              "held_out_ndcg@10": round(float(np.mean([b["held_out_ndcg@10"] for b in bags])), 4),
-             "seconds": round(time.perf_counter() - t0, 2)}
-    return LearnedRanker(boosters, tuple(features), cfg, info)
+             "oof_in_sample_groups": in_sample, "seconds": round(time.perf_counter() - t0, 2)}
+    return model
+
+
+def _out_of_fold(model: LearnedRanker, groups: Sequence[tuple[np.ndarray, np.ndarray]], keep: list[int],
+                 folds: list[np.ndarray], n_folds: int) -> tuple[list[np.ndarray], int]:
+    """Each group's scores from the boosters that held it out (see `LearnedRanker.oof`), and how many usable groups
+    no booster held out (bags < folds), which get the in-sample bag score."""
+    out = [model.score(np.asarray(x, np.float32)) for x, _ in groups]  # the bag: right for the skipped groups
+    sums = {i: np.zeros(len(groups[i][0])) for i in keep}
+    counts = dict.fromkeys(keep, 0)
+    for b, booster in enumerate(model.boosters):
+        held = [keep[g] for g in np.flatnonzero(folds[b // n_folds] == b % n_folds)]
+        if not held:
+            continue
+        pred = booster.predict(np.concatenate([groups[i][0] for i in held]).astype(np.float32), num_threads=1)
+        for i, part in zip(held, np.split(pred, np.cumsum([len(groups[i][0]) for i in held])[:-1]), strict=True):
+            sums[i] += part
+            counts[i] += 1
+    for i in keep:
+        if counts[i]:
+            out[i] = sums[i] / counts[i]
+    return out, sum(1 for i in keep if not counts[i])
 
 
 def best_round(curve: np.ndarray, min_rounds: int, smooth: int) -> int:

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from evaluation.factories import LLM_BASE_MODE, as_of_memory, llm_inputs, variant_scorer
+from evaluation.factories import LLM_BASE_MODE, as_of_memory, ranker_scorer, variant_scorer
 from evaluation.llm import (
     LLMCandidateScorer,
     LLMGenerateScorer,
     PromptFactory,
+    RankerLLMScorer,
     candidate_summary,
     generation_summary,
     training_prompts,
@@ -30,7 +31,15 @@ from evaluation.periods import by_fit, parts
 from evaluation.retrieval import VariantScorer
 from feature_repo.layout import Layout
 from models.catalog import Catalog
-from models.llm.engine import CT2Engine, TorchEngine, engine_key, ensure_ct2, letter_parity, open_engine
+from models.llm.engine import (
+    CT2Engine,
+    Engine,
+    TorchEngine,
+    engine_key,
+    ensure_ct2,
+    letter_parity,
+    open_engine,
+)
 from models.llm.generate import GenerateConfig, generate
 from models.llm.model import add_lora, load_llm, load_tokenizer, tokenizer_corpus
 from models.llm.prompt import (
@@ -51,12 +60,16 @@ from models.llm.train import (
     save_adapter,
     schedule,
 )
+from models.ranker.llm_pass import fit_pass, pass_config
+from models.ranker.model import LearnedRanker
 from models.seqrec import load_checkpoint
 from models.seqrec.vectors import trained_id_vectors
 from models.text import load_title_model
+from models.text.memory import AsOfMemory
 from orchestration.assets.data import eval_targets
+from orchestration.assets.ranking import ranker
 from orchestration.assets.seqrec import ID_MODEL
-from orchestration.assets.text import variant_ranker
+from orchestration.assets.text import title_model
 from orchestration.resources import LLMResource, WorkdirResource
 from serving.llm_runtime import CORPUS_FILE
 from serving.registry import file_digest
@@ -81,16 +94,26 @@ def _prompts(df: pd.DataFrame) -> list[Prompt]:
             zip(df["text"], df["response"], df["n_tokens"], df["n_dropped"], strict=True)]
 
 
-@asset(group_name="llm", deps=[eval_targets, variant_ranker],
-       description="Training prompts from the validation targets: generation (ID + title) and candidate letters")
+def _key(df: pd.DataFrame) -> pd.MultiIndex:
+    """A target moment's key: (user, time)."""
+    return pd.MultiIndex.from_arrays([df["user_id"].astype(str), pd.to_datetime(df["target_ts"])])
+
+
+@asset(group_name="llm", deps=[eval_targets, title_model, ranker],
+       description="Training prompts from the validation targets: generation (ID + title) and candidate letters "
+                   "over the learned ranker's out-of-fold top 20")
 def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
     t0 = time.perf_counter()
     catalog = workdir.catalog()
-    memory, ranked, items = llm_inputs(workdir.layout.at("val"), catalog)  # the val fit's lists and memory
+    memory, items = as_of_memory(workdir.layout.at("val")), CatalogItems(catalog.items)  # the val fit's memory
     targets = pd.read_parquet(workdir.layout.eval_targets)
     val = _sample(targets[targets["split"] == "val"], llm.train_prompts, llm.seed)
+    # The candidates: the ranker's top 20 by out-of-fold scores (the lists ranker-llm shows the LLM).
+    top = pd.read_parquet(workdir.layout.ranker_val_top)
+    by_key = dict(zip(zip(_key(top), top["target_item_id"], strict=True), top["items"], strict=True))
+    lists = [list(by_key.get((k, t), ())) for k, t in zip(_key(val), val["target_item_id"].astype(str), strict=True)]
     tokenizer = load_tokenizer(llm.model, corpus=_corpus(catalog, targets))  # prompts need no weights
-    df = training_prompts(val, ranked, PromptFactory(memory), items, catalog, tokenizer,
+    df = training_prompts(val, lists, PromptFactory(memory), items, catalog, tokenizer,
                           PromptConfig(budget=llm.budget_tokens), llm.candidates, llm.seed)
     out = _llm_dir(workdir) / "train_prompts.parquet"
     df.to_parquet(out, index=False)
@@ -209,6 +232,105 @@ def _tuned(workdir: WorkdirResource, llm: LLMResource) -> TorchEngine:
     return TorchEngine(load_adapter(base.model, workdir.layout.llm_adapter), base.tokenizer)
 
 
+def _engine(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource) -> Engine:
+    """The fine-tuned LLM on the configured engine (torch when the conversion is missing or stale, with a warning)."""
+    engine, fell_back = open_engine(llm.engine, workdir.layout.llm_engine,
+                                    engine_key(llm.model, file_digest(workdir.layout.llm_adapter)),
+                                    _tuned(workdir, llm))
+    if fell_back:
+        context.log.warning(fell_back)
+    return engine
+
+
+def _candidates(engine: Engine, memory: AsOfMemory, catalog: Catalog, llm: LLMResource,
+                base: VariantScorer | None = None) -> LLMCandidateScorer:
+    return LLMCandidateScorer(base, engine, PromptFactory(memory), CatalogItems(catalog.items), catalog,
+                              PromptConfig(budget=llm.budget_tokens), n=llm.candidates,
+                              permutations=llm.permutations, seed=llm.seed, batch_size=llm.infer_batch_size)
+
+
+@asset(group_name="llm", deps=[ranker, llm_prompts, llm_engine],
+       description="ranker-llm's second LambdaMART pass: the LLM's letter scores over the ranker's out-of-fold top "
+                   "20, on validation targets the LLM was not fine-tuned on")
+def ranker_llm(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
+    t0 = time.perf_counter()
+    lay = workdir.layout
+    catalog = workdir.catalog()
+    val = lay.val_targets()
+    top = pd.read_parquet(lay.ranker_val_top)
+    tuned_on = set(_key(pd.read_parquet(_llm_dir(workdir) / "train_prompts.parquet")))
+    fresh = top[[k not in tuned_on for k in _key(top)]]
+    # Lists without the bought item teach LambdaMART nothing: only those with it are scored by the LLM.
+    chosen = _sample(fresh[fresh["hit"]], llm.rank_train_targets, llm.seed + 1)
+    engine = _engine(context, workdir, llm)
+    scorer = _candidates(engine, as_of_memory(lay.at("val")), catalog, llm)
+    batch = val.iloc[chosen["position"].to_numpy()].reset_index(drop=True)
+    cands = [catalog.index_of(list(i)) for i in chosen["items"]]
+    t1 = time.perf_counter()
+    lp: list[np.ndarray] = []
+    for start in range(0, len(batch), llm.infer_batch_size):
+        lp += scorer.candidate_scores(batch.iloc[start:start + llm.infer_batch_size].reset_index(drop=True),
+                                      cands[start:start + llm.infer_batch_size])
+    llm_seconds = time.perf_counter() - t1
+    groups = [(np.asarray(f, np.float64), x, (np.asarray(i) == t).astype(np.float32))
+              for f, x, i, t in zip(chosen["scores"], lp, chosen["items"], chosen["target_item_id"], strict=True)]
+    model = fit_pass(groups, pass_config(llm.seed))
+    model.info |= {"base_model": llm.model, "engine": engine.name, "llm_seconds": round(llm_seconds, 1),
+                   "validation_lists": len(chosen), "lists_available": int(fresh["hit"].sum())}
+    model.save(lay.ranker_llm)
+    imp = model.importances()
+    png = model.plot_importance(lay.ranker_llm / "importance.png")
+    if not model.boosters:
+        context.log.warning(f"ranker-llm's second pass NOT trained: {len(chosen)} validation list(s) with the bought "
+                            "item; ranker-llm keeps the ranker's order")
+    context.log.info(f"second pass on {len(chosen)} validation lists ({engine.name}, {llm_seconds:.0f} s of LLM)")
+    return MaterializeResult(metadata={
+        "base_model": llm.model, "engine": engine.name, "trained": bool(model.boosters),
+        "validation_lists": len(chosen), "lists_available": int(fresh["hit"].sum()),
+        "excluded_llm_training_targets": len(top) - len(fresh),
+        "held_out_ndcg@10": model.info.get("held_out_ndcg@10", float("nan")),
+        "importance": MetadataValue.json({k: round(v, 1) for k, v in imp.items()}),
+        "importance_png": MetadataValue.path(str(png)), "llm_seconds": round(llm_seconds, 1),
+        "seconds": round(time.perf_counter() - t0, 1), "path": MetadataValue.path(str(lay.ranker_llm)),
+    })
+
+
+@asset(group_name="llm", deps=[ranker_llm],
+       description="ranker-llm against ranker on the same seeded sample of test targets (the LLM rows' sample)")
+def ranker_llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
+    t0 = time.perf_counter()
+    lay = workdir.layout
+    catalog = workdir.catalog()
+    sample = _sample(lay.test_targets(), llm.eval_targets, llm.seed)
+    first, second = LearnedRanker.load(lay.ranker), LearnedRanker.load(lay.ranker_llm)
+    memory = as_of_memory(lay)
+    engine = _engine(context, workdir, llm)
+    note = {"llm_base_model": llm.model, "llm_engine": engine.name, "prompt_version": PROMPT_VERSION,
+            "llm_sample": f"{len(sample)} of the test targets (seed {llm.seed})"}
+    both = by_fit(lay, lambda fit: RankerLLMScorer(ranker_scorer(fit, catalog, first, memory=memory),
+                                                   _candidates(engine, memory, catalog, llm), second, llm.candidates))
+    t1 = time.perf_counter()
+    r = evaluate("ranker-llm", both, sample, catalog, batch_size=llm.infer_batch_size, progress=False, extra=note)
+    r.metrics["candidates"] = candidate_summary(parts(both))
+    seconds = {"ranker-llm": time.perf_counter() - t1}
+    t1 = time.perf_counter()
+    base = evaluate("ranker-on-llm-sample", by_fit(lay, lambda fit: ranker_scorer(fit, catalog, first, memory=memory)),
+                    sample, catalog, progress=False,
+                    extra={**note, "what": "the ranker on the ranker-llm row's targets (its first pass)"})
+    seconds["ranker-on-llm-sample"] = time.perf_counter() - t1
+    meta: dict = {"base_model": llm.model, "engine": engine.name, "targets": len(sample)}
+    for res in (r, base):
+        res.save(workdir.eval)
+        o = res.metrics["overall"]
+        meta |= {f"{res.method}/ndcg@10": o["ndcg@10"], f"{res.method}/recall@10": o["recall@10"],
+                 f"{res.method}/seconds": round(seconds[res.method], 1)}
+    ratio = r.metrics["overall"]["ndcg@10"] / max(base.metrics["overall"]["ndcg@10"], 1e-12)
+    meta |= {"ndcg@10_ratio": round(ratio, 4), "candidates": MetadataValue.json(r.metrics["candidates"]),
+             "seconds": round(time.perf_counter() - t0, 1)}
+    context.log.info(f"ranker-llm / ranker N@10 on {len(sample)} test targets: {ratio:.3f}")
+    return MaterializeResult(metadata=meta)
+
+
 @asset(group_name="llm", deps=[llm_adapter, llm_engine],
        description="LLM rows of the report on a seeded sample of test targets: generation + mixup, candidate scoring")
 def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
@@ -216,11 +338,7 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
     catalog = workdir.catalog()
     sample = _sample(workdir.layout.test_targets(), llm.eval_targets, llm.seed)
     memory, items = as_of_memory(workdir.layout), CatalogItems(catalog.items)
-    engine, fell_back = open_engine(llm.engine, workdir.layout.llm_engine,
-                                    engine_key(llm.model, file_digest(workdir.layout.llm_adapter)),
-                                    _tuned(workdir, llm))
-    if fell_back:
-        context.log.warning(fell_back)
+    engine = _engine(context, workdir, llm)
     factory = PromptFactory(memory)
     title_model = load_title_model(workdir.layout.title_model)
     prompt_cfg = PromptConfig(budget=llm.budget_tokens)
@@ -239,9 +357,7 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
                                  constrained=llm.constrained)
 
     def candidates(lay: Layout) -> LLMCandidateScorer:
-        return LLMCandidateScorer(ranked_of(lay), engine, factory, items, catalog,
-                                  prompt_cfg, n=llm.candidates, permutations=llm.permutations, seed=llm.seed,
-                                  batch_size=llm.infer_batch_size)
+        return _candidates(engine, memory, catalog, llm, ranked_of(lay))
 
     note = {"llm_base_model": llm.model, "llm_engine": engine.name, "llm_sample": f"{len(sample)} of the test targets (seed {llm.seed})",
             "prompt_version": PROMPT_VERSION}
@@ -275,4 +391,4 @@ def llm_eval(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMR
     return MaterializeResult(metadata=meta)
 
 
-LLM_ASSETS = [llm_prompts, llm_perplexity, llm_adapter, llm_engine, llm_eval]
+LLM_ASSETS = [llm_prompts, llm_perplexity, llm_adapter, llm_engine, ranker_llm, ranker_llm_eval, llm_eval]

@@ -9,7 +9,8 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from evaluation.factories import as_of_memory, ranker_scorer
 from evaluation.metrics import evaluate
 from evaluation.periods import by_fit, parts
-from evaluation.ranking import candidate_recall, ranker_examples
+from evaluation.ranking import candidate_recall, ranker_examples, top_lists
+from models.llm.prompt import LIMITS
 from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import LearnedRanker, RankerConfig, fit_ranker
 from orchestration.assets.data import feature_tables
@@ -38,8 +39,12 @@ def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: T
         context.log.warning(f"ranker NOT trained: {model.info['used']} validation target(s) with the bought item "
                             "among the candidates; it scores every candidate equally")
     out = model.save(workdir.layout.ranker)
+    # The top 20 of each validation target by out-of-fold scores: the LLM's candidate prompts and ranker-llm's
+    # second pass train on lists the first pass ranked without having trained on that target.
+    top = top_lists(ex, model.oof, val, catalog, LIMITS.candidates)
+    top.to_parquet(workdir.layout.ranker_val_top, index=False)
     png = model.plot_importance(out / "importance.png")
-    top = dict(list(model.importances().items())[:15])
+    imp = dict(list(model.importances().items())[:15])
     context.log.info("candidate recall on validation targets: "
                      + ", ".join(f"{k} {v:.3f}" for k, v in ex.recall.items()))
     return MaterializeResult(metadata={
@@ -48,7 +53,9 @@ def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: T
         "candidate_recall": MetadataValue.json({k: round(v, 4) for k, v in ex.recall.items()}),
         "union_recall": round(ex.recall["union"], 4), "mean_candidates": round(ex.mean_candidates, 1),
         "examples_seconds": ex.seconds, "fit_seconds": model.info.get("seconds", 0.0),
-        "importance_top15": MetadataValue.json({k: round(v, 1) for k, v in top.items()}),
+        "importance_top15": MetadataValue.json({k: round(v, 1) for k, v in imp.items()}),
+        "val_top20_recall_oof": round(float(top["hit"].mean()), 4) if len(top) else 0.0,
+        "oof_in_sample_groups": model.info.get("oof_in_sample_groups", 0),
         "importance": MetadataValue.md(_png_markdown(png)), "importance_png": MetadataValue.path(str(png)),
         "config": MetadataValue.json(asdict(cfg)), "path": MetadataValue.path(str(out)),
     })

@@ -7,13 +7,14 @@ from evaluation.metrics import metrics_table, targets_ceiling
 from feature_repo.moments import dataset_resolution, resolution_note
 from feature_repo.splits import read_protocol, read_refits
 from orchestration.assets.evaluation import METHOD_ASSETS, per_category_table, read_results
-from orchestration.assets.llm import llm_eval
+from orchestration.assets.llm import llm_eval, ranker_llm_eval
 from orchestration.assets.ranking import ranker_eval
 from orchestration.assets.seqrec import SEQREC_ASSETS
 from orchestration.assets.text import RETRIEVAL_ASSETS
 from orchestration.resources import DatasetResource, WorkdirResource
 
-REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values(), *RETRIEVAL_ASSETS.values(), ranker_eval, llm_eval]
+REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values(), *RETRIEVAL_ASSETS.values(), ranker_eval, llm_eval,
+            ranker_llm_eval]
 
 
 @asset(group_name="evaluation", deps=REPORTED, description="Markdown report: every method, overall/per category/cold")
@@ -56,12 +57,15 @@ def basket_note(resolution: str, test: pd.DataFrame, results: list[dict]) -> str
 
 def llm_note(results: list[dict]) -> str:
     """Under the table: which model the llm-* rows used and on which sample."""
-    llm = [r for r in results if r["method"].startswith("llm-")]
+    llm = [r for r in results if r["method"].startswith("llm-") or r["method"].startswith("ranker-")]
     if not llm:
         return ""
     r = llm[0]
-    return (f"\n\nThe llm-* rows: base model `{r.get('llm_base_model')}`, prompt `{r.get('prompt_version')}`, on "
-            f"{r.get('llm_sample')}; `llm-sample-base` is the mixup + variants list they read, on the same targets.")
+    return (f"\n\nThe llm-* and ranker-llm rows: base model `{r.get('llm_base_model')}` on "
+            f"`{r.get('llm_engine')}`, prompt `{r.get('prompt_version')}`, on {r.get('llm_sample')}; "
+            "`llm-sample-base` is the mixup + variants list the llm-* rows read, `ranker-on-llm-sample` the ranker "
+            "(ranker-llm's first pass), on the same targets. These samples are small: the measure of record is "
+            "`benchmarks/llm.py`.")
 
 
 def protocol_line(protocol: str, cuts: dict, refits: tuple = ()) -> str:

@@ -101,3 +101,60 @@ def test_popularity_source_by_hand() -> None:
                        memory_rows=np.zeros(0, np.int64), popular_rows=ctx.popular(bags, t, 30))
     cand = generate(inp, attrs, CandidateConfig(popular=2))
     assert cand.rows.tolist() == [0, 2] and cand.ranks["popularity"].tolist() == [1, 0]
+
+
+def test_out_of_fold_scores_come_from_the_booster_that_held_each_group_out() -> None:
+    train = groups(60)
+    train[3] = (train[3][0], np.zeros(20, np.float32))  # no positive: no booster trains on it
+    cfg = RankerConfig(**{**SMALL.__dict__, "bags": 5})  # valid_frac 0.2: 5 folds, each group held out once
+    model = fit_ranker(train, FEATURES, cfg)
+    assert len(model.oof) == len(train) and model.info["oof_in_sample_groups"] == 0
+    np.testing.assert_allclose(model.oof[3], model.score(train[3][0]))  # skipped: the whole bag's score
+    source = []
+    for i, (x, _) in enumerate(train):
+        if i == 3:
+            continue
+        match = [b for b, booster in enumerate(model.boosters)
+                 if np.allclose(booster.predict(x, num_threads=1), model.oof[i])]
+        assert len(match) == 1, f"group {i}: out-of-fold scores should be exactly one booster's"
+        source.append(match[0])
+        assert not np.allclose(model.oof[i], model.score(x))  # not the in-sample bag mean
+    # Each booster is the source for exactly the groups it held out.
+    assert np.bincount(source, minlength=5).tolist() == [b["held_out_groups"] for b in model.info["bags"]]
+
+
+def test_second_pass_features_by_hand() -> None:
+    from models.ranker.llm_pass import PASS_FEATURES, pass_features
+
+    x = pass_features(np.array([3.0, 2.0, 2.0]), np.log([0.2, 0.5, 0.3]))
+    assert x.shape == (3, len(PASS_FEATURES))
+    col = dict(zip(PASS_FEATURES, x.T, strict=True))
+    np.testing.assert_array_equal(col["first_rank"], [0, 1, 2])
+    np.testing.assert_allclose(col["first_gap"], [0, -1, -1])
+    sd = np.std([3.0, 2, 2])
+    np.testing.assert_allclose(col["first_z"], [(3 - 7 / 3) / sd, (2 - 7 / 3) / sd, (2 - 7 / 3) / sd])
+    np.testing.assert_array_equal(col["llm_rank"], [2, 0, 1])
+    np.testing.assert_allclose(col["llm_gap"], np.log([0.2, 0.5, 0.3]) - np.log(0.5))
+    with pytest.raises(ValueError, match="differ in shape"):
+        pass_features(np.zeros(3), np.zeros(2))
+
+
+def test_second_pass_learns_to_follow_an_informative_llm_and_ties_put_the_target_last() -> None:
+    from models.ranker.llm_pass import fit_pass, pass_config, second_pass
+
+    rng = np.random.default_rng(0)
+    lists = []
+    for _ in range(150):  # the first pass's order is noise; the LLM's favourite is the bought item
+        first = np.sort(rng.normal(size=20))[::-1]
+        y = np.zeros(20, np.float32)
+        y[rng.integers(20)] = 1
+        llm = np.log(np.where(y > 0, 0.6, 0.4 / 19)) + 0.05 * rng.normal(size=20)
+        lists.append((first, llm, y))
+    model = fit_pass(lists[:120], pass_config(0))
+    assert model.boosters and max(model.importances(), key=model.importances().get).startswith("llm")
+    hits = [second_pass(np.arange(20), f, m, model)[0][0] == np.argmax(y) for f, m, y in lists[120:]]
+    assert np.mean(hits) > 0.9
+    # A constant second pass: every row ties, the first pass's order stays and the demoted row goes last.
+    flat = LearnedRanker([], model.features)
+    rows, _ = second_pass(np.array([7, 5, 9]), np.array([2.0, 1, 0]), np.zeros(3), flat, demote=5)
+    assert rows.tolist() == [7, 9, 5]

@@ -31,7 +31,7 @@ SEQREC = {"seqrec_sequences", "id_embeddings"} | {f"seqrec_{m.replace('-', '_')}
                                                    "bert4rec", "nextitnet")}
 TEXT = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker", "retrieval_id_only",
         "retrieval_title_only", "retrieval_mixup", "retrieval_title_only_variants", "retrieval_mixup_variants"}
-LLM = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_engine", "llm_eval"}
+LLM = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_engine", "ranker_llm", "ranker_llm_eval", "llm_eval"}
 SERVING = {"serving_bundle"}
 RANKING = {"ranker", "ranker_eval"}
 ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",
@@ -208,7 +208,7 @@ def test_cli_run_prints_the_metrics_table(
         assert f"| {m} | 3 | 1.0000 | 0.7103 | 0.6111 | 1 | 1.0000 | 0.5000 | 0.3333 |" in lines
     assert "| ceiling (oracle exp_*) | 3 | 0.4000 | 0.4000 | 0.4000 | | | | |" in lines
     for method in ("retrieval-mixup", "retrieval-mixup-variants", "retrieval-title-only-variants",  # on by default
-                   "llm-generate-mixup", "llm-candidates", "llm-sample-base"):
+                   "llm-generate-mixup", "llm-candidates", "llm-sample-base", "ranker-llm", "ranker-on-llm-sample"):
         assert any(line.startswith(f"| {method} | 3 |") for line in lines), method
     assert "asset check failed" not in result.output
     assert (tmp_path / "work" / "eval" / "report.md").is_file()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -28,6 +29,7 @@ TEXT_ASSETS = {"title_model", "item_title_embeddings", "query_memory", "variant_
                "retrieval_id_only", "retrieval_title_only", "retrieval_mixup",
                "retrieval_title_only_variants", "retrieval_mixup_variants"}  # fmt: skip
 LLM_ASSETS = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_engine", "llm_eval"}
+# ranker_llm and ranker_llm_eval read the learned ranker and its features: the whole-graph CLI test runs them.
 
 
 def tiny_workdir(root: Path) -> None:
@@ -46,6 +48,14 @@ def tiny_workdir(root: Path) -> None:
         rows.append({**t._asdict(), "seq_actions": h["action"].tolist(),
                      "seq_item_ids": h["item_id"].fillna("").tolist(), "seq_queries": h["query"].fillna("").tolist()})
     pd.DataFrame(rows).to_parquet(root / "splits" / "eval_targets.parquet", index=False)
+    # The learned ranker's top lists of the validation targets (its out-of-fold order): here, each category's items.
+    val = Layout(root).val_targets()
+    by_cat = tables.items.sort_values("item_id").groupby("category")["item_id"].agg(list)
+    pd.DataFrame({"position": range(len(val)), "user_id": val["user_id"], "target_ts": val["target_ts"],
+                  "target_item_id": val["target_item_id"], "items": [by_cat[c] for c in val["category"]],
+                  "scores": [list(np.arange(len(by_cat[c]), 0, -1.0)) for c in val["category"]],
+                  "hit": [t in by_cat[c] for t, c in zip(val["target_item_id"], val["category"], strict=True)]}
+                 ).to_parquet(Layout.ensure(Layout(root).ranker_val_top), index=False)
     torch.manual_seed(0)
     vocab = ItemVocab.from_items(["F1", "F2", "C1", "A1"])
     lay = Layout(root)
@@ -64,7 +74,8 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
                                      "max_new_tokens": 12, "format_check": 1})
     with DagsterInstance.ephemeral() as instance:
         result = materialize(all_assets, resources=resources, instance=instance,
-                             selection=AssetSelection.groups("text", "llm"))
+                             selection=AssetSelection.groups("text", "llm")
+                             - AssetSelection.assets("ranker_llm", "ranker_llm_eval"))
     assert result.success
     done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert done == TEXT_ASSETS | LLM_ASSETS
@@ -101,6 +112,8 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
     # The LLM group: prompts from the 2 validation targets, an adapter that names its base model, the llm-* rows.
     prompts = result.asset_materializations_for_node("llm_prompts")[0].metadata
     assert prompts["generate_prompts"].value == n_val and prompts["base_model"].value == "tiny"
+    # A candidate prompt for each validation target whose bought item is in its ranker list (here: every one).
+    assert prompts["candidate_prompts"].value == n_val
     adapter = result.asset_materializations_for_node("llm_adapter")[0].metadata
     assert adapter["base_model"].value == "tiny" and adapter["steps"].value >= 1
     assert 0 < adapter["trainable_parameters"].value < adapter["parameters"].value

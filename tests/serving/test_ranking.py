@@ -236,3 +236,57 @@ def test_no_history_and_no_search_means_no_title_list(setup) -> None:  # noqa: A
     got = online.recommend(UserContext("Footwear", [], None, T0))
     assert got.items == catalog.item_ids[ranked.rows[:10]].tolist()
     assert set(got.sources.values()) == {"popularity"}
+
+
+def test_llm_rank_serving_runs_the_same_two_passes_as_the_ranker_llm_evaluation(setup) -> None:  # noqa: ANN001
+    """`llm-rank` with a second pass in the bundle: the ranker's top n, the tiny LLM's letter scores over them, and
+    the second LambdaMART pass order them exactly as `RankerLLMScorer` does for the same target."""
+    from types import SimpleNamespace
+
+    from evaluation.llm import LLMCandidateScorer, PromptFactory, RankerLLMScorer
+    from models.llm.engine import TorchEngine
+    from models.llm.model import TINY, load_llm
+    from models.llm.prompt import Action, CatalogItems, PromptConfig
+    from models.ranker.llm_pass import fit_pass, pass_config
+    from serving.llm_runtime import LLMRuntime, rank_candidates
+
+    catalog, encoder, store, scorer, id_queries, memory = setup
+    n = 8
+    llm = load_llm(TINY, corpus=[*catalog.item_ids, *catalog.items["title"], "red sneakers", "warm coat"])
+    engine = TorchEngine(llm.model, llm.tokenizer)
+    letters = LLMCandidateScorer(None, engine, PromptFactory(memory), CatalogItems(catalog.items), catalog,
+                                 PromptConfig(), n=n, batch_size=1)
+    # A real second pass, fitted on these contexts' lists at other times (labels drawn at random).
+    rng, lists = np.random.default_rng(6), []
+    for rep in range(1, 25):
+        batch = as_targets(at=T0 - pd.Timedelta(days=rep))
+        for i in range(len(CONTEXTS)):
+            ranked, _ = scorer.ranked_rows(batch.iloc[[i]], catalog.rows[CONTEXTS[i][0]])
+            top = ranked[0].rows[:n]
+            lp = letters.candidate_scores(batch.iloc[[i]].reset_index(drop=True), [top])[0]
+            y = np.zeros(len(top), np.float32)
+            y[rng.choice(len(top), p=np.exp(lp) / np.exp(lp).sum())] = 1  # the LLM's favourites bought more
+            lists.append((ranked[0].scores[:n], lp, y))
+    second = fit_pass(lists, replace(pass_config(0), min_data_in_leaf=5, bags=2, max_rounds=30, min_rounds=5))
+    assert second.boosters, second.info
+
+    evaluation = RankerLLMScorer(scorer, letters, second, n)
+    online = OnlineRetriever(store, catalog.items, encoder, id_queries, cfg=RetrievalConfig(k=100), memory=memory,
+                             ranking=scorer.stage)
+    runtime = LLMRuntime(llm, engine, "tiny", lambda ids: None, PromptConfig(), None, False, n)
+    bundle = SimpleNamespace(retriever=online, catalog_items=CatalogItems(catalog.items), second_pass=second)
+    batch = as_targets()
+    moved = 0
+    for i in range(len(CONTEXTS)):
+        rows = catalog.rows[CONTEXTS[i][0]]
+        expect = catalog.item_ids[rows[np.argsort(-evaluation(batch.iloc[[i]], rows)[0], kind="stable")]][:10]
+        row = batch.iloc[i]
+        actions = [Action(a, it or None, q or None)
+                   for a, it, q in zip(row["seq_actions"], row["seq_item_ids"], row["seq_queries"], strict=True)]
+        rec = online.recommend(context(i))
+        got, _, info = rank_candidates(runtime, bundle, f"u{i}", context(i), actions, rec, T0)
+        assert got[:10] == expect.tolist(), f"context {i}"
+        assert info.reordered_by == "ranker-llm" and info.candidates == rec.items[:n]
+        moved += got[:n] != rec.items[:n]
+    assert moved, "the second pass changes the ranker's order somewhere (else this test shows nothing)"
+    runtime.close()
