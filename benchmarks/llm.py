@@ -1,27 +1,34 @@
-"""The LLM stage against the retrieval-only bests, on one seeded sample of test targets, in one run.
+"""The LLM stage against the retrieval-only bests and the learned ranker, on one seeded sample of test targets.
 
-Assumes the asset graph (with the text group) already ran into `--workdir`. Every row is scored on the same targets:
+Assumes the asset graph ran into `--workdir` (the `ranker` asset with this code: the benchmark reads its
+out-of-fold validation lists, `models/ranker_val_top.parquet`). Every row is scored on the same test targets:
 
-- last-search, title-only + variants, mixup + variants (the retrieval-only rows);
-- llm-generate-mixup (the paper's full framework) with and without catalog-constrained decoding;
-- llm-candidates (fine-tuned) and llm-candidates zero-shot (the base model, no adapter).
+- last-search, title-only + variants, mixup + variants (the retrieval-only rows), and `ranker`;
+- `ranker-llm`: the LLM scores the ranker's top 20 and a second LambdaMART pass re-orders them
+  (`models.ranker.llm_pass`), fitted on validation lists the LLM was not fine-tuned on;
+- llm-candidates zero-shot (the base model) and fine-tuned (over the mixup + variants list);
+- llm-generate-mixup (the paper's framework), free and catalog-constrained, on `--generate-targets` of them.
 
-Columns: R@10, N@10, MRR, cold R@10, and for the generation rows the format-violation rate, the valid-catalog-ID
-rate and the exact-item and family hit rates of the generated answer; for candidate rows the candidate recall and
-the position bias. A learning curve trains candidate scoring on 25%, 50% and 100% of the prompt budget. Prints wall
-time per step and peak RSS.
+Columns: R@10, N@10, MRR, cold R@10; for generation rows the format-violation and valid-catalog-ID rates and the
+exact-item and family hit rates; for candidate rows the candidate recall and the position bias (top letter A
+against 1/n). The learning curve fine-tunes on 25%, 50% and 100% of the training budget (prompts and seconds) and
+fits and scores `ranker-llm` at each point. Prints wall time per step and peak RSS; `--json OUT` writes it all.
 
-    python benchmarks/llm.py --workdir W --data ../shared/data/synthetic/medium-s0 [--model smollm2-135m]
-        [--targets 1000] [--train-prompts 600] [--train-seconds 3600] [--curve 0.25,0.5,1]
+    python benchmarks/llm.py --workdir W --data ../shared/data/synthetic/medium-s0 [--targets 1000]
+        [--train-prompts 600] [--rank-lists 600] [--train-seconds 1800] [--curve 0.25,0.5,1]
+        [--generate-targets 200] [--engine ctranslate2|torch] [--device cpu|cuda] [--bf16]
 
-On this 2-core CPU, SmolLM2-135M generation takes about 1-2 s per target and candidate scoring about 1 s, so the
-full benchmark (1,000 targets, an hour of training) takes several hours; `--targets 100 --train-seconds 300` is a
-15-minute smoke run.
+Scoring and generation run on `--engine` (CTranslate2 int8 by default on a CPU: each fine-tuned adapter is merged
+and converted, `models.llm.engine`); training and perplexity on torch. On this 2-core CPU a candidate prompt costs
+about 0.9 s and a generated answer about 2.3 s (benchmarks/llm_runtime.py), and training sees about 12 prompts a
+minute; `--targets 100 --rank-lists 100 --train-seconds 300 --curve 1` is a 25-minute smoke run.
 """
 
 from __future__ import annotations
 
+import json
 import resource
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -32,11 +39,12 @@ import torch
 import typer
 
 from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
-from evaluation.factories import retrieval_scorer
+from evaluation.factories import ranker_scorer, retrieval_scorer
 from evaluation.llm import (
     LLMCandidateScorer,
     LLMGenerateScorer,
     PromptFactory,
+    RankerLLMScorer,
     candidate_summary,
     generation_summary,
     training_prompts,
@@ -48,10 +56,13 @@ from feature_repo.layout import Layout
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import fit_layouts
 from models.catalog import Catalog
+from models.llm.engine import CT2, CT2Engine, Engine, TorchEngine, engine_key, ensure_ct2
 from models.llm.generate import GenerateConfig
 from models.llm.model import LoadedLLM, add_lora, load_llm
-from models.llm.prompt import CatalogItems, Prompt, PromptConfig
+from models.llm.prompt import LIMITS, PROMPT_VERSION, CatalogItems, Prompt, PromptConfig
 from models.llm.train import LLMTrainConfig, fine_tune, response_perplexity, schedule
+from models.ranker.llm_pass import fit_pass, pass_config
+from models.ranker.model import LearnedRanker
 from models.retrieval import RetrievalConfig
 from models.seqrec import ID_MODEL, load_checkpoint
 from models.seqrec.vectors import trained_id_vectors
@@ -62,7 +73,7 @@ from orchestration.resources import WorkdirResource
 
 
 def sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    if len(df) <= n:
+    if n < 0 or len(df) <= n:
         return df.reset_index(drop=True)
     return df.iloc[np.sort(np.random.default_rng(seed).choice(len(df), n, replace=False))].reset_index(drop=True)
 
@@ -71,110 +82,187 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def moment_keys(df: pd.DataFrame) -> list[tuple[str, pd.Timestamp]]:
+    return list(zip(df["user_id"].astype(str), pd.to_datetime(df["target_ts"]), strict=True))
+
+
 def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into")] = Path("work"),
          data: Annotated[Path, typer.Option(help="Dataset dir (for the ceiling)")] = Path("feature_repo/sample"),
          model: Annotated[str, typer.Option(help="Base LLM")] = "smollm2-135m",
          targets: Annotated[int, typer.Option(help="Seeded sample of test targets")] = 1000,
-         train_prompts: Annotated[int, typer.Option(help="Validation targets turned into prompts")] = 600,
-         train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget at 100%")] = 3600.0,
-         curve: Annotated[str, typer.Option(help="Shares of the prompt budget for the learning curve")] = "0.25,0.5,1",
+         generate_targets: Annotated[int, typer.Option(help="The first N of them for the generation rows "
+                                                             "(-1: all)")] = 200,
+         train_prompts: Annotated[int, typer.Option(help="Validation targets turned into prompts (-1: all)")] = 600,
+         rank_lists: Annotated[int, typer.Option(help="Validation lists (not prompted) the 2nd pass fits on")] = 600,
+         train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget at 100%")] = 1800.0,
+         curve: Annotated[str, typer.Option(help="Shares of the training budget for the learning curve")] = "0.25,0.5,1",
          lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
-         batch_size: Annotated[int, typer.Option(help="Prompts per step and per inference batch")] = 4,
+         batch_size: Annotated[int, typer.Option(help="Prompts per training step")] = 4,
+         infer_batch: Annotated[int, typer.Option(help="Prompts per scoring / generation batch")] = 16,
+         engine: Annotated[str, typer.Option(help="ctranslate2 (int8, CPU) | torch")] = CT2,
+         device: Annotated[str, typer.Option(help="cpu | cuda (training, perplexity and the torch engine)")] = "cpu",
+         bf16: Annotated[bool, typer.Option(help="Train and score in bf16 (CUDA)")] = False,
+         json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here")] = None,
          seed: int = 0) -> None:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     wd = WorkdirResource(workdir=str(workdir))
+    lay = wd.layout
+    if not lay.ranker_val_top.exists():
+        raise typer.BadParameter(f"{lay.ranker_val_top} is missing: materialize the `ranker` asset with this code "
+                                 "(its out-of-fold validation lists)", param_hint="--workdir")
     tables = CanonicalTables.read(wd.canonical)
     catalog = Catalog.from_items(tables.items)
-    all_targets = pd.read_parquet(wd.layout.eval_targets)
+    all_targets = pd.read_parquet(lay.eval_targets)
     test = sample(all_targets[all_targets["split"] == "test"], targets, seed)
-    val = sample(all_targets[all_targets["split"] == "val"], train_prompts, seed)
+    val = lay.val_targets()
+    prompted = sample(val, train_prompts, seed)
+    top = pd.read_parquet(lay.ranker_val_top)
+    by_key = dict(zip(zip(moment_keys(top), top["target_item_id"], strict=True), top["items"], strict=True))
+    lists = [list(by_key.get((k, t), ())) for k, t in zip(moment_keys(prompted), prompted["target_item_id"],
+                                                            strict=True)]
+    tuned_on = set(moment_keys(prompted))
+    fresh_lists = top[[k not in tuned_on for k in moment_keys(top)]]
+    rank_train = sample(fresh_lists[fresh_lists["hit"]], rank_lists, seed + 1)
+
     t0 = time.perf_counter()
-    memory = AsOfMemory.build(tables.search_results, load_title_model(wd.layout.title_model))
-    val_memory = AsOfMemory.build(tables.search_results, load_title_model(wd.layout.at("val").title_model))
-    ranker = VariantRanker.load(wd.layout.variant_ranker)
+    memory = AsOfMemory.build(tables.search_results, load_title_model(lay.title_model))
+    val_memory = AsOfMemory.build(tables.search_results, load_title_model(lay.at("val").title_model))
+    variants = VariantRanker.load(lay.variant_ranker)
+    first = LearnedRanker.load(lay.ranker)
     # Test rows: each target through the ID model's fit of its period (rolling refits: `evaluation.periods`).
-    mixups = {lay: VariantScorer(retrieval_scorer(lay, catalog, RetrievalConfig(mode="mixup", n=1), memory), catalog,
-                                 ranker) for _, lay in fit_layouts(wd.layout)}
-    mixup = by_fit(wd.layout, lambda lay: mixups[lay])
-    # Training prompts show the val fit's lists (as the `llm_prompts` asset); the test targets the test fit's.
-    val_mixup = VariantScorer(retrieval_scorer(wd.layout.at("val"), catalog, RetrievalConfig(mode="mixup", n=1),
-                                               val_memory), catalog, ranker)
-    title = by_fit(wd.layout, lambda lay: VariantScorer(
-        retrieval_scorer(lay, catalog, RetrievalConfig(mode="title_only"), memory), catalog, ranker))
+    mixups = {fit: VariantScorer(retrieval_scorer(fit, catalog, RetrievalConfig(mode="mixup", n=1), memory), catalog,
+                                 variants) for _, fit in fit_layouts(lay)}
+    title = by_fit(lay, lambda fit: VariantScorer(
+        retrieval_scorer(fit, catalog, RetrievalConfig(mode="title_only"), memory), catalog, variants))
     pop = PopularityScorer(tables.events, catalog, PopularityConfig())
     items = CatalogItems(catalog.items)
     factory = PromptFactory(memory)
+    cfg = PromptConfig()
     timings["setup"] = time.perf_counter() - t0
     rows: list[tuple[str, dict, dict]] = []
 
-    def run(name: str, scorer: object, extra: dict | None = None) -> dict:
+    def run(name: str, scorer: object, extra: object = None, on: pd.DataFrame = test) -> dict:
         t1 = time.perf_counter()
-        m = evaluate(name, scorer, test, catalog, batch_size=batch_size * 8, progress=True).metrics  # type: ignore[arg-type]
+        m = evaluate(name, scorer, on, catalog, batch_size=infer_batch, progress=True).metrics  # type: ignore[arg-type]
         timings[name] = time.perf_counter() - t1
         rows.append((name, m, extra() if callable(extra) else (extra or {})))
-        typer.echo(f"{name}: N@10 {m['overall']['ndcg@10']:.4f} ({timings[name]:.0f} s)")
+        typer.echo(f"{name}: N@10 {m['overall']['ndcg@10']:.4f} on {m['overall']['n']} targets ({timings[name]:.0f} s)")
         return m
 
     run("last-search", LastSearchScorer(tables.search_results, pop, catalog))
     run("title-only + variants", title)
-    run("mixup + variants", mixup)
+    run("mixup + variants", by_fit(lay, lambda fit: mixups[fit]))
+    ranker_m = run("ranker", by_fit(lay, lambda fit: ranker_scorer(fit, catalog, first, memory=memory)))
 
     def fresh() -> LoadedLLM:
-        return load_llm(model, corpus=[*catalog.items["title"].astype(str).head(5000), *catalog.item_ids[:5000]])
+        llm_ = load_llm(model, corpus=[*catalog.items["title"].astype(str).head(5000), *catalog.item_ids[:5000]],
+                        device=device)
+        if bf16:
+            llm_.model.to(torch.bfloat16)
+        return llm_
+
+    conversions = Path(tempfile.mkdtemp(prefix="fashionrec-bench-ct2-"))
+
+    def as_engine(llm_: LoadedLLM, tag: str) -> Engine:
+        reference = TorchEngine(llm_.model, llm_.tokenizer, bf16=bf16 and device == "cpu")
+        if engine != CT2:
+            return reference
+        t1 = time.perf_counter()
+        path, _ = ensure_ct2(llm_.model, llm_.tokenizer, conversions / tag, engine_key(model, tag))
+        timings[f"convert {tag}"] = time.perf_counter() - t1
+        return CT2Engine(path, llm_.tokenizer, fallback=reference)
 
     t0 = time.perf_counter()
     base = fresh()
-    cfg = PromptConfig()
-    df = training_prompts(val, val_mixup, PromptFactory(val_memory), items, catalog, base.tokenizer, cfg, seed=seed)
+    df = training_prompts(prompted, lists, PromptFactory(val_memory), items, catalog, base.tokenizer, cfg, seed=seed)
     prompts = [Prompt(t, r, int(n), 0, int(d)) for t, r, n, d in
                zip(df["text"], df["response"], df["n_tokens"], df["n_dropped"], strict=True)]
     ppl = response_perplexity(base.model, base.tokenizer, prompts, batch_size=batch_size, progress=True)
     timings["prompts + perplexity"] = time.perf_counter() - t0
-    typer.echo(f"{len(prompts)} training prompts ({(df['kind'] == 'candidates').sum()} candidate prompts) "
-               f"from {len(val)} validation targets")
+    typer.echo(f"{len(prompts)} training prompts ({(df['kind'] == 'candidates').sum()} candidate prompts over the "
+               f"ranker's out-of-fold top 20) from {len(prompted)} validation targets; the second pass fits on "
+               f"{len(rank_train)} other validation lists")
 
-    def candidates(llm_: LoadedLLM):  # noqa: ANN202 - an LLMCandidateScorer per fit, or their PeriodScorer
-        return by_fit(wd.layout, lambda lay: LLMCandidateScorer(mixups[lay], llm_, factory, items, catalog, cfg,
-                                                                batch_size=batch_size, seed=seed))
+    def letters(eng: Engine, base_scorer: VariantScorer | None = None) -> LLMCandidateScorer:
+        return LLMCandidateScorer(base_scorer, eng, factory, items, catalog, cfg, batch_size=infer_batch, seed=seed)
 
-    zero = candidates(base)
-    run("llm-candidates zero-shot", zero, lambda: candidate_summary(parts(zero)))
+    def candidates(eng: Engine):  # noqa: ANN202 - an LLMCandidateScorer per fit, or their PeriodScorer
+        return by_fit(lay, lambda fit: letters(eng, mixups[fit]))
+
+    zero_engine = as_engine(base, "base")
+    zero = candidates(zero_engine)
+    run("llm-candidates zero-shot", zero, lambda z=zero: candidate_summary(parts(z)))
+    del zero, zero_engine, base
+
+    def fit_second(eng: Engine) -> tuple[LearnedRanker, float]:
+        """The second pass on the rank-train lists, scored by this engine (the validation fit's memory)."""
+        t1 = time.perf_counter()
+        scorer = LLMCandidateScorer(None, eng, PromptFactory(val_memory), items, catalog, cfg,
+                                    batch_size=infer_batch, seed=seed)
+        batch = val.iloc[rank_train["position"].to_numpy()].reset_index(drop=True)
+        cands = [catalog.index_of(list(i)) for i in rank_train["items"]]
+        lp: list[np.ndarray] = []
+        for s in range(0, len(batch), infer_batch):
+            lp += scorer.candidate_scores(batch.iloc[s:s + infer_batch].reset_index(drop=True),
+                                          cands[s:s + infer_batch])
+        groups = [(np.asarray(f, np.float64), x, (np.asarray(i) == t).astype(np.float32))
+                  for f, x, i, t in zip(rank_train["scores"], lp, rank_train["items"], rank_train["target_item_id"],
+                                        strict=True)]
+        return fit_pass(groups, pass_config(seed)), time.perf_counter() - t1
 
     curve_rows = []
-    tuned: LoadedLLM | None = None
-    for share in [float(x) for x in curve.split(",")]:
+    shares = [float(x) for x in curve.split(",")]
+    tuned_name, trainable = model, 0
+    for share in shares:
         n = max(1, int(round(share * len(prompts))))
         llm_ = add_lora(fresh())
-        order = [i for i in schedule(ppl[:n], LLMTrainConfig(seed=seed))]
+        tuned_name, trainable = llm_.name, llm_.info.get("trainable_parameters", 0)
+        order = schedule(ppl[:n], LLMTrainConfig(seed=seed))
         t1 = time.perf_counter()
         res = fine_tune(llm_.model, llm_.tokenizer, prompts[:n], LLMTrainConfig(
             lr=lr, batch_size=batch_size, max_seconds=train_seconds * share, seed=seed), order)
         timings[f"fine-tune {share:.0%}"] = time.perf_counter() - t1
-        scorer = candidates(llm_)
-        m = run(f"llm-candidates ({share:.0%} of prompts)", scorer, lambda s=scorer: candidate_summary(parts(s)))
-        curve_rows.append((share, n, res.steps, res.seconds, m["overall"]["ndcg@10"]))
-        tuned = llm_
+        eng = as_engine(llm_, f"tuned-{share:g}")
+        second, secs = fit_second(eng)
+        timings[f"second pass {share:.0%}"] = secs
+        final = share == shares[-1]
+        name = "ranker-llm" if final else f"ranker-llm ({share:.0%} of the budget)"
+        both = by_fit(lay, lambda fit, e=eng, s2=second: RankerLLMScorer(
+            ranker_scorer(fit, catalog, first, memory=memory), letters(e), s2, LIMITS.candidates))
+        m = run(name, both, lambda b=both, s2=second: {**candidate_summary(parts(b)), "importance": s2.importances()})
+        curve_rows.append({"share": share, "prompts": n, "steps": res.steps, "examples_seen": res.examples_seen,
+                           "train_seconds": round(res.seconds, 1), "loss_first": float(np.mean(res.step_losses[:5])),
+                           "loss_last": float(np.mean(res.step_losses[-5:])), "second_pass_lists": len(rank_train),
+                           "second_pass_held_out_ndcg@10": second.info.get("held_out_ndcg@10"),
+                           "ranker_llm_ndcg@10": m["overall"]["ndcg@10"],
+                           "ratio_to_ranker": m["overall"]["ndcg@10"] / max(ranker_m["overall"]["ndcg@10"], 1e-12)})
+        if not final:
+            continue
+        tuned_c = candidates(eng)
+        run("llm-candidates", tuned_c, lambda t=tuned_c: candidate_summary(parts(t)))
+        encoder = load_title_model(lay.title_model)
+        gen_on = test if generate_targets < 0 else test.head(generate_targets)
 
-    assert tuned is not None
-    encoder = load_title_model(wd.layout.title_model)
+        def generator(fit: Layout, constrained: bool, e: Engine = eng, encoder: object = encoder
+                      ) -> LLMGenerateScorer:
+            ckpt = load_checkpoint(fit.model(ID_MODEL))
+            return LLMGenerateScorer(mixups[fit].base, e, factory, items, encoder,
+                                     trained_id_vectors(ckpt.model, ckpt.vocab), cfg,
+                                     GenerateConfig(batch_size=infer_batch, seed=seed), constrained=constrained)
 
-    def generator(lay: Layout, constrained: bool) -> LLMGenerateScorer:
-        ckpt = load_checkpoint(lay.model(ID_MODEL))
-        return LLMGenerateScorer(mixups[lay].base, tuned, factory, items, encoder,
-                                 trained_id_vectors(ckpt.model, ckpt.vocab), cfg,
-                                 GenerateConfig(batch_size=batch_size, seed=seed), constrained=constrained)
+        for constrained in (False, True):
+            gen = by_fit(lay, lambda fit, c=constrained: generator(fit, c))
+            run("llm-generate-mixup" + (" (constrained)" if constrained else ""), gen,
+                lambda g=gen: generation_summary([r for p in parts(g) for r in p.records], catalog), on=gen_on)
+        run(f"mixup + variants (the generation rows' {len(gen_on)})", by_fit(lay, lambda fit: mixups[fit]), on=gen_on)
 
-    for constrained in (False, True):
-        gen = by_fit(wd.layout, lambda lay, c=constrained: generator(lay, c))
-        run("llm-generate-mixup" + (" (constrained)" if constrained else ""), gen,
-            lambda g=gen: generation_summary([r for p in parts(g) for r in p.records], catalog))
-
-    typer.echo(f"\n{len(test)} test targets (seed {seed}), {workdir}; base model {tuned.name}; "
-               f"{tuned.info.get('trainable_parameters')} trainable LoRA parameters\n")
-    typer.echo("| method | R@10 | N@10 | MRR | cold R@10 | format viol. | valid ID | exact hit | family hit | "
+    typer.echo(f"\n{len(test)} test targets (seed {seed}), {workdir}; base model {tuned_name} on "
+               f"{engine if device == 'cpu' else device}; prompt {PROMPT_VERSION}; {trainable} trainable LoRA "
+               f"parameters\n")
+    typer.echo("| method | n | R@10 | N@10 | MRR | cold R@10 | format viol. | valid ID | exact hit | family hit | "
                "cand. recall | top letter A (unbiased) |")
-    typer.echo("|" + "---|" * 11)
+    typer.echo("|" + "---|" * 12)
     for name, m, x in rows:
         a, c = m["overall"], m["cold_start"]
 
@@ -182,15 +270,24 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
             return f"{x[key]:.3f}" if key in x else ""
 
         bias = f"{x['top_letter_A']:.2f} ({x['top_letter_A_unbiased']:.2f})" if "top_letter_A" in x else ""
-        typer.echo(f"| {name} | {a['recall@10']:.4f} | {a['ndcg@10']:.4f} | {a['mrr']:.4f} | {c['recall@10']:.4f} | "
-                   f"{f('format_violation_rate')} | {f('valid_catalog_id_rate')} | {f('exact_item_hit_rate')} | "
-                   f"{f('family_hit_rate')} | {f('candidate_recall')} | {bias} |")
-    typer.echo("\nLearning curve (candidate scoring):\n\n| share | prompts | steps | train s | N@10 |\n|---|---|---|---|---|")
-    for share, n, steps, secs, ndcg in curve_rows:
-        typer.echo(f"| {share:.0%} | {n} | {steps} | {secs:.0f} | {ndcg:.4f} |")
+        typer.echo(f"| {name} | {a['n']} | {a['recall@10']:.4f} | {a['ndcg@10']:.4f} | {a['mrr']:.4f} | "
+                   f"{c['recall@10']:.4f} | {f('format_violation_rate')} | {f('valid_catalog_id_rate')} | "
+                   f"{f('exact_item_hit_rate')} | {f('family_hit_rate')} | {f('candidate_recall')} | {bias} |")
+    typer.echo("\nLearning curve (ranker-llm):\n\n| share | prompts | steps | seen | train s | loss first → last | "
+               "2nd-pass lists | ranker-llm N@10 | / ranker |\n|---|---|---|---|---|---|---|---|---|")
+    for r in curve_rows:
+        typer.echo(f"| {r['share']:.0%} | {r['prompts']} | {r['steps']} | {r['examples_seen']} | "
+                   f"{r['train_seconds']:.0f} | {r['loss_first']:.3f} → {r['loss_last']:.3f} | "
+                   f"{r['second_pass_lists']} | {r['ranker_llm_ndcg@10']:.4f} | {r['ratio_to_ranker']:.3f} |")
+    total = time.perf_counter() - t_start
     typer.echo("\nWall time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    typer.echo(f"total {time.perf_counter() - t_start:.0f} s; peak RSS {peak_rss_gb():.2f} GB; torch threads "
-               f"{torch.get_num_threads()}")
+    typer.echo(f"total {total:.0f} s; peak RSS {peak_rss_gb():.2f} GB; torch threads {torch.get_num_threads()}")
+    if json_out is not None:
+        json_out.write_text(json.dumps({
+            "targets": len(test), "seed": seed, "base_model": tuned_name, "engine": engine, "device": device,
+            "rows": [{"method": n, "overall": m["overall"], "cold_start": m["cold_start"], **x} for n, m, x in rows],
+            "curve": curve_rows, "timings": timings, "total_seconds": total, "peak_rss_gb": peak_rss_gb()},
+            indent=1, default=float))
 
 
 if __name__ == "__main__":

