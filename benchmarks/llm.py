@@ -16,7 +16,7 @@ fits and scores `ranker-llm` at each point. Prints wall time per step and peak R
 
     python benchmarks/llm.py --workdir W --data ../shared/data/synthetic/medium-s0 [--targets 1000]
         [--train-prompts 600] [--rank-lists 600] [--train-seconds 1800] [--curve 0.25,0.5,1]
-        [--generate-targets 200] [--engine ctranslate2|torch] [--device cpu|cuda] [--bf16]
+        [--generate-targets 200] [--engine ctranslate2|torch] [--device cpu|cuda] [--bf16 | --qlora]
 
 Scoring and generation run on `--engine` (CTranslate2 int8 by default on a CPU: each fine-tuned adapter is merged
 and converted, `models.llm.engine`); training and perplexity on torch. On this 2-core CPU a candidate prompt costs
@@ -58,7 +58,7 @@ from feature_repo.splits import fit_layouts
 from models.catalog import Catalog
 from models.llm.engine import CT2, CT2Engine, Engine, TorchEngine, engine_key, ensure_ct2
 from models.llm.generate import GenerateConfig
-from models.llm.model import LoadedLLM, add_lora, load_llm
+from models.llm.model import SMOLLM2, LoadedLLM, add_lora, load_llm, smollm2_cache
 from models.llm.prompt import LIMITS, PROMPT_VERSION, CatalogItems, Prompt, PromptConfig
 from models.llm.train import LLMTrainConfig, fine_tune, response_perplexity, schedule
 from models.ranker.llm_pass import fit_pass, pass_config
@@ -102,6 +102,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
          engine: Annotated[str, typer.Option(help="ctranslate2 (int8, CPU) | torch")] = CT2,
          device: Annotated[str, typer.Option(help="cpu | cuda (training, perplexity and the torch engine)")] = "cpu",
          bf16: Annotated[bool, typer.Option(help="Train and score in bf16 (CUDA)")] = False,
+         qlora: Annotated[bool, typer.Option(help="QLoRA: the base in 4-bit NF4 storage (CUDA; SmolLM2 is read "
+                                                  "from its fp32 cache)")] = False,
          json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here")] = None,
          seed: int = 0) -> None:
     t_start = time.perf_counter()
@@ -155,9 +157,18 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     run("mixup + variants", by_fit(lay, lambda fit: mixups[fit]))
     ranker_m = run("ranker", by_fit(lay, lambda fit: ranker_scorer(fit, catalog, first, memory=memory)))
 
+    corpus = [*catalog.items["title"].astype(str).head(5000), *catalog.item_ids[:5000]]
+    source = model
+    if qlora and model == SMOLLM2:
+        load_llm(SMOLLM2)  # writes the fp32 cache that the 4-bit load reads
+        source = str(smollm2_cache())
+
     def fresh() -> LoadedLLM:
-        llm_ = load_llm(model, corpus=[*catalog.items["title"].astype(str).head(5000), *catalog.item_ids[:5000]],
-                        device=device)
+        if qlora:
+            llm_ = load_llm(source, device=device, quantize="4bit")
+            llm_.name = model
+            return llm_
+        llm_ = load_llm(model, corpus=corpus, device=device)
         if bf16:
             llm_.model.to(torch.bfloat16)
         return llm_

@@ -47,6 +47,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         llm_prompts: Annotated[int, typer.Option(help="Validation targets turned into LLM training prompts")] = 16,
         llm_targets: Annotated[int, typer.Option(help="Test targets in the llm-* rows' seeded sample")] = 16,
         llm_train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget, seconds")] = 60.0,
+        llm_rank_lists: Annotated[int, typer.Option(help="Validation lists (not among the training prompts) that "
+                                                         "ranker-llm's second pass is fitted on")] = 64,
         llm_engine: Annotated[str, typer.Option(help="LLM runtime of the llm-* rows: ctranslate2 (the adapter "
                                                      "converted to int8) | torch (fp32, exact)")] = "ctranslate2"
         ) -> None:
@@ -107,7 +109,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
                                 training={"epochs": epochs, "device": device}, protocol=protocol,
                                 refit_every_days=refit_every_days,
                                 llm={"model": llm_model, "train_prompts": llm_prompts, "eval_targets": llm_targets,
-                                     "max_train_seconds": llm_train_seconds, "engine": llm_engine})
+                                     "max_train_seconds": llm_train_seconds, "engine": llm_engine,
+                                     "rank_train_targets": llm_rank_lists})
     typer.echo(f"fashionrec run: data={resources['dataset'].path} format={format} protocol={protocol} "
                f"workdir={workdir}")
     t0 = time.perf_counter()

@@ -51,10 +51,45 @@ def pass_features(first: np.ndarray, llm: np.ndarray) -> np.ndarray:
                             llm, _rank_desc(llm), llm - llm.max(), _z(llm)])
 
 
-def fit_pass(groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], cfg: RankerConfig = PASS_CONFIG
-             ) -> LearnedRanker:
-    """The second pass on (first-pass scores (n,), LLM scores (n,), labels (n,)) per list."""
-    return fit_ranker([(pass_features(f, m), y) for f, m, y in groups], PASS_FEATURES, cfg)
+def fit_pass(groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], cfg: RankerConfig = PASS_CONFIG,
+             check_folds: int = 4) -> LearnedRanker:
+    """The second pass on (first-pass scores (n,), LLM scores (n,), labels (n,)) per list.
+
+    Kept only if it beats the first pass on lists it did not train on: `check_folds`-fold cross-fitting (each fold's
+    lists scored by a pass fitted on the others, its early stopping inside those) against the first pass's order of
+    the same lists, NDCG@10 with ties against the bought item in both. (The bag's own held-out score is no judge: it
+    chose its round count on those groups.) Otherwise it is returned without boosters, which keeps the first pass's
+    order (`second_pass`), and `info["kept_first_pass"]` says why."""
+    data = [(pass_features(f, m), y) for f, m, y in groups]
+    model = fit_ranker(data, PASS_FEATURES, cfg)
+    if not model.boosters:
+        return model
+    fold = np.random.default_rng(cfg.seed + 1000).permutation(len(data)) % check_folds
+    crossed = np.zeros(len(data))
+    for k in range(check_folds):
+        part = fit_ranker([g for g, f in zip(data, fold, strict=True) if f != k], PASS_FEATURES, replace(cfg, bags=2))
+        for i in np.flatnonzero(fold == k):
+            x, y = data[i]
+            crossed[i] = ndcg_at(part.score(x) if part.boosters else -np.arange(len(y), dtype=np.float64), y)
+    second = float(crossed.mean())
+    first = float(np.mean([ndcg_at(-np.arange(len(y), dtype=np.float64), y) for _, y in data]))
+    model.info |= {"cross_fitted_ndcg@10": round(second, 4), "first_pass_ndcg@10": round(first, 4)}
+    if second <= first:
+        model.boosters = []
+        model.info["kept_first_pass"] = (f"the second pass's cross-fitted NDCG@10 {second:.4f} does not beat the "
+                                         f"first pass's {first:.4f} on the same {len(data)} validation lists")
+    return model
+
+
+def ndcg_at(scores: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """NDCG@k of one list ordered by `scores` (binary labels; a labelled row goes after every row it ties with)."""
+    labels = np.asarray(labels) > 0
+    if not labels.any():
+        return 0.0
+    order = np.lexsort((labels.astype(int), -np.asarray(scores, np.float64)))[:k]
+    gains = labels[order] / np.log2(np.arange(2, len(order) + 2))
+    ideal = (1 / np.log2(np.arange(2, min(int(labels.sum()), k) + 2))).sum()
+    return float(gains.sum() / ideal)
 
 
 def pass_config(seed: int) -> RankerConfig:

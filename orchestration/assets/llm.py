@@ -278,9 +278,13 @@ def ranker_llm(context: AssetExecutionContext, workdir: WorkdirResource, llm: LL
     model.info |= {"base_model": llm.model, "engine": engine.name, "llm_seconds": round(llm_seconds, 1),
                    "validation_lists": len(chosen), "lists_available": int(fresh["hit"].sum())}
     model.save(lay.ranker_llm)
+    chosen.drop(columns=["position"]).assign(llm=[x.tolist() for x in lp]).to_parquet(
+        lay.ranker_llm / "val_lists.parquet", index=False)  # what the pass was fitted on, for inspection
     imp = model.importances()
     png = model.plot_importance(lay.ranker_llm / "importance.png")
-    if not model.boosters:
+    if "kept_first_pass" in model.info:
+        context.log.warning(f"ranker-llm keeps the ranker's order: {model.info['kept_first_pass']}")
+    elif not model.boosters:
         context.log.warning(f"ranker-llm's second pass NOT trained: {len(chosen)} validation list(s) with the bought "
                             "item; ranker-llm keeps the ranker's order")
     context.log.info(f"second pass on {len(chosen)} validation lists ({engine.name}, {llm_seconds:.0f} s of LLM)")
@@ -288,7 +292,9 @@ def ranker_llm(context: AssetExecutionContext, workdir: WorkdirResource, llm: LL
         "base_model": llm.model, "engine": engine.name, "trained": bool(model.boosters),
         "validation_lists": len(chosen), "lists_available": int(fresh["hit"].sum()),
         "excluded_llm_training_targets": len(top) - len(fresh),
-        "held_out_ndcg@10": model.info.get("held_out_ndcg@10", float("nan")),
+        "cross_fitted_ndcg@10": model.info.get("cross_fitted_ndcg@10", float("nan")),
+        "first_pass_ndcg@10": model.info.get("first_pass_ndcg@10", float("nan")),
+        "kept_first_pass": model.info.get("kept_first_pass", ""),
         "importance": MetadataValue.json({k: round(v, 1) for k, v in imp.items()}),
         "importance_png": MetadataValue.path(str(png)), "llm_seconds": round(llm_seconds, 1),
         "seconds": round(time.perf_counter() - t0, 1), "path": MetadataValue.path(str(lay.ranker_llm)),

@@ -151,10 +151,29 @@ def test_second_pass_learns_to_follow_an_informative_llm_and_ties_put_the_target
         llm = np.log(np.where(y > 0, 0.6, 0.4 / 19)) + 0.05 * rng.normal(size=20)
         lists.append((first, llm, y))
     model = fit_pass(lists[:120], pass_config(0))
-    assert model.boosters and max(model.importances(), key=model.importances().get).startswith("llm")
+    assert model.boosters and model.info["cross_fitted_ndcg@10"] > model.info["first_pass_ndcg@10"]
+    assert max(model.importances(), key=model.importances().get).startswith("llm")
     hits = [second_pass(np.arange(20), f, m, model)[0][0] == np.argmax(y) for f, m, y in lists[120:]]
     assert np.mean(hits) > 0.9
     # A constant second pass: every row ties, the first pass's order stays and the demoted row goes last.
     flat = LearnedRanker([], model.features)
     rows, _ = second_pass(np.array([7, 5, 9]), np.array([2.0, 1, 0]), np.zeros(3), flat, demote=5)
     assert rows.tolist() == [7, 9, 5]
+
+
+def test_ndcg_at_by_hand_and_a_useless_llm_keeps_the_first_pass() -> None:
+    from models.ranker.llm_pass import fit_pass, ndcg_at, pass_config
+
+    assert ndcg_at(np.array([3.0, 2, 1]), np.array([0, 1, 0])) == pytest.approx(1 / np.log2(3))
+    assert ndcg_at(np.array([1.0, 1, 1]), np.array([1, 0, 0])) == pytest.approx(1 / np.log2(4))  # ties: last
+    assert ndcg_at(np.arange(20.0), np.eye(20)[0]) == 0.0  # ranked 20th: outside the top 10
+    rng = np.random.default_rng(1)
+    lists = []
+    p = 1 / np.arange(1, 21) ** 2
+    for _ in range(150):  # the first pass's order is the best there is (the bought item's odds fall with its rank)
+        y = np.zeros(20, np.float32)  # and the LLM is noise
+        y[rng.choice(20, p=p / p.sum())] = 1
+        lists.append((np.sort(rng.normal(size=20))[::-1], np.log(rng.dirichlet(np.ones(20))), y))
+    model = fit_pass(lists, pass_config(0))
+    assert not model.boosters and "does not beat the first pass" in model.info["kept_first_pass"]
+    assert model.info["first_pass_ndcg@10"] >= model.info["cross_fitted_ndcg@10"]
