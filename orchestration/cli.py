@@ -61,7 +61,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     from feature_repo.moments import dataset_resolution, resolution_note
     from feature_repo.splits import PROTOCOLS, read_protocol, read_refits
     from orchestration.assets.evaluation import read_results
-    from orchestration.assets.report import protocol_line
+    from orchestration.assets.report import llm_stage_line, protocol_line
     from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
     from orchestration.definitions import all_assets, all_checks, build_resources
     from orchestration.instance import workdir_instance
@@ -133,6 +133,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     typer.echo(f"\n{resolution_note(resolution)} {protocol_line(used, cuts, read_refits(layout.splits))} {len(test):,} test targets, "
                f"{test['cold_start'].mean():.1%} cold-start.")
     typer.echo(metrics_table(read_results(layout.eval), oracle, basket=resolution == "day"))
+    if llm and (stage := llm_stage_line(layout)):
+        typer.echo(f"\n{stage}")
     typer.echo(f"\nwhole graph: {elapsed:.1f} s; report: {layout.eval / 'report.md'}")
     if failed:
         raise typer.Exit(1)

@@ -1,9 +1,12 @@
 """The evaluation report: one markdown table over every method's metrics.json."""
 
+import json
+
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from evaluation.metrics import metrics_table, targets_ceiling
+from feature_repo.layout import Layout
 from feature_repo.moments import dataset_resolution, resolution_note
 from feature_repo.splits import read_protocol, read_refits
 from orchestration.assets.evaluation import METHOD_ASSETS, per_category_table, read_results
@@ -34,7 +37,7 @@ def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, 
                                             f"(coverage {oracle['coverage']:.0%})." if oracle and "coverage" in oracle
                                             else ""),
         "## Overall and cold-start", metrics_table(results, oracle, basket=resolution == "day")
-        + basket_note(resolution, test, results) + llm_note(results),
+        + basket_note(resolution, test, results) + llm_note(results, workdir.layout),
         "## Per category", per_category_table(results, oracle),
     ])
     path = workdir.layout.ensure(workdir.layout.eval / "report.md")
@@ -55,8 +58,8 @@ def basket_note(resolution: str, test: pd.DataFrame, results: list[dict]) -> str
             f"one item, {same_cat:.1%} another item of the target's category.")
 
 
-def llm_note(results: list[dict]) -> str:
-    """Under the table: which model the llm-* rows used and on which sample."""
+def llm_note(results: list[dict], layout: Layout | None = None) -> str:
+    """Under the table: which model the llm-* rows used, on which sample, and how much the LLM stage trained."""
     llm = [r for r in results if r["method"].startswith("llm-") or r["method"].startswith("ranker-")]
     if not llm:
         return ""
@@ -64,8 +67,28 @@ def llm_note(results: list[dict]) -> str:
     return (f"\n\nThe llm-* and ranker-llm rows: base model `{r.get('llm_base_model')}` on "
             f"`{r.get('llm_engine')}`, prompt `{r.get('prompt_version')}`, on {r.get('llm_sample')}; "
             "`llm-sample-base` is the mixup + variants list the llm-* rows read, `ranker-on-llm-sample` the ranker "
-            "(ranker-llm's first pass), on the same targets. These samples are small: the measure of record is "
-            "`benchmarks/llm.py`.")
+            "(ranker-llm's first pass), on the same targets." + (f" {llm_stage_line(layout)}" if layout else ""))
+
+
+def llm_stage_line(layout: Layout) -> str:
+    """How much the LLM stage trained (from the adapter's and the second pass's metadata), and where its measure of
+    record is; empty without an adapter."""
+    meta_path = layout.llm_adapter / "llm_meta.json"
+    if not meta_path.exists():
+        return ""
+    meta = json.loads(meta_path.read_text())
+    line = (f"LLM stage: the adapter trained {meta.get('steps', 0)} steps on {meta.get('examples_seen', 0)} prompts "
+            f"in {meta.get('seconds', 0):.0f} s (format violations {meta.get('format_violation_before', float('nan')):.2f}"
+            f" -> {meta.get('format_violation_after', float('nan')):.2f})")
+    second = layout.ranker_llm / "ranker.json"
+    if second.exists():
+        info = json.loads(second.read_text()).get("info", {})
+        kept = info.get("kept_first_pass")
+        line += (f"; ranker-llm's second pass on {info.get('validation_lists', info.get('groups', 0))} validation "
+                 "lists" + (" kept the ranker's order (it did not beat it on lists it had not seen)" if kept else
+                            " (it beat the ranker's order on lists it had not seen)"))
+    return (line + ". These are CPU-sized samples, a smoke test of the stage; the measure of record is "
+            "`benchmarks/llm.py` (docs/llm.md).")
 
 
 def protocol_line(protocol: str, cuts: dict, refits: tuple = ()) -> str:

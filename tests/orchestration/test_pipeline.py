@@ -212,6 +212,11 @@ def test_cli_run_prints_the_metrics_table(
         assert any(line.startswith(f"| {method} | 3 |") for line in lines), method
     assert "asset check failed" not in result.output
     assert (tmp_path / "work" / "eval" / "report.md").is_file()
+    # How much the LLM stage trained, from the adapter's metadata, and where its measure of record is.
+    meta = json.loads((tmp_path / "work" / "models" / "llm_adapter" / "llm_meta.json").read_text())
+    stage = next(line for line in lines if line.startswith("LLM stage: "))
+    assert f"trained {meta['steps']} steps on {meta['examples_seen']} prompts" in stage
+    assert "ranker-llm's second pass on " in stage and "`benchmarks/llm.py`" in stage
     # The run recorded into the workdir's persistent instance: the UI opened on this workdir shows every asset.
     home = tmp_path / "work" / "dagster_home"
     assert "telemetry:\n  enabled: false" in (home / "dagster.yaml").read_text()
