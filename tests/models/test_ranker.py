@@ -177,3 +177,27 @@ def test_ndcg_at_by_hand_and_a_useless_llm_keeps_the_first_pass() -> None:
     model = fit_pass(lists, pass_config(0))
     assert not model.boosters and "does not beat the first pass" in model.info["kept_first_pass"]
     assert model.info["first_pass_ndcg@10"] >= model.info["cross_fitted_ndcg@10"]
+
+
+def test_top_lists_order_by_the_given_scores_with_the_target_after_its_ties() -> None:
+    import pandas as pd
+
+    from evaluation.ranking import Examples, top_lists
+    from models.catalog import Catalog
+    from tests.helpers import T0, catalog_items
+
+    catalog = Catalog.from_items(catalog_items())
+    ids = catalog.item_ids
+    targets = pd.DataFrame({"user_id": ["a", "b"], "target_ts": [T0, T0], "target_item_id": [ids[2], ids[9]]})
+    rows = [np.array([1, 2, 3, 4]), np.array([5, 6, 7])]
+    ex = Examples(groups=[], positions=[1, 0], rows=rows, recall={}, mean_candidates=0.0, seconds=0.0)
+    # Position 1's target (ids[9]) is not a candidate; position 0's (ids[2]) neither.
+    scores = [np.array([0.5, 0.1, 0.9, 0.3]), np.array([1.0, 1.0, 0.2])]
+    out = top_lists(ex, scores, targets, catalog, n=2)
+    assert out["position"].tolist() == [1, 0] and out["user_id"].tolist() == ["b", "a"]
+    assert list(out.loc[0, "items"]) == [ids[3], ids[1]] and list(out.loc[0, "scores"]) == [0.9, 0.5]
+    assert list(out.loc[1, "items"]) == [ids[5], ids[6]]  # tied: candidate order
+    assert not out["hit"].any()
+    targets.loc[0, "target_item_id"] = ids[5]  # now the target ties with row 6: it goes after it
+    out = top_lists(ex, scores, targets, catalog, n=2)
+    assert list(out.loc[1, "items"]) == [ids[6], ids[5]] and out.loc[1, "hit"] and not out.loc[0, "hit"]
