@@ -189,7 +189,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     df = training_prompts(prompted, lists, PromptFactory(val_memory), items, catalog, base.tokenizer, cfg, seed=seed)
     prompts = [Prompt(t, r, int(n), 0, int(d)) for t, r, n, d in
                zip(df["text"], df["response"], df["n_tokens"], df["n_dropped"], strict=True)]
-    ppl = response_perplexity(base.model, base.tokenizer, prompts, batch_size=batch_size, progress=True)
+    ppl = response_perplexity(base.model, base.tokenizer, prompts, batch_size=1 if device == "cpu" else infer_batch,
+                              progress=True)  # on a CPU padding costs more than batching saves
     timings["prompts + perplexity"] = time.perf_counter() - t0
     typer.echo(f"{len(prompts)} training prompts ({(df['kind'] == 'candidates').sum()} candidate prompts over the "
                f"ranker's out-of-fold top 20) from {len(prompted)} validation targets; the second pass fits on "
