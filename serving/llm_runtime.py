@@ -199,6 +199,10 @@ def rank_candidates(runtime: LLMRuntime, bundle: Any, user_id: str, ctx: UserCon
     ranker's (`models.ranker.llm_pass.second_pass`, as the `ranker-llm` evaluation); otherwise by the letter
     distribution alone."""
     cands = list(rec.items[: runtime.candidates])
+    two_pass = bundle.second_pass is not None and len(rec.scores) >= len(cands)
+    if two_pass and not bundle.second_pass.boosters:  # the pass kept the ranker's order: the LLM would change nothing
+        return list(rec.items), {i: rec.source(i) for i in rec.items}, LLMInfo(
+            model=runtime.version, prompt_version=PROMPT_VERSION, candidates=cands, reordered_by="ranker")
     inp = prompt_input(bundle.retriever, ctx, actions, at, typed)
     order = display_order(user_id, len(cands))
     block = candidate_block([cands[i] for i in order], bundle.catalog_items, runtime.prompt_cfg)
@@ -207,7 +211,6 @@ def rank_candidates(runtime: LLMRuntime, bundle: Any, user_id: str, ctx: UserCon
     scores = np.zeros(len(cands))
     if len(cands) > 1:
         scores[order] = runtime.engine.letter_scores([text], [len(cands)], 1)[0]
-    two_pass = bundle.second_pass is not None and len(rec.scores) >= len(cands)
     if two_pass:
         from models.ranker.llm_pass import second_pass
 

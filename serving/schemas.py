@@ -98,7 +98,8 @@ class LLMInfo(BaseModel):
     well_formed: bool | None = None
     candidates: list[str] = Field(default_factory=list)
     reordered_by: str | None = Field(None, description="llm-rank: `ranker-llm` (the second pass over the LLM's "
-                                     "letter scores and the ranker's) or `letters` (the letter scores alone)")
+                                     "letter scores and the ranker's), `letters` (the letter scores alone), or "
+                                     "`ranker` (the second pass kept the ranker's order, so the LLM was not asked)")
 
 
 class RecommendationResponse(BaseModel):

@@ -290,3 +290,11 @@ def test_llm_rank_serving_runs_the_same_two_passes_as_the_ranker_llm_evaluation(
         moved += got[:n] != rec.items[:n]
     assert moved, "the second pass changes the ranker's order somewhere (else this test shows nothing)"
     runtime.close()
+    # A second pass that kept the ranker's order (no boosters): the answer is the ranker's, and the LLM is not asked.
+    kept = SimpleNamespace(retriever=online, catalog_items=CatalogItems(catalog.items),
+                           second_pass=LearnedRanker([], second.features))
+    idle = LLMRuntime(None, None, "tiny", lambda ids: None, PromptConfig(), None, False, n)  # no engine to call
+    rec = online.recommend(context(0))
+    got, _, info = rank_candidates(idle, kept, "u0", context(0), [], rec, T0)
+    assert got == rec.items and info.reordered_by == "ranker"
+    idle.close()
