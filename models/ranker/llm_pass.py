@@ -70,9 +70,10 @@ def fit_pass(groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], cfg: R
         part = fit_ranker([g for g, f in zip(data, fold, strict=True) if f != k], PASS_FEATURES, replace(cfg, bags=2))
         for i in np.flatnonzero(fold == k):
             x, y = data[i]
-            crossed[i] = ndcg_at(part.score(x) if part.boosters else -np.arange(len(y), dtype=np.float64), y)
+            order, _ = second_pass(np.arange(len(y)), groups[i][0], groups[i][1], part, demote=int(np.argmax(y)))
+            crossed[i] = ndcg_at(-np.argsort(order).astype(np.float64), y)  # scored as the evaluation orders it
     second = float(crossed.mean())
-    first = float(np.mean([ndcg_at(-np.arange(len(y), dtype=np.float64), y) for _, y in data]))
+    first = float(np.mean([ndcg_at(-np.arange(len(y), dtype=np.float64), y) for _, y in data]))  # its order
     model.info |= {"cross_fitted_ndcg@10": round(second, 4), "first_pass_ndcg@10": round(first, 4)}
     if second <= first:
         model.boosters = []
@@ -99,8 +100,8 @@ def pass_config(seed: int) -> RankerConfig:
 def second_pass(rows: np.ndarray, first: np.ndarray, llm: np.ndarray, model: LearnedRanker,
                 demote: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The first pass's top rows (n,) (best first, with their scores `first`) re-ordered by the second pass, and
-    its scores in that order. Ties keep the first pass's order, except that the `demote` row (the evaluation's
-    target) goes after every row it ties with."""
+    its scores in that order. Ties in the second pass's score are ordered by the first pass's; the `demote` row (the
+    evaluation's target) goes after every row it ties with on both."""
     rows = np.asarray(rows)
     if len(rows) == 0:
         return rows, np.zeros(0)
@@ -108,5 +109,7 @@ def second_pass(rows: np.ndarray, first: np.ndarray, llm: np.ndarray, model: Lea
     tiebreak = np.arange(len(rows))
     if demote is not None:
         tiebreak[rows == demote] = len(rows)
-    order = np.lexsort((tiebreak, -np.round(s, 9)))
+    # The second pass's score, then the first pass's: a constant second pass keeps the first pass's order exactly
+    # (the demoted row after only the rows it ties with on both).
+    order = np.lexsort((tiebreak, -np.asarray(first, np.float64), -np.round(s, 9)))
     return rows[order], s[order]

@@ -3,7 +3,7 @@
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from orchestration.assets.data import canonical_tables, feature_tables
-from orchestration.assets.llm import llm_adapter, llm_engine
+from orchestration.assets.llm import llm_adapter, llm_engine, ranker_llm
 from orchestration.assets.ranking import ranker
 from orchestration.assets.seqrec import ID_MODEL, id_embeddings
 from orchestration.assets.text import item_title_embeddings, query_memory, variant_ranker
@@ -12,9 +12,10 @@ from orchestration.resources import QdrantResource, WorkdirResource
 
 @asset(group_name="serving",
        deps=[canonical_tables, feature_tables, id_embeddings, item_title_embeddings, query_memory, variant_ranker,
-             ranker, llm_adapter, llm_engine],
+             ranker, llm_adapter, llm_engine, ranker_llm],
        description="Catalog, search log, activity windows, best sellers, ID/title models, variant ranker, learned "
-                   "ranker, LLM adapter and its CTranslate2 conversion, and vector collections, published as one "
+                   "ranker, LLM adapter and its CTranslate2 conversion, ranker-llm's second pass, and vector "
+                   "collections, published as one "
                    "self-contained version under registry/serving/ with its manifest; serving swaps to it without a "
                    "restart")
 def serving_bundle(context: AssetExecutionContext, workdir: WorkdirResource, qdrant: QdrantResource):

@@ -155,9 +155,12 @@ def test_second_pass_learns_to_follow_an_informative_llm_and_ties_put_the_target
     assert max(model.importances(), key=model.importances().get).startswith("llm")
     hits = [second_pass(np.arange(20), f, m, model)[0][0] == np.argmax(y) for f, m, y in lists[120:]]
     assert np.mean(hits) > 0.9
-    # A constant second pass: every row ties, the first pass's order stays and the demoted row goes last.
+    # A constant second pass keeps the first pass's order exactly; the demoted row goes after the rows it ties with
+    # on both scores only (a tie in the second pass alone is broken by the first).
     flat = LearnedRanker([], model.features)
     rows, _ = second_pass(np.array([7, 5, 9]), np.array([2.0, 1, 0]), np.zeros(3), flat, demote=5)
+    assert rows.tolist() == [7, 5, 9]
+    rows, _ = second_pass(np.array([7, 5, 9]), np.array([2.0, 1, 1]), np.zeros(3), flat, demote=5)
     assert rows.tolist() == [7, 9, 5]
 
 

@@ -298,3 +298,22 @@ def test_llm_rank_serving_runs_the_same_two_passes_as_the_ranker_llm_evaluation(
     got, _, info = rank_candidates(idle, kept, "u0", context(0), [], rec, T0)
     assert got == rec.items and info.reordered_by == "ranker"
     idle.close()
+
+
+def test_ranker_llm_with_a_pass_that_kept_the_ranker_ranks_every_target_as_the_ranker(setup) -> None:  # noqa: ANN001
+    """The evaluation's tie rule must not turn "no second pass" into "every top-20 row ties with the target"."""
+    from evaluation.llm import LLMCandidateScorer, PromptFactory, RankerLLMScorer
+    from models.llm.engine import TorchEngine
+    from models.llm.model import TINY, load_llm
+    from models.llm.prompt import CatalogItems, PromptConfig
+    from models.ranker.llm_pass import PASS_FEATURES
+
+    catalog, encoder, store, scorer, id_queries, memory = setup
+    llm = load_llm(TINY, corpus=[*catalog.item_ids, *catalog.items["title"]])
+    letters = LLMCandidateScorer(None, TorchEngine(llm.model, llm.tokenizer), PromptFactory(memory),
+                                 CatalogItems(catalog.items), catalog, PromptConfig(), n=8, batch_size=1)
+    targets = as_targets(["F0-red-8", "F2-blue-9", "C0-blue-7", "C3-red-7", "C1-red-7"])
+    alone = evaluate("ranker", scorer, targets, catalog, progress=False).rankings["target_rank"].tolist()
+    both = evaluate("ranker-llm", RankerLLMScorer(scorer, letters, LearnedRanker([], PASS_FEATURES), 8), targets,
+                    catalog, progress=False).rankings["target_rank"].tolist()
+    assert both == alone and min(alone) <= 8  # some target is among the 8 the second pass would re-order
