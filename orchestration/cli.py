@@ -48,7 +48,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         llm_targets: Annotated[int, typer.Option(help="Test targets in the llm-* rows' seeded sample")] = 16,
         llm_train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget, seconds")] = 60.0,
         llm_rank_lists: Annotated[int, typer.Option(help="Validation lists (not among the training prompts) that "
-                                                         "ranker-llm's second pass is fitted on")] = 64,
+                                                         "ranker-llm's second pass is fitted on")] = 32,
         llm_engine: Annotated[str, typer.Option(help="LLM runtime of the llm-* rows: ctranslate2 (the adapter "
                                                      "converted to int8) | torch (fp32, exact)")] = "ctranslate2"
         ) -> None:

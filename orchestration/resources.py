@@ -42,7 +42,7 @@ class LLMResource(ConfigurableResource):
     model: str = "smollm2-135m"  # tiny | smollm2-135m | a Hugging Face causal LM name or path (local files)
     train_prompts: int = 16  # validation targets turned into training prompts
     eval_targets: int = 16  # seeded sample of test targets for the llm-* and ranker-llm rows
-    rank_train_targets: int = 64  # validation lists (not in the LLM's training prompts) ranker-llm's 2nd pass fits on
+    rank_train_targets: int = 32  # validation lists (not in the LLM's training prompts) ranker-llm's 2nd pass fits on
     max_train_seconds: float = 60.0  # fine-tuning stops after this much time
     lr: float = 2e-4  # the paper's 2e-5 barely moves a 135M model in a CPU budget of steps
     batch_size: int = 4  # prompts per training step
