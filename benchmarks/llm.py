@@ -46,7 +46,9 @@ from evaluation.llm import (
     PromptFactory,
     RankerLLMScorer,
     candidate_summary,
+    fit_second_pass,
     generation_summary,
+    moment_keys,
     training_prompts,
 )
 from evaluation.metrics import evaluate
@@ -61,7 +63,6 @@ from models.llm.generate import GenerateConfig
 from models.llm.model import SMOLLM2, LoadedLLM, add_lora, load_llm, smollm2_cache
 from models.llm.prompt import LIMITS, PROMPT_VERSION, CatalogItems, Prompt, PromptConfig
 from models.llm.train import LLMTrainConfig, fine_tune, response_perplexity, schedule
-from models.ranker.llm_pass import fit_pass, pass_config
 from models.ranker.model import LearnedRanker
 from models.retrieval import RetrievalConfig
 from models.seqrec import ID_MODEL, load_checkpoint
@@ -80,10 +81,6 @@ def sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-
-
-def moment_keys(df: pd.DataFrame) -> list[tuple[str, pd.Timestamp]]:
-    return list(zip(df["user_id"].astype(str), pd.to_datetime(df["target_ts"]), strict=True))
 
 
 def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into")] = Path("work"),
@@ -212,16 +209,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         t1 = time.perf_counter()
         scorer = LLMCandidateScorer(None, eng, PromptFactory(val_memory), items, catalog, cfg,
                                     batch_size=infer_batch, seed=seed)
-        batch = val.iloc[rank_train["position"].to_numpy()].reset_index(drop=True)
-        cands = [catalog.index_of(list(i)) for i in rank_train["items"]]
-        lp: list[np.ndarray] = []
-        for s in range(0, len(batch), infer_batch):
-            lp += scorer.candidate_scores(batch.iloc[s:s + infer_batch].reset_index(drop=True),
-                                          cands[s:s + infer_batch])
-        groups = [(np.asarray(f, np.float64), x, (np.asarray(i) == t).astype(np.float32))
-                  for f, x, i, t in zip(rank_train["scores"], lp, rank_train["items"], rank_train["target_item_id"],
-                                        strict=True)]
-        return fit_pass(groups, pass_config(seed)), time.perf_counter() - t1
+        second, _ = fit_second_pass(scorer, val, rank_train, seed, infer_batch)
+        return second, time.perf_counter() - t1
 
     curve_rows = []
     shares = [float(x) for x in curve.split(",")]

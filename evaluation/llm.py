@@ -260,6 +260,27 @@ class RankerLLMScorer:
         return self.first.base.catalog
 
 
+def moment_keys(df: pd.DataFrame) -> list[tuple[str, pd.Timestamp]]:
+    """Each row's target moment: (user, time)."""
+    return list(zip(df["user_id"].astype(str), pd.to_datetime(df["target_ts"]), strict=True))
+
+
+def fit_second_pass(scorer: LLMCandidateScorer, targets: pd.DataFrame, lists: pd.DataFrame, seed: int,
+                    batch_size: int = 16) -> tuple[LearnedRanker, list[np.ndarray]]:
+    """`ranker-llm`'s second pass on the ranker's top lists of these targets (`lists`: rows of
+    `evaluation.ranking.top_lists`, `position` into `targets`), scored by the LLM; and the letter scores."""
+    from models.ranker.llm_pass import fit_pass, pass_config
+
+    batch = targets.iloc[lists["position"].to_numpy()].reset_index(drop=True)
+    cands = [scorer.catalog.index_of(list(i)) for i in lists["items"]]
+    lp: list[np.ndarray] = []
+    for s in range(0, len(batch), batch_size):
+        lp += scorer.candidate_scores(batch.iloc[s:s + batch_size].reset_index(drop=True), cands[s:s + batch_size])
+    groups = [(np.asarray(f, np.float64), x, (np.asarray(i) == t).astype(np.float32))
+              for f, x, i, t in zip(lists["scores"], lp, lists["items"], lists["target_item_id"], strict=True)]
+    return fit_pass(groups, pass_config(seed)), lp
+
+
 def generation_summary(records: Sequence[LLMRecord], catalog: Catalog) -> dict:
     """Format violations, valid catalog IDs, and exact-item and family hit rates of the generated answers."""
     if not records:

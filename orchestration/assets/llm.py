@@ -23,7 +23,9 @@ from evaluation.llm import (
     PromptFactory,
     RankerLLMScorer,
     candidate_summary,
+    fit_second_pass,
     generation_summary,
+    moment_keys,
     training_prompts,
 )
 from evaluation.metrics import evaluate
@@ -60,7 +62,6 @@ from models.llm.train import (
     save_adapter,
     schedule,
 )
-from models.ranker.llm_pass import fit_pass, pass_config
 from models.ranker.model import LearnedRanker
 from models.seqrec import load_checkpoint
 from models.seqrec.vectors import trained_id_vectors
@@ -94,11 +95,6 @@ def _prompts(df: pd.DataFrame) -> list[Prompt]:
             zip(df["text"], df["response"], df["n_tokens"], df["n_dropped"], strict=True)]
 
 
-def _key(df: pd.DataFrame) -> pd.MultiIndex:
-    """A target moment's key: (user, time)."""
-    return pd.MultiIndex.from_arrays([df["user_id"].astype(str), pd.to_datetime(df["target_ts"])])
-
-
 @asset(group_name="llm", deps=[eval_targets, title_model, ranker],
        description="Training prompts from the validation targets: generation (ID + title) and candidate letters "
                    "over the learned ranker's out-of-fold top 20")
@@ -110,8 +106,8 @@ def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
     val = _sample(targets[targets["split"] == "val"], llm.train_prompts, llm.seed)
     # The candidates: the ranker's top 20 by out-of-fold scores (the lists ranker-llm shows the LLM).
     top = pd.read_parquet(workdir.layout.ranker_val_top)
-    by_key = dict(zip(zip(_key(top), top["target_item_id"], strict=True), top["items"], strict=True))
-    lists = [list(by_key.get((k, t), ())) for k, t in zip(_key(val), val["target_item_id"].astype(str), strict=True)]
+    by_key = dict(zip(zip(moment_keys(top), top["target_item_id"], strict=True), top["items"], strict=True))
+    lists = [list(by_key.get((k, t), ())) for k, t in zip(moment_keys(val), val["target_item_id"].astype(str), strict=True)]
     tokenizer = load_tokenizer(llm.model, corpus=_corpus(catalog, targets))  # prompts need no weights
     df = training_prompts(val, lists, PromptFactory(memory), items, catalog, tokenizer,
                           PromptConfig(budget=llm.budget_tokens), llm.candidates, llm.seed)
@@ -260,23 +256,15 @@ def ranker_llm(context: AssetExecutionContext, workdir: WorkdirResource, llm: LL
     catalog = workdir.catalog()
     val = lay.val_targets()
     top = pd.read_parquet(lay.ranker_val_top)
-    tuned_on = set(_key(pd.read_parquet(_llm_dir(workdir) / "train_prompts.parquet")))
-    fresh = top[[k not in tuned_on for k in _key(top)]]
+    tuned_on = set(moment_keys(pd.read_parquet(_llm_dir(workdir) / "train_prompts.parquet")))
+    fresh = top[[k not in tuned_on for k in moment_keys(top)]]
     # Lists without the bought item teach LambdaMART nothing: only those with it are scored by the LLM.
     chosen = _sample(fresh[fresh["hit"]], llm.rank_train_targets, llm.seed + 1)
     engine = _engine(context, workdir, llm)
     scorer = _candidates(engine, as_of_memory(lay.at("val")), catalog, llm)
-    batch = val.iloc[chosen["position"].to_numpy()].reset_index(drop=True)
-    cands = [catalog.index_of(list(i)) for i in chosen["items"]]
     t1 = time.perf_counter()
-    lp: list[np.ndarray] = []
-    for start in range(0, len(batch), llm.infer_batch_size):
-        lp += scorer.candidate_scores(batch.iloc[start:start + llm.infer_batch_size].reset_index(drop=True),
-                                      cands[start:start + llm.infer_batch_size])
+    model, lp = fit_second_pass(scorer, val, chosen, llm.seed, llm.infer_batch_size)
     llm_seconds = time.perf_counter() - t1
-    groups = [(np.asarray(f, np.float64), x, (np.asarray(i) == t).astype(np.float32))
-              for f, x, i, t in zip(chosen["scores"], lp, chosen["items"], chosen["target_item_id"], strict=True)]
-    model = fit_pass(groups, pass_config(llm.seed))
     model.info |= {"base_model": llm.model, "engine": engine.name, "llm_seconds": round(llm_seconds, 1),
                    "validation_lists": len(chosen), "lists_available": int(fresh["hit"].sum())}
     model.save(lay.ranker_llm)
