@@ -271,8 +271,8 @@ def serve(workdir: WorkOpt = Path("work"),
           host: Annotated[str | None, typer.Option(help="Interface to bind (default: FASHIONREC_HOST or "
                                                         "127.0.0.1)")] = None,
           port: Annotated[int | None, typer.Option(help="Port (default: FASHIONREC_PORT or 8000)")] = None,
-          workers: Annotated[int | None, typer.Option(help="Worker processes (each loads the models; the embedded "
-                                                           "vector store allows one, a Qdrant server many; default: "
+          workers: Annotated[int | None, typer.Option(help="Worker processes, each with its own copy of the models "
+                                                           "and of the embedded collections (one per core; default: "
                                                            "FASHIONREC_WORKERS or 1)")] = None,
           online_store: Annotated[str | None, typer.Option(help="sqlite | redis://host:port[/db] "
                                                                 "(default: FASHIONREC_ONLINE_STORE or sqlite)")] = None,
@@ -287,9 +287,6 @@ def serve(workdir: WorkOpt = Path("work"),
     given = {"host": host, "port": port, "workers": workers, "online_store": online_store}
     overrides = {k: v for k, v in given.items() if v is not None} | ({"llm_enabled": False} if no_llm else {})
     settings = Settings(workdir=workdir.resolve(), **overrides)  # the rest from FASHIONREC_* variables
-    if settings.workers > 1 and not settings.qdrant_url:
-        raise typer.BadParameter("the embedded vector store opens in one process only; use --workers 1, or set "
-                                 "FASHIONREC_QDRANT_URL to a Qdrant server", param_hint="--workers")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     typer.echo(f"serving {settings.workdir} on http://{settings.host}:{settings.port} (docs at /docs)")
     if settings.workers == 1:

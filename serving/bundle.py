@@ -21,6 +21,7 @@ workdir's after the batch. `open_bundle` loads one version for serving (`serving
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import time
@@ -43,6 +44,7 @@ from serving.recommend import OnlineRetriever
 from serving.registry import SERVING, Registry, Version, file_digest
 from serving.vectorstore import VectorStore
 
+logger = logging.getLogger(__name__)
 LIST_K = 100  # every request ranks a 100-item list and returns its first k (the evaluation's list length)
 TOP_CATEGORIES = "\x00categories"  # the popularity table's key for categories by purchases (not a category name)
 
@@ -50,7 +52,7 @@ TOP_CATEGORIES = "\x00categories"  # the popularity table's key for categories b
 def _copied(layout: Layout, id_model: str) -> list[Path]:
     """What a bundle copies from a workdir (absent ones are skipped, except the three it needs)."""
     return [layout.items, layout.search_results, layout.activity, layout.model(id_model), layout.title_model,
-            layout.variant_ranker, layout.ranker, layout.ranker_llm, layout.llm_adapter, layout.llm_engine]
+            layout.title_vectors, layout.variant_ranker, layout.ranker, layout.ranker_llm, layout.llm_adapter, layout.llm_engine]
 
 
 def _required(layout: Layout, id_model: str) -> list[Path]:
@@ -152,6 +154,22 @@ def write_query_memory(store: VectorStore, name: str, search_results: pd.DataFra
     return memory, n
 
 
+def _extend_title_table(bundle: Layout, parent_items: pd.Series, fresh: pd.DataFrame, vectors: np.ndarray) -> None:
+    """Write the bundle's title table (`text/title_vectors.npy`, catalog order) for its catalog after a batch: the
+    parent's rows as they were, the new items' rows from `vectors`. A parent without a table (published before
+    bundles held one) leaves none, and `open_bundle` encodes the catalog instead."""
+    path = bundle.title_vectors
+    if not path.exists():
+        return
+    old = np.load(path)  # (n_parent, d) in the parent's catalog order
+    if len(old) != len(parent_items):
+        path.unlink()
+        return
+    ids = np.concatenate([np.sort(parent_items.astype(str).to_numpy()), fresh["item_id"].astype(str).to_numpy()])
+    table = np.concatenate([old, np.asarray(vectors, old.dtype).reshape(len(fresh), old.shape[1])])
+    np.save(path, table[np.argsort(ids, kind="stable")])
+
+
 def bundle_has_batch(version: Version | None, batch: str) -> bool:
     """Whether a bundle version was published with `batch` already applied to its data."""
     return version is not None and batch in version.manifest.get("data", {}).get("batches", [])
@@ -173,7 +191,8 @@ def update_bundle(workdir: Path, batch: str, id_model: str = ID_MODEL,
     t0 = time.perf_counter()
     version, staging = reg.stage(SERVING, parent=parent)
     bundle = Layout(staging)
-    known = set(pd.read_parquet(bundle.items, columns=["item_id"])["item_id"])
+    parent_items = pd.read_parquet(bundle.items, columns=["item_id"])["item_id"]
+    known = set(parent_items)
     tables = CanonicalTables.read(wd.canonical)
     for src in (wd.items, wd.search_results, wd.activity):  # the data as of after the batch
         if src.exists():
@@ -185,8 +204,9 @@ def update_bundle(workdir: Path, batch: str, id_model: str = ID_MODEL,
     timings: dict[str, float] = {"copy": round(time.perf_counter() - t0, 3)}
     with VectorStore.local(bundle.qdrant) as store:
         t = time.perf_counter()
+        vectors = embed_catalog(encoder, fresh) if len(fresh) else np.zeros((0, encoder.dim), np.float32)  # (n_new, d)
+        _extend_title_table(bundle, parent_items, fresh, vectors)
         if len(fresh):
-            vectors = embed_catalog(encoder, fresh)  # (n_new, d)
             payloads = [{"item_id": i, "category": c, "title": ti}
                         for i, c, ti in zip(fresh["item_id"], fresh["category"], fresh["title"], strict=True)]
             store.upsert(collections.titles, list(fresh["item_id"]), vectors, payloads,
@@ -229,6 +249,8 @@ class Bundle:
     llm_error: str | None = None
     second_pass: Any = None  # models.ranker.model.LearnedRanker: ranker-llm's pass over the LLM's letter scores
     llm_loader: threading.Thread | None = None  # the background load, while it runs (`Settings.llm_background`)
+    ranker_engine: str = "none"  # what scores the ranking stage: lleaves (compiled), lightgbm, or compiling
+    ranker_compiler: threading.Thread | None = None  # the background compile, while it runs
     refs: int = 0
     retired: bool = False
     warm_ms: float | None = None  # how long the service's warm-up took on this bundle; None: not warmed yet
@@ -268,6 +290,31 @@ class Bundle:
         self.store.close()
 
 
+def _compile_ranker(bundle: Bundle, ranker: Any, how: str) -> None:
+    """Score the bundle's ranking stage with the compiled bag (`models.ranker.compiled`): now when its code is
+    cached or `how` is "wait", else in a thread while LightGBM's predict serves (the same scores either way)."""
+    from models.ranker.compiled import is_cached
+
+    def run() -> None:
+        try:
+            bag = ranker.compile()
+            how_ = "cached" if bag.cached == len(bag.models) else "compiled"
+            bundle.ranker_engine = f"lleaves ({len(bag.models)} boosters, {how_} in {bag.seconds:.1f} s)"
+        except Exception as e:  # noqa: BLE001 - LightGBM's predict still serves, with the same scores
+            logger.warning("could not compile the ranker (%s); LightGBM's predict serves", e)
+            bundle.ranker_engine = f"lightgbm (compile failed: {type(e).__name__}: {e})"
+
+    bundle.ranker_engine = "lightgbm"
+    if how == "off":
+        return
+    if how == "wait" or is_cached(ranker.boosters):
+        run()
+        return
+    bundle.ranker_engine = "lightgbm (compiling in the background)"
+    bundle.ranker_compiler = threading.Thread(target=run, daemon=True, name=f"ranker-compile-{bundle.version}")
+    bundle.ranker_compiler.start()
+
+
 _LLM_LOAD = threading.Lock()  # one LLM load at a time: a swap during a background load then finds it in the cache
 
 
@@ -299,17 +346,21 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
     variants = VariantRanker.load(lay.variant_ranker) if lay.variant_ranker.exists() else None
     items = lay.read_items()
     encoder = load_title_model(lay.title_model)
+    titles = title_table(lay, items, encoder)
     if store is not None:
         pass
     elif settings.qdrant_url:
         store = VectorStore.remote(settings.qdrant_url, settings.api_key)
     else:  # a published bundle holds its own collections; the workdir's are where the settings say
-        store = VectorStore.local(settings.qdrant_path if version == "workdir" and settings.qdrant_path else lay.qdrant)
+        path = settings.qdrant_path if version == "workdir" and settings.qdrant_path else lay.qdrant
+        # Several workers: each searches its own copy (an Edge shard opens in one process at a time).
+        store = VectorStore.private_copy(path) if settings.workers > 1 else VectorStore.local(path)
     cfg = cfg or RetrievalConfig(mode=settings.retrieval_mode, k=LIST_K, n=settings.mixup_n)  # type: ignore[arg-type]
-    stage, stage_version = (load_ranking_stage(lay, items, ckpt, encoder) if settings.ranker_enabled
+    stage, stage_version = (load_ranking_stage(lay, items, ckpt, titles) if settings.ranker_enabled
                             else (None, "off (FASHIONREC_RANKER_ENABLED=0)"))
     retriever = OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), variants,
-                                cfg, collections=settings.collections, id_items=ckpt.vocab.to_list(), ranking=stage)
+                                cfg, collections=settings.collections, id_items=ckpt.vocab.to_list(), ranking=stage,
+                                title_vectors=titles)
     models = {"bundle": version, "id_model": f"{settings.id_model}@{file_digest(lay.model(settings.id_model))}",
               "title_model": f"lstm-title@{file_digest(lay.title_model)}",
               "variant_ranker": f"variant-ranker@{file_digest(lay.variant_ranker)}" if variants else "none",
@@ -328,6 +379,8 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
         second = LearnedRanker.load(lay.ranker_llm)
         models["ranker_llm"] = f"lambdamart@{file_digest(lay.ranker_llm)}"
     bundle = Bundle(Path(root), version, retriever, store, ckpt, models, popularity, second_pass=second)
+    if stage is not None and stage.ranker is not None and stage.ranker.boosters:
+        _compile_ranker(bundle, stage.ranker, settings.ranker_compile)
     if settings.llm_enabled if with_llm is None else with_llm:
         cache = llm_cache if llm_cache is not None else {}
         background = (settings.llm_background and (lay.llm_adapter / "llm_meta.json").exists()
@@ -342,11 +395,29 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
     return bundle
 
 
-def load_ranking_stage(lay: Layout, items: pd.DataFrame, ckpt: Any, encoder: Any) -> tuple[Any, str]:
-    """The learned ranking stage of a bundle (None and why when it has none): its ranker, the catalog's features,
-    and the bundle's own activity windows and search log."""
-    from feature_repo.activity import ActivityTable
+def title_table(lay: Layout, items: pd.DataFrame, encoder: Any) -> np.ndarray:
+    """Every catalog item's unit title vector, in catalog order (items by id), read-only: the bundle's
+    `text/title_vectors.npy`, the very file the evaluation reads, so that serving's title features and memory blend
+    are the evaluation's floats. A bundle or workdir without a table that fits its catalog has its catalog encoded
+    here, once, with the function that writes the table (`embed_catalog`)."""
     from models.common import l2_normalize
+    from models.text import embed_catalog
+
+    n = len(items)
+    table = np.load(lay.title_vectors) if lay.title_vectors.exists() else None
+    if table is None or table.shape != (n, encoder.dim):
+        why = "none" if table is None else f"shape {table.shape}, catalog {n} x {encoder.dim}"
+        logger.warning("%s: no title table fits the catalog (%s); encoding %d titles", lay.root, why, n)
+        table = embed_catalog(encoder, items.sort_values("item_id", kind="stable"))
+    table = np.ascontiguousarray(l2_normalize(table), np.float32)
+    table.setflags(write=False)
+    return table
+
+
+def load_ranking_stage(lay: Layout, items: pd.DataFrame, ckpt: Any, titles: np.ndarray) -> tuple[Any, str]:
+    """The learned ranking stage of a bundle (None and why when it has none): its ranker, the catalog's features,
+    and the bundle's own activity windows and search log. `titles`: the bundle's `title_table`."""
+    from feature_repo.activity import ActivityTable
     from models.ranker.candidates import SearchLog
     from models.ranker.features import FeatureContext
     from models.ranker.model import LearnedRanker
@@ -359,17 +430,8 @@ def load_ranking_stage(lay: Layout, items: pd.DataFrame, ckpt: Any, encoder: Any
         return None, f"none (missing {', '.join(missing)})"
     items = items.sort_values("item_id", kind="stable").reset_index(drop=True)  # OnlineRetriever's row order
     id_table = known_item_vectors(ckpt.model, ckpt.vocab, items["item_id"].to_numpy())  # (n, d), NaN: no row
-    titles = items["title"].fillna("").astype(str).to_numpy()
-    cache: dict[int, np.ndarray] = {}
-
-    def title_vectors(rows: np.ndarray) -> np.ndarray:
-        todo = [r for r in dict.fromkeys(rows.tolist()) if r not in cache]
-        if todo:
-            cache.update(zip(todo, l2_normalize(encoder.encode(list(titles[todo]))), strict=True))
-        return np.stack([cache[r] for r in rows.tolist()]) if len(rows) else np.zeros((0, encoder.dim), np.float32)
-
     ctx = FeatureContext(ItemAttributes.from_items(items), items, ActivityTable.read(lay.activity),
-                         id_vectors=lambda rows: id_table[rows], title_vectors=title_vectors)
+                         id_vectors=lambda rows: id_table[rows], title_vectors=lambda rows: titles[rows])
     search_log = SearchLog(pd.read_parquet(lay.search_results, columns=["search_id", "item_id", "position"]),
                            pd.Index(items["item_id"]))
     return RankingStage(ctx, search_log, LearnedRanker.load(lay.ranker)), f"lambdamart@{file_digest(lay.ranker)}"

@@ -92,10 +92,12 @@ class OnlineRetriever:
                  id_queries: Callable[[list[list[str]]], np.ndarray], ranker: VariantRanker | None = None,
                  cfg: RetrievalConfig = RetrievalConfig(), title_cfg: TitleQueryConfig = TitleQueryConfig(),
                  collections: Collections = COLLECTIONS, memory: AsOfMemory | None = None,
-                 id_items: Sequence[str] | None = None, ranking: RankingStage | None = None) -> None:
+                 id_items: Sequence[str] | None = None, ranking: RankingStage | None = None,
+                 title_vectors: np.ndarray | None = None) -> None:
         """`id_items`: the items the ID collection holds (those the ID model has a row for; None: every item), so
         that a category without any has no ID list. `ranking`: the learned ranking stage; with it the lists are its
-        sources (seen items kept) and it orders the items."""
+        sources (seen items kept) and it orders the items. `title_vectors`: every item's unit title vector in item
+        id order (`serving.bundle.title_table`, the evaluation's table); None: titles are encoded per request."""
         self.store, self.encoder, self.id_queries, self.memory = store, encoder, id_queries, memory
         self.ranker, self.cfg, self.title_cfg, self.collections = ranker, cfg, title_cfg, collections
         self.ranking = ranking
@@ -103,6 +105,9 @@ class OnlineRetriever:
         self.index = pd.Index(self.items["item_id"])
         self.category = self.items["category"].to_numpy()
         self.titles = self.items["title"].fillna("").astype(str).to_numpy()
+        if title_vectors is not None and len(title_vectors) != len(self.items):
+            raise ValueError(f"title_vectors has {len(title_vectors)} rows for a catalog of {len(self.items)}")
+        self.title_table = title_vectors
         self.created_ns = release_ns(self.items)  # (n,)
         self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
         cats = self.items["category"].fillna("\0missing").astype(str)
@@ -268,7 +273,9 @@ class OnlineRetriever:
                 list(dict.fromkeys(p for h in found for p in h.payload["products"][:v])))
 
     def _title_vectors(self, rows: np.ndarray) -> np.ndarray:
-        """Unit title embeddings of catalog rows (encoded on the fly, as `embed_catalog` does). (n, d)"""
+        """Unit title embeddings of catalog rows: the bundle's table, else encoded on the fly. (n, d)"""
+        if self.title_table is not None:
+            return self.title_table[rows]
         return l2_normalize(self.encoder.encode(list(self.titles[rows])))
 
 

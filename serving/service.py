@@ -201,6 +201,7 @@ class RecommendationService:
         checks["warm_up"] = "ok" if b.warm_ms is not None else "not yet"
         checks["warm_up_ms"] = b.warm_ms
         checks["bundle"] = b.version
+        checks["ranker_engine"] = b.ranker_engine  # not part of `ready`: LightGBM serves the same scores meanwhile
         checks["llm"] = b.llm_status()  # not part of `ready`: retrieval is served while the LLM loads
         checks["ready"] = all(checks[k] == "ok" for k in ("vector_store", "online_store", "models", "warm_up"))
         return checks

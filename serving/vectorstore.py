@@ -106,6 +106,14 @@ class VectorStore:
         return cls(_EdgeBackend(Path(tmp), owned=True), engine="qdrant-edge")
 
     @classmethod
+    def private_copy(cls, path: str | Path) -> Self:
+        """Qdrant Edge over this process's own copy of the shards under `path`, removed on close: how several
+        worker processes serve one bundle's embedded collections (a shard opens in one process at a time)."""
+        tmp = Path(tempfile.mkdtemp(prefix="fashionrec-qdrant-worker-"))
+        shutil.copytree(path, tmp, ignore=shutil.ignore_patterns("*.lock"), dirs_exist_ok=True)
+        return cls(_EdgeBackend(tmp, owned=True), engine="qdrant-edge")
+
+    @classmethod
     def remote(cls, url: str, api_key: str | None = None) -> Self:
         """A Qdrant server: the scale path, shared by many processes."""
         from qdrant_client import QdrantClient

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 
 from feature_repo.schema import CanonicalTables
+
+# Services in tests score with LightGBM's predict: compiling a bag to native code takes a minute of CPU that every
+# service start would spend in the background. The compiled path has its own tests, which ask for it.
+os.environ.setdefault("FASHIONREC_RANKER_COMPILE", "off")
 
 T0 = pd.Timestamp("2024-03-01 10:00:00", tz="UTC")
 

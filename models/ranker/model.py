@@ -16,6 +16,8 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from models.ranker.compiled import CompiledBag, compile_ranker
+
 
 @dataclass(frozen=True)
 class RankerConfig:
@@ -47,6 +49,8 @@ class LearnedRanker:
     # they are on unseen targets. A group no booster held out (or one skipped for having no positive, which no
     # booster trained on) gets the whole bag's score.
     oof: list[np.ndarray] = field(default_factory=list, repr=False)
+    # The boosters compiled to native code (`models.ranker.compiled`, serving sets it): the same floats, faster.
+    compiled: CompiledBag | None = field(default=None, repr=False, compare=False)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """(n,) float64 scores of candidate rows x (n, len(features))."""
@@ -54,7 +58,15 @@ class LearnedRanker:
             raise ValueError(f"ranker expects {len(self.features)} features, got {x.shape[1]}")
         if not self.boosters or len(x) == 0:
             return np.zeros(len(x))
+        if self.compiled is not None:
+            return self.compiled.predict(x)
         return np.mean([b.predict(x, num_threads=1) for b in self.boosters], axis=0).astype(np.float64)
+
+    def compile(self, cache: Path | None = None) -> CompiledBag | None:
+        """Compile the bag (`compile_ranker`; checked bit-identical) and score with it from now on."""
+        if self.boosters:
+            self.compiled = compile_ranker(self.boosters, len(self.features), cache)
+        return self.compiled
 
     def importances(self) -> dict[str, float]:
         """Total gain per feature, largest first (0 for unused features)."""

@@ -204,3 +204,23 @@ def test_top_lists_order_by_the_given_scores_with_the_target_after_its_ties() ->
     targets.loc[0, "target_item_id"] = ids[5]  # now the target ties with row 6: it goes after it
     out = top_lists(ex, scores, targets, catalog, n=2)
     assert list(out.loc[1, "items"]) == [ids[6], ids[5]] and out.loc[1, "hit"] and not out.loc[0, "hit"]
+
+
+def test_compiled_bag_scores_the_same_floats_and_is_cached(tmp_path: Path) -> None:
+    """lleaves' native code scores exactly as LightGBM's predict (NaNs included), and the second compile of the same
+    boosters loads the cached objects; a booster that changes gets its own."""
+    train = groups()
+    model = fit_ranker(train, FEATURES, SMALL)
+    x = np.concatenate([g[0] for g in groups(30, seed=3)])
+    x[::7, 1] = np.nan
+    expect = model.score(x)
+    bag = model.compile(tmp_path)
+    assert bag is model.compiled and bag.cached == 0 and len(bag.models) == 3
+    got = model.score(x)  # now through the compiled bag
+    assert got.dtype == np.float64 and np.array_equal(got, expect)
+    assert len(list(tmp_path.glob("*.so"))) == 3
+    again = LearnedRanker(model.boosters, model.features, model.cfg)
+    assert again.compile(tmp_path).cached == 3 and np.array_equal(again.score(x), expect)
+    other = fit_ranker(train, FEATURES, RankerConfig(**{**SMALL.__dict__, "seed": 1}))
+    assert other.compile(tmp_path).cached == 0 and len(list(tmp_path.glob("*.so"))) == 6
+    assert not np.array_equal(other.score(x), expect)

@@ -134,6 +134,75 @@ def test_http_answers_equal_the_in_process_retriever(server, users: pd.DataFrame
     local.close()
 
 
+def test_served_ranking_equals_the_evaluation_exactly(workdir: Path) -> None:
+    """The bundle's title table is the file the evaluation reads, so serving's ranking stage (its Qdrant searches,
+    the memory blend, the title features) ranks a test target exactly as the `ranker` row's scorer does, once it
+    reads the same as-of memory. Both paths, on the run's own workdir and test targets."""
+    from evaluation.factories import as_of_memory, ranker_scorer
+    from feature_repo.layout import Layout
+    from models.catalog import Catalog
+    from models.common import l2_normalize
+    from models.ranker.model import LearnedRanker
+
+    lay = Layout(workdir)
+    catalog = Catalog.from_items(lay.read_items())
+    bundle = open_bundle(workdir, Settings(workdir=workdir, ranker_compile="off"), "workdir", with_llm=False,
+                         cfg=RetrievalConfig(k=100))
+    try:
+        retriever = bundle.retriever
+        table = np.load(lay.title_vectors)
+        assert retriever.title_table is not None and np.array_equal(retriever.title_table, l2_normalize(table))
+        memory = as_of_memory(lay)
+        retriever.memory = memory  # replay past targets: the memory as of each target's time
+        scorer = ranker_scorer(lay, catalog, LearnedRanker.load(lay.ranker), memory=memory)
+        targets = lay.test_targets().head(40)
+        compared = 0
+        for i, row in enumerate(targets.itertuples(index=False)):
+            feats = {c: [list(getattr(row, c))] for c in ("seq_actions", "seq_item_ids", "seq_queries",
+                                                          "seq_search_ids", "seq_timestamps")}
+            ctx = context_from_features(feats, category=row.category, at=pd.Timestamp(row.target_ts))
+            ranked, _ = scorer.ranked_rows(targets.iloc[[i]], catalog.rows[row.category])
+            got = retriever.recommend(ctx)
+            assert got.items[:10] == catalog.item_ids[ranked[0].rows[:10]].tolist(), row.user_id
+            assert np.array_equal(np.asarray(got.scores), ranked[0].scores[:10])
+            compared += 1
+        assert compared == len(targets) > 20
+    finally:
+        bundle.close()
+
+
+def test_concurrent_clients_get_the_answers_of_one_at_a_time(server, users: pd.DataFrame, workdir: Path) -> None:
+    """8 clients at once, each on its own connection, get what the in-process retriever answers one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, _ = server
+    local = open_bundle(workdir, Settings(workdir=workdir), "workdir", with_llm=False, cfg=RetrievalConfig(k=100))
+    repo = FeatureRepo(workdir / "features", workdir / "feast")
+    catalog = _items(workdir)
+    pairs = list(users.head(8).itertuples(index=False)) * 2
+    base = str(client.base_url)
+
+    def ask(user: str) -> list[str]:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            return [it["item_id"] for it in c.post("/v1/recommendations", json={"user_id": user, "k": 10}).json()["items"]]
+
+    before = pd.Timestamp.now(tz="UTC").floor("s")
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(ask, [u for u, _ in pairs]))
+    after = pd.Timestamp.now(tz="UTC").floor("s")
+    seconds = pd.date_range(before, after, freq="s")
+    assert len(seconds) <= 3, "the burst took too long to compare against a few request times"
+    for (user, category), answer in zip(pairs, got, strict=True):
+        seq = context_from_features(repo.online([user]), category=category)
+        keep = [j for j, i in enumerate(seq.history) if i in catalog.index]
+        expect = [local.retriever.recommend(replace(seq, at=at, history=[seq.history[j] for j in keep],
+                                                    history_buy=[seq.history_buy[j] for j in keep],
+                                                    history_ms=[seq.history_ms[j] for j in keep])).items[:10]
+                  for at in seconds]
+        assert answer in expect, user
+    local.close()
+
+
 @pytest.mark.parametrize("mode", ["llm", "llm-rank"])
 def test_llm_modes_with_the_tiny_model(server, users: pd.DataFrame, workdir: Path, mode: str) -> None:
     client, _ = server
