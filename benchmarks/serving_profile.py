@@ -34,11 +34,12 @@ def _frames(session, top: int) -> list[tuple[str, float, float]]:  # noqa: ANN00
 
     def walk(frame, stack: frozenset) -> None:  # noqa: ANN001
         key = f"{frame.function} ({Path(frame.file_path or '?').name}:{frame.line_no})"
-        own[key] = own.get(key, 0.0) + frame.exclusive_time
+        own[key] = own.get(key, 0.0) + frame.total_self_time  # its "[self]" leaves: time in no callee
         if key not in stack:  # recursion counts once
             total[key] = total.get(key, 0.0) + frame.time
         for child in frame.children:
-            walk(child, stack | {key})
+            if not child.is_synthetic:
+                walk(child, stack | {key})
 
     root = session.root_frame()
     if root is not None:

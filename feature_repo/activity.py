@@ -110,10 +110,21 @@ class ActivityTable:
     def lookup(self, keys: Sequence[str] | np.ndarray, t_ns: np.ndarray | int) -> np.ndarray:
         """(n, 4) float32 counts (`COUNTS`) of each key as of each time (epoch ns, one per key or one for all)."""
         keys = np.asarray(keys, dtype=object)
-        out = np.zeros((len(keys), len(COUNTS)), np.float32)
         if len(keys) == 0 or len(self.comp) == 0:
+            return np.zeros((len(keys), len(COUNTS)), np.float32)
+        return self.lookup_codes(self.codes(keys), t_ns)
+
+    def codes(self, keys: Sequence[str] | np.ndarray) -> np.ndarray:
+        """Each key's code in this table (-1: unknown), for `lookup_codes`: what a caller that looks the same keys
+        up many times computes once. (n,) int64"""
+        return self.keys.get_indexer(np.asarray(keys, dtype=object)).astype(np.int64)
+
+    def lookup_codes(self, code: np.ndarray, t_ns: np.ndarray | int) -> np.ndarray:
+        """`lookup` by the keys' `codes`. (n, 4) float32"""
+        code = np.asarray(code, np.int64)
+        out = np.zeros((len(code), len(COUNTS)), np.float32)
+        if len(code) == 0 or len(self.comp) == 0:
             return out
-        code = self.keys.get_indexer(keys)  # (n,) -1 unknown
         ms = np.broadcast_to(np.asarray(t_ns, np.int64) // 1_000_000, code.shape)
         q = (np.maximum(code, 0).astype(np.int64) << _SHIFT) | np.maximum(ms, 0)
         i = np.searchsorted(self.comp, q, side="right") - 1  # latest row at or before (key, t)

@@ -360,7 +360,8 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
                             else (None, "off (FASHIONREC_RANKER_ENABLED=0)"))
     retriever = OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), variants,
                                 cfg, collections=settings.collections, id_items=ckpt.vocab.to_list(), ranking=stage,
-                                title_vectors=titles)
+                                title_vectors=titles, title_scan=settings.title_search == "table" and
+                                store.engine == "qdrant-edge")
     models = {"bundle": version, "id_model": f"{settings.id_model}@{file_digest(lay.model(settings.id_model))}",
               "title_model": f"lstm-title@{file_digest(lay.title_model)}",
               "variant_ranker": f"variant-ranker@{file_digest(lay.variant_ranker)}" if variants else "none",

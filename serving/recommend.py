@@ -41,7 +41,7 @@ from models.text.memory import AsOfMemory
 from models.text.tokenizer import normalize_text
 from models.variants import ItemAttributes, VariantRanker
 from serving.config import COLLECTIONS, Collections
-from serving.vectorstore import Hit, VectorStore
+from serving.vectorstore import Hit, VectorStore, point_ids
 
 TIE_SLACK = 5  # extra memory hits fetched so that ties at the q-th place break by query text
 QUERY_CACHE = 4096  # query encodings kept per bundle
@@ -93,11 +93,13 @@ class OnlineRetriever:
                  cfg: RetrievalConfig = RetrievalConfig(), title_cfg: TitleQueryConfig = TitleQueryConfig(),
                  collections: Collections = COLLECTIONS, memory: AsOfMemory | None = None,
                  id_items: Sequence[str] | None = None, ranking: RankingStage | None = None,
-                 title_vectors: np.ndarray | None = None) -> None:
+                 title_vectors: np.ndarray | None = None, title_scan: bool = False) -> None:
         """`id_items`: the items the ID collection holds (those the ID model has a row for; None: every item), so
         that a category without any has no ID list. `ranking`: the learned ranking stage; with it the lists are its
         sources (seen items kept) and it orders the items. `title_vectors`: every item's unit title vector in item
-        id order (`serving.bundle.title_table`, the evaluation's table); None: titles are encoded per request."""
+        id order (`serving.bundle.title_table`, the evaluation's table); None: titles are encoded per request.
+        `title_scan`: search titles by scanning that table (exact, one BLAS product per request: 4x faster than
+        the engine's exact search over an in-process shard) instead of the title collection."""
         self.store, self.encoder, self.id_queries, self.memory = store, encoder, id_queries, memory
         self.ranker, self.cfg, self.title_cfg, self.collections = ranker, cfg, title_cfg, collections
         self.ranking = ranking
@@ -108,10 +110,23 @@ class OnlineRetriever:
         if title_vectors is not None and len(title_vectors) != len(self.items):
             raise ValueError(f"title_vectors has {len(title_vectors)} rows for a catalog of {len(self.items)}")
         self.title_table = title_vectors
+        # With a table and `title_scan`, the title search scans it per category (exact, no engine round trip).
+        self.title_scan = title_vectors is not None and title_scan
+        self._title_partitions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if self.title_scan:
+            for c, rows in pd.Series(np.arange(len(self.items))).groupby(self.category, sort=False):
+                r = rows.to_numpy()
+                self._title_partitions[str(c)] = (r, np.ascontiguousarray(title_vectors[r]))
         self.created_ns = release_ns(self.items)  # (n,)
         self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
         cats = self.items["category"].fillna("\0missing").astype(str)
         self.category_code = {c: i for i, c in enumerate(sorted(cats.unique()))}  # as ItemAttributes.category
+        self.point_ids = point_ids(self.items["item_id"].astype(str).tolist())  # item searches read no payloads
+        # Per category, its rows by release time: a request's unreleased items are a suffix (no catalog scan).
+        self._by_release: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for c, rows in pd.Series(np.arange(len(self.items))).groupby(self.category, sort=False):
+            rows = rows.to_numpy()[np.argsort(self.created_ns[rows.to_numpy()], kind="stable")]
+            self._by_release[str(c)] = (self.created_ns[rows], self.items["item_id"].to_numpy()[rows])
         with_id = self.index.isin(list(id_items)) if id_items is not None else np.ones(len(self.index), bool)
         self.id_categories = set(self.items.loc[with_id, "category"].astype(str))
         # A shopper's last search comes back on every request they make: its encoding is kept (per bundle, since
@@ -124,11 +139,33 @@ class OnlineRetriever:
         key.setflags(write=False)
         return key
 
+    def _scan_titles(self, vector: np.ndarray, k: int, category: str, exclude: set[str]) -> list[Hit]:
+        """The title search as an exact scan of the bundle's title table (the vectors the title collection holds):
+        one BLAS product over the category's rows, top-k not in `exclude` by score then item id (as `_search`).
+        vector: (d,) unit."""
+        rows, matrix = self._title_partitions[category] if category in self._title_partitions else (
+            np.zeros(0, np.int64), np.zeros((0, len(vector)), np.float32))
+        if not len(rows):
+            return []
+        scores = matrix @ np.asarray(vector, np.float32)  # (n_c,)
+        m = min(len(rows), k + len(exclude) + TIE_SLACK)
+        floor = np.partition(scores, len(scores) - m)[len(scores) - m]  # the m-th best score
+        top = np.flatnonzero(scores >= floor)  # ties with it included: their order is by item id below
+        top = top[np.lexsort((top, -scores[top]))]  # rows are in item id order
+        ids = self.items["item_id"].to_numpy()[rows[top]]
+        return [Hit(id=str(i), score=float(sc), payload={}) for i, sc in zip(ids, scores[top], strict=True)
+                if i not in exclude][:k]
+
+    def _unreleased(self, category: str, at_ns: int) -> set[str]:
+        """The category's items released after `at_ns`."""
+        created, ids = self._by_release.get(category, (np.zeros(0, np.int64), np.zeros(0, object)))
+        return set(ids[np.searchsorted(created, at_ns, side="right"):].tolist())
+
     def _search(self, collection: str, vector: np.ndarray, k: int, partition: str, exclude: set[str]) -> list[Hit]:
         """Top-k hits not in `exclude`, by score then item id (see the module docstring on ties). vector: (1, d)."""
         limit = k + len(exclude) + TIE_SLACK
         while True:
-            hits = self.store.search(collection, vector, limit, partition=partition)[0]
+            hits = self.store.search(collection, vector, limit, partition=partition, id_of=self.point_ids)[0]
             kept = sorted((h for h in hits if h.id not in exclude), key=lambda h: (-h.score, h.id))
             if len(hits) < limit or (len(kept) >= k and kept[k - 1].score > hits[-1].score):
                 return kept[:k]  # everything fetched, or the k-th hit is strictly above the fetch floor
@@ -152,8 +189,7 @@ class OnlineRetriever:
         stage = self.ranking
         seen = set(ctx.history) if cfg.exclude_seen and stage is None else set()  # the stage keeps seen items
         list_k = max(stage.cfg.id_k, stage.cfg.title_k) if stage is not None else cfg.k
-        in_category = self.category == ctx.category
-        unreleased = set(self.items["item_id"].to_numpy()[in_category & (self.created_ns > at_ns)].tolist())
+        unreleased = self._unreleased(ctx.category, at_ns)
         excluded = seen | unreleased
         history = [i for i in ctx.history if i in self.index]
 
@@ -189,7 +225,10 @@ class OnlineRetriever:
             query_vec = np.asarray(title_vector, np.float32).reshape(-1)
         title_hits: list[str] = []
         if query_vec is not None:
-            hits = self._search(self.collections.titles, l2_normalize(query_vec), list_k, ctx.category, excluded)
+            if self.title_scan:
+                hits = self._scan_titles(l2_normalize(query_vec)[0], list_k, ctx.category, excluded)
+            else:
+                hits = self._search(self.collections.titles, l2_normalize(query_vec), list_k, ctx.category, excluded)
             title_hits = [h.id for h in hits]
         title_list = title_hits
         if cfg.title_list == "memory_first" and stage is None:

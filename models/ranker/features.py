@@ -136,9 +136,26 @@ class FeatureContext:
         fam_first = pd.Series(created).groupby(self.attrs.family).transform("min").to_numpy(np.int64)
         self.family_created = fam_first  # (n,) the family's first release
         self.titles = it["title"].fillna("").astype(str).to_numpy()
-        self.brand_tokens = [_tokens(b) for b in col("brand").fillna("").astype(str)]
-        self.colour_tokens = [_tokens(c) for c in col("color").fillna("").astype(str)]
-        self._title_tokens: dict[int, frozenset[str]] = {}
+        # Each item's rows in the activity table, looked up once here rather than per target.
+        act = self.activity
+        self.item_code, self.family_code = act.codes(self.item_key), act.codes(self.family_key)
+        self.cat_code = act.codes(self.cat_key)
+        self.trend_code = {a: act.codes(k) for a, k in self.trend_key.items()}
+        # The query-match features' token sets, as arrays: every title's distinct token ids (CSR-like: the ids of
+        # row r are title_ids[title_ptr[r]:title_ptr[r + 1]]), and per brand and colour value its token ids.
+        vocab: dict[str, int] = {}
+        ids_of = lambda text: [vocab.setdefault(t, len(vocab)) for t in sorted(_tokens(text))]  # noqa: E731
+        uniq, inverse = np.unique(self.titles, return_inverse=True)
+        per_title = [ids_of(t) for t in uniq.tolist()]
+        lens = np.array([len(x) for x in per_title], np.int64)[inverse.reshape(-1)]
+        self.title_ptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        flat = [per_title[u] for u in inverse.reshape(-1).tolist()]
+        self.title_ids = np.fromiter((i for x in flat for i in x), np.int64, count=int(lens.sum()))
+        self.brand_value, brand_values = pd.factorize(col("brand").fillna("").astype(str))
+        self.brand_token_ids = [ids_of(b) for b in brand_values]
+        self.colour_value, colour_values = pd.factorize(col("color").fillna("").astype(str))
+        self.colour_token_ids = [ids_of(c) for c in colour_values]
+        self.vocab = vocab
         self._popular: dict[tuple[int, int], np.ndarray] | None = None
 
     def popular(self, category: int, t_ns: int, k: int) -> np.ndarray:
@@ -173,11 +190,25 @@ class FeatureContext:
         ends = np.r_[start[1:], len(rows)] if len(rows) else []
         return {(int(cat[a]), int(day[a])): rows[a:min(b, a + k)] for a, b in zip(start, ends, strict=True)}
 
-    def title_tokens(self, row: int) -> frozenset[str]:
-        tok = self._title_tokens.get(row)
-        if tok is None:
-            tok = self._title_tokens[row] = _tokens(self.titles[row])
-        return tok
+    def query_match(self, rows: np.ndarray, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: the share of the query's distinct tokens in its title, and whether its brand's and its colour's
+        tokens (at least one) all occur in the query. (n,) float32 each."""
+        q = _tokens(query)
+        known = np.array(sorted(self.vocab[t] for t in q if t in self.vocab), np.int64)
+        rows = np.asarray(rows, np.int64)
+        lo, hi = self.title_ptr[rows], self.title_ptr[rows + 1]
+        lens = hi - lo
+        pos = np.repeat(lo - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
+        hit = np.isin(self.title_ids[pos], known)  # each title token: in the query?
+        overlap = np.bincount(np.repeat(np.arange(len(rows)), lens)[hit], minlength=len(rows)) / len(q)
+
+        def subset(values: np.ndarray, tokens: list[list[int]]) -> np.ndarray:
+            uniq, inv = np.unique(values[rows], return_inverse=True)
+            ok = np.array([bool(tokens[v]) and set(tokens[v]) <= set(known.tolist()) for v in uniq.tolist()], bool)
+            return ok[inv.reshape(-1)] if len(uniq) else np.zeros(len(rows), bool)
+
+        return (overlap.astype(np.float32), subset(self.brand_value, self.brand_token_ids).astype(np.float32),
+                subset(self.colour_value, self.colour_token_ids).astype(np.float32))
 
 
 def _log_rank(rank: np.ndarray) -> np.ndarray:
@@ -238,12 +269,7 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
 
     # Query-title match.
     if inp.query is not None and normalize_text(inp.query):
-        q = _tokens(inp.query)
-        f["query_overlap"] = np.array([len(q & ctx.title_tokens(r)) / len(q) for r in rows.tolist()], np.float32)
-        f["query_brand"] = np.array([bool(ctx.brand_tokens[r]) and ctx.brand_tokens[r] <= q for r in rows.tolist()],
-                                    np.float32)
-        f["query_colour"] = np.array([bool(ctx.colour_tokens[r]) and ctx.colour_tokens[r] <= q
-                                      for r in rows.tolist()], np.float32)
+        f["query_overlap"], f["query_brand"], f["query_colour"] = ctx.query_match(rows, inp.query)
     else:
         for k in ("query_overlap", "query_brand", "query_colour"):
             f[k] = np.full(n, np.nan, np.float32)
@@ -305,11 +331,12 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
 
     # Activity windows as of the target's day: trends, popularity, family popularity.
     t = inp.t_ns
-    cat_total = ctx.activity.lookup(ctx.cat_key[rows[:1]], t)[:, COUNTS.index("n_30d")] if n else np.zeros(1)
+    act = ctx.activity
+    cat_total = act.lookup_codes(ctx.cat_code[rows[:1]], t)[:, COUNTS.index("n_30d")] if n else np.zeros(1)
     denom = float(cat_total[0]) if n else 0.0
     for attr, name in (("season", "season_trend"), ("occasion", "occasion_trend"), ("color", "colour_trend")):
         if attr in ctx.trend_key and denom > 0:
-            f[name] = ctx.activity.lookup(ctx.trend_key[attr][rows], t)[:, COUNTS.index("n_30d")] / denom
+            f[name] = act.lookup_codes(ctx.trend_code[attr][rows], t)[:, COUNTS.index("n_30d")] / denom
         else:
             f[name] = np.full(n, np.nan, np.float32)
     day_ns = 86_400 * 10**9
@@ -317,8 +344,8 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
     f["family_age_days"] = ((t - ctx.family_created[rows].astype(np.float64)) / day_ns).astype(np.float32)
     f["age_days"][a.created_ns[rows] == np.iinfo(np.int64).min] = np.nan
     f["family_age_days"][ctx.family_created[rows] == np.iinfo(np.int64).min] = np.nan
-    item = ctx.activity.lookup(ctx.item_key[rows], t)  # (n, 4) n_7d n_30d buy_7d buy_30d
-    fam_act = ctx.activity.lookup(ctx.family_key[rows], t)
+    item = act.lookup_codes(ctx.item_code[rows], t)  # (n, 4) n_7d n_30d buy_7d buy_30d
+    fam_act = act.lookup_codes(ctx.family_code[rows], t)
     f["pop_7d"], f["pop_30d"], f["buy_30d"] = np.log1p(item[:, 0]), np.log1p(item[:, 1]), np.log1p(item[:, 3])
     f["pop_trend"] = (np.log1p(item[:, 0]) - np.log1p(item[:, 1] * 7 / 30)).astype(np.float32)
     f["pop_rank"] = ((pd.Series(-item[:, 1]).rank(method="min").to_numpy() - 1) / max(n, 1)).astype(np.float32)

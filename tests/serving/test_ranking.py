@@ -100,10 +100,14 @@ def setup():  # noqa: ANN201
     return catalog, encoder, store, scorer, id_queries, memory
 
 
-def test_online_ranking_stage_equals_the_evaluation_scorer(setup) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("title_scan", [False, True], ids=["title-collection", "title-table-scan"])
+def test_online_ranking_stage_equals_the_evaluation_scorer(setup, title_scan: bool) -> None:  # noqa: ANN001
+    """Serving ranks like the evaluation, whether its title list comes from the title collection or from a scan of
+    the title table (the evaluation's own vectors)."""
     catalog, encoder, store, scorer, id_queries, memory = setup
     online = OnlineRetriever(store, catalog.items, encoder, id_queries, cfg=RetrievalConfig(k=10), memory=memory,
-                             ranking=scorer.stage)
+                             ranking=scorer.stage, title_vectors=scorer.base.title_vectors, title_scan=title_scan)
+    assert online.title_scan is title_scan
     batch = as_targets()
     for i in range(len(CONTEXTS)):
         rows = catalog.rows[CONTEXTS[i][0]]
