@@ -26,6 +26,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -255,16 +256,20 @@ class Bundle:
     retired: bool = False
     warm_ms: float | None = None  # how long the service's warm-up took on this bundle; None: not warmed yet
     items: pd.DataFrame = field(init=False)
-    catalog_items: CatalogItems = field(init=False)
     categories: set[str] = field(init=False)
     created_ns: pd.Series = field(init=False)
 
     def __post_init__(self) -> None:
         items = self.retriever.items
         self.items = items.set_index("item_id", drop=False)
-        self.catalog_items = CatalogItems(items)
         self.categories = set(self.items["category"].astype(str))
-        self.created_ns = pd.Series(release_ns(items), index=items["item_id"].to_numpy())
+        self.created_ns = pd.Series(self.retriever.created_ns, index=items["item_id"].to_numpy())
+
+    @cached_property
+    def catalog_items(self) -> CatalogItems:
+        """The items' attributes as the LLM's prompts read them (built on the first LLM request: 3 s on medium-s0,
+        which retrieval traffic never pays)."""
+        return CatalogItems(self.retriever.items)
 
     def popular(self, category: str, at: pd.Timestamp) -> list[str]:
         """The category's most bought items, released by `at`."""

@@ -97,8 +97,9 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=5, ge=1)  # the Retry-After of a 503
     log_requests: bool = True
     swap_check_s: float = Field(default=1.0, ge=0)  # how often requests look at the registry's `current` pointer
-    # torch intra-op threads in the service process. 1 keeps each request's small forwards (the ID model's sequence
-    # vector, the title encoder) from fighting over cores with concurrent requests; the LLM modes would use more.
+    # torch intra-op and BLAS threads in the service process. 1 keeps each request's small forwards (the ID model's
+    # sequence vector, the title encoder) and products (the title scan) from fighting over cores with concurrent
+    # requests and the other workers; the LLM modes would use more.
     torch_threads: int | None = Field(default=1, ge=1)
     # Requests run once per category (up to this many) on every bundle before it serves or `/readyz` says ready,
     # so the first real request does not pay for lazy loading. 0 turns the warm-up off (ready at once).

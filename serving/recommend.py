@@ -121,7 +121,10 @@ class OnlineRetriever:
         self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
         cats = self.items["category"].fillna("\0missing").astype(str)
         self.category_code = {c: i for i, c in enumerate(sorted(cats.unique()))}  # as ItemAttributes.category
-        self.point_ids = point_ids(self.items["item_id"].astype(str).tolist())  # item searches read no payloads
+        # Item searches read no payloads: point id -> item id, for the items the searched collections hold (the
+        # title collection is scanned from the table when `title_scan`).
+        searched = id_items if self.title_scan and id_items is not None else self.items["item_id"]
+        self.point_ids = point_ids([str(i) for i in searched])
         # Per category, its rows by release time: a request's unreleased items are a suffix (no catalog scan).
         self._by_release: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for c, rows in pd.Series(np.arange(len(self.items))).groupby(self.category, sort=False):

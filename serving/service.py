@@ -76,10 +76,12 @@ class RecommendationService:
 
     @classmethod
     def load(cls, settings: Settings) -> RecommendationService:
-        if settings.torch_threads is not None:
+        if settings.torch_threads is not None:  # per request, one core each: torch's and BLAS's thread pools
             import torch
+            from threadpoolctl import threadpool_limits
 
             torch.set_num_threads(settings.torch_threads)
+            threadpool_limits(settings.torch_threads, user_api="blas")
         layout = Layout(Path(settings.workdir).resolve())
         if not (layout.feast / "registry.db").exists():
             raise FileNotFoundError(f"workdir {layout.root} has no Feast registry: run `fashionrec run --workdir "

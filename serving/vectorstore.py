@@ -201,9 +201,9 @@ class VectorStore:
                id_of: Mapping[str, str] | None = None) -> list[list[Hit]]:
         """Top-k hits by cosine similarity for each query row, best first, within `partition` if given.
 
-        `id_of`: point id -> the caller's id for every point the collection may hold (`point_ids`); the search then
-        reads no payloads (a third of an Edge search's time), and the hits carry none. A point it lacks is a
-        KeyError. Raises KeyError for a missing collection, or for a partition that holds no points.
+        `id_of`: point id -> the caller's id for the points the collection holds (`point_ids`); the search then
+        reads no payloads (a third of an Edge search's time), and the hits carry none. A hit the map lacks makes
+        it search again with payloads. Raises KeyError for a missing collection, or for a partition that holds no points.
         """
         vectors = np.asarray(vectors, dtype=np.float32)  # (B, d)
         if vectors.ndim != 2:
@@ -218,6 +218,8 @@ class VectorStore:
         out: list[list[Hit]] = []
         for start in range(0, len(vectors), _QUERY_CHUNK):
             out.extend(self._backend.query(name, vectors[start : start + _QUERY_CHUNK], k, partition, id_of))
+        if id_of is not None and any(not h.id for hits in out for h in hits):  # a point the map lacks: read payloads
+            return self.search(name, vectors, k, partition)
         if partition is not None and out and not any(out) and self._backend.count(name, partition) == 0:
             raise KeyError(f"collection {name!r} has no partition {partition!r}")
         return out
@@ -278,8 +280,8 @@ def _payload(item_id: str, payloads: Sequence[Mapping[str, Any]] | None, i: int,
 
 
 def _hit(point: Any, id_of: Mapping[str, str] | None = None) -> Hit:
-    if id_of is not None:  # searched without payloads: the caller's id from its point id
-        return Hit(id=id_of[str(point.id)], score=float(point.score), payload={})
+    if id_of is not None:  # searched without payloads: the caller's id from its point id ("" if it has none)
+        return Hit(id=id_of.get(str(point.id), ""), score=float(point.score), payload={})
     payload = dict(point.payload or {})
     return Hit(id=str(payload.get(ID_KEY, point.id)), score=float(point.score), payload=payload)
 

@@ -143,14 +143,18 @@ class FeatureContext:
         self.trend_code = {a: act.codes(k) for a, k in self.trend_key.items()}
         # The query-match features' token sets, as arrays: every title's distinct token ids (CSR-like: the ids of
         # row r are title_ids[title_ptr[r]:title_ptr[r + 1]]), and per brand and colour value its token ids.
-        vocab: dict[str, int] = {}
-        ids_of = lambda text: [vocab.setdefault(t, len(vocab)) for t in sorted(_tokens(text))]  # noqa: E731
         uniq, inverse = np.unique(self.titles, return_inverse=True)
-        per_title = [ids_of(t) for t in uniq.tolist()]
-        lens = np.array([len(x) for x in per_title], np.int64)[inverse.reshape(-1)]
-        self.title_ptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        flat = [per_title[u] for u in inverse.reshape(-1).tolist()]
-        self.title_ids = np.fromiter((i for x in flat for i in x), np.int64, count=int(lens.sum()))
+        self.title_of_row = inverse.reshape(-1).astype(np.int64)  # row -> distinct title
+        # `_tokens` of every distinct title at once: NFKC, lowercase, split on whitespace (normalize_text's steps).
+        words = pd.Series(uniq, dtype=object).str.normalize("NFKC").str.lower().str.split().explode().dropna()
+        pairs = pd.DataFrame({"title": words.index.to_numpy(np.int64), "token": words.to_numpy(object)}
+                             ).drop_duplicates()
+        codes, vocab_list = pd.factorize(pairs["token"], sort=True)
+        vocab: dict[str, int] = {t: i for i, t in enumerate(vocab_list.tolist())}
+        self.title_ids = codes.astype(np.int64)  # distinct title t's token ids: title_ids[title_ptr[t]:title_ptr[t+1]]
+        self.title_ptr = np.concatenate([[0], np.cumsum(np.bincount(pairs["title"].to_numpy(), minlength=len(uniq)))
+                                         ]).astype(np.int64)
+        ids_of = lambda text: [vocab.setdefault(t, len(vocab)) for t in sorted(_tokens(text))]  # noqa: E731
         self.brand_value, brand_values = pd.factorize(col("brand").fillna("").astype(str))
         self.brand_token_ids = [ids_of(b) for b in brand_values]
         self.colour_value, colour_values = pd.factorize(col("color").fillna("").astype(str))
@@ -196,7 +200,8 @@ class FeatureContext:
         q = _tokens(query)
         known = np.array(sorted(self.vocab[t] for t in q if t in self.vocab), np.int64)
         rows = np.asarray(rows, np.int64)
-        lo, hi = self.title_ptr[rows], self.title_ptr[rows + 1]
+        title = self.title_of_row[rows]
+        lo, hi = self.title_ptr[title], self.title_ptr[title + 1]
         lens = hi - lo
         pos = np.repeat(lo - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
         hit = np.isin(self.title_ids[pos], known)  # each title token: in the query?
