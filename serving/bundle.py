@@ -339,7 +339,7 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
     and, when `settings.llm_enabled` (or `with_llm`) and the bundle has an adapter, the LLM. `store`: an open
     vector store to search instead of the bundle's own (the caller closes it)."""
     from models.seqrec import load_checkpoint
-    from models.seqrec.vectors import query_vectors
+    from models.seqrec.vectors import known_item_vectors, query_vectors
     from models.text import load_title_model
     from models.variants import VariantRanker
 
@@ -361,12 +361,15 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
         # Several workers: each searches its own copy (an Edge shard opens in one process at a time).
         store = VectorStore.private_copy(path) if settings.workers > 1 else VectorStore.local(path)
     cfg = cfg or RetrievalConfig(mode=settings.retrieval_mode, k=LIST_K, n=settings.mixup_n)  # type: ignore[arg-type]
-    stage, stage_version = (load_ranking_stage(lay, items, ckpt, titles) if settings.ranker_enabled
+    ordered = items.sort_values("item_id", kind="stable")  # OnlineRetriever's row order
+    id_table = known_item_vectors(ckpt.model, ckpt.vocab, ordered["item_id"].to_numpy())  # (n, d), NaN: no row
+    id_table.setflags(write=False)
+    stage, stage_version = (load_ranking_stage(lay, items, id_table, titles) if settings.ranker_enabled
                             else (None, "off (FASHIONREC_RANKER_ENABLED=0)"))
     retriever = OnlineRetriever(store, items, encoder, lambda h: query_vectors(ckpt.model, ckpt.vocab, h), variants,
                                 cfg, collections=settings.collections, id_items=ckpt.vocab.to_list(), ranking=stage,
-                                title_vectors=titles, title_scan=settings.title_search == "table" and
-                                store.engine == "qdrant-edge")
+                                title_vectors=titles, id_vectors=id_table,
+                                scan=settings.table_search and store.engine == "qdrant-edge")
     models = {"bundle": version, "id_model": f"{settings.id_model}@{file_digest(lay.model(settings.id_model))}",
               "title_model": f"lstm-title@{file_digest(lay.title_model)}",
               "variant_ranker": f"variant-ranker@{file_digest(lay.variant_ranker)}" if variants else "none",
@@ -420,22 +423,22 @@ def title_table(lay: Layout, items: pd.DataFrame, encoder: Any) -> np.ndarray:
     return table
 
 
-def load_ranking_stage(lay: Layout, items: pd.DataFrame, ckpt: Any, titles: np.ndarray) -> tuple[Any, str]:
+def load_ranking_stage(lay: Layout, items: pd.DataFrame, id_table: np.ndarray, titles: np.ndarray
+                       ) -> tuple[Any, str]:
     """The learned ranking stage of a bundle (None and why when it has none): its ranker, the catalog's features,
-    and the bundle's own activity windows and search log. `titles`: the bundle's `title_table`."""
+    and the bundle's own activity windows and search log. `id_table`, `titles`: the items' unit ID vectors (NaN:
+    none) and title vectors, in item id order."""
     from feature_repo.activity import ActivityTable
     from models.ranker.candidates import SearchLog
     from models.ranker.features import FeatureContext
     from models.ranker.model import LearnedRanker
     from models.ranker.stage import RankingStage
-    from models.seqrec.vectors import known_item_vectors
     from models.variants import ItemAttributes
 
     needed = [lay.ranker / "ranker.json", lay.activity, lay.search_results]
     if missing := [str(p) for p in needed if not p.exists()]:
         return None, f"none (missing {', '.join(missing)})"
     items = items.sort_values("item_id", kind="stable").reset_index(drop=True)  # OnlineRetriever's row order
-    id_table = known_item_vectors(ckpt.model, ckpt.vocab, items["item_id"].to_numpy())  # (n, d), NaN: no row
     ctx = FeatureContext(ItemAttributes.from_items(items), items, ActivityTable.read(lay.activity),
                          id_vectors=lambda rows: id_table[rows], title_vectors=lambda rows: titles[rows])
     search_log = SearchLog(pd.read_parquet(lay.search_results, columns=["search_id", "item_id", "position"]),

@@ -69,10 +69,10 @@ class Settings(BaseSettings):
     # LightGBM's predict while it compiles (tens of seconds a booster), then switches; "wait": compile before ready;
     # "off": LightGBM's predict only.
     ranker_compile: Literal["background", "wait", "off"] = "background"
-    # The title search on the embedded engine: "table" scans the bundle's title table in process (the same vectors
-    # as the title collection; exact; a BLAS product per request); "qdrant" searches the collection. With a Qdrant
-    # server (`qdrant_url`) the collection is always searched.
-    title_search: Literal["table", "qdrant"] = "table"
+    # On the embedded engine, search the ID and title lists by scanning the bundle's tables in process (the same
+    # vectors as their collections; exact; one BLAS product per request, 4x faster than the engine's own exact
+    # search); False: search the collections. With a Qdrant server (`qdrant_url`) the collections are searched.
+    table_search: bool = True
     mixup_n: int = 1
 
     # The LLM stage: base model name or path (None: the adapter's own base), and its time budget per request

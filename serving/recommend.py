@@ -93,13 +93,16 @@ class OnlineRetriever:
                  cfg: RetrievalConfig = RetrievalConfig(), title_cfg: TitleQueryConfig = TitleQueryConfig(),
                  collections: Collections = COLLECTIONS, memory: AsOfMemory | None = None,
                  id_items: Sequence[str] | None = None, ranking: RankingStage | None = None,
-                 title_vectors: np.ndarray | None = None, title_scan: bool = False) -> None:
+                 title_vectors: np.ndarray | None = None, id_vectors: np.ndarray | None = None,
+                 scan: bool = False) -> None:
         """`id_items`: the items the ID collection holds (those the ID model has a row for; None: every item), so
         that a category without any has no ID list. `ranking`: the learned ranking stage; with it the lists are its
         sources (seen items kept) and it orders the items. `title_vectors`: every item's unit title vector in item
         id order (`serving.bundle.title_table`, the evaluation's table); None: titles are encoded per request.
-        `title_scan`: search titles by scanning that table (exact, one BLAS product per request: 4x faster than
-        the engine's exact search over an in-process shard) instead of the title collection."""
+        `id_vectors`: every item's unit ID-model vector in item id order, NaN rows for items without one (what the
+        ID collection holds). `scan`: with both tables, search the ID and title lists by scanning them (exact, one
+        BLAS product per request: 4x faster than the engine's exact search over an in-process shard) instead of
+        their collections."""
         self.store, self.encoder, self.id_queries, self.memory = store, encoder, id_queries, memory
         self.ranker, self.cfg, self.title_cfg, self.collections = ranker, cfg, title_cfg, collections
         self.ranking = ranking
@@ -110,20 +113,32 @@ class OnlineRetriever:
         if title_vectors is not None and len(title_vectors) != len(self.items):
             raise ValueError(f"title_vectors has {len(title_vectors)} rows for a catalog of {len(self.items)}")
         self.title_table = title_vectors
-        # With a table and `title_scan`, the title search scans it per category (exact, no engine round trip).
-        self.title_scan = title_vectors is not None and title_scan
+        # With both tables and `scan`, the ID and title searches scan them per category (exact, no engine trip).
+        self.scan = scan and title_vectors is not None and id_vectors is not None
         self._title_partitions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        if self.title_scan:
+        self._id_partitions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if self.scan:
+            assert title_vectors is not None and id_vectors is not None
+            if len(id_vectors) != len(self.items):
+                raise ValueError(f"id_vectors has {len(id_vectors)} rows for a catalog of {len(self.items)}")
+            known = ~np.isnan(id_vectors).any(axis=1)
             for c, rows in pd.Series(np.arange(len(self.items))).groupby(self.category, sort=False):
                 r = rows.to_numpy()
                 self._title_partitions[str(c)] = (r, np.ascontiguousarray(title_vectors[r]))
+                r = r[known[r]]
+                self._id_partitions[str(c)] = (r, np.ascontiguousarray(id_vectors[r], np.float32))
         self.created_ns = release_ns(self.items)  # (n,)
         self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
         cats = self.items["category"].fillna("\0missing").astype(str)
         self.category_code = {c: i for i, c in enumerate(sorted(cats.unique()))}  # as ItemAttributes.category
-        # Item searches read no payloads: point id -> item id, for the items the searched collections hold (the
-        # title collection is scanned from the table when `title_scan`).
-        searched = id_items if self.title_scan and id_items is not None else self.items["item_id"]
+        # The memory collection's keys and payloads, read once, when the tables are scanned (no memory: None).
+        self._memory_table: tuple[np.ndarray, list[dict]] | None = None
+        if self.scan and memory is None and collections.memory in store.collections():
+            _, keys, payloads = store.export(collections.memory)
+            self._memory_table = (np.ascontiguousarray(l2_normalize(keys) if len(keys) else keys), payloads)
+        # Item searches read no payloads: point id -> item id, for the items the searched collections hold (none
+        # when the tables are scanned).
+        searched = [] if self.scan else self.items["item_id"]
         self.point_ids = point_ids([str(i) for i in searched])
         # Per category, its rows by release time: a request's unreleased items are a suffix (no catalog scan).
         self._by_release: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -142,12 +157,12 @@ class OnlineRetriever:
         key.setflags(write=False)
         return key
 
-    def _scan_titles(self, vector: np.ndarray, k: int, category: str, exclude: set[str]) -> list[Hit]:
-        """The title search as an exact scan of the bundle's title table (the vectors the title collection holds):
-        one BLAS product over the category's rows, top-k not in `exclude` by score then item id (as `_search`).
+    def _scan(self, partitions: dict[str, tuple[np.ndarray, np.ndarray]], vector: np.ndarray, k: int,
+              category: str, exclude: set[str]) -> list[Hit]:
+        """A search as an exact scan of one of the bundle's tables (the vectors its collection holds): one BLAS
+        product over the category's rows, top-k not in `exclude` by score then item id (as `_search`).
         vector: (d,) unit."""
-        rows, matrix = self._title_partitions[category] if category in self._title_partitions else (
-            np.zeros(0, np.int64), np.zeros((0, len(vector)), np.float32))
+        rows, matrix = partitions.get(category, (np.zeros(0, np.int64), np.zeros((0, len(vector)), np.float32)))
         if not len(rows):
             return []
         scores = matrix @ np.asarray(vector, np.float32)  # (n_c,)
@@ -158,6 +173,18 @@ class OnlineRetriever:
         ids = self.items["item_id"].to_numpy()[rows[top]]
         return [Hit(id=str(i), score=float(sc), payload={}) for i, sc in zip(ids, scores[top], strict=True)
                 if i not in exclude][:k]
+
+    def _scan_memory(self, key: np.ndarray, k: int) -> list[Hit]:
+        """The memory collection's top-k stored queries for a unit key, by a scan of its vectors (read once)."""
+        assert self._memory_table is not None
+        matrix, payloads = self._memory_table
+        if not len(payloads):
+            return []
+        scores = matrix @ np.asarray(key, np.float32)
+        top = np.argsort(-scores, kind="stable")[:k] if len(scores) <= k else \
+            np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [Hit(id=payloads[i]["query"], score=float(scores[i]), payload=payloads[i]) for i in top.tolist()]
 
     def _unreleased(self, category: str, at_ns: int) -> set[str]:
         """The category's items released after `at_ns`."""
@@ -203,7 +230,9 @@ class OnlineRetriever:
             vec = l2_normalize(np.asarray(vec, np.float32).reshape(1, -1))  # (1, d)
             id_query = vec[0]
             if ctx.category in self.id_categories:  # else the ID model knows no item of the category
-                id_list = [h.id for h in self._search(self.collections.ids, vec, list_k, ctx.category, excluded)]
+                hits = (self._scan(self._id_partitions, vec[0], list_k, ctx.category, excluded) if self.scan
+                        else self._search(self.collections.ids, vec, list_k, ctx.category, excluded))
+                id_list = [h.id for h in hits]
         clock.lap("id_search")
 
         memory_products: list[str] = []
@@ -228,8 +257,8 @@ class OnlineRetriever:
             query_vec = np.asarray(title_vector, np.float32).reshape(-1)
         title_hits: list[str] = []
         if query_vec is not None:
-            if self.title_scan:
-                hits = self._scan_titles(l2_normalize(query_vec)[0], list_k, ctx.category, excluded)
+            if self.scan:
+                hits = self._scan(self._title_partitions, l2_normalize(query_vec)[0], list_k, ctx.category, excluded)
             else:
                 hits = self._search(self.collections.titles, l2_normalize(query_vec), list_k, ctx.category, excluded)
             title_hits = [h.id for h in hits]
@@ -306,7 +335,8 @@ class OnlineRetriever:
             return [h.query for h in hits], list(dict.fromkeys(p for h in hits for p in h.products))
         # Ties broken by query text, as the exact memories do (their keys are sorted texts); a few extra hits
         # so that a tie at the q-th place is broken the same way.
-        found = self.store.search(self.collections.memory, key, q + TIE_SLACK)[0]
+        found = (self._scan_memory(key[0], q + TIE_SLACK) if self._memory_table is not None
+                 else self.store.search(self.collections.memory, key, q + TIE_SLACK)[0])
         if found and pd.Timestamp(found[0].payload["built_before"]) > at:
             raise ValueError(f"the query memory collection holds searches up to {found[0].payload['built_before']}, "
                              f"after the request time {at}; pass an AsOfMemory to replay past requests")

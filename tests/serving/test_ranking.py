@@ -15,6 +15,7 @@ from models.ranker.candidates import SOURCES, CandidateConfig
 from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import LearnedRanker, RankerConfig, fit_ranker
 from models.retrieval import RetrievalConfig
+from models.common import l2_normalize
 from models.text import HashingNgramEncoder
 from serving.recommend import OnlineRetriever, UserContext
 from tests.helpers import T0, catalog_items, make_scorer, search_results
@@ -100,14 +101,16 @@ def setup():  # noqa: ANN201
     return catalog, encoder, store, scorer, id_queries, memory
 
 
-@pytest.mark.parametrize("title_scan", [False, True], ids=["title-collection", "title-table-scan"])
-def test_online_ranking_stage_equals_the_evaluation_scorer(setup, title_scan: bool) -> None:  # noqa: ANN001
-    """Serving ranks like the evaluation, whether its title list comes from the title collection or from a scan of
-    the title table (the evaluation's own vectors)."""
+@pytest.mark.parametrize("scan", [False, True], ids=["collections", "table-scan"])
+def test_online_ranking_stage_equals_the_evaluation_scorer(setup, scan: bool) -> None:  # noqa: ANN001
+    """Serving ranks like the evaluation, whether its ID and title lists come from their collections or from scans
+    of the tables (the evaluation's own vectors)."""
     catalog, encoder, store, scorer, id_queries, memory = setup
+    base = scorer.base
+    id_table = np.where(base.id_known[:, None], l2_normalize(base.id_vectors), np.nan).astype(np.float32)
     online = OnlineRetriever(store, catalog.items, encoder, id_queries, cfg=RetrievalConfig(k=10), memory=memory,
-                             ranking=scorer.stage, title_vectors=scorer.base.title_vectors, title_scan=title_scan)
-    assert online.title_scan is title_scan
+                             ranking=scorer.stage, title_vectors=base.title_vectors, id_vectors=id_table, scan=scan)
+    assert online.scan is scan
     batch = as_targets()
     for i in range(len(CONTEXTS)):
         rows = catalog.rows[CONTEXTS[i][0]]

@@ -55,11 +55,17 @@ def as_targets(contexts: list[UserContext]) -> pd.DataFrame:
 @pytest.mark.parametrize("cfg", [RetrievalConfig(mode="mixup", k=12), RetrievalConfig(mode="title_only", k=12),
                                  RetrievalConfig(mode="id_only", k=12), RetrievalConfig(mode="rrf", k=12)])
 @pytest.mark.parametrize("variants", [False, True])
-def test_online_retriever_equals_the_evaluation_scorer(setup, cfg: RetrievalConfig, variants: bool) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("scan", [False, True], ids=["collections", "table-scan"])
+def test_online_retriever_equals_the_evaluation_scorer(setup, cfg: RetrievalConfig, variants: bool, scan: bool
+                                                       ) -> None:  # noqa: ANN001
+    """Serving's lists equal the evaluation's, searched in the collections (ID, title, memory) or scanned from the
+    tables and the memory's keys read once."""
     catalog, encoder, store, scorer, id_queries = setup
     scorer.cfg = cfg
     ranker = VariantRanker() if variants else None
-    online = OnlineRetriever(store, catalog.items, encoder, id_queries, ranker, cfg)
+    online = OnlineRetriever(store, catalog.items, encoder, id_queries, ranker, cfg, title_vectors=scorer.title_vectors,
+                             id_vectors=scorer.id_vectors, scan=scan)
+    assert online.scan is scan and (online._memory_table is not None) is scan
     for i, ctx in enumerate(CONTEXTS):
         got = online.recommend(UserContext(ctx.category, ctx.history, ctx.last_query, T0)).items
         batch = as_targets([ctx])
