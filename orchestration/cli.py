@@ -292,10 +292,12 @@ def serve(workdir: WorkOpt = Path("work"),
     if settings.workers == 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
         return
-    # Several workers are separate processes: each reads the same settings from its environment.
+    # Several workers are separate processes: each reads the same settings from its environment. This process
+    # becomes uvicorn's supervisor (exec), so a signal to it (Ctrl-C, SIGTERM) stops the workers cleanly.
     cmd = [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--host", settings.host,
            "--port", str(settings.port), "--workers", str(settings.workers), "--log-level", "warning"]
-    raise typer.Exit(subprocess.call(cmd, env={**os.environ, **settings.env()}))
+    sys.stdout.flush()
+    os.execvpe(sys.executable, cmd, {**os.environ, **settings.env()})
 
 
 @app.command()

@@ -22,6 +22,7 @@ is what the evaluation reads, and with it this is exactly the evaluation's ranki
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -131,11 +132,10 @@ class OnlineRetriever:
         self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
         cats = self.items["category"].fillna("\0missing").astype(str)
         self.category_code = {c: i for i, c in enumerate(sorted(cats.unique()))}  # as ItemAttributes.category
-        # The memory collection's keys and payloads, read once, when the tables are scanned (no memory: None).
+        # The memory collection's keys and payloads, read on its first search (the service's warm-up) and scanned
+        # from then on, when the tables are scanned.
         self._memory_table: tuple[np.ndarray, list[dict]] | None = None
-        if self.scan and memory is None and collections.memory in store.collections():
-            _, keys, payloads = store.export(collections.memory)
-            self._memory_table = (np.ascontiguousarray(l2_normalize(keys) if len(keys) else keys), payloads)
+        self._memory_lock = threading.Lock()
         # Item searches read no payloads: point id -> item id, for the items the searched collections hold (none
         # when the tables are scanned).
         searched = [] if self.scan else self.items["item_id"]
@@ -176,7 +176,13 @@ class OnlineRetriever:
 
     def _scan_memory(self, key: np.ndarray, k: int) -> list[Hit]:
         """The memory collection's top-k stored queries for a unit key, by a scan of its vectors (read once)."""
-        assert self._memory_table is not None
+        if self._memory_table is None:
+            with self._memory_lock:
+                if self._memory_table is None:
+                    if self.collections.memory not in self.store.collections():
+                        raise KeyError(f"no collection {self.collections.memory!r}")
+                    _, keys, payloads = self.store.export(self.collections.memory)
+                    self._memory_table = (np.ascontiguousarray(l2_normalize(keys) if len(keys) else keys), payloads)
         matrix, payloads = self._memory_table
         if not len(payloads):
             return []
@@ -335,7 +341,7 @@ class OnlineRetriever:
             return [h.query for h in hits], list(dict.fromkeys(p for h in hits for p in h.products))
         # Ties broken by query text, as the exact memories do (their keys are sorted texts); a few extra hits
         # so that a tie at the q-th place is broken the same way.
-        found = (self._scan_memory(key[0], q + TIE_SLACK) if self._memory_table is not None
+        found = (self._scan_memory(key[0], q + TIE_SLACK) if self.scan
                  else self.store.search(self.collections.memory, key, q + TIE_SLACK)[0])
         if found and pd.Timestamp(found[0].payload["built_before"]) > at:
             raise ValueError(f"the query memory collection holds searches up to {found[0].payload['built_before']}, "

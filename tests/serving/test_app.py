@@ -164,7 +164,7 @@ def test_served_ranking_equals_the_evaluation_exactly(workdir: Path) -> None:
             ranked, _ = scorer.ranked_rows(targets.iloc[[i]], catalog.rows[row.category])
             got = retriever.recommend(ctx)
             assert got.items[:10] == catalog.item_ids[ranked[0].rows[:10]].tolist(), row.user_id
-            assert np.array_equal(np.asarray(got.scores), ranked[0].scores[:10])
+            assert np.array_equal(np.asarray(got.scores[:10]), ranked[0].scores[:10])
             compared += 1
         assert compared == len(targets) > 20
     finally:
@@ -201,6 +201,62 @@ def test_concurrent_clients_get_the_answers_of_one_at_a_time(server, users: pd.D
                   for at in seconds]
         assert answer in expect, user
     local.close()
+
+
+def test_two_workers_on_the_embedded_store_answer_as_one(users: pd.DataFrame, workdir: Path, tmp_path: Path) -> None:
+    """`fashionrec serve --workers 2` without a Qdrant server: each worker process searches its own copy of the
+    bundle's Edge collections (removed when it stops), and 8 clients at once get the one-at-a-time answers."""
+    import os
+    import signal
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = free_port()
+    env = {**os.environ, "FASHIONREC_LOG_REQUESTS": "false", "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--workdir", str(workdir), "--port",
+                             str(port), "--workers", "2", "--no-llm"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else "exited"
+            assert time.time() < deadline, "the two workers did not become ready"
+            try:
+                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        copies = list(tmp_path.glob("fashionrec-qdrant-worker-*"))
+        assert len(copies) == 2 and all((c / "item_title_embeddings").is_dir() for c in copies)
+        local = open_bundle(workdir, Settings(workdir=workdir), "workdir", with_llm=False, cfg=RetrievalConfig(k=100))
+        repo = FeatureRepo(workdir / "features", workdir / "feast")
+        catalog = _items(workdir)
+        pairs = list(users.head(8).itertuples(index=False)) * 2
+
+        def ask(user: str) -> list[str]:
+            with httpx.Client(base_url=base, timeout=60) as c:
+                body = c.post("/v1/recommendations", json={"user_id": user, "k": 10}).json()
+                return [it["item_id"] for it in body["items"]]
+
+        before = pd.Timestamp.now(tz="UTC").floor("s")
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(ask, [u for u, _ in pairs]))
+        seconds = pd.date_range(before, pd.Timestamp.now(tz="UTC").floor("s"), freq="s")
+        for (user, category), answer in zip(pairs, got, strict=True):
+            seq = context_from_features(repo.online([user]), category=category)
+            keep = [j for j, i in enumerate(seq.history) if i in catalog.index]
+            expect = [local.retriever.recommend(replace(seq, at=at, history=[seq.history[j] for j in keep],
+                                                        history_buy=[seq.history_buy[j] for j in keep],
+                                                        history_ms=[seq.history_ms[j] for j in keep])).items[:10]
+                      for at in seconds]
+            assert answer in expect, user
+        local.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    assert not list(tmp_path.glob("fashionrec-qdrant-worker-*"))  # each worker removed its copy
 
 
 @pytest.mark.parametrize("mode", ["llm", "llm-rank"])
@@ -479,6 +535,9 @@ def test_vector_store_outage_gives_503(server, users: pd.DataFrame, monkeypatch:
         raise StoreUnavailable("Qdrant server unreachable: connection refused")
 
     user = users.iloc[0]["user_id"]
+    # The collections searched, as with a Qdrant server (the embedded default scans the tables in process, and an
+    # Edge outage then stops no request: only `/readyz` reports it).
+    monkeypatch.setattr(service.bundle.retriever, "scan", False)
     monkeypatch.setattr(service.bundle.store._backend, "query", down)  # as a Qdrant server that stopped answering
     monkeypatch.setattr(service.bundle.store._backend, "ping", down)
     r = client.post("/v1/recommendations", json={"user_id": user, "k": 5})
@@ -555,6 +614,7 @@ def test_readyz_waits_for_the_warm_up_and_retries_it(server, monkeypatch: pytest
         raise StoreUnavailable("Qdrant server unreachable: connection refused")
 
     monkeypatch.setattr(service.bundle, "warm_ms", None)  # as a bundle opened while the store was down
+    monkeypatch.setattr(service.bundle.retriever, "scan", False)  # the collections searched, as with a server
     monkeypatch.setattr(service.bundle.store._backend, "query", down)
     assert service.warm_up(service.bundle) is False and service.bundle.warm_ms is None
     ready = client.get("/readyz")  # store still down for searches: the retried warm-up fails again

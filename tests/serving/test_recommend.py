@@ -65,7 +65,7 @@ def test_online_retriever_equals_the_evaluation_scorer(setup, cfg: RetrievalConf
     ranker = VariantRanker() if variants else None
     online = OnlineRetriever(store, catalog.items, encoder, id_queries, ranker, cfg, title_vectors=scorer.title_vectors,
                              id_vectors=scorer.id_vectors, scan=scan)
-    assert online.scan is scan and (online._memory_table is not None) is scan
+    assert online.scan is scan and online._memory_table is None
     for i, ctx in enumerate(CONTEXTS):
         got = online.recommend(UserContext(ctx.category, ctx.history, ctx.last_query, T0)).items
         batch = as_targets([ctx])
@@ -78,6 +78,7 @@ def test_online_retriever_equals_the_evaluation_scorer(setup, cfg: RetrievalConf
         assert len(got) == len(set(got)) and not set(got) & set(ctx.history)
         assert got or (cfg.mode == "id_only" and not ctx.history)  # only an ID list can be empty (no history)
         assert all(catalog.items.set_index("item_id").loc[got, "category"] == ctx.category)
+    assert (online._memory_table is not None) is scan  # read on the first search, when scanning
 
 
 def test_online_retriever_reports_its_lists(setup) -> None:  # noqa: ANN001
