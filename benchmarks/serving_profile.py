@@ -85,7 +85,7 @@ def main(workdir: Annotated[Path, typer.Option(help="A workdir `fashionrec run` 
         v = [s.get(key, 0.0) for s in stages]
         typer.echo(f"| {key} | {np.mean(v):.2f} | {np.median(v):.2f} |")
     total = sum(ms) / 1e3
-    typer.echo(f"\n| function | own s | own % | with callees s | with callees % |\n|---|---|---|---|---|")
+    typer.echo("\n| function | own s | own % | with callees s | with callees % |\n|---|---|---|---|---|")
     for name, own, incl in _frames(profiler.last_session, top):
         typer.echo(f"| `{name}` | {own:.2f} | {100 * own / total:.1f} | {incl:.2f} | {100 * incl / total:.1f} |")
     if html is not None:

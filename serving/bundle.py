@@ -4,6 +4,8 @@ A bundle version is self-contained. It is laid out like a workdir (`feature_repo
 opens either one the same way, and it holds:
 - the catalog (`canonical/items.parquet`);
 - the ID checkpoint, the title model, the variant ranker, the learned ranker and the LLM adapter (`models/`);
+- every item's title vector (`text/title_vectors.npy`, the evaluation's file), which serving reads instead of
+  encoding titles per request, and scans for the title list (`title_table`);
 - what the ranking stage reads at request time: the search log (`canonical/search_results.parquet`) and the
   activity windows (`features/activity_windows.parquet`);
 - the all-time best sellers per category, for shoppers with neither history nor query (`serving/popularity.json`);
@@ -35,7 +37,6 @@ import pandas as pd
 
 from feature_repo.layout import Layout
 from feature_repo.schema import TABLES, CanonicalTables
-from models.catalog import release_ns
 from models.llm.prompt import CatalogItems
 from models.retrieval import RetrievalConfig
 from models.seqrec import ID_MODEL

@@ -11,11 +11,11 @@ import pytest
 
 from evaluation.metrics import evaluate
 from evaluation.ranking import RankerScorer, ranker_examples
+from models.common import l2_normalize
 from models.ranker.candidates import SOURCES, CandidateConfig
 from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import LearnedRanker, RankerConfig, fit_ranker
 from models.retrieval import RetrievalConfig
-from models.common import l2_normalize
 from models.text import HashingNgramEncoder
 from serving.recommend import OnlineRetriever, UserContext
 from tests.helpers import T0, catalog_items, make_scorer, search_results
