@@ -171,79 +171,26 @@ def test_served_ranking_equals_the_evaluation_exactly(workdir: Path) -> None:
         bundle.close()
 
 
-def test_concurrent_clients_get_the_answers_of_one_at_a_time(server, users: pd.DataFrame, workdir: Path) -> None:
-    """8 clients at once, each on its own connection, get what the in-process retriever answers one at a time."""
+def _burst_matches_one_at_a_time(base: str, pairs: list, workdir: Path) -> None:
+    """8 clients at once ask `base` for each (user, category) of `pairs`; every answer equals the workdir's
+    in-process retriever's at one of the seconds the burst spanned (the service reads the clock to the second)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    client, _ = server
     local = open_bundle(workdir, Settings(workdir=workdir), "workdir", with_llm=False, cfg=RetrievalConfig(k=100))
     repo = FeatureRepo(workdir / "features", workdir / "feast")
     catalog = _items(workdir)
-    pairs = list(users.head(8).itertuples(index=False)) * 2
-    base = str(client.base_url)
 
     def ask(user: str) -> list[str]:
         with httpx.Client(base_url=base, timeout=60) as c:
-            return [it["item_id"] for it in c.post("/v1/recommendations", json={"user_id": user, "k": 10}).json()["items"]]
+            body = c.post("/v1/recommendations", json={"user_id": user, "k": 10}).json()
+            return [it["item_id"] for it in body["items"]]
 
     before = pd.Timestamp.now(tz="UTC").floor("s")
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(ask, [u for u, _ in pairs]))
-    after = pd.Timestamp.now(tz="UTC").floor("s")
-    seconds = pd.date_range(before, after, freq="s")
+    seconds = pd.date_range(before, pd.Timestamp.now(tz="UTC").floor("s"), freq="s")
     assert len(seconds) <= 3, "the burst took too long to compare against a few request times"
-    for (user, category), answer in zip(pairs, got, strict=True):
-        seq = context_from_features(repo.online([user]), category=category)
-        keep = [j for j, i in enumerate(seq.history) if i in catalog.index]
-        expect = [local.retriever.recommend(replace(seq, at=at, history=[seq.history[j] for j in keep],
-                                                    history_buy=[seq.history_buy[j] for j in keep],
-                                                    history_ms=[seq.history_ms[j] for j in keep])).items[:10]
-                  for at in seconds]
-        assert answer in expect, user
-    local.close()
-
-
-def test_two_workers_on_the_embedded_store_answer_as_one(users: pd.DataFrame, workdir: Path, tmp_path: Path) -> None:
-    """`fashionrec serve --workers 2` without a Qdrant server: each worker process searches its own copy of the
-    bundle's Edge collections (removed when it stops), and 8 clients at once get the one-at-a-time answers."""
-    import os
-    import signal
-    import sys
-    from concurrent.futures import ThreadPoolExecutor
-
-    port = free_port()
-    env = {**os.environ, "FASHIONREC_LOG_REQUESTS": "false", "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--workdir", str(workdir), "--port",
-                             str(port), "--workers", "2", "--no-llm"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300
-        while True:
-            assert proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else "exited"
-            assert time.time() < deadline, "the two workers did not become ready"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        copies = list(tmp_path.glob("fashionrec-qdrant-worker-*"))
-        assert len(copies) == 2 and all((c / "item_title_embeddings").is_dir() for c in copies)
-        local = open_bundle(workdir, Settings(workdir=workdir), "workdir", with_llm=False, cfg=RetrievalConfig(k=100))
-        repo = FeatureRepo(workdir / "features", workdir / "feast")
-        catalog = _items(workdir)
-        pairs = list(users.head(8).itertuples(index=False)) * 2
-
-        def ask(user: str) -> list[str]:
-            with httpx.Client(base_url=base, timeout=60) as c:
-                body = c.post("/v1/recommendations", json={"user_id": user, "k": 10}).json()
-                return [it["item_id"] for it in body["items"]]
-
-        before = pd.Timestamp.now(tz="UTC").floor("s")
-        with ThreadPoolExecutor(8) as pool:
-            got = list(pool.map(ask, [u for u, _ in pairs]))
-        seconds = pd.date_range(before, pd.Timestamp.now(tz="UTC").floor("s"), freq="s")
         for (user, category), answer in zip(pairs, got, strict=True):
             seq = context_from_features(repo.online([user]), category=category)
             keep = [j for j, i in enumerate(seq.history) if i in catalog.index]
@@ -252,7 +199,46 @@ def test_two_workers_on_the_embedded_store_answer_as_one(users: pd.DataFrame, wo
                                                         history_ms=[seq.history_ms[j] for j in keep])).items[:10]
                       for at in seconds]
             assert answer in expect, user
+    finally:
         local.close()
+
+
+def test_concurrent_clients_get_the_answers_of_one_at_a_time(server, users: pd.DataFrame, workdir: Path) -> None:
+    """8 clients at once, each on its own connection, get what the in-process retriever answers one at a time."""
+    client, _ = server
+    _burst_matches_one_at_a_time(str(client.base_url), list(users.head(8).itertuples(index=False)) * 2, workdir)
+
+
+def test_two_workers_on_the_embedded_store_answer_as_one(users: pd.DataFrame, workdir: Path, tmp_path: Path) -> None:
+    """`fashionrec serve --workers 2` without a Qdrant server: each worker process searches its own copy of the
+    bundle's Edge collections (removed when it stops), and 8 clients at once get the one-at-a-time answers."""
+    import os
+    import signal
+    import sys
+
+    port = free_port()
+    env = {**os.environ, "FASHIONREC_LOG_REQUESTS": "false", "TMPDIR": str(tmp_path)}
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--workdir", str(workdir),
+                                 "--port", str(port), "--workers", "2", "--no-llm"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:  # ready (a worker accepts only once loaded) and both workers have their copy
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.time() < deadline, "the two workers did not become ready"
+            try:
+                ready = httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                ready = False
+            copies = list(tmp_path.glob("fashionrec-qdrant-worker-*"))
+            if ready and len(copies) == 2:
+                break
+            time.sleep(0.5)
+        assert all((c / "item_title_embeddings").is_dir() for c in copies)
+        _burst_matches_one_at_a_time(base, list(users.head(8).itertuples(index=False)) * 2, workdir)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
