@@ -350,7 +350,7 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
                                 f"{settings.workdir}` first")
     ckpt = load_checkpoint(lay.model(settings.id_model))
     variants = VariantRanker.load(lay.variant_ranker) if lay.variant_ranker.exists() else None
-    items = lay.read_items()
+    items = lay.read_items().sort_values("item_id", kind="stable").reset_index(drop=True)  # the serving row order
     encoder = load_title_model(lay.title_model)
     titles = title_table(lay, items, encoder)
     if store is not None:
@@ -362,8 +362,7 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
         # Several workers: each searches its own copy (an Edge shard opens in one process at a time).
         store = VectorStore.private_copy(path) if settings.workers > 1 else VectorStore.local(path)
     cfg = cfg or RetrievalConfig(mode=settings.retrieval_mode, k=LIST_K, n=settings.mixup_n)  # type: ignore[arg-type]
-    ordered = items.sort_values("item_id", kind="stable")  # OnlineRetriever's row order
-    id_table = known_item_vectors(ckpt.model, ckpt.vocab, ordered["item_id"].to_numpy())  # (n, d), NaN: no row
+    id_table = known_item_vectors(ckpt.model, ckpt.vocab, items["item_id"].to_numpy())  # (n, d), NaN: no row
     id_table.setflags(write=False)
     stage, stage_version = (load_ranking_stage(lay, items, id_table, titles) if settings.ranker_enabled
                             else (None, "off (FASHIONREC_RANKER_ENABLED=0)"))
@@ -406,7 +405,7 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
 
 
 def title_table(lay: Layout, items: pd.DataFrame, encoder: Any) -> np.ndarray:
-    """Every catalog item's unit title vector, in catalog order (items by id), read-only: the bundle's
+    """Every catalog item's unit title vector, in the order of `items` (sorted by id), read-only: the bundle's
     `text/title_vectors.npy`, the very file the evaluation reads, so that serving's title features and memory blend
     are the evaluation's floats. A bundle or workdir without a table that fits its catalog has its catalog encoded
     here, once, with the function that writes the table (`embed_catalog`)."""
@@ -418,7 +417,7 @@ def title_table(lay: Layout, items: pd.DataFrame, encoder: Any) -> np.ndarray:
     if table is None or table.shape != (n, encoder.dim):
         why = "none" if table is None else f"shape {table.shape}, catalog {n} x {encoder.dim}"
         logger.warning("%s: no title table fits the catalog (%s); encoding %d titles", lay.root, why, n)
-        table = embed_catalog(encoder, items.sort_values("item_id", kind="stable"))
+        table = embed_catalog(encoder, items)
     table = np.ascontiguousarray(l2_normalize(table), np.float32)
     table.setflags(write=False)
     return table
@@ -427,8 +426,8 @@ def title_table(lay: Layout, items: pd.DataFrame, encoder: Any) -> np.ndarray:
 def load_ranking_stage(lay: Layout, items: pd.DataFrame, id_table: np.ndarray, titles: np.ndarray
                        ) -> tuple[Any, str]:
     """The learned ranking stage of a bundle (None and why when it has none): its ranker, the catalog's features,
-    and the bundle's own activity windows and search log. `id_table`, `titles`: the items' unit ID vectors (NaN:
-    none) and title vectors, in item id order."""
+    and the bundle's own activity windows and search log. `items` sorted by id (serving's row order); `id_table`,
+    `titles`: their unit ID vectors (NaN: none) and title vectors, in that order."""
     from feature_repo.activity import ActivityTable
     from models.ranker.candidates import SearchLog
     from models.ranker.features import FeatureContext
@@ -439,7 +438,6 @@ def load_ranking_stage(lay: Layout, items: pd.DataFrame, id_table: np.ndarray, t
     needed = [lay.ranker / "ranker.json", lay.activity, lay.search_results]
     if missing := [str(p) for p in needed if not p.exists()]:
         return None, f"none (missing {', '.join(missing)})"
-    items = items.sort_values("item_id", kind="stable").reset_index(drop=True)  # OnlineRetriever's row order
     ctx = FeatureContext(ItemAttributes.from_items(items), items, ActivityTable.read(lay.activity),
                          id_vectors=lambda rows: id_table[rows], title_vectors=lambda rows: titles[rows])
     search_log = SearchLog(pd.read_parquet(lay.search_results, columns=["search_id", "item_id", "position"]),

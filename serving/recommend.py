@@ -109,6 +109,7 @@ class OnlineRetriever:
         self.ranking = ranking
         self.items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
         self.index = pd.Index(self.items["item_id"])
+        self.item_ids = self.items["item_id"].to_numpy()  # (n,) row -> item id
         self.category = self.items["category"].to_numpy()
         self.titles = self.items["title"].fillna("").astype(str).to_numpy()
         if title_vectors is not None and len(title_vectors) != len(self.items):
@@ -118,16 +119,16 @@ class OnlineRetriever:
         self.scan = scan and title_vectors is not None and id_vectors is not None
         self._title_partitions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._id_partitions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        by_category = {str(c): rows.to_numpy() for c, rows in
+                       pd.Series(np.arange(len(self.items))).groupby(self.category, sort=False)}  # rows ascending
         if self.scan:
             assert title_vectors is not None and id_vectors is not None
             if len(id_vectors) != len(self.items):
                 raise ValueError(f"id_vectors has {len(id_vectors)} rows for a catalog of {len(self.items)}")
             known = ~np.isnan(id_vectors).any(axis=1)
-            for c, rows in pd.Series(np.arange(len(self.items))).groupby(self.category, sort=False):
-                r = rows.to_numpy()
-                self._title_partitions[str(c)] = (r, np.ascontiguousarray(title_vectors[r]))
-                r = r[known[r]]
-                self._id_partitions[str(c)] = (r, np.ascontiguousarray(id_vectors[r], np.float32))
+            for c, r in by_category.items():
+                self._title_partitions[c] = (r, np.ascontiguousarray(title_vectors[r]))
+                self._id_partitions[c] = (r[known[r]], np.ascontiguousarray(id_vectors[r[known[r]]], np.float32))
         self.created_ns = release_ns(self.items)  # (n,)
         self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
         cats = self.items["category"].fillna("\0missing").astype(str)
@@ -142,9 +143,9 @@ class OnlineRetriever:
         self.point_ids = point_ids([str(i) for i in searched])
         # Per category, its rows by release time: a request's unreleased items are a suffix (no catalog scan).
         self._by_release: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for c, rows in pd.Series(np.arange(len(self.items))).groupby(self.category, sort=False):
-            rows = rows.to_numpy()[np.argsort(self.created_ns[rows.to_numpy()], kind="stable")]
-            self._by_release[str(c)] = (self.created_ns[rows], self.items["item_id"].to_numpy()[rows])
+        for c, r in by_category.items():
+            r = r[np.argsort(self.created_ns[r], kind="stable")]
+            self._by_release[c] = (self.created_ns[r], self.item_ids[r])
         with_id = self.index.isin(list(id_items)) if id_items is not None else np.ones(len(self.index), bool)
         self.id_categories = set(self.items.loc[with_id, "category"].astype(str))
         # A shopper's last search comes back on every request they make: its encoding is kept (per bundle, since
@@ -170,7 +171,7 @@ class OnlineRetriever:
         floor = np.partition(scores, len(scores) - m)[len(scores) - m]  # the m-th best score
         top = np.flatnonzero(scores >= floor)  # ties with it included: their order is by item id below
         top = top[np.lexsort((top, -scores[top]))]  # rows are in item id order
-        ids = self.items["item_id"].to_numpy()[rows[top]]
+        ids = self.item_ids[rows[top]]
         return [Hit(id=str(i), score=float(sc), payload={}) for i, sc in zip(ids, scores[top], strict=True)
                 if i not in exclude][:k]
 
@@ -187,8 +188,7 @@ class OnlineRetriever:
         if not len(payloads):
             return []
         scores = matrix @ np.asarray(key, np.float32)
-        top = np.argsort(-scores, kind="stable")[:k] if len(scores) <= k else \
-            np.argpartition(-scores, k - 1)[:k]
+        top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [Hit(id=payloads[i]["query"], score=float(scores[i]), payload=payloads[i]) for i in top.tolist()]
 
@@ -249,7 +249,7 @@ class OnlineRetriever:
             memory_queries, found = self._memory(key, at)
             rows = self._rows(found)
             in_cat = rows[self.category[rows] == ctx.category]
-            memory_products = [str(i) for i in self.items["item_id"].to_numpy()[in_cat] if i not in excluded]
+            memory_products = [str(i) for i in self.item_ids[in_cat] if i not in excluded]
             blend = in_cat if len(in_cat) else rows
             query_vec = key[0] * tcfg.query_weight
             if len(blend):
@@ -280,7 +280,7 @@ class OnlineRetriever:
         ranked = combine(id_list, title_list, cfg)
         if self.ranker is not None and ranked:
             rows = self.ranker.rerank(self._rows(ranked), self._rows(history), at_ns, self.attrs)
-            ids = self.items["item_id"].to_numpy()[rows]
+            ids = self.item_ids[rows]
             ranked = [str(i) for i, c in zip(ids, self.category[rows], strict=True)
                       if c == ctx.category and i not in seen][: cfg.k]
         clock.lap("mixup_rerank")
@@ -311,7 +311,7 @@ class OnlineRetriever:
         ranked = stage.rank(inp)
         clock.lap("candidates_features_rank")
         top = ranked.rows[: self.cfg.k]
-        ids = self.items["item_id"].to_numpy()
+        ids = self.item_ids
         names = ("memory", "search", "history", "id", "title", "popularity")
         pos = pd.Index(ranked.candidates.rows).get_indexer(top)
         sources = {}

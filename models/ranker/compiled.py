@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from models.common import cache_root
+
 logger = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("FASHIONREC_CACHE") or Path.home() / ".cache" / "fashionrec")
-    return root / "ranker"
+    return cache_root() / "ranker"
 
 
 def _host() -> str:
