@@ -11,7 +11,8 @@ On a workdir `fashionrec run` wrote (medium-s0 for the serving issue's targets),
 4. `--soak-seconds` (300 for the issue) at `--soak-rate` requests a second, open loop (each request is sent at its
    scheduled time, and its latency counts from then, so a stall is not hidden): errors, p50/p99 per minute, and
    the service's RSS at the start and the end;
-5. a malformed-request fuzz (`--fuzz`): 5xx count, and whether the service still answers.
+5. `--llm-requests` per LLM mode (`llm-rank`, `llm`), one at a time, once the bundle's LLM has loaded;
+6. a malformed-request fuzz (`--fuzz`): 5xx count, and whether the service still answers.
 
 Prints one table (latency p50/p95/p99, requests a second, and p50 as a multiple of the raw parts' sum, which is the
 least a request could cost), the per-minute soak table, the stage times the answers report, and how many HTTP
@@ -253,6 +254,9 @@ def main(workdir: Annotated[Path, typer.Option(help="A workdir `fashionrec run` 
          soak_seconds: Annotated[float, typer.Option(help="Soak length, s (0: none)")] = 0.0,
          soak_rate: Annotated[float, typer.Option(help="Soak requests a second")] = 50.0,
          fuzz: Annotated[int, typer.Option(help="Malformed requests (0: none)")] = 0,
+         llm_requests: Annotated[int, typer.Option(help="Requests per LLM mode, llm-rank and llm, one at a time "
+                                                        "(0: none, and the service loads no LLM)")] = 0,
+         llm_timeout: Annotated[float, typer.Option(help="The LLM modes' budget per request, s")] = 120.0,
          k: Annotated[int, typer.Option(help="Items per answer")] = 10,
          port: Annotated[int, typer.Option(help="0: a free port")] = 0,
          json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows here")] = None,
@@ -268,7 +272,8 @@ def main(workdir: Annotated[Path, typer.Option(help="A workdir `fashionrec run` 
 
     port = port or _free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "FASHIONREC_LLM_ENABLED": "false", "FASHIONREC_LOG_REQUESTS": "false"}
+    env = {**os.environ, "FASHIONREC_LLM_ENABLED": str(llm_requests > 0).lower(), "FASHIONREC_LOG_REQUESTS": "false",
+           "FASHIONREC_LLM_TIMEOUT_S": str(llm_timeout)}
     log = tempfile.NamedTemporaryFile("w+", prefix="fashionrec-serve-", suffix=".log", delete=False)  # noqa: SIM115
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--workdir", str(root), "--port",
@@ -304,6 +309,19 @@ def main(workdir: Annotated[Path, typer.Option(help="A workdir `fashionrec run` 
                                f"{soak_total['rss_end_mb']:.0f} MB"))
             rows[-1].update(n=soak_total["n"], p50=soak_total["p50"], p99=soak_total["p99"],
                             rps=soak_total["achieved_rps"])
+        if llm_requests:  # the LLM loads in the background: its modes fall back until it is in
+            deadline, llm = time.monotonic() + 600, "loading"
+            while llm == "loading" and time.monotonic() < deadline:
+                llm = httpx.get(f"{base}/readyz", timeout=30).json().get("llm", "none")
+                time.sleep(1.0)
+            notes.append(f"LLM: {llm}")
+            for mode in ("llm-rank", "llm"):
+                ms, out, wall = _drive(base, [{**b, "mode": mode} for b in bodies[:llm_requests]], 1, llm_timeout + 60)
+                served = sum(o.get("mode") == mode for o in out)
+                model = next((o["llm"]["model"] for o in out if o.get("llm")), "none")
+                rows.append(_stats(f"HTTP mode={mode}, concurrency 1", ms, wall, f"{served}/{len(out)} served by "
+                                   f"{mode} ({model})"))
+                stages[mode] = [o["timings_ms"] for o in out if "timings_ms" in o]
         if fuzz:
             fivexx, four, alive = _fuzz(base, fuzz, seed)
             notes.append(f"fuzz: {fuzz} malformed requests: {fivexx} 5xx, {four} 4xx; service alive after: {alive}")
