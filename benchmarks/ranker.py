@@ -27,15 +27,14 @@ from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityS
 from evaluation.factories import ranker_scorer, retrieval_scorer
 from evaluation.metrics import evaluate, targets_ceiling
 from evaluation.periods import by_fit, parts
-from evaluation.ranking import candidate_recall, ranker_examples
+from evaluation.ranking import candidate_recall, fit_on_targets
 from evaluation.retrieval import VariantScorer
 from evaluation.seqrec import SeqScorer
 from feature_repo.layout import Layout
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import fit_layouts, read_protocol
 from models.catalog import Catalog
-from models.ranker.features import FEATURE_NAMES
-from models.ranker.model import RankerConfig, fit_ranker
+from models.ranker.model import RankerConfig
 from models.retrieval import RetrievalConfig
 from models.seqrec import ID_MODEL, load_checkpoint
 from models.text import load_title_model
@@ -78,10 +77,9 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
     encoder = load_title_model(test_lay.title_model)
     memory = AsOfMemory.build(tables.search_results, encoder)  # one as-of memory for every test row and the latency
     setup_s = time.perf_counter() - t0
-    ex = ranker_examples(ranker_scorer(val_lay, catalog, memory=val_memory), val, progress=True)
     t1 = time.perf_counter()
-    model = fit_ranker(ex.groups, FEATURE_NAMES, RankerConfig())
-    fit_s = time.perf_counter() - t1
+    model, ex = fit_on_targets(ranker_scorer(val_lay, catalog, memory=val_memory), val, RankerConfig(), progress=True)
+    fit_s = time.perf_counter() - t1 - ex.seconds
     # Each test target through the ID model's fit of its period (rolling refits: `evaluation.periods`).
     scorer = by_fit(test_lay, lambda lay: ranker_scorer(lay, catalog, model, memory=memory))
     t1 = time.perf_counter()

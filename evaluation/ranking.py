@@ -27,9 +27,10 @@ from feature_repo.sequences import history_arrays, last_search_queries
 from models.catalog import Catalog
 from models.common import to_ns
 from models.ranker.candidates import SOURCES, CandidateConfig, Candidates, TargetInputs, generate
-from models.ranker.features import FeatureContext, compute
-from models.ranker.model import LearnedRanker
+from models.ranker.features import FEATURE_NAMES, PUNCT, FeatureContext, compute, match_tokens
+from models.ranker.model import LearnedRanker, RankerConfig, fit_ranker
 from models.ranker.stage import Ranked, RankingStage
+from models.text.tokenizer import normalize_text
 
 
 @dataclass
@@ -171,6 +172,57 @@ def ranker_examples(scorer: RankerScorer, targets: pd.DataFrame, progress: bool 
                     round(time.perf_counter() - t0, 2))
 
 
+
+
+def fit_on_targets(scorer: RankerScorer, targets: pd.DataFrame, cfg: RankerConfig, progress: bool = False
+                   ) -> tuple[LearnedRanker, Examples]:
+    """The ranker fitted on `targets` (the validation targets), with `cfg.navigational` of them also copied as
+    navigational examples (extra training groups, never held out), and the examples of `targets` themselves."""
+    ex = ranker_examples(scorer, targets, progress=progress)
+    nav = navigational_targets(targets, scorer.base.catalog, cfg.navigational, cfg.seed)
+    extra = ranker_examples(scorer, nav, progress=progress).groups if len(nav) else []
+    model = fit_ranker(ex.groups, FEATURE_NAMES, cfg, extra=extra)
+    model.info |= {"navigational_targets": len(nav)}
+    return model, ex
+
+
+def product_name(title: str, colour: str | None, size: str | None) -> str:
+    """A title without its colour and size words: the name a shopper types for a product (any of its variants)."""
+    drop = set(match_tokens(str(colour or ""))) | set(match_tokens(str(size or "")))
+    return " ".join(w for w in normalize_text(str(title)).split() if w.strip(PUNCT) and w.strip(PUNCT) not in drop)
+
+
+def navigational_targets(targets: pd.DataFrame, catalog: Catalog, share: float, seed: int = 0) -> pd.DataFrame:
+    """Training copies of a seeded `share` of `targets` in which the shopper names the product before buying it: one
+    more search, 1 ms before the target's time, whose query is the bought item's exact title (half of the copies) or
+    its name without colour and size (the other half); half of the copies also lose the rest of their history (a
+    new shopper). Logged searches rarely name a product (synthetic and real queries describe one), so without these
+    the ranker never sees a query that names an item, and it learns nothing of what such a query means. Only for
+    training: the evaluation's targets are never augmented."""
+    if share <= 0 or not len(targets):
+        return targets.iloc[:0].copy()
+    rng = np.random.default_rng(seed)
+    pick = targets.iloc[np.sort(rng.choice(len(targets), max(1, round(share * len(targets))), replace=False))].copy()
+    items = catalog.items.set_index("item_id")
+    get = lambda c: items[c] if c in items else pd.Series(None, index=items.index, dtype=object)  # noqa: E731
+    it = pd.DataFrame({c: get(c).reindex(pick["target_item_id"]).to_numpy() for c in ("title", "color", "size")})
+    named = rng.random(len(pick)) < 0.5
+    alone = rng.random(len(pick)) < 0.5
+    cols = ("seq_actions", "seq_item_ids", "seq_queries", "seq_search_ids", "seq_timestamps")
+    out = {c: [] for c in cols}
+    for j, row in enumerate(pick.itertuples(index=False)):
+        title, colour, size = it.iloc[j]
+        query = product_name(title, colour, size) if named[j] else str(title)
+        ms = int(pd.Timestamp(row.target_ts).value // 1_000_000) - 1
+        keep = not alone[j]
+        for c, v in zip(cols, ("search", "", query, -1, ms), strict=True):
+            seq = list(getattr(row, c)) if keep else []
+            out[c].append(np.asarray(seq + [v], dtype=np.int64 if c in ("seq_search_ids", "seq_timestamps") else object))
+    for c in cols:
+        pick[c] = out[c]
+    pick["n_history"] = [len(a) for a in out["seq_actions"]]
+    pick["user_id"] = pick["user_id"].astype(str) + "#nav"
+    return pick.reset_index(drop=True)
 
 
 def top_lists(ex: Examples, scores: Sequence[np.ndarray], targets: pd.DataFrame, catalog: Catalog, n: int

@@ -50,8 +50,10 @@ FEATURES: dict[str, str] = {
     "fam_search_rank": "best organic position of any variant of its family in the recent searches",
     # query-title match
     "query_overlap": "share of the last query's tokens found in the title",
+    "query_coverage": "share of the title's tokens found in the last query (1: the query names this very item)",
     "query_brand": "1 if the brand's tokens are all in the last query",
     "query_colour": "1 if the colour's tokens are all in the last query",
+    "query_size": "1 if the size's tokens are all in the last query",
     # the variant re-ranker's 13 features, against the memory-first title list
     **{f"v_{n}": f"VariantRanker feature {n}" for n in VARIANT_FEATURES},
     # affinity with the history
@@ -93,14 +95,20 @@ FEATURES: dict[str, str] = {
 FEATURE_NAMES = tuple(FEATURES)
 POPULAR_INDEX_K = 100  # items kept per (category, day) in the popularity source's index
 _RANK_SOURCES = ("id", "title", "memory", "search", "history", "popularity")
+QUERY_MATCH = ("query_overlap", "query_coverage", "query_brand", "query_colour", "query_size")
 
 
 def _code(values: pd.Series) -> np.ndarray:
     return pd.factorize(values.fillna("\0missing").astype(str), sort=True)[0].astype(np.int64)
 
 
-def _tokens(text: str) -> frozenset[str]:
-    return frozenset(normalize_text(text).split())
+PUNCT = ",.;:!?()[]{}\"'-|/&*+#"  # stripped from both ends of a token for matching; a token of only these is dropped
+
+
+def match_tokens(text: str) -> frozenset[str]:
+    """A query's or title's distinct match tokens: `normalize_text`, split on whitespace, punctuation stripped from
+    both ends ("Blue," and "blue" match; a lone "-" is no token)."""
+    return frozenset(t for t in (w.strip(PUNCT) for w in normalize_text(text).split()) if t)
 
 
 @dataclass
@@ -145,8 +153,11 @@ class FeatureContext:
         # row r are title_ids[title_ptr[r]:title_ptr[r + 1]]), and per brand and colour value its token ids.
         uniq, inverse = np.unique(self.titles, return_inverse=True)
         self.title_of_row = inverse.reshape(-1).astype(np.int64)  # row -> distinct title
-        # `_tokens` of every distinct title at once: NFKC, lowercase, split on whitespace (normalize_text's steps).
+        # `match_tokens` of every distinct title at once: NFKC, lowercase, split on whitespace (normalize_text's steps),
+        # punctuation stripped from both ends, empty tokens dropped.
         words = pd.Series(uniq, dtype=object).str.normalize("NFKC").str.lower().str.split().explode().dropna()
+        words = words.str.strip(PUNCT)
+        words = words[words.str.len() > 0]
         pairs = pd.DataFrame({"title": words.index.to_numpy(np.int64), "token": words.to_numpy(object)}
                              ).drop_duplicates()
         codes, vocab_list = pd.factorize(pairs["token"], sort=True)
@@ -154,11 +165,13 @@ class FeatureContext:
         self.title_ids = codes.astype(np.int64)  # distinct title t's token ids: title_ids[title_ptr[t]:title_ptr[t+1]]
         self.title_ptr = np.concatenate([[0], np.cumsum(np.bincount(pairs["title"].to_numpy(), minlength=len(uniq)))
                                          ]).astype(np.int64)
-        ids_of = lambda text: [vocab.setdefault(t, len(vocab)) for t in sorted(_tokens(text))]  # noqa: E731
+        ids_of = lambda text: [vocab.setdefault(t, len(vocab)) for t in sorted(match_tokens(text))]  # noqa: E731
         self.brand_value, brand_values = pd.factorize(col("brand").fillna("").astype(str))
         self.brand_token_ids = [ids_of(b) for b in brand_values]
         self.colour_value, colour_values = pd.factorize(col("color").fillna("").astype(str))
         self.colour_token_ids = [ids_of(c) for c in colour_values]
+        self.size_value, size_values = pd.factorize(col("size").fillna("").astype(str))
+        self.size_token_ids = [ids_of(z) for z in size_values]
         self.vocab = vocab
         self._popular: dict[tuple[int, int], np.ndarray] | None = None
 
@@ -194,10 +207,11 @@ class FeatureContext:
         ends = np.r_[start[1:], len(rows)] if len(rows) else []
         return {(int(cat[a]), int(day[a])): rows[a:min(b, a + k)] for a, b in zip(start, ends, strict=True)}
 
-    def query_match(self, rows: np.ndarray, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row: the share of the query's distinct tokens in its title, and whether its brand's and its colour's
-        tokens (at least one) all occur in the query. (n,) float32 each."""
-        q = _tokens(query)
+    def query_match(self, rows: np.ndarray, query: str) -> dict[str, np.ndarray]:
+        """Per row: the share of the query's distinct tokens in its title (`query_overlap`), the share of its title's
+        distinct tokens in the query (`query_coverage`), and whether its brand's, colour's and size's tokens (at
+        least one) all occur in the query. (n,) float32 each, by feature name."""
+        q = match_tokens(query)
         known = np.array(sorted(self.vocab[t] for t in q if t in self.vocab), np.int64)
         rows = np.asarray(rows, np.int64)
         title = self.title_of_row[rows]
@@ -205,15 +219,19 @@ class FeatureContext:
         lens = hi - lo
         pos = np.repeat(lo - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
         hit = np.isin(self.title_ids[pos], known)  # each title token: in the query?
-        overlap = np.bincount(np.repeat(np.arange(len(rows)), lens)[hit], minlength=len(rows)) / len(q)
+        matched = np.bincount(np.repeat(np.arange(len(rows)), lens)[hit], minlength=len(rows))
+        overlap = matched / max(len(q), 1)
+        coverage = matched / np.maximum(lens, 1)
 
         def subset(values: np.ndarray, tokens: list[list[int]]) -> np.ndarray:
             uniq, inv = np.unique(values[rows], return_inverse=True)
             ok = np.array([bool(tokens[v]) and set(tokens[v]) <= set(known.tolist()) for v in uniq.tolist()], bool)
             return ok[inv.reshape(-1)] if len(uniq) else np.zeros(len(rows), bool)
 
-        return (overlap.astype(np.float32), subset(self.brand_value, self.brand_token_ids).astype(np.float32),
-                subset(self.colour_value, self.colour_token_ids).astype(np.float32))
+        return {"query_overlap": overlap.astype(np.float32), "query_coverage": coverage.astype(np.float32),
+                "query_brand": subset(self.brand_value, self.brand_token_ids).astype(np.float32),
+                "query_colour": subset(self.colour_value, self.colour_token_ids).astype(np.float32),
+                "query_size": subset(self.size_value, self.size_token_ids).astype(np.float32)}
 
 
 def _log_rank(rank: np.ndarray) -> np.ndarray:
@@ -273,10 +291,10 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
         f[f"fam_{s}_rank"] = _log_rank(_family_best(fam, cand.ranks[s]))
 
     # Query-title match.
-    if inp.query is not None and normalize_text(inp.query):
-        f["query_overlap"], f["query_brand"], f["query_colour"] = ctx.query_match(rows, inp.query)
+    if inp.query is not None and match_tokens(inp.query):
+        f |= ctx.query_match(rows, inp.query)
     else:
-        for k in ("query_overlap", "query_brand", "query_colour"):
+        for k in QUERY_MATCH:
             f[k] = np.full(n, np.nan, np.float32)
 
     # The variant features, against the memory-first title list (as the VariantRanker reads it).

@@ -36,6 +36,12 @@ class RankerConfig:
     bags: int = 5  # boosters, each held out on a different fold; scores are averaged
     seed: int = 0
     threads: int = 2  # LightGBM is deterministic for a seed and a thread count
+    # Features whose effect is held to one direction (LightGBM's monotone constraints): a title that matches more of
+    # the query, or that the query names more fully, never scores lower for it, all else equal.
+    monotone: tuple[tuple[str, int], ...] = (("query_overlap", 1), ("query_coverage", 1))
+    # Share of the training targets also given as navigational copies, whose last query names the bought item
+    # (`evaluation.ranking.navigational_targets`): extra training groups, never held out.
+    navigational: float = 0.2
 
 
 @dataclass
@@ -92,7 +98,8 @@ class LearnedRanker:
         directory = Path(directory)
         meta = json.loads((directory / "ranker.json").read_text())
         boosters = [lgb.Booster(model_file=str(directory / f"model_{i}.txt")) for i in range(meta["boosters"])]
-        return cls(boosters, tuple(meta["features"]), RankerConfig(**meta["cfg"]), meta.get("info", {}))
+        cfg = {**meta["cfg"], "monotone": tuple(tuple(m) for m in meta["cfg"].get("monotone", ()))}
+        return cls(boosters, tuple(meta["features"]), RankerConfig(**cfg), meta.get("info", {}))
 
     def plot_importance(self, path: Path, top: int = 30) -> Path:
         """A horizontal bar chart of the `top` features by gain (PNG)."""
@@ -114,13 +121,17 @@ class LearnedRanker:
 
 
 def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequence[str],
-               cfg: RankerConfig = RankerConfig()) -> LearnedRanker:
+               cfg: RankerConfig = RankerConfig(), extra: Sequence[tuple[np.ndarray, np.ndarray]] = ()
+               ) -> LearnedRanker:
     """LambdaMART on (features (n, F), labels (n,)) query groups; groups without a positive are skipped.
 
     `cfg.bags` boosters, each early-stopped on its own fold of the groups (seeded partitions into
     round(1 / valid_frac) folds, a new partition every round(1 / valid_frac) bags) and trained on the rest; the
     ranker's score is their mean. With few groups one
-    held-out fold is noisy, and the bag uses every group for training and for stopping."""
+    held-out fold is noisy, and the bag uses every group for training and for stopping.
+
+    `extra`: groups every booster trains on and none holds out or scores out of fold (augmented examples, such as
+    `evaluation.ranking.navigational_targets`'): early stopping and `oof` read only `groups`."""
     t0 = time.perf_counter()
     keep = [i for i, (x, y) in enumerate(groups) if len(x) and y.max() > 0]
     usable = [groups[i] for i in keep]
@@ -132,11 +143,15 @@ def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequen
     # Bag b holds out fold b % n_folds of partition b // n_folds (each partition a seeded shuffle).
     folds = [np.random.default_rng(cfg.seed + r).permutation(len(usable)) % n_folds
              for r in range(-(-cfg.bags // n_folds))]  # each (G,)
-    xs = [g[0].astype(np.float32) for g in usable]
-    ys = [g[1].astype(np.float32) for g in usable]
+    added = [g for g in extra if len(g[0]) and g[1].max() > 0]
+    info["extra_groups"] = len(added)
+    xs = [g[0].astype(np.float32) for g in [*usable, *added]]
+    ys = [g[1].astype(np.float32) for g in [*usable, *added]]
 
     def dataset(mask: np.ndarray, ref: lgb.Dataset | None = None) -> lgb.Dataset:
         idx = np.flatnonzero(mask)
+        if ref is None:  # a training set: the extra groups too
+            idx = np.r_[idx, np.arange(len(usable), len(xs))].astype(np.int64)
         return lgb.Dataset(np.concatenate([xs[i] for i in idx]), np.concatenate([ys[i] for i in idx]),
                            group=[len(xs[i]) for i in idx], feature_name=list(features), reference=ref,
                            free_raw_data=False)
@@ -151,6 +166,9 @@ def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequen
             "lambda_l2": cfg.lambda_l2, "lambdarank_truncation_level": cfg.truncation, "seed": cfg.seed + b,
             "deterministic": True, "force_row_wise": True, "num_threads": cfg.threads, "verbosity": -1,
         }
+        direction = dict((str(k), int(v)) for k, v in cfg.monotone)
+        if any(f in direction for f in features):
+            params["monotone_constraints"] = [direction.get(f, 0) for f in features]
         train = dataset(~held)
         curve: dict = {}
         booster = lgb.train(params, train, num_boost_round=cfg.max_rounds, valid_sets=[dataset(held, train)],

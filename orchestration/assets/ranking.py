@@ -9,10 +9,10 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from evaluation.factories import as_of_memory, ranker_scorer
 from evaluation.metrics import evaluate
 from evaluation.periods import by_fit, parts
-from evaluation.ranking import candidate_recall, ranker_examples, top_lists
+from evaluation.ranking import candidate_recall, fit_on_targets, top_lists
 from models.llm.prompt import LIMITS
 from models.ranker.features import FEATURE_NAMES
-from models.ranker.model import LearnedRanker, RankerConfig, fit_ranker
+from models.ranker.model import LearnedRanker, RankerConfig
 from orchestration.assets.data import feature_tables
 from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
 from orchestration.assets.text import item_title_embeddings, query_memory
@@ -30,9 +30,8 @@ def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: T
     catalog = workdir.catalog()
     val = workdir.layout.val_targets()
     scorer = ranker_scorer(workdir.layout.at("val"), catalog)  # validation features come from the val fit
-    ex = ranker_examples(scorer, val, progress=training.progress)
     cfg = RankerConfig(seed=training.seed)
-    model = fit_ranker(ex.groups, FEATURE_NAMES, cfg)
+    model, ex = fit_on_targets(scorer, val, cfg, progress=training.progress)
     model.info |= {"candidate_recall_val": ex.recall, "mean_candidates_val": ex.mean_candidates,
                    "examples_seconds": ex.seconds}
     if not model.boosters:
@@ -49,6 +48,7 @@ def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: T
                      + ", ".join(f"{k} {v:.3f}" for k, v in ex.recall.items()))
     return MaterializeResult(metadata={
         "trained": bool(model.boosters), "groups_used": model.info["used"], "rows": model.info.get("rows", 0),
+        "navigational_groups": model.info.get("extra_groups", 0),
         "features": len(FEATURE_NAMES), "held_out_ndcg@10": model.info.get("held_out_ndcg@10", float("nan")),
         "candidate_recall": MetadataValue.json({k: round(v, 4) for k, v in ex.recall.items()}),
         "union_recall": round(ex.recall["union"], 4), "mean_candidates": round(ex.mean_candidates, 1),
