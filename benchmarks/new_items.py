@@ -8,9 +8,9 @@ For a seeded sample of items released in the test window, one probe each, at one
 
 Each probe goes through the evaluation's ranking stage (`evaluation.factories.ranker_scorer`, tested equal to the
 service), with the workdir's trained ranker and the ID/title fit of its period. The table follows the item through
-the candidate sources (title-cosine rank in the category, the title list's top 30, the memory's products, the
-lexical `match` source, the variant expansion), the features a new item gets (age, popularity, query overlap) and
-the final order.
+the candidate sources (its title-cosine rank in the category, and which sources hold it: the title list's top 30,
+the memory's products, the variant expansion, ...), the features a new item gets (age, popularity, the query
+match) and the final order (the item's rank, its family's best rank, and the score gap to the first item).
 
     python benchmarks/new_items.py --workdir /tmp/wmed [--n 30] [--seed 0] [--json out.json]
 """

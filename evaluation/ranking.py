@@ -195,8 +195,8 @@ def product_name(title: str, colour: str | None, size: str | None) -> str:
 def navigational_targets(targets: pd.DataFrame, catalog: Catalog, share: float, seed: int = 0) -> pd.DataFrame:
     """Training copies of a seeded `share` of `targets` in which the shopper names the product before buying it: one
     more search, 1 ms before the target's time, whose query is the bought item's exact title (half of the copies) or
-    its name without colour and size (the other half); half of the copies also lose the rest of their history (a
-    new shopper). Logged searches rarely name a product (synthetic and real queries describe one), so without these
+    its name without colour and size (the other half); half of each also lose the rest of their history (a new
+    shopper). Logged searches rarely name a product (synthetic and real queries describe one), so without these
     the ranker never sees a query that names an item, and it learns nothing of what such a query means. Only for
     training: the evaluation's targets are never augmented."""
     if share <= 0 or not len(targets):
@@ -206,8 +206,8 @@ def navigational_targets(targets: pd.DataFrame, catalog: Catalog, share: float, 
     items = catalog.items.set_index("item_id")
     get = lambda c: items[c] if c in items else pd.Series(None, index=items.index, dtype=object)  # noqa: E731
     it = pd.DataFrame({c: get(c).reindex(pick["target_item_id"]).to_numpy() for c in ("title", "color", "size")})
-    named = rng.random(len(pick)) < 0.5
-    alone = rng.random(len(pick)) < 0.5
+    kind = rng.permutation(len(pick)) % 4  # each of the four kinds for a quarter of the copies
+    named, alone = kind % 2 == 1, kind // 2 == 1
     cols = ("seq_actions", "seq_item_ids", "seq_queries", "seq_search_ids", "seq_timestamps")
     out = {c: [] for c in cols}
     for j, row in enumerate(pick.itertuples(index=False)):

@@ -224,3 +224,88 @@ def test_compiled_bag_scores_the_same_floats_and_is_cached(tmp_path: Path) -> No
     other = fit_ranker(train, FEATURES, RankerConfig(**{**SMALL.__dict__, "seed": 1}))
     assert other.compile(tmp_path).cached == 0 and len(list(tmp_path.glob("*.so"))) == 6
     assert not np.array_equal(other.score(x), expect)
+
+
+def test_query_match_features_by_hand() -> None:
+    """Overlap (share of the query's tokens in the title), coverage (share of the title's tokens in the query), and
+    whether brand, colour and size are all named; punctuation at a token's ends does not count."""
+    import pandas as pd
+
+    from feature_repo.activity import ActivityTable
+    from models.ranker.features import FeatureContext, match_tokens
+    from models.variants import ItemAttributes
+
+    items = pd.DataFrame({"item_id": ["A", "B", "C"], "family_id": ["f", "f", "g"], "category": "Hats",
+                          "subcategory": "hat", "brand": ["Peathoni", "Peathoni", "Other Co"],
+                          "title": ["Peathoni Beret - Royal Blue, M/L", "Peathoni Beret - Black, S/M",
+                                    "Other Co Bucket Hat - Blue"],
+                          "color": ["Royal Blue", "Black", "Blue"], "size": ["M/L", "S/M", "One Size"],
+                          "created_at": pd.Timestamp("2024-01-01", tz="UTC")})
+    ctx = FeatureContext(ItemAttributes.from_items(items), items,
+                         ActivityTable.build(pd.DataFrame({"user_id": [], "timestamp": pd.to_datetime([], utc=True),
+                                                           "action": [], "item_id": []}), items),
+                         id_vectors=lambda r: r, title_vectors=lambda r: r)
+    assert match_tokens("Beret - Royal Blue, M/L") == {"beret", "royal", "blue", "m/l"}
+    rows = np.array([0, 1, 2])
+    f = ctx.query_match(rows, "peathoni beret royal blue m/l")  # A's title, typed without punctuation
+    np.testing.assert_allclose(f["query_overlap"], [1.0, 2 / 5, 1 / 5])
+    np.testing.assert_allclose(f["query_coverage"], [1.0, 2 / 4, 1 / 5])  # A: 5 of 5; B: 2 of 4; C: blue of 5
+    assert f["query_brand"].tolist() == [1, 1, 0] and f["query_colour"].tolist() == [1, 0, 1]
+    assert f["query_size"].tolist() == [1, 0, 0]
+    g = ctx.query_match(rows, "peathoni beret")  # the product's name: every variant covers it alike
+    np.testing.assert_allclose(g["query_overlap"], [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(g["query_coverage"], [2 / 5, 2 / 4, 0.0])
+
+
+def test_monotone_features_never_lower_a_score_and_extra_groups_only_train() -> None:
+    """A monotone feature: raising it never lowers the score, whatever the others. Extra groups are trained on but
+    neither held out nor scored out of fold."""
+    rng = np.random.default_rng(0)
+    train = groups(80)
+    cfg = RankerConfig(**{**SMALL.__dict__, "monotone": (("signal", 1),)})
+    model = fit_ranker(train, FEATURES, cfg)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    hi = x.copy()
+    hi[:, 0] += rng.uniform(0, 2, size=200).astype(np.float32)
+    assert (model.score(hi) >= model.score(x) - 1e-12).all()
+    extra = groups(30, seed=9)
+    with_extra = fit_ranker(train, FEATURES, SMALL, extra=extra)
+    alone = fit_ranker(train, FEATURES, SMALL)
+    assert with_extra.info["extra_groups"] == 30 and alone.info["extra_groups"] == 0
+    assert len(with_extra.oof) == len(train)
+    assert [b["held_out_groups"] for b in with_extra.info["bags"]] == [b["held_out_groups"] for b in alone.info["bags"]]
+    assert not np.allclose(with_extra.score(x), alone.score(x))  # they were trained on
+
+
+def test_navigational_copies_name_the_bought_item_just_before_it() -> None:
+    import pandas as pd
+
+    from evaluation.ranking import navigational_targets, product_name
+    from models.catalog import Catalog
+
+    items = pd.DataFrame({"item_id": [f"I{i}" for i in range(10)], "category": "Hats",
+                          "title": [f"Brand{i} Beret - Navy Blue, M/L" for i in range(10)], "color": "Navy Blue",
+                          "size": "M/L", "created_at": pd.Timestamp("2024-01-01", tz="UTC")})
+    t = pd.Timestamp("2024-02-01", tz="UTC")
+    targets = pd.DataFrame({
+        "user_id": [f"u{i}" for i in range(10)], "target_item_id": [f"I{i}" for i in range(10)],
+        "target_ts": [t + pd.Timedelta(hours=i) for i in range(10)], "category": "Hats", "n_history": 2,
+        "seq_actions": [np.array(["click", "search"], object)] * 10, "seq_item_ids": [np.array(["I9", ""], object)] * 10,
+        "seq_queries": [np.array(["", "hat"], object)] * 10, "seq_search_ids": [np.array([-1, 7])] * 10,
+        "seq_timestamps": [np.array([int(t.value // 10**6) - 5000, int(t.value // 10**6) - 4000])] * 10})
+    before = targets.copy(deep=True)
+    nav = navigational_targets(targets, Catalog.from_items(items), 0.5, seed=0)
+    assert len(nav) == 5 and nav["user_id"].str.endswith("#nav").all()
+    assert product_name("Brand3 Beret - Navy Blue, M/L", "Navy Blue", "M/L") == "brand3 beret"
+    kinds = set()
+    for row in nav.itertuples(index=False):
+        i = int(row.target_item_id[1:])
+        q = row.seq_queries[-1]
+        assert row.seq_actions[-1] == "search" and row.seq_search_ids[-1] == -1
+        assert row.seq_timestamps[-1] == row.target_ts.value // 10**6 - 1  # strictly before the target
+        assert q in (f"Brand{i} Beret - Navy Blue, M/L", f"brand{i} beret")
+        kinds.add((q.startswith("Brand"), len(row.seq_actions)))
+        assert len(row.seq_actions) in (1, 3) and row.n_history == len(row.seq_actions)
+    assert len({k[0] for k in kinds}) == 2 and len({k[1] for k in kinds}) == 2  # both queries, with and without history
+    pd.testing.assert_frame_equal(targets, before)  # the originals are untouched
+    assert navigational_targets(targets, Catalog.from_items(items), 0.0).empty

@@ -17,6 +17,7 @@ import pytest
 from dagster import build_sensor_context
 from typer.testing import CliRunner
 
+from evaluation.ranking import product_name
 from feature_repo.incremental import applied, apply_batch, read_batch
 from feature_repo.schema import CanonicalTables
 from orchestration.cli import app as cli
@@ -96,10 +97,18 @@ def test_a_batch_is_servable_after_one_sensor_tick(world: dict) -> None:
     assert [e["name"] for e in log] == ["batch-001"] and log[0]["appended"]["items"] == (t.items["created_at"] > CUT).sum()
 
     # The running service swapped to the new bundle: the new item is servable, the user's new event is online.
-    r = client.post("/v1/recommendations", json={"user_id": "someone", "k": 100, "query": title,
+    # Asked for by its exact title, a shopper with no history gets it in the top 10; by its name alone (no colour,
+    # no size), one of its family's variants. No retraining happened: the ranker was trained on the base.
+    r = client.post("/v1/recommendations", json={"user_id": "someone", "k": 10, "query": title,
                                                  "category": category}).json()
     assert r["models"]["bundle"] != before_bundle
-    assert item in [i["item_id"] for i in r["items"]]
+    assert item in [i["item_id"] for i in r["items"]], [i["title"] for i in r["items"]]
+    name = product_name(title, items.at[item, "color"], items.at[item, "size"])
+    assert name and name != title.lower()
+    r = client.post("/v1/recommendations", json={"user_id": "someone", "k": 10, "query": name,
+                                                 "category": category}).json()
+    family = set(items.index[items["family_id"] == items.at[item, "family_id"]])
+    assert family & {i["item_id"] for i in r["items"]}, (name, [i["title"] for i in r["items"]])
     assert client.get(f"/v1/items/{item}").json()["title"] == title
     events = client.get(f"/v1/users/{user}/history").json()["events"]
     assert pd.Timestamp(events[-1]["timestamp"]) == last_event.floor("ms")
