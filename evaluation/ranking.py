@@ -180,8 +180,11 @@ def fit_on_targets(scorer: RankerScorer, targets: pd.DataFrame, cfg: RankerConfi
     navigational examples (extra training groups, never held out), and the examples of `targets` themselves."""
     ex = ranker_examples(scorer, targets, progress=progress)
     nav = navigational_targets(targets, scorer.base.catalog, cfg.navigational, cfg.seed)
-    extra = ranker_examples(scorer, nav, progress=progress).groups if len(nav) else []
-    model = fit_ranker(ex.groups, FEATURE_NAMES, cfg, extra=extra)
+    extra = ranker_examples(scorer, nav, progress=progress) if len(nav) else None
+    group_of = {p: g for g, p in enumerate(ex.positions)}  # target position -> its group in ex.groups
+    source = [group_of[int(nav["source"].iloc[p])] for p in extra.positions] if extra is not None else []
+    model = fit_ranker(ex.groups, FEATURE_NAMES, cfg, extra=extra.groups if extra is not None else [],
+                       extra_source=source)
     model.info |= {"navigational_targets": len(nav)}
     return model, ex
 
@@ -202,7 +205,9 @@ def navigational_targets(targets: pd.DataFrame, catalog: Catalog, share: float, 
     if share <= 0 or not len(targets):
         return targets.iloc[:0].copy()
     rng = np.random.default_rng(seed)
-    pick = targets.iloc[np.sort(rng.choice(len(targets), max(1, round(share * len(targets))), replace=False))].copy()
+    chosen = np.sort(rng.choice(len(targets), max(1, round(share * len(targets))), replace=False))
+    pick = targets.iloc[chosen].copy()
+    pick["source"] = chosen  # the position in `targets` each copy was made from
     items = catalog.items.set_index("item_id")
     get = lambda c: items[c] if c in items else pd.Series(None, index=items.index, dtype=object)  # noqa: E731
     it = pd.DataFrame({c: get(c).reindex(pick["target_item_id"]).to_numpy() for c in ("title", "color", "size")})
@@ -222,7 +227,8 @@ def navigational_targets(targets: pd.DataFrame, catalog: Catalog, share: float, 
         pick[c] = out[c]
     pick["n_history"] = [len(a) for a in out["seq_actions"]]
     pick["user_id"] = pick["user_id"].astype(str) + "#nav"
-    return pick.reset_index(drop=True)
+    named_something = np.array([bool(match_tokens(q[-1])) for q in out["seq_queries"]], bool)
+    return pick[named_something & it["title"].notna().to_numpy()].reset_index(drop=True)  # a query that names it
 
 
 def top_lists(ex: Examples, scores: Sequence[np.ndarray], targets: pd.DataFrame, catalog: Catalog, n: int

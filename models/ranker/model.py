@@ -121,8 +121,8 @@ class LearnedRanker:
 
 
 def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequence[str],
-               cfg: RankerConfig = RankerConfig(), extra: Sequence[tuple[np.ndarray, np.ndarray]] = ()
-               ) -> LearnedRanker:
+               cfg: RankerConfig = RankerConfig(), extra: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+               extra_source: Sequence[int] | None = None) -> LearnedRanker:
     """LambdaMART on (features (n, F), labels (n,)) query groups; groups without a positive are skipped.
 
     `cfg.bags` boosters, each early-stopped on its own fold of the groups (seeded partitions into
@@ -130,8 +130,11 @@ def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequen
     ranker's score is their mean. With few groups one
     held-out fold is noisy, and the bag uses every group for training and for stopping.
 
-    `extra`: groups every booster trains on and none holds out or scores out of fold (augmented examples, such as
-    `evaluation.ranking.navigational_targets`'): early stopping and `oof` read only `groups`."""
+    `extra`: groups the boosters train on and none holds out or scores out of fold (augmented examples, such as
+    `evaluation.ranking.navigational_targets`'): early stopping and `oof` read only `groups`. `extra_source[j]`:
+    the index in `groups` that extra group j was made from; a booster that holds that group out does not train on
+    its copy either (a copy shares the target's item and, often, its history), so the held-out curve and `oof`
+    stay out of sample."""
     t0 = time.perf_counter()
     keep = [i for i, (x, y) in enumerate(groups) if len(x) and y.max() > 0]
     usable = [groups[i] for i in keep]
@@ -143,15 +146,25 @@ def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequen
     # Bag b holds out fold b % n_folds of partition b // n_folds (each partition a seeded shuffle).
     folds = [np.random.default_rng(cfg.seed + r).permutation(len(usable)) % n_folds
              for r in range(-(-cfg.bags // n_folds))]  # each (G,)
-    added = [g for g in extra if len(g[0]) and g[1].max() > 0]
+    source = list(extra_source) if extra_source is not None else [-1] * len(extra)
+    if len(source) != len(extra):
+        raise ValueError(f"extra_source has {len(source)} entries for {len(extra)} extra groups")
+    position = {g: i for i, g in enumerate(keep)}  # groups index -> usable index
+    added = [(g, position.get(int(s), -1)) for g, s in zip(extra, source, strict=True) if len(g[0]) and g[1].max() > 0]
+    extra_of = np.array([u for _, u in added], np.int64)  # (E,) the usable group each copy came from, -1 none
+    added = [g for g, _ in added]
     info["extra_groups"] = len(added)
     xs = [g[0].astype(np.float32) for g in [*usable, *added]]
     ys = [g[1].astype(np.float32) for g in [*usable, *added]]
 
+    def extra_for(train_mask: np.ndarray) -> np.ndarray:
+        """(E,) the extra groups a booster training on `train_mask` (over the usable groups) also trains on."""
+        return (extra_of < 0) | train_mask[np.maximum(extra_of, 0)] if len(extra_of) else np.zeros(0, bool)
+
     def dataset(mask: np.ndarray, ref: lgb.Dataset | None = None) -> lgb.Dataset:
         idx = np.flatnonzero(mask)
-        if ref is None:  # a training set: the extra groups too
-            idx = np.r_[idx, np.arange(len(usable), len(xs))].astype(np.int64)
+        if ref is None:  # a training set: the extra groups too, except copies of the groups it holds out
+            idx = np.r_[idx, len(usable) + np.flatnonzero(extra_for(mask))].astype(np.int64)
         return lgb.Dataset(np.concatenate([xs[i] for i in idx]), np.concatenate([ys[i] for i in idx]),
                            group=[len(xs[i]) for i in idx], feature_name=list(features), reference=ref,
                            free_raw_data=False)
@@ -178,7 +191,8 @@ def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequen
         held_curve = np.asarray(curve["held_out"]["ndcg@10"])  # (rounds,)
         best = best_round(held_curve, cfg.min_rounds, cfg.smooth)
         boosters.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))  # predict == saved
-        bags.append({"held_out_groups": int(held.sum()), "rounds_trained": len(held_curve), "best_iteration": best,
+        bags.append({"held_out_groups": int(held.sum()), "extra_groups": int(extra_for(~held).sum()),
+                     "rounds_trained": len(held_curve), "best_iteration": best,
                      "held_out_ndcg@10": round(float(held_curve[best - 1]), 4),
                      "held_out_curve": [round(float(v), 4) for v in held_curve]})
     model = LearnedRanker(boosters, tuple(features), cfg, info)

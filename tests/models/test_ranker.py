@@ -275,6 +275,14 @@ def test_monotone_features_never_lower_a_score_and_extra_groups_only_train() -> 
     assert len(with_extra.oof) == len(train)
     assert [b["held_out_groups"] for b in with_extra.info["bags"]] == [b["held_out_groups"] for b in alone.info["bags"]]
     assert not np.allclose(with_extra.score(x), alone.score(x))  # they were trained on
+    # Copies of training groups: a booster never trains on the copy of a group it holds out.
+    copies = [(g[0].copy(), g[1].copy()) for g in train]
+    sourced = fit_ranker(train, FEATURES, SMALL, extra=copies, extra_source=list(range(len(train))))
+    for bag in sourced.info["bags"]:
+        assert bag["extra_groups"] == len(train) - bag["held_out_groups"]
+    assert all(b["extra_groups"] == len(train) for b in fit_ranker(train, FEATURES, SMALL, extra=copies).info["bags"])
+    with pytest.raises(ValueError, match="extra_source"):
+        fit_ranker(train, FEATURES, SMALL, extra=copies, extra_source=[0])
 
 
 def test_navigational_copies_name_the_bought_item_just_before_it() -> None:
@@ -296,6 +304,8 @@ def test_navigational_copies_name_the_bought_item_just_before_it() -> None:
     before = targets.copy(deep=True)
     nav = navigational_targets(targets, Catalog.from_items(items), 0.5, seed=0)
     assert len(nav) == 5 and nav["user_id"].str.endswith("#nav").all()
+    assert sorted(nav["source"]) == sorted(set(nav["source"])) and all(  # each copy knows its original
+        targets["target_item_id"].iloc[s] == i for s, i in zip(nav["source"], nav["target_item_id"], strict=True))
     assert product_name("Brand3 Beret - Navy Blue, M/L", "Navy Blue", "M/L") == "brand3 beret"
     kinds = set()
     for row in nav.itertuples(index=False):
