@@ -26,9 +26,8 @@ import pandas as pd
 import typer
 
 from evaluation.factories import as_of_memory, ranker_scorer
-from evaluation.periods import PeriodScorer, by_fit
+from evaluation.periods import by_fit, split
 from evaluation.ranking import product_name
-from feature_repo.splits import fit_index
 from models.ranker.candidates import SOURCES
 from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import LearnedRanker
@@ -66,11 +65,8 @@ def follow(scorer, catalog, batch: pd.DataFrame) -> list[dict]:  # noqa: ANN001
     attrs = scorer.ctx.attrs
     out = []
     for b, (r, row) in enumerate(zip(ranked, batch.itertuples(index=False), strict=True)):
-        t_ns = int(pd.Timestamp(row.target_ts).value)
-        live = attrs.created_ns[cat_rows] <= t_ns
-        cos = title_cos[b]
-        tc = cos[demote[b]]
-        cos_rank = int(((cos > tc) | ((cos == tc) & (np.arange(len(cos)) != demote[b]))) [live].sum()) + 1
+        live = attrs.created_ns[cat_rows] <= int(pd.Timestamp(row.target_ts).value)  # the item itself included
+        cos_rank = int(((title_cos[b] >= title_cos[b, demote[b]]) & live).sum())  # ties count against it
         c = r.candidates
         at = np.flatnonzero(c.rows == target[b])
         src = [s for s in SOURCES if len(at) and c.ranks[s][at[0]] >= 0]
@@ -101,18 +97,15 @@ def main(workdir: Annotated[Path, typer.Option(help="A finished workdir (`fashio
     memory = as_of_memory(wd.layout)
     scorer = by_fit(wd.layout, lambda lay: ranker_scorer(lay, catalog, model, memory=memory))
     rows: list[dict] = []
-    for (_, _cat), part in batch.groupby(["kind", "category"], sort=False):
-        if isinstance(scorer, PeriodScorer):
-            k = fit_index(part["target_ts"], scorer.starts)
-            for p in np.unique(k):
-                rows += follow(scorer.part(int(p)), catalog, part.iloc[np.flatnonzero(k == p)])
-        else:
-            rows += follow(scorer, catalog, part)
+    for _, part in batch.groupby(["kind", "category"], sort=False):
+        for fit, at in split(scorer, part):
+            rows += follow(fit, catalog, part.iloc[at])
     df = pd.DataFrame(rows)
-    pd.set_option("display.width", 250)
+    summary = {}
     for kind in ("title", "name"):
         d = df[df["kind"] == kind]
-        hit = (d["rank"] <= 10).fillna(False) if kind == "title" else (d["family_rank"] <= 10).fillna(False)
+        hit = (d["rank" if kind == "title" else "family_rank"] <= 10).fillna(False)
+        summary[kind] = {"top10": int(hit.sum()), "n": len(d)}
         typer.echo(f"\n## query = {'exact title' if kind == 'title' else 'name without colour and size'} "
                    f"({len(d)} new items, no history, category given)")
         typer.echo(d.drop(columns=["kind"]).to_markdown(index=False, floatfmt=".3g"))
@@ -121,8 +114,6 @@ def main(workdir: Annotated[Path, typer.Option(help="A finished workdir (`fashio
                    f"{int((d['title_cos_rank'] <= 30).sum())}/{len(d)}")
     if json_out:
         json_out.write_text(df.to_json(orient="records", indent=1))
-    summary = {k: {"top10": int(((df[df.kind == k]["rank" if k == "title" else "family_rank"] <= 10)).sum()),
-                   "n": int((df.kind == k).sum())} for k in ("title", "name")}
     typer.echo(json.dumps(summary))
 
 

@@ -48,16 +48,24 @@ class PeriodScorer:
         """The scorers built so far, in fit order (every one unless lazy)."""
         return [self._built[k] for k in sorted(self._built)]
 
-    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
+    def split(self, batch: pd.DataFrame) -> list[tuple[Any, np.ndarray]]:
+        """(the fit's scorer, the batch positions it scores) for each fit that has targets in the batch."""
         k = fit_index(batch["target_ts"], self.starts)  # (B,)
+        return [(self.part(int(p)), np.flatnonzero(k == p)) for p in np.unique(k)]
+
+    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
         out = np.empty((len(batch), len(cat_rows)), np.float64)
-        for p in np.unique(k):
-            rows = np.flatnonzero(k == p)
-            part, sub = self.part(int(p)), batch.iloc[rows]
+        for part, rows in self.split(batch):
+            sub = batch.iloc[rows]
             scores = part(sub, cat_rows, demote=demote[rows]) if self.tie_aware and demote is not None \
                 else part(sub, cat_rows)
             out[rows] = np.asarray(scores, np.float64)
         return out
+
+
+def split(scorer: Any, batch: pd.DataFrame) -> list[tuple[Any, np.ndarray]]:
+    """`PeriodScorer.split`, and (the scorer, every position) for a scorer of one fit."""
+    return scorer.split(batch) if isinstance(scorer, PeriodScorer) else [(scorer, np.arange(len(batch)))]
 
 
 def parts(scorer: Any) -> list[Any]:

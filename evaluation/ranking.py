@@ -192,7 +192,7 @@ def fit_on_targets(scorer: RankerScorer, targets: pd.DataFrame, cfg: RankerConfi
 def product_name(title: str, colour: str | None, size: str | None) -> str:
     """A title without its colour and size words: the name a shopper types for a product (any of its variants)."""
     drop = set(match_tokens(str(colour or ""))) | set(match_tokens(str(size or "")))
-    return " ".join(w for w in normalize_text(str(title)).split() if w.strip(PUNCT) and w.strip(PUNCT) not in drop)
+    return " ".join(w for w in normalize_text(str(title)).split() if (t := w.strip(PUNCT)) and t not in drop)
 
 
 def navigational_targets(targets: pd.DataFrame, catalog: Catalog, share: float, seed: int = 0) -> pd.DataFrame:

@@ -149,10 +149,10 @@ def fit_ranker(groups: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequen
     source = list(extra_source) if extra_source is not None else [-1] * len(extra)
     if len(source) != len(extra):
         raise ValueError(f"extra_source has {len(source)} entries for {len(extra)} extra groups")
-    position = {g: i for i, g in enumerate(keep)}  # groups index -> usable index
-    added = [(g, position.get(int(s), -1)) for g, s in zip(extra, source, strict=True) if len(g[0]) and g[1].max() > 0]
-    extra_of = np.array([u for _, u in added], np.int64)  # (E,) the usable group each copy came from, -1 none
-    added = [g for g, _ in added]
+    usable_of = {g: i for i, g in enumerate(keep)}  # groups index -> usable index
+    kept = [j for j, (x, y) in enumerate(extra) if len(x) and y.max() > 0]
+    added = [extra[j] for j in kept]
+    extra_of = np.array([usable_of.get(int(source[j]), -1) for j in kept], np.int64)  # (E,) its usable group, -1 none
     info["extra_groups"] = len(added)
     xs = [g[0].astype(np.float32) for g in [*usable, *added]]
     ys = [g[1].astype(np.float32) for g in [*usable, *added]]
