@@ -93,6 +93,9 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
          rank_lists: Annotated[int, typer.Option(help="Validation lists (not prompted) the 2nd pass fits on")] = 600,
          train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget at 100%")] = 1800.0,
          curve: Annotated[str, typer.Option(help="Shares of the training budget for the learning curve")] = "0.25,0.5,1",
+         curve_targets: Annotated[int, typer.Option(help="The first N test targets for the curve's earlier points' "
+                                                         "ranker-llm rows, beside the ranker on the same N (-1: all)")
+                                  ] = -1,
          lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
          batch_size: Annotated[int, typer.Option(help="Prompts per training step")] = 4,
          infer_batch: Annotated[int, typer.Option(help="Prompts per scoring / generation batch")] = 16,
@@ -214,6 +217,11 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
 
     curve_rows = []
     shares = [float(x) for x in curve.split(",")]
+    curve_on = test if curve_targets < 0 or len(shares) == 1 else test.head(curve_targets)
+    curve_ranker = ranker_m
+    if len(curve_on) < len(test):
+        curve_ranker = run(f"ranker (the curve's {len(curve_on)})",
+                           by_fit(lay, lambda fit: ranker_scorer(fit, catalog, first, memory=memory)), on=curve_on)
     tuned_name, trainable = model, 0
     for share in shares:
         n = max(1, int(round(share * len(prompts))))
@@ -231,13 +239,16 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         name = "ranker-llm" if final else f"ranker-llm ({share:.0%} of the budget)"
         both = by_fit(lay, lambda fit, e=eng, s2=second: RankerLLMScorer(
             ranker_scorer(fit, catalog, first, memory=memory), letters(e), s2, LIMITS.candidates))
-        m = run(name, both, lambda b=both, s2=second: {**candidate_summary(parts(b)), "importance": s2.importances()})
+        m = run(name, both, lambda b=both, s2=second: {**candidate_summary(parts(b)), "importance": s2.importances()},
+                on=test if final else curve_on)
+        versus = ranker_m if final else curve_ranker
         curve_rows.append({"share": share, "prompts": n, "steps": res.steps, "examples_seen": res.examples_seen,
                            "train_seconds": round(res.seconds, 1), "loss_first": float(np.mean(res.step_losses[:5])),
                            "loss_last": float(np.mean(res.step_losses[-5:])), "second_pass_lists": len(rank_train),
                            "second_pass_held_out_ndcg@10": second.info.get("held_out_ndcg@10"),
                            "ranker_llm_ndcg@10": m["overall"]["ndcg@10"],
-                           "ratio_to_ranker": m["overall"]["ndcg@10"] / max(ranker_m["overall"]["ndcg@10"], 1e-12)})
+                           "targets": m["overall"]["n"], "ranker_ndcg@10": versus["overall"]["ndcg@10"],
+                           "ratio_to_ranker": m["overall"]["ndcg@10"] / max(versus["overall"]["ndcg@10"], 1e-12)})
         if not final:
             continue
         tuned_c = candidates(eng)
@@ -275,11 +286,12 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
                    f"{c['recall@10']:.4f} | {f('format_violation_rate')} | {f('valid_catalog_id_rate')} | "
                    f"{f('exact_item_hit_rate')} | {f('family_hit_rate')} | {f('candidate_recall')} | {bias} |")
     typer.echo("\nLearning curve (ranker-llm):\n\n| share | prompts | steps | seen | train s | loss first → last | "
-               "2nd-pass lists | ranker-llm N@10 | / ranker |\n|---|---|---|---|---|---|---|---|---|")
+               "2nd-pass lists | targets | ranker-llm N@10 | ranker N@10 | ratio |\n" + "|---" * 11 + "|")
     for r in curve_rows:
         typer.echo(f"| {r['share']:.0%} | {r['prompts']} | {r['steps']} | {r['examples_seen']} | "
                    f"{r['train_seconds']:.0f} | {r['loss_first']:.3f} → {r['loss_last']:.3f} | "
-                   f"{r['second_pass_lists']} | {r['ranker_llm_ndcg@10']:.4f} | {r['ratio_to_ranker']:.3f} |")
+                   f"{r['second_pass_lists']} | {r['targets']} | {r['ranker_llm_ndcg@10']:.4f} | "
+                   f"{r['ranker_ndcg@10']:.4f} | {r['ratio_to_ranker']:.3f} |")
     total = time.perf_counter() - t_start
     typer.echo("\nWall time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     typer.echo(f"total {total:.0f} s; peak RSS {peak_rss_gb():.2f} GB; torch threads {torch.get_num_threads()}")
