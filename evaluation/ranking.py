@@ -174,19 +174,46 @@ def ranker_examples(scorer: RankerScorer, targets: pd.DataFrame, progress: bool 
 
 
 
-def fit_on_targets(scorer: RankerScorer, targets: pd.DataFrame, cfg: RankerConfig, progress: bool = False
-                   ) -> tuple[LearnedRanker, Examples]:
-    """The ranker fitted on `targets` (the validation targets), with `cfg.navigational` of them also copied as
-    navigational examples (extra training groups, never held out), and the examples of `targets` themselves."""
+@dataclass
+class TrainingSet:
+    """The ranker's training groups: the targets' own (`ex`) and their navigational copies (`extra`, never held
+    out; `source[j]`: the group of `ex` that copy j was made from)."""
+
+    ex: Examples
+    extra: Examples | None
+    source: list[int]
+    navigational: int
+
+
+def training_set(scorer: RankerScorer, targets: pd.DataFrame, cfg: RankerConfig, progress: bool = False
+                 ) -> TrainingSet:
+    """The examples of `targets` (the validation targets), with `cfg.navigational` of them also copied as
+    navigational examples."""
     ex = ranker_examples(scorer, targets, progress=progress)
     nav = navigational_targets(targets, scorer.base.catalog, cfg.navigational, cfg.seed)
     extra = ranker_examples(scorer, nav, progress=progress) if len(nav) else None
     group_of = {p: g for g, p in enumerate(ex.positions)}  # target position -> its group in ex.groups
     source = [group_of[int(nav["source"].iloc[p])] for p in extra.positions] if extra is not None else []
-    model = fit_ranker(ex.groups, FEATURE_NAMES, cfg, extra=extra.groups if extra is not None else [],
-                       extra_source=source)
-    model.info |= {"navigational_targets": len(nav)}
-    return model, ex
+    return TrainingSet(ex, extra, source, len(nav))
+
+
+def fit_training_set(ts: TrainingSet, cfg: RankerConfig, features: Sequence[str] = FEATURE_NAMES) -> LearnedRanker:
+    """LambdaMART on a training set, over `features` (the columns of `FEATURE_NAMES` it keeps, in that order)."""
+    cols = [FEATURE_NAMES.index(f) for f in features]
+    pick = (lambda gs: gs) if list(features) == list(FEATURE_NAMES) else \
+        (lambda gs: [(x[:, cols], y) for x, y in gs])
+    model = fit_ranker(pick(ts.ex.groups), tuple(features), cfg,
+                       extra=pick(ts.extra.groups) if ts.extra is not None else [], extra_source=ts.source)
+    model.info |= {"navigational_targets": ts.navigational}
+    return model
+
+
+def fit_on_targets(scorer: RankerScorer, targets: pd.DataFrame, cfg: RankerConfig, progress: bool = False
+                   ) -> tuple[LearnedRanker, Examples]:
+    """The ranker fitted on `targets` (the validation targets), with `cfg.navigational` of them also copied as
+    navigational examples (extra training groups, never held out), and the examples of `targets` themselves."""
+    ts = training_set(scorer, targets, cfg, progress)
+    return fit_training_set(ts, cfg), ts.ex
 
 
 def product_name(title: str, colour: str | None, size: str | None) -> str:

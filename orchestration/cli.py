@@ -141,6 +141,30 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
 
 
 @app.command()
+def report(workdir: WorkOpt = Path("work"),
+           data: Annotated[Path | None, typer.Option("--data", help="The dataset folder, for its oracle (default: "
+                                                                    "the source the workdir recorded)")] = None,
+           suite: Annotated[bool, typer.Option(help="First run the experiments the report lacks (the ablations); "
+                                                    "a part already written is kept")] = False) -> None:
+    """Regenerate the paper report (`<workdir>/report/index.md`) from what the workdir holds, without retraining."""
+    from evaluation.paper import write_report
+    from orchestration.assets.report import paper_sections
+
+    layout = Layout(workdir)
+    if not (layout.eval.exists() and layout.splits.exists()):
+        raise typer.BadParameter(f"{workdir} holds no evaluation: run `fashionrec run --workdir {workdir}` first",
+                                 param_hint="--workdir")
+    if suite:
+        from evaluation.suite import run_suite
+
+        t0 = time.perf_counter()
+        written = run_suite(workdir, log=typer.echo)
+        typer.echo(f"suite: {len(written)} part(s) written in {time.perf_counter() - t0:.0f} s")
+    path = write_report(workdir, paper_sections(workdir, data))
+    typer.echo(f"report: {path}")
+
+
+@app.command()
 def ingest(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt = "canonical") -> None:
     """Validate a dataset into canonical parquet; bad rows go to quarantine with a reason."""
     from feature_repo.ingest import ingest as do_ingest

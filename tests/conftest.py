@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -106,3 +107,19 @@ def make_tiny_tables() -> CanonicalTables:
 @pytest.fixture
 def tiny_tables() -> CanonicalTables:
     return make_tiny_tables()
+
+
+@pytest.fixture(scope="session")
+def sample_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`fashionrec run` on the bundled sample (two epochs, the tiny LLM), once per session: the HTTP service's tests
+    and the paper report's read it, and neither writes to it (the report writes under `report/` only)."""
+    from typer.testing import CliRunner
+
+    from orchestration.cli import app as cli
+
+    root = tmp_path_factory.mktemp("sample_run") / "work"
+    result = CliRunner().invoke(cli, ["run", "--workdir", str(root), "--models", "core-trm", "--epochs", "2",
+                                      "--llm-model", "tiny", "--llm-prompts", "4", "--llm-targets", "2",
+                                      "--llm-train-seconds", "3"])
+    assert result.exit_code == 0, result.output
+    return root

@@ -93,6 +93,32 @@ FEATURES: dict[str, str] = {
     "family_seen_age_h": "hours since the user's last interaction with its family",
 }
 FEATURE_NAMES = tuple(FEATURES)
+# The features in groups, for the ablations (`evaluation.ablation`): every feature is in exactly one group.
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "source ranks": ("id_rank", "title_rank", "memory_rank", "search_rank", "history_rank", "popularity_rank",
+                     "variant_source", "n_sources", "fam_id_rank", "fam_title_rank", "fam_memory_rank",
+                     "fam_search_rank"),
+    "searches": ("last_search_pos", "search_age_h", "last_search_age_h", "search_hits"),
+    "model scores": ("id_cos", "title_cos", "title_cos_gap", "recent_sim_max", "recent_sim_mean", "last_item_sim"),
+    "query match": ("query_overlap", "query_coverage", "query_brand", "query_colour", "query_size"),
+    "variant features": tuple(f"v_{n}" for n in VARIANT_FEATURES),
+    "affinities": ("hist_len", "brand_hist", "brand_share", "brand_recent", "subcategory_recent", "price_logratio",
+                   "price_logratio_sub", "colour_share", "size_share_sub", "season_hist", "occasion_hist",
+                   "gender_share", "material_hist"),
+    "trends": ("season_trend", "occasion_trend", "colour_trend"),
+    "ages": ("age_days", "family_age_days"),
+    "popularity": ("pop_7d", "pop_30d", "buy_30d", "pop_trend", "pop_rank", "fam_pop_7d", "fam_pop_30d",
+                   "fam_buy_30d"),
+    "seen flags": ("seen_count", "bought_before", "seen_age_h", "family_seen_age_h"),
+}
+
+
+def features_without(*groups: str) -> tuple[str, ...]:
+    """`FEATURE_NAMES` less the features of these `FEATURE_GROUPS`, in their order."""
+    if unknown := [g for g in groups if g not in FEATURE_GROUPS]:
+        raise ValueError(f"unknown feature groups {unknown}; choose from {list(FEATURE_GROUPS)}")
+    drop = {f for g in groups for f in FEATURE_GROUPS[g]}
+    return tuple(f for f in FEATURE_NAMES if f not in drop)
 POPULAR_INDEX_K = 100  # items kept per (category, day) in the popularity source's index
 _RANK_SOURCES = ("id", "title", "memory", "search", "history", "popularity")
 QUERY_MATCH = ("query_overlap", "query_coverage", "query_brand", "query_colour", "query_size")

@@ -1,11 +1,14 @@
 """The evaluation report: one markdown table over every method's metrics.json."""
 
+import base64
 import json
+from pathlib import Path
 
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from evaluation.metrics import metrics_table, targets_ceiling
+from evaluation.paper import Section, write_report
 from feature_repo.layout import Layout
 from feature_repo.moments import dataset_resolution, resolution_note
 from feature_repo.splits import read_protocol, read_refits
@@ -105,3 +108,50 @@ def protocol_line(protocol: str, cuts: dict, refits: tuple = ()) -> str:
                 "validation targets).")
     return ("Protocol: leave-one-out (per user; training holds other users' later events; the ID and title models "
             "that score the test targets are refitted on each user's events before them).")
+
+
+PAPER_DATASETS = "paper"  # under a workdir: more datasets' workdirs for Table 2 (`fashionrec report --suite`)
+
+
+def paper_section(workdir: Path, name: str | None = None, data: Path | None = None) -> Section:
+    """A workdir the graph ran into as one dataset of the paper report: its name, ceiling and protocol line. `data`:
+    the dataset folder (for the oracle); by default the source its canonical tables record, where it still exists."""
+    lay = Layout(workdir)
+    info = json.loads((lay.canonical / "dataset.json").read_text()) if (lay.canonical / "dataset.json").exists() \
+        else {}
+    source = Path(data) if data is not None else Path(info["source"]) if info.get("source") else None
+    protocol, cuts = read_protocol(lay.splits)
+    targets = pd.read_parquet(lay.targets)
+    test = targets[targets["split"] == "test"]
+    fmt = info.get("format", "canonical")
+    oracle = targets_ceiling(source if fmt == "canonical" and source is not None and source.exists() else None,
+                             test, protocol)
+    note = (f"{resolution_note(dataset_resolution(lay.canonical))} {protocol_line(protocol, cuts, read_refits(lay.splits))}"
+            f" {len(test):,} test targets, {test['cold_start'].mean():.1%} cold-start."
+            + (" Ceiling: the oracle's exp_* over these targets." if oracle else " The dataset ships no oracle."))
+    return Section(name or (source.name if source is not None else Path(workdir).name), Path(workdir), oracle, note)
+
+
+def paper_sections(workdir: Path, data: Path | None = None) -> list[Section]:
+    """The workdir's own dataset first, then each dataset the suite ran under `workdir/paper/<name>` (by name)."""
+    out = [paper_section(workdir, data=data)]
+    extra = Path(workdir) / PAPER_DATASETS
+    for d in sorted(extra.iterdir()) if extra.exists() else []:
+        if (d / "eval").exists() and (d / "splits").exists():
+            out.append(paper_section(d, name=d.name))
+    return out
+
+
+@asset(group_name="evaluation", deps=[evaluation_report],
+       description="The paper's section 5 as one report (report/index.md): Table 2 per dataset, the ablations, the "
+                   "cold-start figure; `fashionrec report --suite` adds what needs more runs")
+def paper_report(context: AssetExecutionContext, workdir: WorkdirResource, dataset: DatasetResource):
+    data = Path(dataset.path) if dataset.format == "canonical" else None
+    path = write_report(workdir.layout.root, paper_sections(workdir.layout.root, data))
+    text = path.read_text()
+    pngs = sorted(path.parent.glob("*.png"))
+    inline = "\n\n".join(f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
+                         for p in pngs)
+    context.log.info(f"wrote {path}")
+    return MaterializeResult(metadata={"report": MetadataValue.md(text), "figures": MetadataValue.md(inline or "none"),
+                                       "path": MetadataValue.path(str(path))})

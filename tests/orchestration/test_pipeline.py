@@ -35,7 +35,7 @@ LLM = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_engine", "ranker_llm
 SERVING = {"serving_bundle"}
 RANKING = {"ranker", "ranker_eval"}
 ASSETS = {"canonical_tables", "feature_tables", "feast_online_store", "splits", "eval_targets",
-          "popularity_eval", "last_search_eval", "evaluation_report"} | SEQREC  # fmt: skip
+          "popularity_eval", "last_search_eval", "evaluation_report", "paper_report"} | SEQREC  # fmt: skip
 CHECKS = {("canonical_tables", "canonical_row_counts"), ("canonical_tables", "referential_integrity"),
           ("eval_targets", "point_in_time_safety"), ("splits", "training_before_targets"),
           ("seqrec_sequences", "fits_before_their_targets")}  # fmt: skip

@@ -20,12 +20,10 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from feature_repo.splits import ordered_events
 from feature_repo.store import FeatureRepo
 from models.retrieval import RetrievalConfig
-from orchestration.cli import app as cli
 from serving.bundle import open_bundle
 from serving.config import Settings
 from serving.recommend import context_from_features
@@ -36,13 +34,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("serve") / "work"
-    result = CliRunner().invoke(cli, ["run", "--workdir", str(root), "--models", "core-trm", "--epochs", "2",
-                                      "--llm-model", "tiny", "--llm-prompts", "4", "--llm-targets", "2",
-                                      "--llm-train-seconds", "3"])
-    assert result.exit_code == 0, result.output
-    return root
+def workdir(sample_workdir: Path) -> Path:
+    return sample_workdir
 
 
 @pytest.fixture(scope="module")

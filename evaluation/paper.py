@@ -1,0 +1,265 @@
+"""The paper's experiments (section 5) as one report, regenerated from what workdirs hold.
+
+`write_report(root, sections)` writes `root/report/index.md` and its PNGs from:
+
+- **Table 2**, one per dataset (`Section`: a workdir the graph ran into): every evaluated method's R@10, N@10 and
+  MRR, the fraction of the dataset's ceiling where it ships an oracle, a seeded bootstrap 95% interval of N@10 over
+  the test targets, and the improvement over the best baseline as the paper prints it (the relative gain of each
+  metric over the best baseline's, the baselines being popularity, last-search and the ID models);
+- **Table 3**, the ablations the suite wrote (`report/ablations/*.json`, `evaluation.ablation`);
+- **Fig. 4**, cold-start: R@10 and N@10 of cold against warm targets per method, as a PNG and its table;
+- **Fig. 5 and 6** (zero-shot across categories, low resource) and the seed spread, from the suite's
+  `report/suite/*.json` where it ran them; otherwise the report says what is missing and how to run it.
+
+Nothing here trains or scores: the same workdirs give the same bytes (the bootstrap is seeded, the PNGs carry no
+date or software stamp, rows are sorted).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.seqrec.registry import MODELS
+
+BASELINES = ("popularity", "last-search", *MODELS)  # the paper's baselines: ID models (and two simple ones)
+METRICS = (("recall@10", "R@10"), ("ndcg@10", "N@10"), ("mrr", "MRR"))
+BOOTSTRAP = 1000  # resamples of the test targets for the N@10 interval
+PNG_META = {"Software": None}  # no version stamp: the same numbers give the same bytes
+
+
+@dataclass
+class Section:
+    """One dataset's evaluation: a workdir the graph ran into."""
+
+    name: str
+    workdir: Path
+    oracle: dict | None = None  # the dataset's ceiling (`evaluation.metrics.targets_ceiling`)
+    note: str = ""  # protocol and resolution, one line
+    results: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.results:
+            self.results = [json.loads(p.read_text()) for p in sorted((self.workdir / "eval").glob("*/metrics.json"))]
+
+    def ranks(self, method: str) -> pd.DataFrame | None:
+        """The method's per-target rankings (target_rank, cold_start, user and item), or None."""
+        path = self.workdir / "eval" / method / "rankings.parquet"
+        if not path.exists():
+            return None
+        return pd.read_parquet(path, columns=["user_id", "target_item_id", "target_ts", "target_rank", "cold_start"])
+
+
+def kind(method: str) -> str:
+    """baseline | text (the paper's retrieval side) | LLM | ranker (ours)."""
+    if method in BASELINES:
+        return "baseline"
+    if method.startswith("llm-") or method == "ranker-llm" or method.startswith("ranker-on-llm"):
+        return "LLM"
+    if method.startswith("ranker"):
+        return "ranker"
+    return "text"
+
+
+def ndcg_at(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per-target NDCG@k of one relevant item at 1-based `ranks`."""
+    r = np.asarray(ranks, np.float64)
+    return np.where(r <= k, 1.0 / np.log2(r + 1.0), 0.0)
+
+
+def bootstrap_interval(values: np.ndarray, seed: int = 0, n: int = BOOTSTRAP) -> tuple[float, float]:
+    """95% percentile interval of the mean of `values` over `n` seeded resamples."""
+    v = np.asarray(values, np.float64)
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(n, len(v)))
+    means = v[idx].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def table2(section: Section, seed: int = 0) -> pd.DataFrame:
+    """One row per method of one dataset: the metrics, the ceiling fraction, the N@10 interval and the gain over
+    the best baseline (per metric), sorted by kind and then N@10."""
+    rows = []
+    for m in section.results:
+        if m["method"].startswith("llm-sample") or m["method"].startswith("ranker-on-llm"):
+            continue  # the LLM rows' own comparison lists, on their sample only
+        o = m["overall"]
+        r = section.ranks(m["method"])
+        lo, hi = bootstrap_interval(ndcg_at(r["target_rank"].to_numpy()), seed) if r is not None else (np.nan,) * 2
+        rows.append({"method": m["method"], "kind": kind(m["method"]), "n": o["n"],
+                     **{k: o[k] for k, _ in METRICS}, "ndcg_lo": lo, "ndcg_hi": hi})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    ceiling = section.oracle or {}
+    for k, short in (("recall@10", "recall10"), ("ndcg@10", "ndcg10"), ("mrr", "mrr")):
+        c = ceiling.get(f"exp_{short}")
+        df[f"{k}/ceiling"] = df[k] / c if c else np.nan
+    full = df["n"] == df["n"].max()  # rows on every test target (the LLM rows are on a sample)
+    base = df[(df["kind"] == "baseline") & full]
+    for k, _ in METRICS:
+        best = base[k].max() if len(base) else np.nan
+        df[f"{k} gain"] = np.where(full & (df["kind"] != "baseline") & (best > 0), df[k] / best - 1, np.nan)
+    order = {"baseline": 0, "text": 1, "ranker": 2, "LLM": 3}
+    return (df.assign(_k=df["kind"].map(order)).sort_values(["_k", "ndcg@10", "method"], ascending=[True, False, True])
+            .drop(columns="_k").reset_index(drop=True))
+
+
+def _f(x: float, fmt: str = ".4f") -> str:
+    return "" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
+
+
+def frame_markdown(df: pd.DataFrame) -> str:
+    """A markdown table of a frame: floats to 4 decimals, NaN as blank."""
+    def cell(v: object) -> str:
+        if isinstance(v, float | np.floating):
+            return _f(float(v))
+        return str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _pct(x: float) -> str:
+    return "" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:+.1%}"
+
+
+def table2_markdown(df: pd.DataFrame) -> str:
+    head = ("| method | kind | n | R@10 | N@10 | MRR | N@10 95% CI | N@10 / ceiling | R@10 gain | N@10 gain | MRR gain |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for d in df.to_dict("records"):
+        ci = f"{d['ndcg_lo']:.4f}-{d['ndcg_hi']:.4f}" if not np.isnan(d["ndcg_lo"]) else ""
+        lines.append(f"| {d['method']} | {d['kind']} | {d['n']} | {_f(d['recall@10'])} | {_f(d['ndcg@10'])} | "
+                     f"{_f(d['mrr'])} | {ci} | {_f(d['ndcg@10/ceiling'], '.3f')} | {_pct(d['recall@10 gain'])} | "
+                     f"{_pct(d['ndcg@10 gain'])} | {_pct(d['mrr gain'])} |")
+    return "\n".join(lines)
+
+
+def cold_warm(section: Section) -> pd.DataFrame:
+    """Fig. 4's numbers: each method's R@10 and N@10 on cold-start and on warm test targets."""
+    rows = []
+    for m in section.results:
+        if m["overall"]["n"] != max(r["overall"]["n"] for r in section.results) or "warm" not in m:
+            continue
+        rows.append({"method": m["method"], "kind": kind(m["method"]), "cold n": m["cold_start"]["n"],
+                     "cold R@10": m["cold_start"]["recall@10"], "cold N@10": m["cold_start"]["ndcg@10"],
+                     "warm n": m["warm"]["n"], "warm R@10": m["warm"]["recall@10"],
+                     "warm N@10": m["warm"]["ndcg@10"]})
+    return pd.DataFrame(rows).sort_values(["cold N@10", "method"], ascending=[False, True]).reset_index(drop=True) \
+        if rows else pd.DataFrame()
+
+
+def plot_cold_warm(df: pd.DataFrame, title: str, path: Path) -> Path:
+    """Grouped bars: N@10 on cold and on warm targets per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(df) + 1.4))
+    y = np.arange(len(df))
+    ax.barh(y - 0.2, df["cold N@10"], height=0.4, label="cold-start targets", color="#4878a8")
+    ax.barh(y + 0.2, df["warm N@10"], height=0.4, label="warm targets", color="#e0a040")
+    ax.set_yticks(y, df["method"])
+    ax.invert_yaxis()
+    ax.set_xlabel("NDCG@10")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata=PNG_META)
+    plt.close(fig)
+    return path
+
+
+def plot_lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str, path: Path) -> Path:
+    """One line per `hue` value of `y` against `x` (Fig. 6's curves)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, g in df.sort_values(x).groupby(hue, sort=True):
+        ax.plot(g[x], g[y], marker="o", label=str(name))
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata=PNG_META)
+    plt.close(fig)
+    return path
+
+
+def ablation_markdown(ablations: dict[str, dict], reference: str = "ranker") -> str:
+    """Table 3: each variant's metrics and its N@10 against the reference row's."""
+    ref = ablations.get(reference, {}).get("overall", {}).get("ndcg@10")
+    lines = ["| variant | features | R@10 | N@10 | MRR | cold R@10 | N@10 vs full |", "|---|---|---|---|---|---|---|"]
+    for name, m in ablations.items():
+        o, c = m["overall"], m["cold_start"]
+        vs = f"{o['ndcg@10'] / ref:.3f}x" if ref else ""
+        lines.append(f"| {name} | {m.get('features', '')} | {o['recall@10']:.4f} | {o['ndcg@10']:.4f} | "
+                     f"{o['mrr']:.4f} | {c['recall@10']:.4f} | {vs} |")
+    return "\n".join(lines)
+
+
+def write_report(root: Path, sections: Sequence[Section], seed: int = 0) -> Path:
+    """`root/report/index.md` and its PNGs from the sections and the suite's outputs under `root/report/`."""
+    out = Path(root) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    parts = ["# The paper's experiments\n\nRegenerated from the workdirs below by `fashionrec report` (nothing is "
+             "trained or scored to write it). Table 2's gains are relative to the best baseline (popularity, "
+             "last-search, the ID models) on the same test targets; N@10 95% CI: a seeded bootstrap over the test "
+             f"targets ({BOOTSTRAP} resamples). Ties count against the target."]
+    for s in sections:
+        df = table2(s, seed)
+        parts.append(f"## Table 2: {s.name}\n\n`{s.workdir}`. {s.note}\n\n" + (table2_markdown(df) if len(df) else
+                                                                               "No evaluated method."))
+    ablation_dir = out / "ablations"
+    abl = sorted(ablation_dir.glob("*.json")) if ablation_dir.exists() else []
+    parts.append("## Table 3: ablations")
+    if abl:
+        for p in abl:
+            body = json.loads(p.read_text())
+            parts.append(f"### {body.get('title', p.stem)}\n\n{body.get('note', '')}\n\n"
+                         + ablation_markdown(body["rows"], body.get("reference", "ranker")))
+    else:
+        parts.append("Not run yet: `fashionrec report --workdir W --suite` runs them.")
+    parts.append("## Fig. 4: cold-start")
+    for s in sections:
+        cw = cold_warm(s)
+        if cw.empty:
+            continue
+        slug = "".join(c if c.isalnum() else "-" for c in s.name.lower()).strip("-")
+        png = plot_cold_warm(cw, f"Cold-start vs warm targets: {s.name}", out / f"fig4-cold-start-{slug}.png")
+        table = frame_markdown(cw)
+        parts.append(f"### {s.name}\n\n![Fig. 4, {s.name}]({png.name})\n\n{table}")
+    suite = out / "suite"
+    for fig, stem, what in (("Fig. 5: zero-shot across categories", "zero_shot", "train on one category, test on "
+                             "another"), ("Fig. 6: low resource", "low_resource", "a share of the training users"),
+                            ("Seed spread", "seeds", "the main rows over 3 seeds")):
+        path = suite / f"{stem}.json"
+        parts.append(f"## {fig}")
+        if not path.exists():
+            parts.append(f"Not run yet ({what}): `fashionrec report --workdir W --suite` runs it.")
+            continue
+        body = json.loads(path.read_text())
+        df = pd.DataFrame(body["rows"])
+        if stem == "low_resource" and len(df):
+            plot_lines(df, "share", "ndcg@10", "method", "Low resource: N@10 by share of training users",
+                       out / "fig6-low-resource.png")
+            parts.append("![Fig. 6](fig6-low-resource.png)")
+        parts.append(body.get("note", "") + "\n\n" + frame_markdown(df))
+    path = out / "index.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    return path

@@ -1,0 +1,137 @@
+"""The paper report (`evaluation.paper`, `fashionrec report`) and the ranker's feature-group ablation
+(`evaluation.ablation`, `evaluation.suite`): hand-computed ranks and gains, the switch that removes exactly one
+group, the refit that reproduces the saved ranker's evaluation exactly, and byte-identical regeneration."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from evaluation.ablation import TargetGroups, full_ranks
+from evaluation.paper import Section, bootstrap_interval, table2
+from evaluation.ranking import Examples, TrainingSet, fit_training_set
+from models.ranker.features import FEATURE_GROUPS, FEATURE_NAMES, features_without
+from models.ranker.model import LearnedRanker, RankerConfig
+from orchestration.cli import app as cli
+
+
+def test_the_feature_groups_partition_the_features() -> None:
+    seen = [f for g in FEATURE_GROUPS.values() for f in g]
+    assert sorted(seen) == sorted(FEATURE_NAMES) and len(seen) == len(set(seen))
+    for name, group in FEATURE_GROUPS.items():
+        kept = features_without(name)
+        assert not set(kept) & set(group) and set(kept) | set(group) == set(FEATURE_NAMES)
+        assert list(kept) == [f for f in FEATURE_NAMES if f in kept]  # FEATURE_NAMES order
+    with pytest.raises(ValueError, match="unknown feature groups"):
+        features_without("colour")
+
+
+def test_a_ranker_without_a_group_has_none_of_its_columns() -> None:
+    """Fitted on every column of the examples less one group's: the model, its boosters and the columns the ranking
+    stage will hand it name the rest, in order; the dropped columns carry the signal, so the fit can tell."""
+    rng = np.random.default_rng(0)
+    drop = FEATURE_GROUPS["ages"]
+    at = FEATURE_NAMES.index(drop[0])
+    groups = []
+    for _ in range(60):
+        x = rng.normal(size=(12, len(FEATURE_NAMES))).astype(np.float32)
+        y = np.zeros(12, np.float32)
+        y[int(np.argmax(x[:, at]))] = 1.0  # the bought item is the one with the largest first "ages" column
+        groups.append((x, y))
+    ts = TrainingSet(Examples(groups, list(range(60)), [np.arange(12)] * 60, {}, 12.0, 0.0), None, [], 0)
+    cfg = RankerConfig(bags=2, max_rounds=30, min_rounds=5, min_data_in_leaf=5, navigational=0.0)
+    full = fit_training_set(ts, cfg)
+    less = fit_training_set(ts, cfg, features_without("ages"))
+    assert less.features == features_without("ages") and len(less.features) == len(FEATURE_NAMES) - len(drop)
+    assert all(b.feature_name() == list(less.features) for b in less.boosters)
+    assert not set(drop) & set(less.importances())
+    assert list(full.importances())[0] == drop[0]  # with the group, its column decides
+
+
+def test_full_ranks_count_ties_against_the_target() -> None:
+    """No boosters: every candidate scores 0, so the target ranks after all of its candidates; a target that is no
+    candidate keeps its fallback rank."""
+    x = [np.zeros((5, len(FEATURE_NAMES)), np.float32), np.zeros((3, len(FEATURE_NAMES)), np.float32)]
+    test = TargetGroups(np.array([0, 1]), [np.arange(5), np.arange(3)], x, np.array([2, -1]), 0.0)
+    ranks = full_ranks(LearnedRanker([], FEATURE_NAMES), test, fallback=np.array([1, 40]))
+    assert ranks.tolist() == [5, 40]
+
+
+def test_bootstrap_interval() -> None:
+    assert bootstrap_interval(np.full(50, 0.25)) == (0.25, 0.25)
+    v = np.r_[np.zeros(50), np.ones(50)]
+    lo, hi = bootstrap_interval(v)
+    assert 0.35 < lo < 0.5 < hi < 0.65 and bootstrap_interval(v) == (lo, hi)  # seeded
+    assert all(math.isnan(b) for b in bootstrap_interval(np.ones(1)))
+
+
+def _metrics(method: str, n: int, r: float, nd: float, mrr: float) -> dict:
+    m = {"n": n, "recall@10": r, "ndcg@10": nd, "mrr": mrr}
+    return {"method": method, "overall": m, "cold_start": m, "warm": m}
+
+
+def test_table2_gains_over_the_best_baseline_by_hand(tmp_path: Path) -> None:
+    """Each metric's gain is over the best baseline of that metric (last-search's R@10 .30, core-trm's N@10 .20 and
+    MRR .18); rows on a sample (the LLM's) get no gain; the ceiling fraction divides by the oracle."""
+    results = [_metrics("last-search", 100, .30, .15, .12), _metrics("core-trm", 100, .25, .20, .18),
+               _metrics("ranker", 100, .45, .30, .27), _metrics("llm-generate-mixup", 20, .5, .5, .5)]
+    df = table2(Section("toy", tmp_path, {"exp_recall10": .6, "exp_ndcg10": .4, "exp_mrr": .3}, results=results))
+    row = df.set_index("method").loc["ranker"]
+    assert row["kind"] == "ranker"
+    assert row["recall@10 gain"] == pytest.approx(.45 / .30 - 1) and row["ndcg@10 gain"] == pytest.approx(.5)
+    assert row["mrr gain"] == pytest.approx(.27 / .18 - 1) and row["ndcg@10/ceiling"] == pytest.approx(.75)
+    assert math.isnan(df.set_index("method").loc["llm-generate-mixup", "ndcg@10 gain"])
+    assert df.set_index("method").loc["core-trm", "kind"] == "baseline"
+    assert math.isnan(row["ndcg_lo"])  # no rankings.parquet: no interval
+
+
+@pytest.mark.slow
+class TestOnTheSampleRun:
+    @pytest.fixture(scope="class")
+    def ablation(self, sample_workdir: Path) -> dict:
+        from evaluation.suite import ranker_feature_groups
+
+        return json.loads(ranker_feature_groups(sample_workdir, groups=("seen flags",), progress=False,
+                                                log=lambda _: None).read_text())
+
+    def test_the_refit_on_every_feature_is_the_saved_rankers_evaluation(self, ablation: dict,
+                                                                        sample_workdir: Path) -> None:
+        """The ablation's `ranker` row refits the saved ranker (same examples, seed, threads) and ranks the test
+        targets from the precomputed candidates: its metrics equal the `ranker_eval` asset's, float for float."""
+        saved = json.loads((sample_workdir / "eval" / "ranker" / "metrics.json").read_text())
+        row = ablation["rows"]["ranker"]
+        assert saved["overall"]["n"] > 100 and row["overall"] == saved["overall"]
+        assert row["cold_start"] == saved["cold_start"] and row["features"] == len(FEATURE_NAMES)
+        less = ablation["rows"]["ranker w/o seen flags"]
+        assert less["features"] == len(FEATURE_NAMES) - 4 and less["dropped"] == list(FEATURE_GROUPS["seen flags"])
+        assert less["overall"]["n"] == saved["overall"]["n"]
+
+    def test_the_report_regenerates_byte_identically(self, ablation: dict, sample_workdir: Path) -> None:
+        def run() -> dict[str, bytes]:
+            result = CliRunner().invoke(cli, ["report", "--workdir", str(sample_workdir)])
+            assert result.exit_code == 0, result.output
+            return {p.name: p.read_bytes() for p in sorted((sample_workdir / "report").glob("*.*"))}
+
+        first, second = run(), run()
+        assert first == second and "index.md" in first and any(n.endswith(".png") for n in first)
+        text = first["index.md"].decode()
+        methods = [json.loads(p.read_text())["method"] for p in (sample_workdir / "eval").glob("*/metrics.json")]
+        table = text.split("## Table 3")[0]
+        for m in methods:
+            if not m.startswith(("llm-sample", "ranker-on-llm")):
+                assert f"| {m} |" in table, m
+        assert "ranker w/o seen flags" in text  # the ablation the suite wrote
+        saved = json.loads((sample_workdir / "eval" / "ranker" / "metrics.json").read_text())
+        best = max(json.loads((sample_workdir / "eval" / b / "metrics.json").read_text())["overall"]["ndcg@10"]
+                   for b in ("last-search", "popularity", "core-trm"))
+        assert f"{saved['overall']['ndcg@10'] / best - 1:+.1%}" in table.split("| ranker |")[1].split("\n")[0]
+
+    def test_report_needs_an_evaluated_workdir(self, tmp_path: Path) -> None:
+        result = CliRunner().invoke(cli, ["report", "--workdir", str(tmp_path)])
+        assert result.exit_code == 2 and "holds no evaluation" in result.output
+
