@@ -28,6 +28,7 @@ from models.retrieval import RetrievalConfig
 from models.seqrec import ID_MODEL, load_checkpoint
 from models.seqrec.vectors import item_vectors, query_vectors
 from models.text import load_title_model
+from models.text.encoder import TextEncoder
 from models.text.memory import AsOfMemory
 from models.variants import ItemAttributes, VariantRanker
 
@@ -41,14 +42,17 @@ def as_of_memory(layout: Layout) -> AsOfMemory:
 
 def retrieval_scorer(layout: Layout, catalog: Catalog, cfg: RetrievalConfig,
                      memory: AsOfMemory | TimeSlicedMemory | None = None,
-                     memory_kind: Literal["as_of", "weekly"] = "as_of") -> RetrievalScorer:
+                     memory_kind: Literal["as_of", "weekly"] = "as_of",
+                     text: tuple[TextEncoder, np.ndarray] | None = None) -> RetrievalScorer:
     """CORE + title model + leakage-free query memory over all searches -> a `RetrievalScorer`.
 
     Without `memory`, builds one: `memory_kind="as_of"` (default) is exact as of each target time (`AsOfMemory`),
-    `"weekly"` uses weekly snapshots (`TimeSlicedMemory`).
+    `"weekly"` uses weekly snapshots (`TimeSlicedMemory`). `text`: another text encoder and its catalog vectors
+    (catalog order) in place of the workdir's title model (the pretrained-embedding ablation); `memory` must then
+    be built with that encoder.
     """
     ckpt = load_checkpoint(layout.model(ID_MODEL))
-    encoder = load_title_model(layout.title_model)
+    encoder = load_title_model(layout.title_model) if text is None else text[0]
     if memory is None:
         search_results = pd.read_parquet(layout.search_results)
         if memory_kind == "as_of":
@@ -57,7 +61,7 @@ def retrieval_scorer(layout: Layout, catalog: Catalog, cfg: RetrievalConfig,
             memory = TimeSlicedMemory.build(search_results, encoder)
         else:
             raise ValueError(f"unknown memory_kind {memory_kind!r}")
-    title_vectors = np.load(layout.title_vectors)  # (n, d) catalog order
+    title_vectors = np.load(layout.title_vectors) if text is None else text[1]  # (n, d) catalog order
     titles = TitleQueryBuilder(encoder, memory, catalog, title_vectors)
     ids = item_vectors(ckpt.model, ckpt.vocab, catalog.item_ids)  # (n, d)
     return RetrievalScorer(catalog, ids, title_vectors, lambda h: query_vectors(ckpt.model, ckpt.vocab, h),

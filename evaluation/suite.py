@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from evaluation.ablation import aligned, group_ablation, test_examples
-from evaluation.factories import as_of_memory, ranker_scorer
+from evaluation.factories import as_of_memory, ranker_scorer, retrieval_scorer
 from evaluation.periods import by_fit
 from evaluation.ranking import training_set
 from feature_repo.layout import Layout
@@ -19,6 +19,17 @@ from models.ranker.features import FEATURE_GROUPS
 from models.ranker.model import LearnedRanker, RankerConfig
 
 RANKER_GROUPS = "ranker_feature_groups"
+RETRIEVAL = "retrieval"
+# Table 3's rows on the retrieval side (the paper's mixup retrieval + our variant re-rank), as the retrieval config
+# that removes each part: (mode, title list).
+RETRIEVAL_ROWS: dict[str, tuple[str, str]] = {
+    "mixup + variants": ("mixup", "memory_first"),
+    "w/o query-product memory": ("mixup", "cosine"),
+    "w/o text embedding": ("id_only", "memory_first"),
+    "w/o ID embedding": ("title_only", "memory_first"),
+    "w/o memory & ID embedding": ("title_only", "cosine"),
+}
+PRETRAINED = "w/ pretrained text embedding (all-MiniLM-L6-v2)"
 
 
 def ablation_path(workdir: Path, name: str) -> Path:
@@ -63,12 +74,132 @@ def ranker_feature_groups(workdir: Path, groups: tuple[str, ...] = tuple(FEATURE
     return path
 
 
-def run_suite(workdir: Path, log: Callable[[str], None] = print, progress: bool = True) -> list[Path]:
-    """Every suite part whose json is missing; the paths written."""
-    written = []
+def retrieval_ablation(workdir: Path, pretrained: bool = True, progress: bool = True,
+                       log: Callable[[str], None] = print) -> Path:
+    """Table 3's rows on the retrieval side: mixup + variants, and the same without the query-product memory
+    (cosine title list), without the text embedding (the ID list alone), without the ID embedding (the title list
+    alone), without both memory and ID; and with all-MiniLM-L6-v2 (the `pretrained` extra) in place of the LSTM title
+    model, for the titles, the queries and the memory's keys. Every row re-ranks its list with the workdir's variant
+    ranker, through each test target's ID-model fit, on every test target."""
+    import pandas as pd
+
+    from evaluation.metrics import evaluate
+    from evaluation.retrieval import VariantScorer
+    from models.retrieval import RetrievalConfig
+    from models.text.memory import AsOfMemory
+    from models.variants import VariantRanker
+
+    lay = Layout(workdir)
+    catalog = Catalog.from_items(lay.read_items())
+    targets = lay.test_targets()
+    variants = VariantRanker.load(lay.variant_ranker)
+    t0 = time.perf_counter()
+    memory = as_of_memory(lay)
+
+    def scorer(mode: str, title_list: str, mem: object = memory, text: tuple | None = None) -> object:
+        cfg = RetrievalConfig(mode=mode, n=1, title_list=title_list)  # type: ignore[arg-type]
+        return by_fit(lay, lambda fit: VariantScorer(retrieval_scorer(fit, catalog, cfg, mem, text=text), catalog,
+                                                     variants))
+
+    rows: dict[str, dict] = {}
+    for name, (mode, title_list) in RETRIEVAL_ROWS.items():
+        t1 = time.perf_counter()
+        rows[name] = evaluate(name, scorer(mode, title_list), targets, catalog, progress=progress).metrics
+        rows[name]["seconds"] = round(time.perf_counter() - t1, 1)
+        log(f"{name}: N@10 {rows[name]['overall']['ndcg@10']:.4f} ({rows[name]['seconds']:.0f} s)")
+    encoder_note = ""
+    if pretrained:
+        try:
+            from models.text import MiniLMEncoder
+            from models.text.train import embed_catalog
+
+            t1 = time.perf_counter()
+            minilm = MiniLMEncoder()
+            vectors = embed_catalog(minilm, catalog.items)
+            mem = AsOfMemory.build(pd.read_parquet(lay.search_results), minilm)
+            rows[PRETRAINED] = evaluate(PRETRAINED, scorer("mixup", "memory_first", mem, (minilm, vectors)), targets,
+                                        catalog, progress=progress).metrics
+            rows[PRETRAINED]["seconds"] = round(time.perf_counter() - t1, 1)
+            log(f"{PRETRAINED}: N@10 {rows[PRETRAINED]['overall']['ndcg@10']:.4f}")
+        except ImportError as e:
+            encoder_note = f" The pretrained row is missing: {e}"
+            log(f"skipping {PRETRAINED}: {e}")
+    path = ablation_path(workdir, RETRIEVAL)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "title": "The paper's ablations on the retrieval side (no LLM)",
+        "note": ("The paper's Table 3 removes parts of its framework; these rows remove them from the retrieval the "
+                 "LLM's output is mapped through (mixup: the ID list's top 1, then the title list; the title list "
+                 "starts with the query-product memory's products for the last search), each list re-ranked by the "
+                 "variant ranker. `w/o product attributes` changes only the LLM's prompt: it belongs to the LLM rows "
+                 "(`benchmarks/llm.py`)." + encoder_note),
+        "reference": "mixup + variants",
+        "rows": {k: {kk: v[kk] for kk in ("overall", "cold_start", "warm", "seconds")} for k, v in rows.items()},
+        "seconds": round(time.perf_counter() - t0, 1)}, indent=1, default=float))
+    return path
+
+
+PAPER_CATEGORY = "Luggage & Bags"  # the paper's ablation dataset: one category as a dataset of its own
+SAMPLE = Path(__file__).resolve().parents[1] / "feature_repo" / "sample"
+
+
+def datasets(workdir: Path, extra: Sequence[tuple[str, Path, str]] = ()) -> list[tuple[str, Path, str]]:
+    """The datasets Table 2 adds to the workdir's own, as (name, folder, format): the `Luggage & Bags` category of
+    the workdir's dataset as a dataset of its own (where it has that category), the bundled sample (unless the
+    workdir ran on it), then `extra`."""
+    import pandas as pd
+
+    info_path = Layout(workdir).canonical / "dataset.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    source = Path(info["source"]) if info.get("source") else None
+    out = []
+    if info.get("format") == "canonical" and source is not None and (source / "items.parquet").exists() and \
+            not (source / "subset.json").exists():
+        cats = pd.read_parquet(source / "items.parquet", columns=["category"])["category"]
+        if (cats == PAPER_CATEGORY).any() and cats.nunique() > 1:
+            out.append(("bags-only", source, "category"))
+    if source is None or source.resolve() != SAMPLE:
+        out.append(("sample", SAMPLE, "canonical"))
+    return out + list(extra)
+
+
+def run_datasets(workdir: Path, extra: Sequence[tuple[str, Path, str]] = (), log: Callable[[str], None] = print
+                 ) -> list[Path]:
+    """`fashionrec run --no-llm` on each of `datasets` into `<workdir>/paper/<name>` where it has no ranker row yet
+    (the `Luggage & Bags` subset is cut first, into `<workdir>/paper/data/bags-only`)."""
+    import subprocess
+    import sys
+
+    from feature_repo.subsets import category_subset
+
+    done = []
+    for name, data, fmt in datasets(workdir, extra):
+        wd = Path(workdir) / "paper" / name
+        if (wd / "eval" / "ranker" / "metrics.json").exists():
+            continue
+        if fmt == "category":
+            data, fmt = category_subset(data, Path(workdir) / "paper" / "data" / name, PAPER_CATEGORY), "canonical"
+        log(f"Table 2, {name}: fashionrec run --data {data} --format {fmt} --workdir {wd} --no-llm")
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "orchestration.cli", "run", "--data", str(data), "--format", fmt,
+                        "--workdir", str(wd), "--no-llm", "--log-level", "WARNING"], check=True)
+        log(f"Table 2, {name}: {time.perf_counter() - t0:.0f} s")
+        done.append(wd)
+    return done
+
+
+def run_suite(workdir: Path, log: Callable[[str], None] = print, progress: bool = True,
+              extra: Sequence[tuple[str, Path, str]] = (), with_datasets: bool = True) -> list[Path]:
+    """Every suite part whose output is missing (the datasets' runs first); the paths written."""
+    written = run_datasets(workdir, extra, log) if with_datasets else []
     if not ablation_path(workdir, RANKER_GROUPS).exists():
         if not (Layout(workdir).ranker / "ranker.json").exists():
             log("skipping the ranker's feature-group ablation: the workdir has no ranker (materialize `ranker`)")
         else:
             written.append(ranker_feature_groups(workdir, progress=progress, log=log))
+    if not ablation_path(workdir, RETRIEVAL).exists():
+        if not Layout(workdir).variant_ranker.exists():
+            log("skipping the retrieval ablations: the workdir has no text side (run without --no-retrieval)")
+        else:
+            written.append(retrieval_ablation(workdir, progress=progress, log=log))
     return written

@@ -144,8 +144,12 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
 def report(workdir: WorkOpt = Path("work"),
            data: Annotated[Path | None, typer.Option("--data", help="The dataset folder, for its oracle (default: "
                                                                     "the source the workdir recorded)")] = None,
-           suite: Annotated[bool, typer.Option(help="First run the experiments the report lacks (the ablations); "
-                                                    "a part already written is kept")] = False) -> None:
+           suite: Annotated[bool, typer.Option(help="First run the experiments the report lacks (Table 2's other "
+                                                    "datasets, the ablations); a part already written is kept")
+                            ] = False,
+           dataset: Annotated[list[str] | None, typer.Option(help="With --suite, one more dataset for Table 2: "
+                                                                  "NAME=DIR[:FORMAT], e.g. hm=../shared/data/real/hm:hm "
+                                                                  "(repeatable)")] = None) -> None:
     """Regenerate the paper report (`<workdir>/report/index.md`) from what the workdir holds, without retraining."""
     from evaluation.paper import write_report
     from orchestration.assets.report import paper_sections
@@ -154,11 +158,18 @@ def report(workdir: WorkOpt = Path("work"),
     if not (layout.eval.exists() and layout.splits.exists()):
         raise typer.BadParameter(f"{workdir} holds no evaluation: run `fashionrec run --workdir {workdir}` first",
                                  param_hint="--workdir")
+    extra = []
+    for spec in dataset or []:
+        name, sep, rest = spec.partition("=")
+        folder, _, fmt = rest.partition(":")
+        if not sep or not name or not folder or not Path(folder).exists():
+            raise typer.BadParameter(f"{spec!r}: expected NAME=DIR[:FORMAT] with an existing DIR", param_hint="--dataset")
+        extra.append((name, Path(folder).resolve(), fmt or "canonical"))
     if suite:
         from evaluation.suite import run_suite
 
         t0 = time.perf_counter()
-        written = run_suite(workdir, log=typer.echo)
+        written = run_suite(workdir, log=typer.echo, extra=extra)
         typer.echo(f"suite: {len(written)} part(s) written in {time.perf_counter() - t0:.0f} s")
     path = write_report(workdir, paper_sections(workdir, data))
     typer.echo(f"report: {path}")

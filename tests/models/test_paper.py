@@ -99,6 +99,30 @@ class TestOnTheSampleRun:
         return json.loads(ranker_feature_groups(sample_workdir, groups=("seen flags",), progress=False,
                                                 log=lambda _: None).read_text())
 
+    @pytest.fixture(scope="class")
+    def retrieval(self, sample_workdir: Path) -> dict:
+        from evaluation.suite import retrieval_ablation
+
+        # all-MiniLM-L6-v2 over the sample's 42k titles takes minutes here: the suite runs that row.
+        return json.loads(retrieval_ablation(sample_workdir, pretrained=False, progress=False,
+                                             log=lambda _: None).read_text())
+
+    def test_the_retrieval_ablations_reproduce_their_table2_rows(self, retrieval: dict, sample_workdir: Path) -> None:
+        """The ablation's full row is the `retrieval-mixup-variants` asset's configuration, and removing the ID
+        embedding is `retrieval-title-only-variants`: the same metrics, float for float. Removing the memory
+        changes the answer."""
+        from evaluation.suite import RETRIEVAL_ROWS
+
+        rows = retrieval["rows"]
+        assert list(rows) == list(RETRIEVAL_ROWS)
+        for name, method in (("mixup + variants", "retrieval-mixup-variants"),
+                             ("w/o ID embedding", "retrieval-title-only-variants")):
+            saved = json.loads((sample_workdir / "eval" / method / "metrics.json").read_text())
+            assert rows[name]["overall"] == saved["overall"] and rows[name]["cold_start"] == saved["cold_start"]
+        assert rows["w/o query-product memory"]["overall"] != rows["mixup + variants"]["overall"]
+        assert rows["w/o text embedding"]["cold_start"]["recall@10"] < rows["mixup + variants"]["cold_start"][
+            "recall@10"]  # the ID list alone has no cold item
+
     def test_the_refit_on_every_feature_is_the_saved_rankers_evaluation(self, ablation: dict,
                                                                         sample_workdir: Path) -> None:
         """The ablation's `ranker` row refits the saved ranker (same examples, seed, threads) and ranks the test
@@ -111,7 +135,8 @@ class TestOnTheSampleRun:
         assert less["features"] == len(FEATURE_NAMES) - 4 and less["dropped"] == list(FEATURE_GROUPS["seen flags"])
         assert less["overall"]["n"] == saved["overall"]["n"]
 
-    def test_the_report_regenerates_byte_identically(self, ablation: dict, sample_workdir: Path) -> None:
+    def test_the_report_regenerates_byte_identically(self, ablation: dict, retrieval: dict,
+                                                     sample_workdir: Path) -> None:
         def run() -> dict[str, bytes]:
             result = CliRunner().invoke(cli, ["report", "--workdir", str(sample_workdir)])
             assert result.exit_code == 0, result.output
@@ -125,7 +150,7 @@ class TestOnTheSampleRun:
         for m in methods:
             if not m.startswith(("llm-sample", "ranker-on-llm")):
                 assert f"| {m} |" in table, m
-        assert "ranker w/o seen flags" in text  # the ablation the suite wrote
+        assert "ranker w/o seen flags" in text and "w/o query-product memory" in text  # the suite's ablations
         saved = json.loads((sample_workdir / "eval" / "ranker" / "metrics.json").read_text())
         best = max(json.loads((sample_workdir / "eval" / b / "metrics.json").read_text())["overall"]["ndcg@10"]
                    for b in ("last-search", "popularity", "core-trm"))
