@@ -306,9 +306,9 @@ def serve(workdir: WorkOpt = Path("work"),
           host: Annotated[str | None, typer.Option(help="Interface to bind (default: FASHIONREC_HOST or "
                                                         "127.0.0.1)")] = None,
           port: Annotated[int | None, typer.Option(help="Port (default: FASHIONREC_PORT or 8000)")] = None,
-          workers: Annotated[int | None, typer.Option(help="Worker processes, each with its own copy of the models "
-                                                           "and of the embedded collections (one per core; default: "
-                                                           "FASHIONREC_WORKERS or 1)")] = None,
+          workers: Annotated[int | None, typer.Option(help="Worker processes, forked after the bundle is loaded "
+                                                           "once, each with its own copy of the embedded collections "
+                                                           "(one per core; default: FASHIONREC_WORKERS or 1)")] = None,
           online_store: Annotated[str | None, typer.Option(help="sqlite | redis://host:port[/db] "
                                                                 "(default: FASHIONREC_ONLINE_STORE or sqlite)")] = None,
           no_llm: Annotated[bool, typer.Option("--no-llm", help="Do not load the LLM adapter")] = False) -> None:
@@ -327,12 +327,11 @@ def serve(workdir: WorkOpt = Path("work"),
     if settings.workers == 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
         return
-    # Several workers are separate processes: each reads the same settings from its environment. This process
-    # becomes uvicorn's supervisor (exec), so a signal to it (Ctrl-C, SIGTERM) stops the workers cleanly.
-    cmd = [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--host", settings.host,
-           "--port", str(settings.port), "--workers", str(settings.workers), "--log-level", "warning"]
-    sys.stdout.flush()
-    os.execvpe(sys.executable, cmd, {**os.environ, **settings.env()})
+    # Several workers: this process loads the bundle once and forks them (`serving.prefork`); it restarts a worker
+    # that dies and stops them all on Ctrl-C or SIGTERM.
+    from serving.prefork import serve as prefork
+
+    raise typer.Exit(prefork(settings))
 
 
 @app.command()

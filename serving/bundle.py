@@ -256,6 +256,9 @@ class Bundle:
     refs: int = 0
     retired: bool = False
     warm_ms: float | None = None  # how long the service's warm-up took on this bundle; None: not warmed yet
+    # Where `reopen_store` opens the collections again: the embedded engine's folder, or a server's URL (None: the
+    # caller gave the store, and only it can).
+    store_source: Path | str | None = None
     items: pd.DataFrame = field(init=False)
     categories: set[str] = field(init=False)
     created_ns: pd.Series = field(init=False)
@@ -294,6 +297,32 @@ class Bundle:
 
     def close(self) -> None:
         self.store.close()
+
+    def reopen_store(self, settings: Settings) -> None:
+        """This process's own connection to the bundle's collections, in place of the one it was opened with (which
+        must be closed first): what a worker forked from the process that loaded the bundle does
+        (`serving.prefork`). An embedded store becomes a private copy of the shards (a shard opens in one process
+        at a time); a server gets a new client."""
+        if isinstance(self.store_source, Path):
+            store = VectorStore.private_copy(self.store_source)
+        elif self.store_source:
+            store = VectorStore.remote(self.store_source, settings.api_key)
+        else:
+            raise RuntimeError(f"bundle {self.version}: its vector store was given by the caller and cannot be reopened")
+        self.store = self.retriever.store = store
+
+    @property
+    def ranking_model(self) -> Any:
+        """The ranking stage's `LearnedRanker` with boosters, or None."""
+        stage = self.retriever.ranking
+        model = stage.ranker if stage is not None else None
+        return model if model is not None and model.boosters else None
+
+
+def compile_ranker_for(bundle: Bundle, how: str) -> None:
+    """`_compile_ranker` on the bundle's own ranking model, when it has one and LightGBM still scores it."""
+    if bundle.ranking_model is not None and bundle.ranker_engine.startswith("lightgbm"):
+        _compile_ranker(bundle, bundle.ranking_model, how)
 
 
 def _compile_ranker(bundle: Bundle, ranker: Any, how: str) -> None:
@@ -353,14 +382,15 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
     items = lay.read_items().sort_values("item_id", kind="stable").reset_index(drop=True)  # the serving row order
     encoder = load_title_model(lay.title_model)
     titles = title_table(lay, items, encoder)
+    source: Path | str | None = None
     if store is not None:
         pass
     elif settings.qdrant_url:
-        store = VectorStore.remote(settings.qdrant_url, settings.api_key)
+        store, source = VectorStore.remote(settings.qdrant_url, settings.api_key), settings.qdrant_url
     else:  # a published bundle holds its own collections; the workdir's are where the settings say
-        path = settings.qdrant_path if version == "workdir" and settings.qdrant_path else lay.qdrant
+        source = Path(settings.qdrant_path if version == "workdir" and settings.qdrant_path else lay.qdrant)
         # Several workers: each searches its own copy (an Edge shard opens in one process at a time).
-        store = VectorStore.private_copy(path) if settings.workers > 1 else VectorStore.local(path)
+        store = VectorStore.private_copy(source) if settings.workers > 1 else VectorStore.local(source)
     cfg = cfg or RetrievalConfig(mode=settings.retrieval_mode, k=LIST_K, n=settings.mixup_n)  # type: ignore[arg-type]
     id_table = known_item_vectors(ckpt.model, ckpt.vocab, items["item_id"].to_numpy())  # (n, d), NaN: no row
     id_table.setflags(write=False)
@@ -387,21 +417,27 @@ def open_bundle(root: Path, settings: Settings, version: str = "workdir", llm_ca
 
         second = LearnedRanker.load(lay.ranker_llm)
         models["ranker_llm"] = f"lambdamart@{file_digest(lay.ranker_llm)}"
-    bundle = Bundle(Path(root), version, retriever, store, ckpt, models, popularity, second_pass=second)
-    if stage is not None and stage.ranker is not None and stage.ranker.boosters:
-        _compile_ranker(bundle, stage.ranker, settings.ranker_compile)
+    bundle = Bundle(Path(root), version, retriever, store, ckpt, models, popularity, second_pass=second,
+                    store_source=source)
+    if bundle.ranking_model is not None:
+        _compile_ranker(bundle, bundle.ranking_model, settings.ranker_compile)
     if settings.llm_enabled if with_llm is None else with_llm:
-        cache = llm_cache if llm_cache is not None else {}
-        background = (settings.llm_background and (lay.llm_adapter / "llm_meta.json").exists()
-                      and adapter_key(settings, lay) not in cache)
-        if background:  # retrieval is served meanwhile; LLM modes fall back with this reason until it is loaded
-            bundle.llm_error = "loading in the background"
-            bundle.llm_loader = threading.Thread(target=_load_llm, args=(bundle, settings, lay, cache), daemon=True,
-                                                 name=f"llm-load-{version}")
-            bundle.llm_loader.start()
-        else:
-            _load_llm(bundle, settings, lay, cache)
+        start_llm(bundle, settings, llm_cache if llm_cache is not None else {})
     return bundle
+
+
+def start_llm(bundle: Bundle, settings: Settings, cache: dict[str, LLMRuntime]) -> None:
+    """Load the bundle's LLM: in a thread when `settings.llm_background` (retrieval is served meanwhile; the LLM
+    modes fall back with this reason until it is loaded), else now."""
+    lay = Layout(bundle.root)
+    if (settings.llm_background and (lay.llm_adapter / "llm_meta.json").exists()
+            and adapter_key(settings, lay) not in cache):
+        bundle.llm_error = "loading in the background"
+        bundle.llm_loader = threading.Thread(target=_load_llm, args=(bundle, settings, lay, cache), daemon=True,
+                                             name=f"llm-load-{bundle.version}")
+        bundle.llm_loader.start()
+    else:
+        _load_llm(bundle, settings, lay, cache)
 
 
 def title_table(lay: Layout, items: pd.DataFrame, encoder: Any) -> np.ndarray:

@@ -75,7 +75,7 @@ class RecommendationService:
     # -- loading and swapping ---------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, settings: Settings) -> RecommendationService:
+    def load(cls, settings: Settings, warm: bool = True) -> RecommendationService:
         if settings.torch_threads is not None:  # per request, one core each: torch's and BLAS's thread pools
             import torch
             from threadpoolctl import threadpool_limits
@@ -86,18 +86,56 @@ class RecommendationService:
         if not (layout.feast / "registry.db").exists():
             raise FileNotFoundError(f"workdir {layout.root} has no Feast registry: run `fashionrec run --workdir "
                                     f"{layout.root}` first")
-        repo = FeatureRepo(layout.features, layout.feast, online_store=settings.online_store)
-        repo.service(settings.feature_service)  # the registry read once, here
         cache: dict[str, LLMRuntime] = {}
-        service = cls(settings, repo, open_current(settings, cache), cache)
-        service.warm_up(service._bundle)
+        service = cls(settings, _open_repo(settings), open_current(settings, cache), cache)
+        if warm:
+            service.warm_up(service._bundle)
         return service
 
-    def warm_up(self, b: Bundle) -> bool:
-        """Run the request path once per category (up to `settings.warm_up_categories`) on bundle `b`, so that
-        the lazy parts (the query encoder's first forward, the vector segments, the boosters' first predict) are
-        paid here and not by the first shopper. Sets `b.warm_ms`; False (and logged) when a store is down."""
-        n = self.settings.warm_up_categories
+    @classmethod
+    def preload(cls, settings: Settings) -> RecommendationService:
+        """What `serving.prefork` loads once before it forks the workers: the current bundle without its LLM, with
+        its ranker compiled when the compiled code is cached (or `ranker_compile` is "wait"), warmed up; then the
+        vector store and the online store are let go (`detach`), for each worker to open its own (`attach`)."""
+        from models.ranker.compiled import is_cached
+        from serving.bundle import compile_ranker_for
+
+        here = settings.model_copy(update={"workers": 1, "llm_enabled": False, "ranker_compile": "off"})
+        service = cls.load(here, warm=False)
+        service.settings = settings
+        b = service._bundle
+        if b.ranking_model is not None and (settings.ranker_compile == "wait" or (
+                settings.ranker_compile == "background" and is_cached(b.ranking_model.boosters))):
+            compile_ranker_for(b, "wait")  # once, here: every worker shares the compiled code
+        service.warm_up(b)
+        service.detach()
+        return service
+
+    def detach(self) -> None:
+        """Before a fork: close the bundle's vector store (an Edge shard opens in one process at a time) and drop
+        the online store's connections (a connection does not cross a fork)."""
+        self._bundle.store.close()
+        self.repo = None  # type: ignore[assignment]
+
+    def attach(self) -> None:
+        """In a forked worker: its own vector store and online store, fresh locks, its LLM (in the background), and
+        the ranker compiled in the background where the parent did not compile it."""
+        from serving.bundle import compile_ranker_for, start_llm
+
+        self._feast_lock, self._swap_lock = threading.Lock(), threading.Lock()  # a lock held at the fork stays held
+        b = self._bundle
+        b.reopen_store(self.settings)
+        self.repo = _open_repo(self.settings)
+        if self.settings.llm_enabled:
+            start_llm(b, self.settings, self._llm_cache)
+        compile_ranker_for(b, self.settings.ranker_compile)
+
+    def warm_up(self, b: Bundle, categories: int | None = None) -> bool:
+        """Run the request path once per category (up to `categories`, by default `settings.warm_up_categories`) on
+        bundle `b`, so that the lazy parts (the query encoder's first forward, the vector segments, the boosters'
+        first predict) are paid here and not by the first shopper. Sets `b.warm_ms`; False (and logged) when a
+        store is down."""
+        n = self.settings.warm_up_categories if categories is None else categories
         if n == 0:
             b.warm_ms = 0.0
             return True
@@ -334,6 +372,14 @@ class RecommendationService:
             raise Unavailable(f"vector store unavailable: {e}") from e
         timings["category"] = timings.get("category", 0.0) + _ms(t)
         return str(b.items.at[products[0], "category"]) if products and products[0] in b.items.index else None
+
+
+def _open_repo(settings: Settings) -> FeatureRepo:
+    """The Feast online store of the settings' workdir, its feature service read once."""
+    layout = Layout(Path(settings.workdir).resolve())
+    repo = FeatureRepo(layout.features, layout.feast, online_store=settings.online_store)
+    repo.service(settings.feature_service)
+    return repo
 
 
 def _item(b: Bundle, item_id: str, score: float | None = None, source: str | None = None) -> Item:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -91,6 +92,17 @@ class _Backend(Protocol):
     def close(self) -> None: ...
 
 
+PRIVATE_COPY_PREFIX = "fashionrec-qdrant-worker-"  # + the worker's pid: its parent removes it if the worker dies
+
+
+def remove_private_copies(pid: int) -> int:
+    """Remove the private copies a (dead) process left in the temporary directory; how many there were."""
+    found = list(Path(tempfile.gettempdir()).glob(f"{PRIVATE_COPY_PREFIX}{pid}-*"))
+    for d in found:
+        shutil.rmtree(d, ignore_errors=True)
+    return len(found)
+
+
 class VectorStore:
     """Cosine collections keyed by string ids, with an optional partition (category) per point."""
 
@@ -115,7 +127,7 @@ class VectorStore:
     def private_copy(cls, path: str | Path) -> Self:
         """Qdrant Edge over this process's own copy of the shards under `path`, removed on close: how several
         worker processes serve one bundle's embedded collections (a shard opens in one process at a time)."""
-        tmp = Path(tempfile.mkdtemp(prefix="fashionrec-qdrant-worker-"))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_COPY_PREFIX}{os.getpid()}-"))
         shutil.copytree(path, tmp, ignore=shutil.ignore_patterns("*.lock"), dirs_exist_ok=True)
         return cls(_EdgeBackend(tmp, owned=True), engine="qdrant-edge")
 

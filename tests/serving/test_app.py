@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from feature_repo.splits import ordered_events
@@ -203,8 +204,9 @@ def test_concurrent_clients_get_the_answers_of_one_at_a_time(server, users: pd.D
 
 
 def test_two_workers_on_the_embedded_store_answer_as_one(users: pd.DataFrame, workdir: Path, tmp_path: Path) -> None:
-    """`fashionrec serve --workers 2` without a Qdrant server: each worker process searches its own copy of the
-    bundle's Edge collections (removed when it stops), and 8 clients at once get the one-at-a-time answers."""
+    """`fashionrec serve --workers 2` without a Qdrant server: the parent loads the bundle once and forks two
+    workers; each searches its own copy of the bundle's Edge collections (removed when it stops), and 8 clients at
+    once get the one-at-a-time answers. A worker that is killed is replaced, and the service keeps answering."""
     import os
     import signal
     import sys
@@ -232,6 +234,19 @@ def test_two_workers_on_the_embedded_store_answer_as_one(users: pd.DataFrame, wo
             time.sleep(0.5)
         assert all((c / "item_title_embeddings").is_dir() for c in copies)
         _burst_matches_one_at_a_time(base, list(users.head(8).itertuples(index=False)) * 2, workdir)
+        children = sorted(c.pid for c in psutil.Process(proc.pid).children())
+        assert len(children) == 2 and "loaded bundle" in log.read_text()  # forked from the one load
+        os.kill(children[0], signal.SIGKILL)  # the parent removes its copy: nothing runs in a killed process
+        deadline = time.time() + 120
+        while True:
+            now = sorted(c.pid for c in psutil.Process(proc.pid).children())
+            if len(now) == 2 and children[0] not in now:
+                break
+            assert time.time() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        assert "starting another" in log.read_text()
+        _burst_matches_one_at_a_time(base, list(users.head(4).itertuples(index=False)), workdir)
+        assert len(list(tmp_path.glob("fashionrec-qdrant-worker-*"))) == 2
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
