@@ -188,6 +188,93 @@ def run_datasets(workdir: Path, extra: Sequence[tuple[str, Path, str]] = (), log
     return done
 
 
+LOW_RESOURCE_SHARES = (0.1, 0.25, 0.5)
+FIGURE_METHODS = ("ranker", "retrieval-mixup-variants", "retrieval-title-only-variants", "sasrec-ce", "core-trm",
+                  "last-search")
+SEEDS = (1, 2)  # beside the workdir's own (TrainingResource.seed, 0 by default)
+
+
+def _source(workdir: Path) -> tuple[Path, str]:
+    """The dataset folder and format the workdir recorded."""
+    info_path = Layout(workdir).canonical / "dataset.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    if not info.get("source") or not Path(info["source"]).exists():
+        raise FileNotFoundError(f"{workdir} does not record a dataset folder that exists: run it again with --data")
+    return Path(info["source"]), info.get("format", "canonical")
+
+
+def _run(workdir: Path, sub: Path, args: Sequence[str], log: Callable[[str], None]) -> None:
+    """`fashionrec run --no-llm` on the workdir's dataset into `sub`, unless `sub` has its ranker row already."""
+    import subprocess
+    import sys
+
+    if (sub / "eval" / "ranker" / "metrics.json").exists():
+        return
+    data, fmt = _source(workdir)
+    cmd = [sys.executable, "-m", "orchestration.cli", "run", "--data", str(data), "--format", fmt, "--workdir",
+           str(sub), "--no-llm", "--models", "core-trm,sasrec-ce", "--log-level", "WARNING", *args]
+    log(" ".join(cmd[2:]))
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    log(f"{sub.name}: {time.perf_counter() - t0:.0f} s")
+
+
+def _rows(workdir: Path, **extra: object) -> list[dict]:
+    out = []
+    for m in FIGURE_METHODS:
+        path = Path(workdir) / "eval" / m / "metrics.json"
+        if path.exists():
+            o = json.loads(path.read_text())["overall"]
+            out.append({"method": m, **extra, "n": o["n"], "recall@10": o["recall@10"], "ndcg@10": o["ndcg@10"],
+                        "mrr": o["mrr"]})
+    return out
+
+
+def low_resource(workdir: Path, shares: Sequence[float] = LOW_RESOURCE_SHARES, log: Callable[[str], None] = print
+                 ) -> Path:
+    """Fig. 6: the graph again with `--user-share` 10, 25 and 50% (into `<workdir>/paper/low-resource/<pct>`), the
+    workdir itself at its own share; the main methods' metrics on the same test targets."""
+    from feature_repo.splits import read_user_share
+
+    rows = _rows(workdir, share=read_user_share(Layout(workdir).splits))
+    for share in shares:
+        sub = Path(workdir) / "paper" / "low-resource" / f"{round(share * 100)}"
+        _run(workdir, sub, ["--user-share", str(share)], log)
+        rows += _rows(sub, share=share)
+    path = Path(workdir) / "report" / "suite" / "low_resource.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "note": ("The models trained on a seeded share of the users (their training events and validation "
+                 "targets; `fashionrec run --user-share`), every user's test targets evaluated. The LLM's own curve "
+                 "over its training budget is `benchmarks/llm.py`'s learning curve."),
+        "rows": sorted(rows, key=lambda r: (r["method"], r["share"]))}, indent=1, default=float))
+    return path
+
+
+def seeds(workdir: Path, extra_seeds: Sequence[int] = SEEDS, log: Callable[[str], None] = print) -> Path:
+    """The seed spread: the graph again with other training seeds (into `<workdir>/paper/seeds/<seed>`); each main
+    method's N@10 per seed, its mean and its standard deviation."""
+    import pandas as pd
+
+    rows = _rows(workdir, seed=0)
+    for seed in extra_seeds:
+        sub = Path(workdir) / "paper" / "seeds" / str(seed)
+        _run(workdir, sub, ["--seed", str(seed)], log)
+        rows += _rows(sub, seed=seed)
+    df = pd.DataFrame(rows)
+    spread = [{"method": m, "seeds": len(g), "mean N@10": float(g["ndcg@10"].mean()),
+               "sd N@10": float(g["ndcg@10"].std(ddof=1)) if len(g) > 1 else float("nan"),
+               "min N@10": float(g["ndcg@10"].min()), "max N@10": float(g["ndcg@10"].max())}
+              for m, g in df.groupby("method", sort=True)] if len(df) else []
+    path = Path(workdir) / "report" / "suite" / "seeds.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "note": (f"The whole graph (--no-llm) with training seeds 0 (the workdir) and {', '.join(map(str, extra_seeds))}"
+                 "; the test targets are the same in every run. A gap between two methods smaller than their "
+                 "spread is noise."), "rows": spread, "per_seed": rows}, indent=1, default=float))
+    return path
+
+
 def run_suite(workdir: Path, log: Callable[[str], None] = print, progress: bool = True,
               extra: Sequence[tuple[str, Path, str]] = (), with_datasets: bool = True) -> list[Path]:
     """Every suite part whose output is missing (the datasets' runs first); the paths written."""
@@ -197,6 +284,11 @@ def run_suite(workdir: Path, log: Callable[[str], None] = print, progress: bool 
             log("skipping the ranker's feature-group ablation: the workdir has no ranker (materialize `ranker`)")
         else:
             written.append(ranker_feature_groups(workdir, progress=progress, log=log))
+    suite = Path(workdir) / "report" / "suite"
+    if with_datasets and not (suite / "low_resource.json").exists():
+        written.append(low_resource(workdir, log=log))
+    if with_datasets and not (suite / "seeds.json").exists():
+        written.append(seeds(workdir, log=log))
     if not ablation_path(workdir, RETRIEVAL).exists():
         if not Layout(workdir).variant_ranker.exists():
             log("skipping the retrieval ablations: the workdir has no text side (run without --no-retrieval)")

@@ -246,6 +246,32 @@ def make_splits(events: pd.DataFrame, items: pd.DataFrame, protocol: str = "temp
     raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
 
 
+def training_user_mask(user_ids: pd.Series | np.ndarray, share: float, seed: int = 0) -> np.ndarray:
+    """(n,) True for the users whose data trains the models: all of them at `share` 1, else a seeded `share` of them
+    (each user in or out by a hash of their id, so a user is in at 10% only if in at 25%, 50%, ...: the shares are
+    nested for the same seed). The paper's low-resource setting."""
+    if not 0 < share <= 1:
+        raise ValueError(f"the share of training users must be in (0, 1], got {share}")
+    ids = pd.Series(np.asarray(user_ids), dtype=object).astype(str)
+    if share == 1:
+        return np.ones(len(ids), bool)
+    h = pd.util.hash_pandas_object(ids + f"#{seed}", index=False).to_numpy()
+    return (h % 1_000_000) < round(share * 1_000_000)
+
+
+def with_training_users(splits: Splits, share: float, seed: int = 0) -> Splits:
+    """`splits` with its training events and validation targets (what the rankers and the LLM train on) limited to
+    `training_user_mask`'s users; the test targets are every user's, with their whole histories."""
+    if share == 1:
+        return splits
+    t = splits.targets
+    keep = (t["split"] == "test").to_numpy() | training_user_mask(t["user_id"], share, seed)
+    ev = splits.train_events
+    return Splits(targets=t[keep].reset_index(drop=True),
+                  train_events=ev[training_user_mask(ev["user_id"], share, seed)].reset_index(drop=True),
+                  protocol=splits.protocol, cuts=splits.cuts, refits=splits.refits)
+
+
 def cross_category(splits: Splits, items: pd.DataFrame, train_category: str, test_category: str) -> Splits:
     """Zero-shot split: train on `train_category` interactions (and all searches), test on `test_category` targets."""
     category = splits.train_events["item_id"].map(items.set_index("item_id")["category"])
@@ -290,6 +316,21 @@ def write_splits(splits: Splits, folder: Path) -> None:
     splits.targets.to_parquet(folder / "targets.parquet", index=False)
     splits.train_events.to_parquet(folder / "train_events.parquet", index=False)
     (folder / "protocol.json").write_text(json.dumps(splits.describe(), indent=2))
+
+
+def record_user_share(folder: Path, share: float, seed: int, kept: int, of: int) -> None:
+    """Note in `protocol.json` which share of the users trained the models (`with_training_users`)."""
+    path = folder / "protocol.json"
+    d = json.loads(path.read_text())
+    d["training_users"] = {"share": share, "seed": seed, "users": kept, "of": of}
+    path.write_text(json.dumps(d, indent=2))
+
+
+def read_user_share(folder: Path) -> float:
+    """The share of users that trained the models (1 where none was recorded)."""
+    path = folder / "protocol.json"
+    d = json.loads(path.read_text()) if path.exists() else {}
+    return float(d.get("training_users", {}).get("share", 1.0))
 
 
 def read_protocol(folder: Path) -> tuple[str, dict[str, pd.Timestamp]]:

@@ -50,7 +50,12 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         llm_rank_lists: Annotated[int, typer.Option(help="Validation lists (not among the training prompts) that "
                                                          "ranker-llm's second pass is fitted on")] = 32,
         llm_engine: Annotated[str, typer.Option(help="LLM runtime of the llm-* rows: ctranslate2 (the adapter "
-                                                     "converted to int8) | torch (fp32, exact)")] = "ctranslate2"
+                                                     "converted to int8) | torch (fp32, exact)")] = "ctranslate2",
+        user_share: Annotated[float, typer.Option(help="Train on this seeded share of the users (their training "
+                                                       "events and validation targets; the paper's low-resource "
+                                                       "setting); every user's test targets are evaluated")] = 1.0,
+        seed: Annotated[int, typer.Option(help="Training seed of every model (the report's seed spread runs others)")
+                        ] = 0
         ) -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     import pandas as pd
@@ -75,6 +80,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         raise typer.BadParameter(f"must be >= 0, got {refit_every_days}", param_hint="--refit-every-days")
     if data is not None and not data.exists():
         raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
+    if not 0 < user_share <= 1:
+        raise typer.BadParameter(f"must be in (0, 1], got {user_share}", param_hint="--user-share")
     chosen = set(SEQREC_ASSETS) if models == "all" else {m.strip() for m in models.split(",") if m.strip()}
     if unknown := chosen - set(SEQREC_ASSETS):
         raise typer.BadParameter(f"unknown models {sorted(unknown)}; choose from {sorted(SEQREC_ASSETS)}")
@@ -106,13 +113,15 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     resources = build_resources(str(data) if data else None, format, str(workdir),
-                                training={"epochs": epochs, "device": device}, protocol=protocol,
+                                training={"epochs": epochs, "device": device, "user_share": user_share,
+                                          "seed": seed},
+                                protocol=protocol,
                                 refit_every_days=refit_every_days,
                                 llm={"model": llm_model, "train_prompts": llm_prompts, "eval_targets": llm_targets,
                                      "max_train_seconds": llm_train_seconds, "engine": llm_engine,
                                      "rank_train_targets": llm_rank_lists})
     typer.echo(f"fashionrec run: data={resources['dataset'].path} format={format} protocol={protocol} "
-               f"workdir={workdir}")
+               f"workdir={workdir}" + (f" user_share={user_share:g}" if user_share < 1 else ""))
     t0 = time.perf_counter()
     with workdir_instance(workdir) as instance:  # the UI on this workdir shows this run
         result = materialize([*all_assets, *all_checks], resources=resources, instance=instance,

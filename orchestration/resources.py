@@ -132,6 +132,9 @@ class TrainingResource(ConfigurableResource):
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    # The share of users whose data trains the models (the paper's low-resource setting; `fashionrec run
+    # --user-share`): their training events and validation targets; every user's test targets are evaluated.
+    user_share: float = 1.0
 
     def train_config(self):  # noqa: ANN201
         from models.seqrec import TrainConfig

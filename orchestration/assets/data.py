@@ -12,7 +12,7 @@ from feature_repo.ingest import ingest
 from feature_repo.loaders import load_with_info
 from feature_repo.moments import resolution_note
 from feature_repo.schema import CanonicalTables
-from feature_repo.splits import make_splits, write_splits
+from feature_repo.splits import make_splits, record_user_share, with_training_users, write_splits
 from orchestration.resources import (
     DatasetResource,
     FeastResource,
@@ -74,7 +74,11 @@ def splits(workdir: WorkdirResource, protocol: ProtocolResource, training: Train
     s = make_splits(tables.events, tables.items, protocol.protocol, val_frac=protocol.val_frac,
                     test_frac=protocol.test_frac, min_count=training.min_count,  # min_count: the warm-but-rare flag
                     refit_every_days=protocol.refit_every_days)
+    users = s.train_events["user_id"].nunique()
+    s = with_training_users(s, training.user_share, training.seed)
     write_splits(s, workdir.layout.splits)
+    record_user_share(workdir.layout.splits, training.user_share, training.seed, s.train_events["user_id"].nunique(),
+                      users)
     counts = s.targets.groupby("split").agg(n=("user_id", "size"), cold=("cold_start", "mean"),
                                             warm_rare=("warm_rare", "mean"))
     return MaterializeResult(metadata={
@@ -83,6 +87,7 @@ def splits(workdir: WorkdirResource, protocol: ProtocolResource, training: Train
         "fit_layouts": max(len(s.refits), 1),
         "targets": MetadataValue.json(json.loads(counts.round(4).to_json(orient="index"))),
         "train_events": len(s.train_events),
+        "training_users": f"{s.train_events['user_id'].nunique():,} of {users:,} (share {training.user_share:g})",
         "train_items": len(s.train_items),
         "last_train_event": str(s.train_events["timestamp"].max()),
     })

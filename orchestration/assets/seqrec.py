@@ -16,7 +16,7 @@ from evaluation.seqrec import SeqScorer
 from feature_repo.layout import PERIODS, Layout
 from feature_repo.schema import CanonicalTables
 from feature_repo.sequences import item_sequences
-from feature_repo.splits import fit_layouts, read_splits, training_cutoffs
+from feature_repo.splits import fit_layouts, read_splits, training_cutoffs, training_user_mask
 from models.seqrec import ID_MODEL, MODELS, load_checkpoint, save_checkpoint
 from models.seqrec.pipeline import fit_and_refit, rolling_refits
 from orchestration.assets.data import eval_targets
@@ -29,7 +29,7 @@ from serving.id_index import max_topk_disagreement, write_id_embeddings
        description="Per-user training item sequences of every fit (sequence_training_v1, point in time at each "
                    "fit's cut: before the validation targets, before the test targets, and before each rolling "
                    "refit's start)")
-def seqrec_sequences(workdir: WorkdirResource, feast: FeastResource):
+def seqrec_sequences(workdir: WorkdirResource, feast: FeastResource, training: TrainingResource):
     tables = CanonicalTables.read(workdir.canonical)
     lay = workdir.layout
     splits = read_splits(lay.splits)
@@ -43,12 +43,14 @@ def seqrec_sequences(workdir: WorkdirResource, feast: FeastResource):
 
     for period in PERIODS:
         cut = training_cutoffs(splits, tables.events, period)
+        cut = cut[training_user_mask(cut["user_id"], training.user_share, training.seed)].reset_index(drop=True)
         lengths = write(lay.at(period), cut["user_id"], cut["cutoff_ts"])
         meta |= {f"{period}/users": len(lengths), f"{period}/mean_items": float(lengths.mean()),
                  f"{period}/users_with_2plus_items": int((lengths >= 2).sum()),
                  f"{period}/items": int(lengths.sum())}
     shutil.rmtree(lay.root / "seqrec" / "refits", ignore_errors=True)  # no history of an earlier schedule survives
     users = pd.Series(tables.events["user_id"].unique())
+    users = users[training_user_mask(users, training.user_share, training.seed)].reset_index(drop=True)
     for k, start in enumerate(tqdm(splits.refits[1:], desc="refit histories", leave=False), start=1):
         lengths = write(lay.refit(k), users, pd.Series([start] * len(users)))
         meta[f"refit_{k}/items"] = int(lengths.sum())

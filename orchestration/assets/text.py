@@ -12,7 +12,7 @@ from evaluation.periods import by_fit, parts
 from evaluation.retrieval import VariantScorer, variant_examples
 from feature_repo.layout import PERIODS
 from feature_repo.schema import CanonicalTables
-from feature_repo.splits import read_splits, training_events
+from feature_repo.splits import read_splits, training_events, training_user_mask
 from models.retrieval import RetrievalConfig
 from models.text import (
     TitleTrainConfig,
@@ -40,6 +40,7 @@ def title_model(context: AssetExecutionContext, workdir: WorkdirResource, traini
     meta: dict = {"epochs": cfg.epochs}
     for period in PERIODS:
         events = training_events(splits, tables.events, period)
+        events = events[training_user_mask(events["user_id"], training.user_share, training.seed)]
         pairs = build_pairs(events, tables.search_results, include_clicks=training.title_include_clicks)
         model, result = train_title_model(pairs, tables.items, cfg)
         if not result.trained:

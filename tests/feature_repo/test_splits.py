@@ -25,9 +25,11 @@ from feature_repo.splits import (
     temporal_split,
     training_cutoffs,
     training_events,
+    training_user_mask,
+    with_training_users,
     write_splits,
 )
-from tests.conftest import at
+from tests.conftest import at, make_tiny_tables
 
 
 def _rows(df: pd.DataFrame, cols: list[str]) -> list[tuple]:
@@ -279,3 +281,33 @@ def test_warm_rare_counts_the_training_events_of_the_fit_that_scores_the_target(
     # At min_count 2 each is seen once by its fit: rare.
     s2 = leave_one_out(tiny_tables.events, tiny_tables.items, min_count=2)
     assert s2.targets["warm_rare"].tolist() == [True, True, False, True]
+
+
+def test_training_user_mask_is_a_seeded_nested_share() -> None:
+    users = pd.Series([f"user{i}" for i in range(20_000)])
+    masks = {s: training_user_mask(users, s, seed=3) for s in (0.1, 0.25, 0.5, 1.0)}
+    assert masks[1.0].all()
+    for small, large in ((0.1, 0.25), (0.25, 0.5), (0.5, 1.0)):
+        assert not (masks[small] & ~masks[large]).any()  # nested: in at 10% means in at 25%
+        assert abs(masks[small].mean() - small) < 0.015
+    assert (training_user_mask(users, 0.25, seed=3) == masks[0.25]).all()  # deterministic
+    assert (training_user_mask(users, 0.25, seed=4) != masks[0.25]).any()  # the seed matters
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        training_user_mask(users, 0.0)
+
+
+def test_with_training_users_keeps_every_test_target() -> None:
+    """Leave-one-out on the tiny data (u1 has the one validation target): at a share that leaves u1 out, the
+    validation targets and u1's training events go; the other users' training events and every test target stay."""
+    tables = make_tiny_tables()
+    s = leave_one_out(tables.events, tables.items)
+    users = pd.Series(["u1", "u2", "u3", "u4"])
+    seed = next(k for k in range(100) if not training_user_mask(users, 0.5, k)[0]
+                and training_user_mask(users, 0.5, k).any())
+    keep = set(users[training_user_mask(users, 0.5, seed)])
+    out = with_training_users(s, 0.5, seed)
+    assert out.split("test").equals(s.split("test")) and len(out.split("test")) == 3
+    assert set(s.split("val")["user_id"]) == {"u1"} and out.split("val").empty
+    assert set(out.train_events["user_id"]) == set(s.train_events["user_id"]) & keep != set()
+    assert "u1" in set(s.train_events["user_id"]) - set(out.train_events["user_id"])
+    assert with_training_users(s, 1.0) is s
