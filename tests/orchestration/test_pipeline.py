@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from evaluation.metrics import evaluate
 from evaluation.seqrec import SeqScorer
 from feature_repo.layout import Layout
-from feature_repo.splits import fit_index, read_refits
+from feature_repo.splits import fit_index, read_refits, read_user_share, training_user_mask
 from models.catalog import Catalog
 from models.seqrec import load_checkpoint
 from orchestration.cli import app
@@ -96,8 +96,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _materialize(data_dir: Path, workdir: Path, protocol: ProtocolResource | None = None):
-    resources = build_resources(str(data_dir), "canonical", str(workdir))
+def _materialize(data_dir: Path, workdir: Path, protocol: ProtocolResource | None = None,
+                 training: dict | None = None):
+    resources = build_resources(str(data_dir), "canonical", str(workdir), training=training)
     resources["protocol"] = protocol or ProtocolResource(protocol="loo")
     with DagsterInstance.ephemeral() as instance:
         return materialize(
@@ -283,6 +284,33 @@ def test_temporal_protocol_end_to_end(data_dir: Path, tmp_path: Path, monkeypatc
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "Protocol: temporal (training before 2024-03-01 10:08" in report
     assert "| ceiling (oracle exp_*) | 2 | 0.5000 | 0.5000 | 0.5000 | | | | |" in report  # (0.1 + 0.9) / 2
+
+
+def test_a_share_of_the_training_users_end_to_end(data_dir: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`user_share` (`fashionrec run --user-share`) at a seed that leaves u1 out: u1's validation target and
+    training events, and its sequences in the ID models' training histories, are gone; both test targets stay and
+    are ranked; protocol.json records the share."""
+    for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    users = pd.Series(["u1", "u2", "u3", "u4"])
+    seed = next(k for k in range(100) if not training_user_mask(users, 0.5, k)[0]
+                and training_user_mask(users, 0.5, k)[1:].sum() >= 2)
+    kept = set(users[training_user_mask(users, 0.5, seed)])
+    result = _materialize(data_dir, tmp_path, ProtocolResource(protocol="temporal", val_frac=0.3, test_frac=0.5),
+                          training={"user_share": 0.5, "seed": seed, "epochs": 1})
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    targets = pd.read_parquet(tmp_path / "splits" / "targets.parquet")
+    assert list(zip(targets["split"], targets["target_item_id"], strict=True)) == [("test", "F2"), ("test", "A2")]
+    train = pd.read_parquet(tmp_path / "splits" / "train_events.parquet")
+    assert set(train["user_id"]) <= kept and "u1" not in set(train["user_id"])
+    for period in ("val", "test"):
+        hist = pd.read_parquet(tmp_path / "seqrec" / f"train_history_{period}.parquet")
+        assert set(hist["user_id"]) <= kept, period
+    assert json.loads((tmp_path / "splits" / "protocol.json").read_text())["training_users"]["share"] == 0.5
+    assert read_user_share(tmp_path / "splits") == 0.5
+    for m in METHODS:
+        assert len(pd.read_parquet(tmp_path / "eval" / m / "rankings.parquet")) == 2
 
 
 @pytest.mark.slow
