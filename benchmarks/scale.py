@@ -7,6 +7,7 @@ next to the ratio of interactions; an asset whose time grows more than 1.25x fas
 The LLM stage is left out: its cost is set by its sample sizes and time budget, not by the data.
 
     python benchmarks/scale.py [--small DIR] [--large DIR] [--workdir /tmp/scale]
+    python benchmarks/scale.py --tile 1,2,4 [--base ../shared/data/synthetic/medium-s0]  # medium-s0 x K
 """
 
 from __future__ import annotations
@@ -85,24 +86,50 @@ def run_one(data: Path, workdir: Path) -> tuple[pd.DataFrame, int, float]:
     return pd.DataFrame(rows), int(events["action"].isin(["click", "purchase"]).sum()), wall
 
 
+def growth_table(runs: dict[int, tuple[pd.DataFrame, int, float]]) -> str:
+    """Per asset: seconds and peak MB at each tile count, and the largest's ratios to the smallest's, flagged when
+    the time grows more than 1.25x faster than the data (and takes over 5 s)."""
+    ks = sorted(runs)
+    lo, hi = ks[0], ks[-1]
+    data_x = runs[hi][1] / runs[lo][1]
+    df = None
+    for k in ks:
+        part = runs[k][0].rename(columns={"seconds": f"s K={k}", "peak_mb": f"MB K={k}"})
+        df = part if df is None else df.merge(part, on="asset", how="outer")
+    df["time x"] = df[f"s K={hi}"] / df[f"s K={lo}"]
+    df["memory x"] = df[f"MB K={hi}"] / df[f"MB K={lo}"]
+    df = df.sort_values(f"s K={hi}", ascending=False)
+    head = ["asset", *[f"s K={k}" for k in ks], "time x", *[f"MB K={k}" for k in ks], "memory x", "faster than data"]
+    lines = [f"interactions x{data_x:.2f} from K={lo} to K={hi}; whole run "
+             + ", ".join(f"K={k} {runs[k][2]:.0f} s" for k in ks), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in df.to_dict("records"):
+        flag = "yes" if r["time x"] > 1.25 * data_x and r[f"s K={hi}"] > 5 else ""
+        lines.append("| " + " | ".join([r["asset"], *[f"{r[f's K={k}']:.1f}" for k in ks], f"{r['time x']:.2f}",
+                                        *[f"{r[f'MB K={k}']:.0f}" for k in ks], f"{r['memory x']:.2f}", flag]) + " |")
+    return "\n".join(lines)
+
+
 def main(small: Annotated[Path, typer.Option(help="The smaller dataset")] = DATA / "small-s0",
          large: Annotated[Path, typer.Option(help="The larger dataset")] = DATA / "medium-s0",
+         tile: Annotated[str | None, typer.Option(help="Instead: --base tiled K times for each K here, e.g. 1,2,4 "
+                                                      "(feature_repo.subsets.tile_dataset)")] = None,
+         base: Annotated[Path, typer.Option(help="The dataset --tile repeats")] = DATA / "medium-s0",
          workdir: Annotated[Path, typer.Option(help="Scratch folder")] = Path("/tmp/fashionrec-scale")) -> None:
-    a, na, wa = run_one(small, workdir / "small")
-    b, nb, wb = run_one(large, workdir / "large")
-    ratio = nb / na
-    df = a.merge(b, on="asset", suffixes=("_small", "_large"))
-    df["time_ratio"] = df["seconds_large"] / df["seconds_small"]
-    df["mem_ratio"] = df["peak_mb_large"] / df["peak_mb_small"]
-    df = df.sort_values("seconds_large", ascending=False)
-    print(f"\ninteractions: {na:,} ({small.name}) -> {nb:,} ({large.name}), {ratio:.2f}x; "
-          f"whole run {wa:.0f} s -> {wb:.0f} s ({wb / wa:.2f}x)\n")
-    print("| asset | s small | s large | time x | peak MB small | peak MB large | memory x | grows faster than data |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in df.itertuples(index=False):
-        flag = "yes" if r.time_ratio > 1.25 * ratio and r.seconds_large > 5 else ""
-        print(f"| {r.asset} | {r.seconds_small:.1f} | {r.seconds_large:.1f} | {r.time_ratio:.2f} | "
-              f"{r.peak_mb_small:.0f} | {r.peak_mb_large:.0f} | {r.mem_ratio:.2f} | {flag} |")
+    if tile:
+        from feature_repo.subsets import tile_dataset
+
+        runs = {}
+        for k in sorted({int(x) for x in tile.split(",")}):
+            data = base if k == 1 else workdir / f"data-k{k}"
+            if k > 1 and not (data / "subset.json").exists():
+                tile_dataset(base, data, k)
+            runs[k] = run_one(data, workdir / f"k{k}")
+            print(f"K={k}: {runs[k][2]:.0f} s", flush=True)
+        print("\n" + growth_table(runs))
+        return
+    print("\n" + growth_table({1: run_one(small, workdir / "small"), 2: run_one(large, workdir / "large")})
+          .replace("K=1", small.name).replace("K=2", large.name))
 
 
 if __name__ == "__main__":

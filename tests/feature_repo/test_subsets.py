@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from feature_repo.schema import CanonicalTables
-from feature_repo.subsets import category_subset
+from feature_repo.subsets import category_subset, tile_dataset
 from tests.conftest import at, make_tiny_tables
 
 
@@ -34,3 +34,22 @@ def test_footwear_alone(tmp_path: Path) -> None:
     assert len(CanonicalTables.read(dst).events) == 8
     with pytest.raises(ValueError, match="no items in category 'Shoes'"):
         category_subset(src, tmp_path / "x", "Shoes")
+
+
+def test_tiles_are_disjoint_copies(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    base = make_tiny_tables()
+    base.write(src)
+    t = CanonicalTables.read(tile_dataset(src, tmp_path / "k3", 3))
+    assert len(t.items) == 27 and t.items["item_id"].is_unique and t.items["family_id"].nunique() == 27
+    assert len(t.events) == 3 * len(base.events) and t.events["user_id"].nunique() == 12
+    assert t.events["session_id"].nunique() == 3 * base.events["session_id"].nunique()
+    assert t.search_results["search_id"].nunique() == 3 * base.search_results["search_id"].nunique()
+    copy2 = t.events[t.events["user_id"].str.endswith("~2")]
+    assert copy2["item_id"].dropna().str.endswith("~2").all() and copy2["query"].dropna().tolist() == \
+        base.events["query"].dropna().tolist()  # the same texts, the same clock
+    assert (copy2["timestamp"].to_numpy() == base.events["timestamp"].to_numpy()).all()
+    assert copy2["search_id"].isna().sum() == base.events["search_id"].isna().sum()  # null stays null
+    # every search result joins to its own copy's search event
+    ev = t.events.dropna(subset=["search_id"]).set_index("search_id")["user_id"]
+    assert (t.search_results["user_id"].to_numpy() == ev.loc[t.search_results["search_id"]].to_numpy()).all()
