@@ -24,7 +24,7 @@ class FeatureRepo:
     """Feast over DuckDB (offline, the feature parquet) and SQLite (online), all under `feast_dir`."""
 
     def __init__(self, feature_dir: Path, feast_dir: Path, online_path: Path | None = None,
-                 online_items: bool = False, online_store: str | None = None):
+                 online_items: bool = False, online_store: str | None = None, offline_store: str = "duckdb"):
         self.feature_dir = Path(feature_dir).resolve()
         self.feast_dir = Path(feast_dir).resolve()
         self.feast_dir.mkdir(parents=True, exist_ok=True)
@@ -33,7 +33,7 @@ class FeatureRepo:
             project=PROJECT,
             provider="local",
             registry=str(self.feast_dir / "registry.db"),
-            offline_store=DuckDBOfflineStoreConfig(),
+            offline_store=offline_store_config(offline_store),
             online_store=online_store_config(self.online_store_url, online_path or self.feast_dir / "online_store.db"),
             entity_key_serialization_version=3,
             repo_path=self.feast_dir,
@@ -41,7 +41,8 @@ class FeatureRepo:
         self.store = FeatureStore(config=self.config)
         self._services: dict[str, object] = {}
         self.online_items_enabled = online_items
-        self.definitions = build_definitions(self.feature_dir, online_items=online_items)
+        self.offline_store = offline_store
+        self.definitions = build_definitions(self.feature_dir, online_items=online_items, offline_store=offline_store)
 
     def apply(self) -> list[str]:
         """Register entities, views and services (idempotent)."""
@@ -108,6 +109,30 @@ class FeatureRepo:
             raise RuntimeError("item attributes are not materialized online; build FeatureRepo(online_items=True)")
         rows = [{"item_id": i} for i in item_ids]
         return self.store.get_online_features(features=self.service("item_context_v1"), entity_rows=rows).to_dict()
+
+
+SPARK_CONF = {  # Spark in local mode on this machine; a cluster sets spark.master (and its own resources) instead
+    "spark.master": "local[2]",
+    "spark.ui.enabled": "false",
+    "spark.eventLog.enabled": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parser.quotedRegexColumnNames": "true",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.fallback.enabled": "true",
+    "spark.driver.memory": "2g",
+}
+
+
+def offline_store_config(kind: str, spark_conf: dict[str, str] | None = None):  # noqa: ANN201
+    """DuckDB (in process, the default) or Spark (`feast[spark]`, the `spark` extra; `SPARK_CONF` updated with
+    `spark_conf`, e.g. {"spark.master": "spark://host:7077"} for a cluster)."""
+    if kind == "duckdb":
+        return DuckDBOfflineStoreConfig()
+    if kind == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark import SparkOfflineStoreConfig
+
+        return SparkOfflineStoreConfig(spark_conf={**SPARK_CONF, **(spark_conf or {})})
+    raise ValueError(f"offline store {kind!r}: expected duckdb or spark")
 
 
 def online_store_config(url: str | None, sqlite_path: Path):  # noqa: ANN201

@@ -36,7 +36,8 @@ def build_resources(data_dir: str | None = None, fmt: str | None = None, workdir
     return {
         "dataset": dataset,
         "workdir": WorkdirResource(workdir=workdir, inbox=str(settings.inbox) if settings.inbox else None),
-        "feast": FeastResource(workdir=workdir, online_store=settings.online_store),
+        "feast": FeastResource(workdir=workdir, online_store=settings.online_store,
+                               offline_store=settings.offline_store),
         "training": TrainingResource(**(training or {})),
         "llm": LLMResource(**(llm or {})),
         "protocol": ProtocolResource(protocol=protocol or settings.protocol,

@@ -104,16 +104,17 @@ class WorkdirResource(ConfigurableResource):
 
 
 class FeastResource(ConfigurableResource):
-    """Feast with the DuckDB offline store over `<workdir>/features`; online SQLite under `<workdir>/feast`, or Redis."""
+    """Feast over `<workdir>/features`: the DuckDB offline store (or Spark); online SQLite under `<workdir>/feast`, or Redis."""
 
     workdir: str = "work"
     online_items: bool = False  # see feature_repo.definitions.build_definitions
     online_store: str = "sqlite"  # sqlite | redis://host:port[/db] (serving.config.Settings.online_store)
+    offline_store: str = "duckdb"  # duckdb | spark (serving.config.Settings.offline_store)
 
     def repo(self) -> FeatureRepo:
         layout = Layout(Path(self.workdir).resolve())
         return FeatureRepo(feature_dir=layout.features, feast_dir=layout.feast, online_items=self.online_items,
-                           online_store=self.online_store)
+                           online_store=self.online_store, offline_store=self.offline_store)
 
 
 class TrainingResource(ConfigurableResource):

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
 
     # Feast online store: "sqlite" (under <workdir>/feast) or redis://host:port[/db].
     online_store: str = "sqlite"
+    # Feast's offline store for the point-in-time joins of the asset graph: duckdb (in process) or spark (the `spark`
+    # extra; local mode here, a cluster through `feature_repo.store.SPARK_CONF`'s spark.master)
+    offline_store: Literal["duckdb", "spark"] = "duckdb"
     feature_service: str = "prompt_context_v1"
 
     # The retrieval path
