@@ -157,8 +157,10 @@ def cold_warm(section: Section) -> pd.DataFrame:
         if rows else pd.DataFrame()
 
 
-def plot_cold_warm(df: pd.DataFrame, title: str, path: Path) -> Path:
-    """Grouped bars: N@10 on cold and on warm targets per method."""
+def plot_cold_warm(df: pd.DataFrame, title: str, path: Path,
+                   labels: tuple[str, str] = ("cold-start targets", "warm targets")) -> Path:
+    """Grouped bars per row: its "cold N@10" and "warm N@10" (N@10 on cold and on warm targets per method, or any
+    two bars named by `labels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,8 +168,8 @@ def plot_cold_warm(df: pd.DataFrame, title: str, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(df) + 1.4))
     y = np.arange(len(df))
-    ax.barh(y - 0.2, df["cold N@10"], height=0.4, label="cold-start targets", color="#4878a8")
-    ax.barh(y + 0.2, df["warm N@10"], height=0.4, label="warm targets", color="#e0a040")
+    ax.barh(y - 0.2, df["cold N@10"], height=0.4, label=labels[0], color="#4878a8")
+    ax.barh(y + 0.2, df["warm N@10"], height=0.4, label=labels[1], color="#e0a040")
     ax.set_yticks(y, df["method"])
     ax.invert_yaxis()
     ax.set_xlabel("NDCG@10")
@@ -280,6 +282,12 @@ def write_report(root: Path, sections: Sequence[Section], seed: int = 0) -> Path
             plot_lines(df, "share", "ndcg@10", "method", "Low resource: N@10 by share of training users",
                        out / "fig6-low-resource.png")
             parts.append("![Fig. 6](fig6-low-resource.png)")
+        if stem == "zero_shot" and len(df):
+            bars = pd.DataFrame({"method": df["trained on"] + " -> " + df["tested on"],
+                                 "cold N@10": df["zero-shot N@10"], "warm N@10": df["trained on all N@10"]})
+            plot_cold_warm(bars, "Zero-shot: title-only + variants, N@10", out / "fig5-zero-shot.png",
+                           labels=("trained on the other category", "trained on every category"))
+            parts.append("![Fig. 5](fig5-zero-shot.png)")
         parts.append(body.get("note", "") + "\n\n" + frame_markdown(df))
     path = out / "index.md"
     path.write_text("\n\n".join(parts) + "\n")

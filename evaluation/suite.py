@@ -275,6 +275,81 @@ def seeds(workdir: Path, extra_seeds: Sequence[int] = SEEDS, log: Callable[[str]
     return path
 
 
+# Fig. 5's pairs, as the paper ran them: trained on footwear and tested on the three other categories, and trained
+# on luggage and tested on footwear.
+ZERO_SHOT = (("Footwear", "Luggage & Bags"), ("Footwear", "Clothing"), ("Footwear", "Accessories & Jewelry"),
+             ("Luggage & Bags", "Footwear"))
+
+
+def zero_shot(workdir: Path, pairs: Sequence[tuple[str, str]] = ZERO_SHOT, log: Callable[[str], None] = print,
+              progress: bool = True) -> Path:
+    """Fig. 5: the text side (the LSTM title model of each fit and the variant ranker) trained on one category's
+    purchases alone (every search kept: the memory and the queries are the shop's log), then title-only + variants
+    on another category's test targets, beside the same method trained on every category (the workdir's
+    `retrieval-title-only-variants` row on those targets). The ID models, which know no item of the other
+    category's catalog, are not applicable, as in the paper."""
+    import pandas as pd
+
+    from evaluation.metrics import evaluate
+    from evaluation.retrieval import VariantScorer, variant_examples
+    from feature_repo.schema import CanonicalTables
+    from feature_repo.splits import read_splits, training_events
+    from models.retrieval import RetrievalConfig
+    from models.text.memory import AsOfMemory
+    from models.text.train import TitleTrainConfig, build_pairs, embed_catalog, train_title_model
+    from models.variants import ItemAttributes, VariantConfig, fit_variant_ranker
+
+    lay = Layout(workdir)
+    tables = CanonicalTables.read(lay.canonical)
+    catalog = Catalog.from_items(tables.items)
+    splits = read_splits(lay.splits)
+    test, val = lay.test_targets(), lay.val_targets()
+    category_of = tables.items.set_index("item_id")["category"]
+    in_domain = json.loads((lay.eval / "retrieval-title-only-variants" / "metrics.json").read_text())["per_category"]
+    title_only = RetrievalConfig(mode="title_only")
+    present = set(test["category"]) & set(val["category"])
+    if skipped := [p for p in pairs if not set(p) <= present]:
+        log(f"zero-shot: skipping {skipped}: a category without validation or test targets here")
+    pairs = [p for p in pairs if set(p) <= present]
+    rows, t0 = [], time.perf_counter()
+    for source in sorted({a for a, _ in pairs}):
+        t1 = time.perf_counter()
+        text = {}
+        for period in ("val", "test"):  # each fit's title model, on the source category's purchases before its cut
+            ev = training_events(splits, tables.events, period)
+            ev = ev[(ev["action"] == "search") | (ev["item_id"].map(category_of) == source).to_numpy()]
+            model, result = train_title_model(build_pairs(ev, tables.search_results), tables.items,
+                                              TitleTrainConfig(show_progress=False))
+            text[period] = (model, embed_catalog(model, catalog.items),
+                            AsOfMemory.build(pd.read_parquet(lay.search_results), model), result.n_pairs)
+        enc, vec, mem, _ = text["val"]
+        base = retrieval_scorer(lay.at("val"), catalog, title_only, mem, text=(enc, vec))
+        variants = fit_variant_ranker(variant_examples(base, val[val["category"] == source].reset_index(drop=True),
+                                                       catalog, ItemAttributes.from_items(catalog.items),
+                                                       VariantConfig()), VariantConfig())
+        enc, vec, mem, n_pairs = text["test"]
+        log(f"zero-shot: the text side trained on {source} ({n_pairs} pairs, {time.perf_counter() - t1:.0f} s)")
+        for _, target in [p for p in pairs if p[0] == source]:
+            on = test[test["category"] == target].reset_index(drop=True)
+            scorer = by_fit(lay, lambda fit, e=enc, v=vec, m=mem, vr=variants: VariantScorer(
+                retrieval_scorer(fit, catalog, title_only, m, text=(e, v)), catalog, vr))
+            o = evaluate("zero-shot", scorer, on, catalog, progress=progress).metrics["overall"]
+            home = in_domain.get(target, {})
+            rows.append({"trained on": source, "tested on": target, "n": o["n"], "zero-shot R@10": o["recall@10"],
+                         "zero-shot N@10": o["ndcg@10"], "trained on all R@10": home.get("recall@10"),
+                         "trained on all N@10": home.get("ndcg@10"),
+                         "N@10 share": o["ndcg@10"] / home["ndcg@10"] if home.get("ndcg@10") else None})
+            log(f"zero-shot {source} -> {target}: N@10 {o['ndcg@10']:.4f} (trained on all: {home.get('ndcg@10')})")
+    path = Path(workdir) / "report" / "suite" / "zero_shot.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "note": ("Title-only + variants with its title models and variant ranker trained on one category's "
+                 "purchases, tested on another category's test targets; beside it, the same method trained on "
+                 "every category (Table 2's row, on the same targets)."),
+        "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}, indent=1, default=float))
+    return path
+
+
 def run_suite(workdir: Path, log: Callable[[str], None] = print, progress: bool = True,
               extra: Sequence[tuple[str, Path, str]] = (), with_datasets: bool = True) -> list[Path]:
     """Every suite part whose output is missing (the datasets' runs first); the paths written."""
@@ -289,6 +364,11 @@ def run_suite(workdir: Path, log: Callable[[str], None] = print, progress: bool 
         written.append(low_resource(workdir, log=log))
     if with_datasets and not (suite / "seeds.json").exists():
         written.append(seeds(workdir, log=log))
+    if not (suite / "zero_shot.json").exists():
+        if not (Layout(workdir).eval / "retrieval-title-only-variants" / "metrics.json").exists():
+            log("skipping the zero-shot runs: the workdir has no retrieval-title-only-variants row")
+        else:
+            written.append(zero_shot(workdir, log=log, progress=progress))
     if not ablation_path(workdir, RETRIEVAL).exists():
         if not Layout(workdir).variant_ranker.exists():
             log("skipping the retrieval ablations: the workdir has no text side (run without --no-retrieval)")
