@@ -32,6 +32,13 @@ RETRIEVAL_ROWS: dict[str, tuple[str, str]] = {
 PRETRAINED = "w/ pretrained text embedding (all-MiniLM-L6-v2)"
 
 
+def _write(path: Path, body: dict) -> Path:
+    """One suite part's json (its folder made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=1, default=float))
+    return path
+
+
 def ablation_path(workdir: Path, name: str) -> Path:
     return Path(workdir) / "report" / "ablations" / f"{name}.json"
 
@@ -60,8 +67,7 @@ def ranker_feature_groups(workdir: Path, groups: tuple[str, ...] = tuple(FEATURE
     for name, m in rows.items():
         log(f"{name}: N@10 {m['overall']['ndcg@10']:.4f}")
     path = ablation_path(workdir, RANKER_GROUPS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
+    return _write(path, {
         "title": "The learned ranker without each feature group",
         "note": (f"Each row refits the ranker (LambdaMART, {cfg.bags} boosters, seed {cfg.seed}) on the same "
                  f"{len(training.ex.groups)} validation targets less one group's features, and ranks all "
@@ -70,8 +76,7 @@ def ranker_feature_groups(workdir: Path, groups: tuple[str, ...] = tuple(FEATURE
         "reference": "ranker",
         "rows": {k: {kk: v[kk] for kk in ("overall", "cold_start", "warm", "features", "dropped", "fit_seconds",
                                           "importance_top5")} for k, v in rows.items()},
-        "seconds": round(time.perf_counter() - t0, 1)}, indent=1, default=float))
-    return path
+        "seconds": round(time.perf_counter() - t0, 1)})
 
 
 def retrieval_ablation(workdir: Path, pretrained: bool = True, progress: bool = True,
@@ -125,8 +130,7 @@ def retrieval_ablation(workdir: Path, pretrained: bool = True, progress: bool = 
             encoder_note = f" The pretrained row is missing: {e}"
             log(f"skipping {PRETRAINED}: {e}")
     path = ablation_path(workdir, RETRIEVAL)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
+    return _write(path, {
         "title": "The paper's ablations on the retrieval side (no LLM)",
         "note": ("The paper's Table 3 removes parts of its framework; these rows remove them from the retrieval the "
                  "LLM's output is mapped through (mixup: the ID list's top 1, then the title list; the title list "
@@ -135,8 +139,7 @@ def retrieval_ablation(workdir: Path, pretrained: bool = True, progress: bool = 
                  "(`benchmarks/llm.py`)." + encoder_note),
         "reference": "mixup + variants",
         "rows": {k: {kk: v[kk] for kk in ("overall", "cold_start", "warm", "seconds")} for k, v in rows.items()},
-        "seconds": round(time.perf_counter() - t0, 1)}, indent=1, default=float))
-    return path
+        "seconds": round(time.perf_counter() - t0, 1)})
 
 
 PAPER_CATEGORY = "Luggage & Bags"  # the paper's ablation dataset: one category as a dataset of its own
@@ -242,13 +245,11 @@ def low_resource(workdir: Path, shares: Sequence[float] = LOW_RESOURCE_SHARES, l
         _run(workdir, sub, ["--user-share", str(share)], log)
         rows += _rows(sub, share=share)
     path = Path(workdir) / "report" / "suite" / "low_resource.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
+    return _write(path, {
         "note": ("The models trained on a seeded share of the users (their training events and validation "
                  "targets; `fashionrec run --user-share`), every user's test targets evaluated. The LLM's own curve "
                  "over its training budget is `benchmarks/llm.py`'s learning curve."),
-        "rows": sorted(rows, key=lambda r: (r["method"], r["share"]))}, indent=1, default=float))
-    return path
+        "rows": sorted(rows, key=lambda r: (r["method"], r["share"]))})
 
 
 def seeds(workdir: Path, extra_seeds: Sequence[int] = SEEDS, log: Callable[[str], None] = print) -> Path:
@@ -267,12 +268,10 @@ def seeds(workdir: Path, extra_seeds: Sequence[int] = SEEDS, log: Callable[[str]
                "min N@10": float(g["ndcg@10"].min()), "max N@10": float(g["ndcg@10"].max())}
               for m, g in df.groupby("method", sort=True)] if len(df) else []
     path = Path(workdir) / "report" / "suite" / "seeds.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
+    return _write(path, {
         "note": (f"The whole graph (--no-llm) with training seeds 0 (the workdir) and {', '.join(map(str, extra_seeds))}"
                  "; the test targets are the same in every run. A gap between two methods smaller than their "
-                 "spread is noise."), "rows": spread, "per_seed": rows}, indent=1, default=float))
-    return path
+                 "spread is noise."), "rows": spread, "per_seed": rows})
 
 
 # Fig. 5's pairs, as the paper ran them: trained on footwear and tested on the three other categories, and trained
@@ -341,13 +340,11 @@ def zero_shot(workdir: Path, pairs: Sequence[tuple[str, str]] = ZERO_SHOT, log: 
                          "N@10 share": o["ndcg@10"] / home["ndcg@10"] if home.get("ndcg@10") else None})
             log(f"zero-shot {source} -> {target}: N@10 {o['ndcg@10']:.4f} (trained on all: {home.get('ndcg@10')})")
     path = Path(workdir) / "report" / "suite" / "zero_shot.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
+    return _write(path, {
         "note": ("Title-only + variants with its title models and variant ranker trained on one category's "
                  "purchases, tested on another category's test targets; beside it, the same method trained on "
                  "every category (Table 2's row, on the same targets)."),
-        "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}, indent=1, default=float))
-    return path
+        "rows": rows, "seconds": round(time.perf_counter() - t0, 1)})
 
 
 def run_suite(workdir: Path, log: Callable[[str], None] = print, progress: bool = True,
