@@ -94,6 +94,16 @@ class ActivityTable:
         self.values = frame[list(COUNTS)].to_numpy(np.float32)[order]  # (r, 4)
         self.frame = frame
 
+    @property
+    def row_codes(self) -> np.ndarray:
+        """(r,) each row's key code (its index in `keys`), rows sorted by (key, time) as `values`."""
+        return self.comp >> _SHIFT
+
+    @property
+    def row_ms(self) -> np.ndarray:
+        """(r,) each row's snapshot time, epoch ms, in the order of `values`."""
+        return self.comp & ((1 << _SHIFT) - 1)
+
     @classmethod
     def build(cls, events: pd.DataFrame, items: pd.DataFrame) -> ActivityTable:
         return cls(activity_frame(events, items))

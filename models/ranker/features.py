@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from feature_repo.activity import COUNTS, DAY_MS, KEY, TREND_ATTRIBUTES, ActivityTable
+from feature_repo.activity import COUNTS, DAY_MS, TREND_ATTRIBUTES, ActivityTable
 from models.ranker.candidates import Candidates, TargetInputs
 from models.text.tokenizer import normalize_text
 from models.variants import FEATURES as VARIANT_FEATURES
@@ -214,16 +214,20 @@ class FeatureContext:
 
     def _popular_index(self, k: int) -> dict[tuple[int, int], np.ndarray]:
         """(category code, day) -> the top-k rows by (30-day interactions, 30-day purchases, row), from the activity
-        frame's item rows: an item with interactions in a day's window has a snapshot row on that day."""
-        frame = self.activity.frame
-        keys = frame[KEY].to_numpy(object)
-        is_item = np.char.startswith(keys.astype(str), "item:")
-        rows = pd.Index(self.item_key).get_indexer(keys[is_item])  # (m,) catalog rows, -1 unknown
+        table's item rows: an item with interactions in a day's window has a snapshot row on that day. Read from
+        the table's sorted arrays (its keys factorized once), not from its frame's millions of key strings."""
+        act = self.activity
+        if len(act.comp) == 0:
+            return {}
+        uniq = act.keys  # distinct keys; a row's key is uniq[row_codes]
+        is_item = np.asarray(uniq.str.startswith("item:"), bool) if len(uniq) else np.zeros(0, bool)
+        row_of_key = np.full(len(uniq), -1, np.int64)
+        row_of_key[is_item] = pd.Index(self.item_key).get_indexer(uniq[is_item])  # -1 unknown
+        rows = row_of_key[act.row_codes]  # (r,)
         known = rows >= 0
-        rows = rows[known].astype(np.int64)
-        counts = frame.loc[is_item, ["n_30d", "buy_30d"]].to_numpy(np.int64)[known]  # (m, 2)
-        day = pd.DatetimeIndex(pd.to_datetime(frame.loc[is_item, "event_timestamp"], utc=True)).as_unit("ms").asi8
-        day = day[known] // DAY_MS
+        rows = rows[known]
+        counts = act.values[known][:, [COUNTS.index("n_30d"), COUNTS.index("buy_30d")]].astype(np.int64)  # (m, 2)
+        day = act.row_ms[known] // DAY_MS
         cat = self.attrs.category[rows]
         live = counts[:, 0] > 0  # the day a key's windows fall back to zero has a row too
         cat, day, rows, counts = cat[live], day[live], rows[live], counts[live]
