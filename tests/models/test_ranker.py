@@ -319,3 +319,25 @@ def test_navigational_copies_name_the_bought_item_just_before_it() -> None:
     assert len({k[0] for k in kinds}) == 2 and len({k[1] for k in kinds}) == 2  # both queries, with and without history
     pd.testing.assert_frame_equal(targets, before)  # the originals are untouched
     assert navigational_targets(targets, Catalog.from_items(items), 0.0).empty
+
+
+def test_title_tokens_cached_equal_computed(tmp_path: Path) -> None:
+    """The cached token arrays are the computed ones; a damaged entry is computed again; other titles, other entry."""
+    from models.ranker.features import match_tokens, title_tokens
+
+    titles = np.array(["Peathoni Beret - Royal Blue, M/L", "Acme Sneaker Red", "Acme Sneaker Red", ""], dtype=object)
+    first = title_tokens(titles, cache=tmp_path)
+    (entry,) = list(tmp_path.glob("*.npz"))
+    second = title_tokens(titles, cache=tmp_path)
+    for a, b in ((first.title_of_row, second.title_of_row), (first.title_ids, second.title_ids),
+                 (first.title_ptr, second.title_ptr)):
+        assert np.array_equal(a, b)
+    assert first.vocab == second.vocab
+    for r, title in enumerate(titles):  # each row's tokens are match_tokens of its title
+        t = first.title_of_row[r]
+        got = {second.vocab[i] for i in second.title_ids[second.title_ptr[t]:second.title_ptr[t + 1]]}
+        assert got == set(match_tokens(title)), title
+    entry.write_bytes(b"not an npz")
+    assert title_tokens(titles, cache=tmp_path).vocab == first.vocab
+    title_tokens(titles[:2], cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
