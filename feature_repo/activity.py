@@ -17,17 +17,22 @@ Keys are strings in one namespace:
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from feature_repo.layout import cache_root
+
 DAY_MS = 86_400_000
 WINDOWS = (7, 30)  # days
 KEY = "activity_key"  # the Feast join key
 COUNTS = ("n_7d", "n_30d", "buy_7d", "buy_30d")  # interactions / purchases in each window
 TREND_ATTRIBUTES = ("season", "occasion", "color")
+CACHE_VERSION = "a1"  # bump when the table's arrays change meaning: older cache entries are then ignored
 _SHIFT = 42  # composite sort key: key code << 42 | epoch ms (ms < 2**42 until the year 2109)
 
 
@@ -85,14 +90,27 @@ def activity_frame(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
 class ActivityTable:
     """As-of lookups in an `activity_frame`: the latest row at or before each time, zeros for unknown keys."""
 
-    def __init__(self, frame: pd.DataFrame) -> None:
-        code, uniq = pd.factorize(frame[KEY], sort=True)
-        ms = pd.DatetimeIndex(pd.to_datetime(frame["event_timestamp"], utc=True)).as_unit("ms").asi8
-        order = np.lexsort((ms, code))
-        self.keys = pd.Index(uniq)
-        self.comp = (code[order].astype(np.int64) << _SHIFT) | ms[order]  # (r,) sorted
-        self.values = frame[list(COUNTS)].to_numpy(np.float32)[order]  # (r, 4)
-        self.frame = frame
+    def __init__(self, frame: pd.DataFrame | None, arrays: tuple[pd.Index, np.ndarray, np.ndarray] | None = None,
+                 path: Path | None = None) -> None:
+        if frame is not None:
+            code, uniq = pd.factorize(frame[KEY], sort=True)
+            ms = pd.DatetimeIndex(pd.to_datetime(frame["event_timestamp"], utc=True)).as_unit("ms").asi8
+            order = np.lexsort((ms, code))
+            arrays = (pd.Index(uniq), (code[order].astype(np.int64) << _SHIFT) | ms[order],
+                      frame[list(COUNTS)].to_numpy(np.float32)[order])
+        if arrays is None:
+            raise ValueError("an ActivityTable needs its frame or its arrays")
+        self.keys, self.comp, self.values = arrays  # distinct keys; (r,) sorted (key, ms); (r, 4) counts
+        self._frame, self._path = frame, path
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The snapshot rows (read from the file when the table came from the cache)."""
+        if self._frame is None:
+            if self._path is None:
+                raise ValueError("this ActivityTable has no frame")
+            self._frame = pd.read_parquet(self._path)
+        return self._frame
 
     @property
     def row_codes(self) -> np.ndarray:
@@ -109,8 +127,31 @@ class ActivityTable:
         return cls(activity_frame(events, items))
 
     @classmethod
-    def read(cls, path: Path) -> ActivityTable:
-        return cls(pd.read_parquet(path))
+    def read(cls, path: Path, cache: Path | None = None) -> ActivityTable:
+        """The table of an `activity_windows.parquet`. Its sorted arrays are kept in `$FASHIONREC_CACHE/activity`
+        (keyed by the file's path, size and modification time), so the next process that reads the same file (a
+        service's start, each rolling refit's ranking stage) skips the factorizing and sorting."""
+        path = Path(path)
+        st = path.stat()
+        key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{CACHE_VERSION}".encode()).hexdigest()
+        entry = (Path(cache) if cache is not None else cache_root() / "activity") / f"{key}.npz"
+        if entry.exists():
+            try:
+                with np.load(entry, allow_pickle=False) as z:
+                    keys = bytes(z["keys"]).decode("utf-8").split("\x00") if len(z["keys"]) else []
+                    return cls(None, (pd.Index(np.asarray(keys, dtype=object)), z["comp"], z["values"]), path)
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged entry is built again
+        table = cls(pd.read_parquet(path), path=path)
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = entry.with_suffix(f".{os.getpid()}.tmp.npz")
+            blob = "\x00".join(map(str, table.keys)).encode("utf-8")
+            np.savez(tmp, keys=np.frombuffer(blob, np.uint8), comp=table.comp, values=table.values)
+            tmp.replace(entry)
+        except OSError:
+            pass  # a read-only cache: read the file each time
+        return table
 
     def write(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

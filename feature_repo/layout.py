@@ -18,6 +18,7 @@ names the same title files.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -229,3 +230,9 @@ class Layout:
 
     def test_targets(self) -> pd.DataFrame:
         return self.split_targets("test")
+
+
+def cache_root() -> Path:
+    """Where derived artefacts are cached across runs and processes (the SmolLM2 fp32 copy, the compiled ranker, the
+    title tokens, the activity table's arrays): `$FASHIONREC_CACHE`, default `~/.cache/fashionrec`."""
+    return Path(os.environ.get("FASHIONREC_CACHE") or Path.home() / ".cache" / "fashionrec")

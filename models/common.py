@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -29,9 +26,3 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero). (n, d) float32."""
     x = np.atleast_2d(np.asarray(x, dtype=np.float32))  # (n, d)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def cache_root() -> Path:
-    """Where derived artefacts are cached across runs (the SmolLM2 fp32 copy, the compiled ranker):
-    `$FASHIONREC_CACHE`, default `~/.cache/fashionrec`."""
-    return Path(os.environ.get("FASHIONREC_CACHE") or Path.home() / ".cache" / "fashionrec")

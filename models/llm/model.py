@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from models.common import cache_root
+from feature_repo.layout import cache_root
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

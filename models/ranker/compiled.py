@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from models.common import cache_root
+from feature_repo.layout import cache_root
 
 logger = logging.getLogger(__name__)
 

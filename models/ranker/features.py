@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from feature_repo.activity import COUNTS, DAY_MS, TREND_ATTRIBUTES, ActivityTable
-from models.common import cache_root
+from feature_repo.layout import cache_root
 from models.ranker.candidates import Candidates, TargetInputs
 from models.text.tokenizer import normalize_text
 from models.variants import FEATURES as VARIANT_FEATURES

@@ -220,3 +220,25 @@ def test_activity_windows_feast_point_in_time_equals_the_ranker_lookup(repo: Fea
     assert direct[:, 1].max() > 0  # the events do show up somewhere
     # Nothing from the event's own day: at `first` (the same day) every window is still empty.
     assert (direct[[keys.index(f"item:{item}") * len(times) + 1]] == 0).all()
+
+
+def test_activity_table_read_through_its_cache(tmp_path: Path) -> None:
+    """A second read of the same file comes from the cache with the same arrays and lookups; a rewritten file is
+    read again; a damaged entry is rebuilt."""
+    t = make_tiny_tables()
+    path = tmp_path / "activity_windows.parquet"
+    ActivityTable.build(t.events, t.items).frame.to_parquet(path, index=False)
+    cache = tmp_path / "cache"
+    first, second = ActivityTable.read(path, cache), ActivityTable.read(path, cache)
+    assert first._frame is not None and second._frame is None  # the second one never read the parquet
+    assert list(first.keys) == list(second.keys) and np.array_equal(first.comp, second.comp)
+    assert np.array_equal(first.values, second.values)
+    keys = list(first.keys)
+    at_ns = np.full(len(keys), at(60 * 24).value)  # the next day: yesterday's events are in the windows
+    assert np.array_equal(first.lookup(keys, at_ns), second.lookup(keys, at_ns)) and first.lookup(keys, at_ns).sum() > 0
+    pd.testing.assert_frame_equal(second.frame, first.frame)  # read when asked for
+    (entry,) = list(cache.glob("*.npz"))
+    entry.write_bytes(b"damaged")
+    assert list(ActivityTable.read(path, cache).keys) == keys
+    ActivityTable.build(t.events.head(5), t.items).frame.to_parquet(path, index=False)  # a new file
+    assert list(ActivityTable.read(path, cache).keys) != keys and len(list(cache.glob("*.npz"))) == 2
