@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from serving.deps import ServiceDep, SettingsDep
 from serving.errors import Invalid
@@ -26,24 +26,31 @@ ERRORS = {404: {"model": Problem, "description": "Unknown item or user"},
 router = APIRouter()
 
 
+def _json(model: RecommendationResponse | BatchResponse) -> Response:
+    """The answer serialized once by pydantic: FastAPI would validate the returned model again against
+    `response_model` and encode it through `jsonable_encoder` (about 0.5 ms a request here); the JSON is the same,
+    and the route's `response_model` still documents it."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 @router.post("/v1/recommendations", response_model=RecommendationResponse, responses=ERRORS,
              summary="Recommend the next purchase for one shopper")
-def recommend(body: RecommendationRequest, request: Request, service: ServiceDep) -> RecommendationResponse:
+def recommend(body: RecommendationRequest, request: Request, service: ServiceDep) -> Response:
     request.state.mode = body.mode
     out = service.recommend(body, request.state.request_id)
     request.state.served = out.mode
-    return out
+    return _json(out)
 
 
 @router.post("/v1/recommendations:batch", response_model=BatchResponse, responses=ERRORS,
              summary="Recommend for up to 256 shoppers in one call")
 def recommend_batch(body: BatchRequest, request: Request, service: ServiceDep, settings: SettingsDep
-                    ) -> BatchResponse:
+                    ) -> Response:
     rid = request.state.request_id
     if len(body.requests) > settings.max_batch:
         raise Invalid(f"at most {settings.max_batch} requests", ("body", "requests"))
-    return BatchResponse(request_id=rid, responses=[service.recommend(r, f"{rid}/{i}")
-                                                    for i, r in enumerate(body.requests)])
+    return _json(BatchResponse(request_id=rid, responses=[service.recommend(r, f"{rid}/{i}")
+                                                          for i, r in enumerate(body.requests)]))
 
 
 @router.get("/v1/items/{item_id}", response_model=Item, responses=ERRORS, summary="One catalog item")
