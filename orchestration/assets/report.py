@@ -128,7 +128,10 @@ def paper_section(workdir: Path, name: str | None = None, data: Path | None = No
                              test, protocol)
     note = (f"{resolution_note(dataset_resolution(lay.canonical))} {protocol_line(protocol, cuts, read_refits(lay.splits))}"
             f" {len(test):,} test targets, {test['cold_start'].mean():.1%} cold-start."
-            + (" Ceiling: the oracle's exp_* over these targets." if oracle else " The dataset ships no oracle."))
+            + (" Ceiling (the oracle's exp_* over these targets, coverage {:.0%}): R@10 {:.4f}, N@10 {:.4f}, MRR {:.4f}."
+               .format(oracle.get("coverage", float("nan")), *(oracle["all"][f"exp_{m}"] for m in
+                                                                ("recall10", "ndcg10", "mrr")))
+               if oracle and "all" in oracle else " The dataset ships no ceiling for these targets."))
     return Section(name or (source.name if source is not None else Path(workdir).name), Path(workdir), oracle, note)
 
 

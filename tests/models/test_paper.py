@@ -80,7 +80,8 @@ def test_table2_gains_over_the_best_baseline_by_hand(tmp_path: Path) -> None:
     MRR .18); rows on a sample (the LLM's) get no gain; the ceiling fraction divides by the oracle."""
     results = [_metrics("last-search", 100, .30, .15, .12), _metrics("core-trm", 100, .25, .20, .18),
                _metrics("ranker", 100, .45, .30, .27), _metrics("llm-generate-mixup", 20, .5, .5, .5)]
-    df = table2(Section("toy", tmp_path, {"exp_recall10": .6, "exp_ndcg10": .4, "exp_mrr": .3}, results=results))
+    oracle = {"all": {"n": 100, "exp_recall10": .6, "exp_ndcg10": .4, "exp_mrr": .3}, "coverage": 1.0}
+    df = table2(Section("toy", tmp_path, oracle, results=results))
     row = df.set_index("method").loc["ranker"]
     assert row["kind"] == "ranker"
     assert row["recall@10 gain"] == pytest.approx(.45 / .30 - 1) and row["ndcg@10 gain"] == pytest.approx(.5)
