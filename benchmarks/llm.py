@@ -144,12 +144,25 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     timings["setup"] = time.perf_counter() - t0
     rows: list[tuple[str, dict, dict]] = []
 
+    curve_rows: list[dict] = []
+
+    def save(complete: bool) -> None:
+        """The results so far (`--json`): a run stopped part way keeps every row it finished."""
+        if json_out is not None:
+            json_out.write_text(json.dumps({
+                "complete": complete, "targets": len(test), "seed": seed, "base_model": model, "engine": engine,
+                "device": device,
+                "rows": [{"method": n, "overall": m["overall"], "cold_start": m["cold_start"], **x} for n, m, x in rows],
+                "curve": curve_rows, "timings": timings, "total_seconds": time.perf_counter() - t_start,
+                "peak_rss_gb": peak_rss_gb()}, indent=1, default=float))
+
     def run(name: str, scorer: object, extra: object = None, on: pd.DataFrame = test) -> dict:
         t1 = time.perf_counter()
         m = evaluate(name, scorer, on, catalog, batch_size=infer_batch, progress=True).metrics  # type: ignore[arg-type]
         timings[name] = time.perf_counter() - t1
         rows.append((name, m, extra() if callable(extra) else (extra or {})))
         typer.echo(f"{name}: N@10 {m['overall']['ndcg@10']:.4f} on {m['overall']['n']} targets ({timings[name]:.0f} s)")
+        save(complete=False)
         return m
 
     run("last-search", LastSearchScorer(tables.search_results, pop, catalog))
@@ -215,7 +228,6 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         second, _ = fit_second_pass(scorer, val, rank_train, seed, infer_batch)
         return second, time.perf_counter() - t1
 
-    curve_rows = []
     shares = [float(x) for x in curve.split(",")]
     curve_on = test if curve_targets < 0 or len(shares) == 1 else test.head(curve_targets)
     curve_ranker = ranker_m
@@ -249,6 +261,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
                            "ranker_llm_ndcg@10": m["overall"]["ndcg@10"],
                            "targets": m["overall"]["n"], "ranker_ndcg@10": versus["overall"]["ndcg@10"],
                            "ratio_to_ranker": m["overall"]["ndcg@10"] / max(versus["overall"]["ndcg@10"], 1e-12)})
+        save(complete=False)
         if not final:
             continue
         tuned_c = candidates(eng)
@@ -295,13 +308,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     total = time.perf_counter() - t_start
     typer.echo("\nWall time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     typer.echo(f"total {total:.0f} s; peak RSS {peak_rss_gb():.2f} GB; torch threads {torch.get_num_threads()}")
-    if json_out is not None:
-        json_out.write_text(json.dumps({
-            "targets": len(test), "seed": seed, "base_model": tuned_name, "engine": engine, "device": device,
-            "rows": [{"method": n, "overall": m["overall"], "cold_start": m["cold_start"], **x} for n, m, x in rows],
-            "curve": curve_rows, "timings": timings, "total_seconds": total, "peak_rss_gb": peak_rss_gb()},
-            indent=1, default=float))
-
+    save(complete=True)
 
 if __name__ == "__main__":
     typer.run(main)
