@@ -146,6 +146,17 @@ PAPER_CATEGORY = "Luggage & Bags"  # the paper's ablation dataset: one category 
 SAMPLE = Path(__file__).resolve().parents[1] / "feature_repo" / "sample"
 
 
+def _same_data(a: Path, b: Path) -> bool:
+    """Whether two dataset folders hold the same tables (a clone's copy of the bundled sample is the sample)."""
+    import hashlib
+
+    def digest(d: Path) -> str | None:
+        files = sorted(Path(d).glob("*.parquet"))
+        return hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest() if files else None
+
+    return Path(a).resolve() == Path(b).resolve() or (digest(a) is not None and digest(a) == digest(b))
+
+
 def datasets(workdir: Path, extra: Sequence[tuple[str, Path, str]] = ()) -> list[tuple[str, Path, str]]:
     """The datasets Table 2 adds to the workdir's own, as (name, folder, format): the `Luggage & Bags` category of
     the workdir's dataset as a dataset of its own (where it has that category), the bundled sample (unless the
@@ -161,7 +172,7 @@ def datasets(workdir: Path, extra: Sequence[tuple[str, Path, str]] = ()) -> list
         cats = pd.read_parquet(source / "items.parquet", columns=["category"])["category"]
         if (cats == PAPER_CATEGORY).any() and cats.nunique() > 1:
             out.append(("bags-only", source, "category"))
-    if source is None or source.resolve() != SAMPLE:
+    if source is None or not _same_data(source, SAMPLE):
         out.append(("sample", SAMPLE, "canonical"))
     return out + list(extra)
 
