@@ -4,9 +4,9 @@ The parent loads the current bundle (catalog, ID and title tables, the ranking s
 code is cached) and warms it up (`RecommendationService.preload`), lets go of the vector store and the online store,
 and forks N workers on one listening socket. Each worker opens its own copy of the embedded collections (an Edge
 shard opens in one process at a time), its own online-store connection and, in the background, its own LLM
-(`RecommendationService.attach`), runs one warm-up request, and serves with uvicorn. The workers share what the
-parent loaded copy-on-write, so they are ready about when one process would be, and N of them take little more
-memory than one.
+(`RecommendationService.attach`), runs the warm-up requests again (cheap after the parent's), and serves with
+uvicorn. The workers share what the parent loaded copy-on-write, so they are ready about when one process would
+be, and N of them take little more memory than one.
 
 The parent restarts a worker that dies (from what it loaded: in about a second), and on SIGINT or SIGTERM stops
 them all, each removing its copy of the collections.
@@ -45,7 +45,7 @@ def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
 
 
 def _worker(service: RecommendationService, sock: socket.socket, index: int) -> NoReturn:
-    """A forked worker: its own stores, one warm-up request, then uvicorn on the shared socket until stopped."""
+    """A forked worker: its own stores, the warm-up again, then uvicorn on the shared socket until stopped."""
     code = 1
     try:
         # uvicorn handles SIGINT and SIGTERM while it serves, and raises the signal again once it has shut down,
@@ -57,7 +57,7 @@ def _worker(service: RecommendationService, sock: socket.socket, index: int) -> 
         from serving.app import create_app
 
         service.attach()
-        service.warm_up(service.bundle, categories=1)
+        service.warm_up(service.bundle)  # cheap after the parent's; it touches the pages a first request would copy
         logger.info("worker %d (pid %d) serving", index, os.getpid())
         config = uvicorn.Config(create_app(service.settings, service=service), log_level="warning")
         uvicorn.Server(config).run(sockets=[sock])
