@@ -97,11 +97,11 @@ def table2(section: Section, seed: int = 0) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    full = df["n"] == df["n"].max()  # rows on every test target (the LLM rows are on a sample)
     ceiling = (section.oracle or {}).get("all", {})  # `evaluation.metrics.ceiling`: the means over these targets
     for k, short in (("recall@10", "recall10"), ("ndcg@10", "ndcg10"), ("mrr", "mrr")):
         c = ceiling.get(f"exp_{short}")
-        df[f"{k}/ceiling"] = df[k] / c if c else np.nan
-    full = df["n"] == df["n"].max()  # rows on every test target (the LLM rows are on a sample)
+        df[f"{k}/ceiling"] = np.where(full, df[k] / c, np.nan) if c else np.nan  # the ceiling is of every target
     base = df[(df["kind"] == "baseline") & full]
     for k, _ in METRICS:
         best = base[k].max() if len(base) else np.nan
