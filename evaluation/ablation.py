@@ -17,7 +17,7 @@ among ties). Each variant is a ranker fitted on the validation groups less one g
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from evaluation.common import category_batches
 from evaluation.metrics import summarize
 from evaluation.periods import split
-from evaluation.ranking import Examples, RankerScorer, TrainingSet, fit_training_set
+from evaluation.ranking import RankerScorer, TrainingSet, fit_training_set
 from models.catalog import Catalog
 from models.common import to_ns
 from models.ranker.candidates import generate
@@ -99,7 +99,7 @@ def group_ablation(training: TrainingSet, test: TargetGroups, rankings: pd.DataF
     out = {}
     for name in tqdm(("", *groups), desc="ranker ablations", disable=not progress, leave=False):
         features = features_without(name) if name else FEATURE_NAMES
-        model = fit_training_set(training, replace(cfg), features)
+        model = fit_training_set(training, cfg, features)
         ranks = full_ranks(model, test, fallback)
         method = f"ranker w/o {name}" if name else "ranker"
         out[method] = {**summarize(method, rankings.assign(target_rank=ranks)), "features": len(features),
@@ -120,4 +120,4 @@ def aligned(rankings: pd.DataFrame, targets: pd.DataFrame, order: np.ndarray) ->
     return r
 
 
-__all__ = ["Examples", "TargetGroups", "aligned", "full_ranks", "group_ablation", "test_examples"]
+__all__ = ["TargetGroups", "aligned", "full_ranks", "group_ablation", "test_examples"]

@@ -181,23 +181,16 @@ def run_datasets(workdir: Path, extra: Sequence[tuple[str, Path, str]] = (), log
                  ) -> list[Path]:
     """`fashionrec run --no-llm` on each of `datasets` into `<workdir>/paper/<name>` where it has no ranker row yet
     (the `Luggage & Bags` subset is cut first, into `<workdir>/paper/data/bags-only`)."""
-    import subprocess
-    import sys
-
     from feature_repo.subsets import category_subset
 
     done = []
     for name, data, fmt in datasets(workdir, extra):
         wd = Path(workdir) / "paper" / name
-        if (wd / "eval" / "ranker" / "metrics.json").exists():
+        if _has_run(wd):
             continue
         if fmt == "category":
             data, fmt = category_subset(data, Path(workdir) / "paper" / "data" / name, PAPER_CATEGORY), "canonical"
-        log(f"Table 2, {name}: fashionrec run --data {data} --format {fmt} --workdir {wd} --no-llm")
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "orchestration.cli", "run", "--data", str(data), "--format", fmt,
-                        "--workdir", str(wd), "--no-llm", "--log-level", "WARNING"], check=True)
-        log(f"Table 2, {name}: {time.perf_counter() - t0:.0f} s")
+        _run(data, fmt, wd, (), log)
         done.append(wd)
     return done
 
@@ -217,14 +210,17 @@ def _source(workdir: Path) -> tuple[Path, str]:
     return Path(info["source"]), info.get("format", "canonical")
 
 
-def _run(workdir: Path, sub: Path, args: Sequence[str], log: Callable[[str], None]) -> None:
-    """`fashionrec run --no-llm` on the workdir's dataset into `sub`, unless `sub` has its ranker row already."""
+def _has_run(sub: Path) -> bool:
+    return (sub / "eval" / "ranker" / "metrics.json").exists()
+
+
+def _run(data: Path, fmt: str, sub: Path, args: Sequence[str], log: Callable[[str], None]) -> None:
+    """`fashionrec run --no-llm` on a dataset into `sub`, unless `sub` has its ranker row already."""
     import subprocess
     import sys
 
-    if (sub / "eval" / "ranker" / "metrics.json").exists():
+    if _has_run(sub):
         return
-    data, fmt = _source(workdir)
     cmd = [sys.executable, "-m", "orchestration.cli", "run", "--data", str(data), "--format", fmt, "--workdir",
            str(sub), "--no-llm", "--models", "core-trm,sasrec-ce", "--log-level", "WARNING", *args]
     log(" ".join(cmd[2:]))
@@ -253,7 +249,8 @@ def low_resource(workdir: Path, shares: Sequence[float] = LOW_RESOURCE_SHARES, l
     rows = _rows(workdir, share=read_user_share(Layout(workdir).splits))
     for share in shares:
         sub = Path(workdir) / "paper" / "low-resource" / f"{round(share * 100)}"
-        _run(workdir, sub, ["--user-share", str(share)], log)
+        if not _has_run(sub):
+            _run(*_source(workdir), sub, ["--user-share", str(share)], log)
         rows += _rows(sub, share=share)
     path = Path(workdir) / "report" / "suite" / "low_resource.json"
     return _write(path, {
@@ -271,7 +268,8 @@ def seeds(workdir: Path, extra_seeds: Sequence[int] = SEEDS, log: Callable[[str]
     rows = _rows(workdir, seed=0)
     for seed in extra_seeds:
         sub = Path(workdir) / "paper" / "seeds" / str(seed)
-        _run(workdir, sub, ["--seed", str(seed)], log)
+        if not _has_run(sub):
+            _run(*_source(workdir), sub, ["--seed", str(seed)], log)
         rows += _rows(sub, seed=seed)
     df = pd.DataFrame(rows)
     spread = [{"method": m, "seeds": len(g), "mean N@10": float(g["ndcg@10"].mean()),
