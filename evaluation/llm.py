@@ -321,7 +321,7 @@ def training_prompts(targets: pd.DataFrame, ranked: VariantScorer | RetrievalSco
     lists: a scorer, or each target's list of item ids (aligned with `targets`; the learned ranker's out-of-fold top
     20, the candidates `ranker-llm` shows)."""
     rows: list[tuple[str, str, Prompt, int, pd.Timestamp]] = []  # (user, kind, prompt, candidates shown, target time)
-    for _, idx, batch, cat_rows in category_batches(targets, catalog, batch_size=max(len(targets), 1)):
+    for _, idx, batch, cat_rows in category_batches(targets, catalog, batch_size=max(len(targets), 1), max_cells=None):
         batch = batch.reset_index(drop=True)  # one batch per category
         if isinstance(ranked, VariantScorer):
             lists, _ = ranked.ranked_rows(batch, cat_rows)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from evaluation.common import category_batches
+from evaluation.common import MAX_CELLS, category_batches
 from models.catalog import Catalog
 from models.common import to_ns
 
@@ -152,17 +152,19 @@ def evaluate(
     *,
     k: int = 10,
     batch_size: int = 256,
+    max_cells: int | None = MAX_CELLS,
     progress: bool = True,
     extra: dict | None = None,
 ) -> EvalResult:
-    """Rank every target among its category's items with `scorer`, in batches; return rankings and metrics."""
+    """Rank every target among its category's items with `scorer`, in batches of at most `batch_size` targets and
+    `max_cells` (target, item) scores; return rankings and metrics."""
     target_rows = catalog.index_of(targets["target_item_id"])
     tie_aware = bool(getattr(scorer, "tie_aware", False))
     parts = []
     bar = tqdm(total=len(targets), desc=f"eval {method}", disable=not progress, leave=False)
     has_baskets = "moment_items" in targets
     cached: dict[str, tuple[pd.Series, dict[str, int]]] = {}
-    for cat, b, batch, cat_rows in category_batches(targets, catalog, batch_size):
+    for cat, b, batch, cat_rows in category_batches(targets, catalog, batch_size, max_cells):
         if cat not in cached:  # each category's column of every catalog row and item id
             cached[cat] = (pd.Series(np.arange(len(cat_rows)), index=cat_rows),
                            dict(zip(catalog.item_ids[cat_rows].tolist(), range(len(cat_rows)), strict=True)))

@@ -116,15 +116,17 @@ def test_catalog_order() -> None:
         cat.index_of(["F2", "nope"])
 
 
-@pytest.mark.parametrize("batch_size", [1, 256])
-def test_evaluate_by_hand(batch_size: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("batch_size", "max_cells"), [(1, None), (256, None), (256, 3)])
+def test_evaluate_by_hand(batch_size: int, max_cells: int | None, tmp_path: Path) -> None:
     catalog = Catalog.from_items(ITEMS)
     scorer = PriceScorer(catalog)
-    res = evaluate("price", scorer, TARGETS, catalog, k=2, batch_size=batch_size, progress=False)
+    res = evaluate("price", scorer, TARGETS, catalog, k=2, batch_size=batch_size, max_cells=max_cells,
+                   progress=False)
     # Every call sees one category and only that category's items.
     for cats, ids in scorer.calls:
         assert len(set(cats)) == 1 and ids == sorted(ITEMS.loc[ITEMS["category"] == cats[0], "item_id"])
-    assert len(scorer.calls) == (3 if batch_size == 1 else 2)
+    # One call per target where a batch holds one target (3 Footwear cells = one target's row), else per category.
+    assert len(scorer.calls) == (3 if batch_size == 1 or max_cells == 3 else 2)
     r = res.rankings
     # Clothing (C2 70 > C1 60): C1 rank 2. Footwear (F2 50 > F1 30 = F3 30): F2 rank 1; F3 ties with F1 -> rank 3.
     # Rows come per category (sorted), targets in input order within a category.
