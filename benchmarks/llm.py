@@ -54,6 +54,7 @@ from evaluation.llm import (
 from evaluation.metrics import evaluate
 from evaluation.periods import by_fit, parts
 from evaluation.retrieval import VariantScorer
+from evaluation.suite import llm_ablations
 from feature_repo.layout import Layout
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import fit_layouts
@@ -309,6 +310,9 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
     typer.echo("\nWall time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     typer.echo(f"total {total:.0f} s; peak RSS {peak_rss_gb():.2f} GB; torch threads {torch.get_num_threads()}")
     save(complete=True)
+    if json_out is not None:  # Table 3's LLM rows in the workdir's paper report (`fashionrec report`)
+        for p in llm_ablations(workdir, json.loads(json_out.read_text())):
+            typer.echo(f"paper report rows: {p}")
 
 if __name__ == "__main__":
     typer.run(main)

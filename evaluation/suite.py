@@ -356,6 +356,42 @@ def zero_shot(workdir: Path, pairs: Sequence[tuple[str, str]] = ZERO_SHOT, log: 
         "rows": rows, "seconds": round(time.perf_counter() - t0, 1)})
 
 
+LLM_PATH = "llm_path"
+LLM_GENERATION = "llm_generation"
+
+
+def llm_ablations(workdir: Path, bench: dict, source: str = "benchmarks/llm.py --json") -> list[Path]:
+    """Table 3's LLM rows from an LLM benchmark's results (`benchmarks/llm.py --json`): its rows on every seeded
+    target against `ranker` (candidate scoring, `ranker-llm`, zero-shot against fine-tuned), and its generation rows
+    against mixup + variants on the same smaller sample. The learning curve's rows, on fewer targets, go into the
+    note. A stopped run (`"complete": false`) says so in both titles."""
+    n, gen_rows, rows = int(bench["targets"]), {}, {}
+    for r in bench["rows"]:
+        if r["overall"]["n"] == n and "(the curve's" not in r["method"]:
+            rows[r["method"]] = r
+        elif r["method"].startswith(("llm-generate", "mixup + variants (the generation")):
+            gen_rows[r["method"]] = r
+    stopped = "" if bench.get("complete", True) else ", a run stopped part way"
+    model = f"{bench.get('base_model', '?')} on {bench.get('engine', '?')} ({bench.get('device', 'cpu')})"
+    curve = "; ".join(f"{c['share']:.0%} of the budget ({c['steps']} steps): ranker-llm {c['ranker_llm_ndcg@10']:.4f} "
+                      f"against ranker {c['ranker_ndcg@10']:.4f} on {c['targets']} targets" for c in bench.get("curve", []))
+    written = [_write(ablation_path(workdir, LLM_PATH), {
+        "title": f"The LLM path: {n:,} seeded test targets, {model}{stopped}",
+        "note": (f"From `{source}` (seed {bench.get('seed', 0)}). `ranker-llm`: the LLM scores the ranker's top 20 "
+                 "and a second LambdaMART pass re-orders them; llm-candidates: the LLM picks among mixup + "
+                 "variants' first 20." + (f" Learning curve: {curve}." if curve else "")),
+        "reference": "ranker", "rows": rows})]
+    ref = next((m for m in gen_rows if m.startswith("mixup + variants")), None)
+    if gen_rows and ref:
+        k = gen_rows[ref]["overall"]["n"]
+        written.append(_write(ablation_path(workdir, LLM_GENERATION), {
+            "title": f"Candidate scoring against generation: {k} seeded test targets, {model}{stopped}",
+            "note": ("The paper's framework (the LLM generates an ID and a title; mixup retrieval maps them onto the "
+                     "catalog), free and constrained to catalog IDs, against the retrieval list it starts from, on "
+                     "the same targets."), "reference": ref, "rows": gen_rows}))
+    return written
+
+
 def run_suite(workdir: Path, log: Callable[[str], None] = print, progress: bool = True,
               extra: Sequence[tuple[str, Path, str]] = (), with_datasets: bool = True) -> list[Path]:
     """Every suite part whose output is missing (the datasets' runs first); the paths written."""

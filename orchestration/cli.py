@@ -158,7 +158,10 @@ def report(workdir: WorkOpt = Path("work"),
                             ] = False,
            dataset: Annotated[list[str] | None, typer.Option(help="With --suite, one more dataset for Table 2: "
                                                                   "NAME=DIR[:FORMAT], e.g. hm=../shared/data/real/hm:hm "
-                                                                  "(repeatable)")] = None) -> None:
+                                                                  "(repeatable)")] = None,
+           llm_benchmark: Annotated[Path | None, typer.Option(help="Table 3's LLM rows from this LLM benchmark "
+                                                                   "result (`benchmarks/llm.py --json`), run on this "
+                                                                   "workdir")] = None) -> None:
     """Regenerate the paper report (`<workdir>/report/index.md`) from what the workdir holds, without retraining."""
     from evaluation.paper import write_report
     from orchestration.assets.report import paper_sections
@@ -180,6 +183,20 @@ def report(workdir: WorkOpt = Path("work"),
         t0 = time.perf_counter()
         written = run_suite(workdir, log=typer.echo, extra=extra)
         typer.echo(f"suite: {len(written)} part(s) written in {time.perf_counter() - t0:.0f} s")
+    if llm_benchmark is not None:
+        import json
+
+        from evaluation.suite import llm_ablations
+
+        try:
+            bench = json.loads(llm_benchmark.read_text())
+        except (OSError, ValueError) as e:
+            raise typer.BadParameter(f"{llm_benchmark}: unreadable ({e})", param_hint="--llm-benchmark") from e
+        if not isinstance(bench, dict) or not {"targets", "rows"} <= bench.keys():
+            raise typer.BadParameter(f"{llm_benchmark}: not an LLM benchmark result (no 'targets' and 'rows')",
+                                     param_hint="--llm-benchmark")
+        for p in llm_ablations(workdir, bench, source=f"benchmarks/llm.py --json {llm_benchmark.name}"):
+            typer.echo(f"LLM rows: {p}")
     path = write_report(workdir, paper_sections(workdir, data))
     typer.echo(f"report: {path}")
 
