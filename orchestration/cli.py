@@ -55,7 +55,12 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
                                                        "events and validation targets; the paper's low-resource "
                                                        "setting); every user's test targets are evaluated")] = 1.0,
         seed: Annotated[int, typer.Option(help="Training seed of every model (the report's seed spread runs others)")
-                        ] = 0
+                        ] = 0,
+        executor: Annotated[str, typer.Option(help="in_process (every step in this process, one at a time) | "
+                                                   "multiprocess (each step in a process of its own, "
+                                                   "--max-concurrent at once, the cores split between them)")
+                            ] = "in_process",
+        max_concurrent: Annotated[int, typer.Option(help="multiprocess: steps at once")] = 2,
         ) -> None:
     """Materialize the whole asset graph for one dataset and print the metrics table."""
     import pandas as pd
@@ -82,6 +87,13 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
     if not 0 < user_share <= 1:
         raise typer.BadParameter(f"must be in (0, 1], got {user_share}", param_hint="--user-share")
+    from orchestration.jobs import EXECUTORS, execute_multiprocess, step_threads
+
+    if executor not in EXECUTORS:
+        raise typer.BadParameter(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}",
+                                 param_hint="--executor")
+    if max_concurrent < 1:
+        raise typer.BadParameter(f"must be >= 1, got {max_concurrent}", param_hint="--max-concurrent")
     chosen = set(SEQREC_ASSETS) if models == "all" else {m.strip() for m in models.split(",") if m.strip()}
     if unknown := chosen - set(SEQREC_ASSETS):
         raise typer.BadParameter(f"unknown models {sorted(unknown)}; choose from {sorted(SEQREC_ASSETS)}")
@@ -120,13 +132,28 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
                                 llm={"model": llm_model, "train_prompts": llm_prompts, "eval_targets": llm_targets,
                                      "max_train_seconds": llm_train_seconds, "engine": llm_engine,
                                      "rank_train_targets": llm_rank_lists})
+    how = (f"multiprocess (up to {max_concurrent} steps at once, {step_threads(max_concurrent)} thread(s) each)"
+           if executor == "multiprocess" else "in_process (one step at a time)")
     typer.echo(f"fashionrec run: data={resources['dataset'].path} format={format} protocol={protocol} "
-               f"workdir={workdir}" + (f" user_share={user_share:g}" if user_share < 1 else ""))
+               f"workdir={workdir}" + (f" user_share={user_share:g}" if user_share < 1 else "")
+               + f"\nexecutor: {how}")
     t0 = time.perf_counter()
     with workdir_instance(workdir) as instance:  # the UI on this workdir shows this run
-        result = materialize([*all_assets, *all_checks], resources=resources, instance=instance,
-                             selection=selection,
-                             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
+        if executor == "multiprocess":
+            env = {"FASHIONREC_WORKDIR": str(workdir), "FASHIONREC_FORMAT": format,
+                   **({"FASHIONREC_DATA": str(data.resolve())} if data is not None else {})}
+            knobs = {n: resources[n].model_dump(exclude_unset=True) for n in ("training", "protocol", "llm")}
+            result = execute_multiprocess(instance, selection.resolve(all_assets), knobs=knobs, settings_env=env,
+                                          max_concurrent=max_concurrent, log_level=log_level)
+            if not result.success:
+                bad = [e.step_key for e in result.all_events if e.is_step_failure]
+                typer.secho(f"the run failed in {', '.join(bad) or 'the executor'}; see the run's logs in the UI "
+                            f"(fashionrec ui --workdir {workdir})", fg="red")
+                raise typer.Exit(1)
+        else:
+            result = materialize([*all_assets, *all_checks], resources=resources, instance=instance,
+                                 selection=selection,
+                                 run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
     elapsed = time.perf_counter() - t0
     failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
     for c in failed:
@@ -144,7 +171,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     typer.echo(metrics_table(read_results(layout.eval), oracle, basket=resolution == "day"))
     if llm and (stage := llm_stage_line(layout)):
         typer.echo(f"\n{stage}")
-    typer.echo(f"\nwhole graph: {elapsed:.1f} s; report: {layout.eval / 'report.md'}")
+    typer.echo(f"\nwhole graph: {elapsed:.1f} s ({executor} executor); report: {layout.eval / 'report.md'}")
     if failed:
         raise typer.Exit(1)
 

@@ -13,6 +13,7 @@ from feature_repo.loaders import load_with_info
 from feature_repo.moments import resolution_note
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import make_splits, record_user_share, with_training_users, write_splits
+from orchestration.jobs import STORE_TAG
 from orchestration.resources import (
     DatasetResource,
     FeastResource,
@@ -53,7 +54,8 @@ def feature_tables(workdir: WorkdirResource):
     return MaterializeResult(metadata={**counts, "seconds": round(time.perf_counter() - t0, 2)})
 
 
-@asset(group_name="data", deps=[feature_tables], description="feast apply + materialize into the SQLite online store")
+@asset(group_name="data", deps=[feature_tables], op_tags={STORE_TAG: "feast"},
+       description="feast apply + materialize into the SQLite online store")
 def feast_online_store(feast: FeastResource):
     t0 = time.perf_counter()
     repo = feast.repo()

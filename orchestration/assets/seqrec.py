@@ -21,6 +21,7 @@ from models.seqrec import ID_MODEL, MODELS, load_checkpoint, save_checkpoint
 from models.seqrec.pipeline import fit_and_refit, rolling_refits
 from orchestration.assets.data import eval_targets
 from orchestration.assets.evaluation import run_method
+from orchestration.jobs import STORE_TAG
 from orchestration.resources import FeastResource, QdrantResource, TrainingResource, WorkdirResource
 from serving.id_index import max_topk_disagreement, write_id_embeddings
 
@@ -111,7 +112,7 @@ def seqrec_asset(name: str) -> AssetsDefinition:
 SEQREC_ASSETS = {name: seqrec_asset(name) for name in MODELS}
 
 
-@asset(group_name="id_models", deps=[SEQREC_ASSETS[ID_MODEL]],
+@asset(group_name="id_models", deps=[SEQREC_ASSETS[ID_MODEL]], op_tags={STORE_TAG: "qdrant"},
        description="CORE's item table (the last refit) as the ID embeddings in Qdrant: one point per item it has a row for "
                    "(no cold item), per category")
 def id_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):

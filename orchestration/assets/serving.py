@@ -7,10 +7,11 @@ from orchestration.assets.llm import llm_adapter, llm_engine, ranker_llm
 from orchestration.assets.ranking import ranker
 from orchestration.assets.seqrec import ID_MODEL, id_embeddings
 from orchestration.assets.text import item_title_embeddings, query_memory, variant_ranker
+from orchestration.jobs import STORE_TAG
 from orchestration.resources import QdrantResource, WorkdirResource
 
 
-@asset(group_name="serving",
+@asset(group_name="serving", op_tags={STORE_TAG: "qdrant"},
        deps=[canonical_tables, feature_tables, id_embeddings, item_title_embeddings, query_memory, variant_ranker,
              ranker, llm_adapter, llm_engine, ranker_llm],
        description="Catalog, search log, activity windows, best sellers, ID/title models, variant ranker, learned "

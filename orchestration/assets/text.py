@@ -26,6 +26,7 @@ from models.variants import ItemAttributes, VariantConfig, VariantRanker, fit_va
 from orchestration.assets.data import eval_targets
 from orchestration.assets.evaluation import run_method
 from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
+from orchestration.jobs import STORE_TAG
 from orchestration.resources import QdrantResource, TrainingResource, WorkdirResource
 from serving.bundle import write_query_memory
 
@@ -54,7 +55,7 @@ def title_model(context: AssetExecutionContext, workdir: WorkdirResource, traini
     return MaterializeResult(metadata=meta)
 
 
-@asset(group_name="text", deps=[title_model],
+@asset(group_name="text", deps=[title_model], op_tags={STORE_TAG: "qdrant"},
        description="Title embedding of EVERY catalog item by both fits (files for exact evaluation); the test fit's "
                    "in the vector store (category payload)")
 def item_title_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):
@@ -79,7 +80,7 @@ def item_title_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):
     })
 
 
-@asset(group_name="text", deps=[title_model],
+@asset(group_name="text", deps=[title_model], op_tags={STORE_TAG: "qdrant"},
        description="Serving's query-product memory: every search so far, keys in Qdrant (as of the last search)")
 def query_memory(workdir: WorkdirResource, qdrant: QdrantResource):
     # Serving answers requests made now, so its memory holds every search logged so far (the memory as of now;

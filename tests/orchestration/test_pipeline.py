@@ -189,6 +189,40 @@ def test_rematerialize_is_idempotent(first_run, data_dir: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_multiprocess_executor_gives_the_in_process_rankings(first_run, data_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fashionrec run --executor multiprocess`: each step in a process of its own (not this one), the checks
+    evaluated, the run recorded in the workdir's instance, and the same rankings as `materialize` in process."""
+    import os
+
+    from dagster import DagsterEventType
+
+    for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    work = tmp_path / "work"
+    result = CliRunner().invoke(app, ["run", "--data", str(data_dir), "--workdir", str(work), "--protocol", "loo",
+                                      "--no-retrieval", "--no-llm", "--models", "core-trm",
+                                      "--executor", "multiprocess"])
+    assert result.exit_code == 0, result.output
+    assert "executor: multiprocess (up to 2 steps at once" in result.output
+    assert "(multiprocess executor)" in result.output and "asset check failed" not in result.output
+    assert "FASHIONREC_DATA" not in os.environ  # the run's settings reached its steps, not this process
+    _, _, before = first_run
+    after = _outputs(work)
+    for m in METHODS:
+        assert after[f"{m}/metrics.json"] == before[f"{m}/metrics.json"], m
+        assert after[f"{m}/rankings.parquet"].equals(before[f"{m}/rankings.parquet"]), m
+    with workdir_instance(work) as instance:
+        (run,) = instance.get_runs()
+        starts = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
+        checks = instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    pids = {e.dagster_event.pid for e in starts}
+    assert len(starts) >= 8 and os.getpid() not in pids and len(pids) == len(starts)  # a process per step
+    evals = [e.dagster_event.event_specific_data for e in checks]
+    assert {(c.asset_key.to_user_string(), c.check_name) for c in evals} == CHECKS and all(c.passed for c in evals)
+
+
+@pytest.mark.slow
 def test_cli_run_prints_the_metrics_table(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
