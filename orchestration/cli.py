@@ -56,6 +56,10 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
                                                        "setting); every user's test targets are evaluated")] = 1.0,
         seed: Annotated[int, typer.Option(help="Training seed of every model (the report's seed spread runs others)")
                         ] = 0,
+        sampled_negatives: Annotated[int, typer.Option(help="ID models' loss: 0 a full softmax over the item "
+                                                            "vocabulary; N a sampled softmax over N shared "
+                                                            "negatives per batch (cost flat in the catalog size)")
+                                     ] = 0,
         executor: Annotated[str, typer.Option(help="in_process (every step in this process, one at a time) | "
                                                    "multiprocess (each step in a process of its own, "
                                                    "--max-concurrent at once, the cores split between them)")
@@ -87,6 +91,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
     if not 0 < user_share <= 1:
         raise typer.BadParameter(f"must be in (0, 1], got {user_share}", param_hint="--user-share")
+    if sampled_negatives < 0:
+        raise typer.BadParameter(f"must be >= 0, got {sampled_negatives}", param_hint="--sampled-negatives")
     from orchestration.jobs import EXECUTORS, execute_multiprocess, step_threads
 
     if executor not in EXECUTORS:
@@ -126,7 +132,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     workdir.mkdir(parents=True, exist_ok=True)
     resources = build_resources(str(data) if data else None, format, str(workdir),
                                 training={"epochs": epochs, "device": device, "user_share": user_share,
-                                          "seed": seed},
+                                          "seed": seed, "sampled_negatives": sampled_negatives},
                                 protocol=protocol,
                                 refit_every_days=refit_every_days,
                                 llm={"model": llm_model, "train_prompts": llm_prompts, "eval_targets": llm_targets,

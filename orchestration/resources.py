@@ -136,12 +136,16 @@ class TrainingResource(ConfigurableResource):
     # The share of users whose data trains the models (the paper's low-resource setting; `fashionrec run
     # --user-share`): their training events and validation targets; every user's test targets are evaluated.
     user_share: float = 1.0
+    # The ID models' loss: 0 a full softmax over the item vocabulary; N a sampled softmax over N shared negatives
+    # per batch, whose cost does not grow with the catalog (`fashionrec run --sampled-negatives`).
+    sampled_negatives: int = 0
 
     def train_config(self):  # noqa: ANN201
         from models.seqrec import TrainConfig
 
         return TrainConfig(epochs=self.epochs, patience=self.patience, batch_size=self.batch_size,
-                           device=self.device, seed=self.seed, progress=self.progress)
+                           device=self.device, seed=self.seed, progress=self.progress,
+                           sampled_negatives=self.sampled_negatives)
 
     def model_overrides(self) -> dict:
         return {"max_len": self.max_len, "dim": self.dim}

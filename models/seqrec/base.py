@@ -15,6 +15,7 @@ must be causal (position t sees only items <= t).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -194,11 +195,36 @@ class SequentialRecommender(nn.Module, ABC):
         """Scores (B, n_items) over the whole vocab incl. cold index 1; padding index 0 gets -inf."""
         return self.logits(self.sequence_representation(seqs))  # (B, n_items)
 
-    def loss(self, batch: SeqBatch) -> Tensor:
-        """Full-softmax cross-entropy for the next item at every real position (from its query state)."""
+    def item_rows(self, items: Tensor) -> Tensor:
+        """The rows (..., d) of the table `logits` scores against, for these item indices, as in training."""
+        return self.item_embedding(items)
+
+    def logit_scale(self) -> float:
+        """The factor `logits` applies to the dot products (CORE: 1 / temperature)."""
+        return 1.0
+
+    def softmax_loss(self, h: Tensor, targets: Tensor, negatives: int = 0) -> Tensor:
+        """Cross-entropy of `targets` (N,) from states `h` (N, d). `negatives` 0 (or at least the real items):
+        over every item. Otherwise a sampled softmax: `negatives` items drawn uniformly from the real items (not
+        padding or cold), shared by the batch, their logits raised by log(real items / negatives) (the log-Q
+        correction, so that they stand for the whole vocabulary in the partition function); a draw of a row's own
+        target is masked out of that row. Its cost grows with the negatives, not with the vocabulary."""
+        real = self.n_items - 2
+        if negatives <= 0 or negatives >= real:
+            return F.cross_entropy(self.logits(h), targets)
+        neg = torch.randint(2, self.n_items, (negatives,), device=h.device)  # (S,)
+        scale = self.logit_scale()
+        pos = (h * self.item_rows(targets)).sum(-1, keepdim=True) * scale  # (N, 1)
+        other = h @ self.item_rows(neg).T * scale + math.log(real / negatives)  # (N, S)
+        other = other.masked_fill(neg[None, :] == targets[:, None], float("-inf"))  # (N, S)
+        return F.cross_entropy(torch.cat([pos, other], dim=1), targets.new_zeros(len(targets)))
+
+    def loss(self, batch: SeqBatch, negatives: int = 0) -> Tensor:
+        """Cross-entropy for the next item at every real position (from its query state): a full softmax, or a
+        sampled one over `negatives` shared items (`softmax_loss`)."""
         h = batch.query_states(self.encode(batch.inputs))  # (B, L, d)
         targets = batch.targets  # (B, L)
         keep = targets != PAD  # (B, L)
         if not keep.any():
             return h.sum() * 0.0  # nothing to predict in this batch
-        return F.cross_entropy(self.logits(h[keep]), targets[keep])  # h[keep]: (N, d)
+        return self.softmax_loss(h[keep], targets[keep], negatives)  # h[keep]: (N, d)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.seqrec.base import (
@@ -71,8 +70,9 @@ class BERT4Rec(SequentialRecommender):
         mask = seqs.new_full((seqs.size(0), 1), self.mask_index)  # (B, 1)
         return last_position(self.encode(torch.cat([seqs, mask], dim=1)))  # (B, d)
 
-    def loss(self, batch: SeqBatch) -> Tensor:
-        """Cloze: mask each real item with prob mask_prob (at least one per row), predict it over all items."""
+    def loss(self, batch: SeqBatch, negatives: int = 0) -> Tensor:
+        """Cloze: mask each real item with prob mask_prob (at least one per row), predict it over all items (or
+        `negatives` sampled ones)."""
         seqs = batch.seqs[:, 1:]  # (B, L) the latest max_len items of each window
         real = (seqs != PAD) & (seqs != COLD)  # (B, L) maskable: real, non-cold items (see SeqBatch.targets)
         masked = (torch.rand(seqs.shape, device=seqs.device) < self.config.mask_prob) & real  # (B, L)
@@ -81,4 +81,4 @@ class BERT4Rec(SequentialRecommender):
         h = self.encode(seqs.masked_fill(masked, self.mask_index))  # (B, L, d)
         if not masked.any():
             return h.sum() * 0.0  # nothing to predict in this batch
-        return F.cross_entropy(self.logits(h[masked]), seqs[masked])  # h[masked]: (N, d)
+        return self.softmax_loss(h[masked], seqs[masked], negatives)  # h[masked]: (N, d)

@@ -96,6 +96,13 @@ class CORE(SequentialRecommender):
         """L2-normalized item table (n_items, d): cosine scoring = dot product with the query."""
         return F.normalize(self.item_embedding.weight, dim=-1)  # (n_items, d)
 
+    def item_rows(self, items: Tensor) -> Tensor:
+        """Normalized rows, with item dropout in training, as `logits` uses the table."""
+        return F.normalize(self.item_dropout(self.item_embedding(items)), dim=-1)  # (..., d)
+
+    def logit_scale(self) -> float:
+        return 1 / self.config.temperature
+
     def logits(self, h: Tensor) -> Tensor:
         """Cosine / temperature against every item, with item dropout in training."""
         table = F.normalize(self.item_dropout(self.item_embedding.weight), dim=-1)  # (n_items, d)

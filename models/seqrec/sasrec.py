@@ -55,10 +55,10 @@ class SASRec(SequentialRecommender):
         x = self.item_embedding(seqs)  # (B, L, d)
         return self.encoder(x, position_ids(seqs), attention_mask(seqs, causal=True))  # (B, L, d)
 
-    def loss(self, batch: SeqBatch) -> Tensor:
-        """CE over all items, or BCE against one sampled negative per position."""
+    def loss(self, batch: SeqBatch, negatives: int = 0) -> Tensor:
+        """CE over all items (or `negatives` sampled ones), or BCE against one sampled negative per position."""
         if self.config.loss_type == "ce":
-            return super().loss(batch)
+            return super().loss(batch, negatives)
         h = batch.query_states(self.encode(batch.inputs))  # (B, L, d)
         keep = batch.targets != PAD  # (B, L)
         if not keep.any():

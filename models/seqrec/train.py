@@ -31,10 +31,15 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto": cuda when available, else cpu
     progress: bool = True  # tqdm progress bar
+    # 0: a full softmax over the item vocabulary; N: a sampled softmax over N shared uniform negatives per batch
+    # (SequentialRecommender.softmax_loss), whose cost does not grow with the catalog. BCE models ignore it.
+    sampled_negatives: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.k < 1:
             raise ValueError("epochs, batch_size, patience and k must be >= 1")
+        if self.sampled_negatives < 0:
+            raise ValueError(f"sampled_negatives must be >= 0 (0: full softmax), got {self.sampled_negatives}")
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ def train(model: SequentialRecommender, data: SeqData, cfg: TrainConfig | None =
             leave=False,
         )
         for batch in bar:
-            loss = model.loss(batch.to(device))
+            loss = model.loss(batch.to(device), negatives=cfg.sampled_negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 
@@ -214,6 +215,43 @@ def test_loss_decreases_on_cyclic_pattern(name: str) -> None:
         loss.backward()
         optimizer.step()
     assert fixed_loss() < 0.7 * before
+
+
+@pytest.mark.parametrize("name", ["core-trm", "sasrec-ce", "bert4rec"])
+def test_sampled_softmax_by_hand_and_full_at_the_whole_vocabulary(name: str) -> None:
+    """The sampled loss is the cross-entropy of the target against the drawn negatives, each raised by
+    log(real items / negatives), with a draw of the row's own target masked; with every real item it is the full
+    softmax."""
+    model = tiny(name, dropout=False).eval()
+    h = torch.randn(7, DIM, generator=torch.Generator().manual_seed(0))  # (N, d)
+    targets = torch.tensor([2, 3, 5, 8, 2, 9, 4])  # (N,)
+    real, s = N_ITEMS - 2, 4
+    torch.testing.assert_close(model.softmax_loss(h, targets, real), F.cross_entropy(model.logits(h), targets))
+    torch.testing.assert_close(model.softmax_loss(h, targets, 0), F.cross_entropy(model.logits(h), targets))
+    torch.manual_seed(5)
+    got = model.softmax_loss(h, targets, s)
+    torch.manual_seed(5)
+    neg = torch.randint(2, N_ITEMS, (s,))  # the same draw
+    assert (neg[None, :] == targets[:, None]).any()  # seed 5 draws row 2's target: the mask is exercised
+    full = model.logits(h)  # (N, n_items): the same scale and table as the sampled logits
+    expected = []
+    for i, t in enumerate(targets.tolist()):
+        others = [full[i, j] + math.log(real / s) for j in neg.tolist() if j != t]
+        expected.append(-full[i, t] + torch.logsumexp(torch.stack([full[i, t], *others]), 0))
+    torch.testing.assert_close(got, torch.stack(expected).mean())
+
+
+def test_sampled_softmax_trains_core_to_the_full_softmaxs_ranking() -> None:
+    """CORE-trm trained with 8 sampled negatives of the real items learns the cycles, as the full softmax does."""
+    data = SeqData.leave_one_out(N_ITEMS, cyclic_sequences(200))
+    scores = {}
+    for negatives in (0, 8):
+        model = tiny("core-trm", dropout=False, dim=32)
+        cfg = TrainConfig(epochs=8, batch_size=64, lr=1e-2, patience=3, progress=False, sampled_negatives=negatives)
+        scores[negatives] = train(model, data, cfg).best_metrics["ndcg@10"]
+    assert scores[8] > 0.7 and scores[8] > scores[0] - 0.1, scores
+    with pytest.raises(ValueError, match="sampled_negatives"):
+        TrainConfig(sampled_negatives=-1)
 
 
 # ---------------------------------------------------------------- training

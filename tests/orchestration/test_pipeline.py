@@ -84,6 +84,9 @@ def test_build_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     r = build_resources(str(tmp_path / "data"), "canonical", str(tmp_path / "work"))
     assert r["dataset"].path == tmp_path / "data" and r["workdir"].eval == tmp_path / "work" / "eval"
     assert r["feast"].repo().feast_dir == tmp_path / "work" / "feast"
+    assert r["training"].train_config().sampled_negatives == 0  # a full softmax unless asked
+    sampled = build_resources(str(tmp_path / "data"), training={"sampled_negatives": 64, "seed": 3})["training"]
+    assert (sampled.train_config().sampled_negatives, sampled.train_config().seed) == (64, 3)
 
 
 @pytest.fixture(scope="module")
