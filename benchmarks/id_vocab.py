@@ -1,4 +1,5 @@
-"""The ID models' vocabulary threshold (`min_count`) and the refit, measured on one finished workdir.
+"""The ID models' vocabulary threshold (`min_count`), their loss (full or sampled softmax) and the refit, measured
+on one finished workdir.
 
 Assumes `fashionrec run` already ran into `--workdir` (it wrote both fits' training sequences under `seqrec/`). For
 each `min_count` and model, in this run: the val fit (early-stopped on the validation targets) and the test refit
@@ -8,7 +9,9 @@ each `min_count` and model, in this run: the val fit (early-stopped on the valid
   `id_known`): its recall@30 on test targets;
 - the same model scored by the val fit alone (no refit), to show what the refit brings;
 - the vocabulary size, the share of warm test targets left on the cold row, and the wall time of each fit.
-Popularity's warm N@10 from the workdir's `eval/popularity` is the baseline of the ratio column.
+Popularity's warm N@10 from the workdir's `eval/popularity` is the baseline of the ratio column. `--negatives 0,1024`
+sweeps the loss too: 0 is the full softmax over the item vocabulary, N a sampled softmax over N shared negatives per
+batch (`--sampled-negatives` of `fashionrec run`), with the fit times beside the quality.
 
 With `--rolling DAYS,...` (temporal protocol), for the first model and `min_count`: rolling refits through the test
 window, as a nightly or weekly retrain would run. Every DAYS from the test cut, the model is warm-started from the
@@ -17,6 +20,7 @@ on every sequence before that time (Feast, point in time); each test target is s
 it. The table gives the share of warm test targets the scoring model has a row for, and the same metrics.
 
     python benchmarks/id_vocab.py --workdir /tmp/wmed [--min-counts 1,2,3] [--models core-trm,sasrec-ce]
+    python benchmarks/id_vocab.py --workdir /tmp/wmed --min-counts 1 --negatives 0,256,1024
     python benchmarks/id_vocab.py --workdir /tmp/wmed --min-counts 1 --rolling 28,14,7
     python benchmarks/id_vocab.py --workdir /tmp/wmed --min-counts 2 --rolling 7 --reuse-refit  # from the run's refit
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -70,6 +75,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
          min_counts: Annotated[str, typer.Option(help="Comma-separated thresholds")] = "1,2,3",
          models: Annotated[str, typer.Option(help="Comma-separated ID models")] = "core-trm",
          epochs: Annotated[int, typer.Option(help="Max epochs of the val fit")] = 10,
+         negatives: Annotated[str, typer.Option(help="Comma-separated losses: 0 full softmax, N sampled over N "
+                                                     "negatives")] = "0",
          rolling: Annotated[str, typer.Option(help="Rolling refit cadences in days (temporal), e.g. 28,14,7")] = "",
          rolling_epochs: Annotated[int, typer.Option(help="Epochs of each warm-started rolling refit")] = 2,
          reuse_refit: Annotated[bool, typer.Option(help="With --rolling: start from the run's own test refit "
@@ -94,30 +101,33 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
         first_fit = lay.refit(0).model(name)  # a run with rolling refits keeps the test cut's fit there
         refits[(name, mc)] = saved_refit(first_fit if first_fit.exists() else lay.model(name))
         rows.append(saved_row(refits[(name, mc)], name, mc, catalog, test, warm))
-    for name in [] if reuse_refit else models.split(","):
-        for mc in (int(x) for x in min_counts.split(",")):
-            t0 = time.perf_counter()
-            cfg: TrainConfig = training.train_config()
-            first, refit = fit_and_refit(name, hist["val"], hist["test"], val, cfg, mc, **training.model_overrides())
-            refits[(name, mc)] = refit
-            row = {"model": name, "min_count": mc, "vocab_val": len(first.vocab), "vocab_test": len(refit.vocab),
-                   "best_epoch": first.result.best_epoch, "fit_s": first.result.total_seconds,
-                   "refit_s": refit.result.total_seconds, "wall_s": time.perf_counter() - t0}
-            row["warm_on_cold_row"] = float(1 - refit.vocab.known(test["target_item_id"][warm]).mean())
-            for label, fit in (("refit", refit), ("val_fit", first)):
-                m = evaluate(name, SeqScorer(fit.model, fit.vocab, catalog), test, catalog, progress=False).metrics
-                row[f"{label}_ndcg"] = m["overall"]["ndcg@10"]
-                row[f"{label}_warm_ndcg"] = m["warm"]["ndcg@10"]
-                row[f"{label}_id_recall30"] = id_list_recall(fit, catalog, test)
-            rows.append(row)
-            typer.echo(f"  {name} min_count={mc}: refit warm N@10 {row['refit_warm_ndcg']:.4f}, "
-                       f"ID list R@30 {row['refit_id_recall30']:.3f} ({row['wall_s']:.0f} s)")
-    typer.echo("\n| model | min_count | vocab (val / test) | warm targets on the cold row | N@10 | warm N@10 | "
+    sweep = [(name, mc, neg) for name in models.split(",") for mc in (int(x) for x in min_counts.split(","))
+             for neg in (int(x) for x in negatives.split(","))]
+    for name, mc, neg in [] if reuse_refit else sweep:
+        t0 = time.perf_counter()
+        cfg: TrainConfig = replace(training.train_config(), sampled_negatives=neg)
+        first, refit = fit_and_refit(name, hist["val"], hist["test"], val, cfg, mc, **training.model_overrides())
+        refits.setdefault((name, mc), refit)  # --rolling starts from the first loss of the sweep
+        row = {"model": name, "min_count": mc, "negatives": neg, "vocab_val": len(first.vocab),
+               "vocab_test": len(refit.vocab),
+               "best_epoch": first.result.best_epoch, "fit_s": first.result.total_seconds,
+               "refit_s": refit.result.total_seconds, "wall_s": time.perf_counter() - t0}
+        row["warm_on_cold_row"] = float(1 - refit.vocab.known(test["target_item_id"][warm]).mean())
+        for label, fit in (("refit", refit), ("val_fit", first)):
+            m = evaluate(name, SeqScorer(fit.model, fit.vocab, catalog), test, catalog, progress=False).metrics
+            row[f"{label}_ndcg"] = m["overall"]["ndcg@10"]
+            row[f"{label}_warm_ndcg"] = m["warm"]["ndcg@10"]
+            row[f"{label}_id_recall30"] = id_list_recall(fit, catalog, test)
+        rows.append(row)
+        typer.echo(f"  {name} min_count={mc} negatives={neg or 'all'}: refit warm N@10 {row['refit_warm_ndcg']:.4f}, "
+                   f"ID list R@30 {row['refit_id_recall30']:.3f} ({row['wall_s']:.0f} s)")
+    typer.echo("\n| model | min_count | softmax | vocab (val / test) | warm targets on the cold row | N@10 | warm N@10 | "
                "warm N@10 / popularity | ID list R@30 | val fit only: warm N@10 / ID R@30 | best epoch | "
                "fit s | refit s |")
-    typer.echo("|" + "---|" * 12)
+    typer.echo("|" + "---|" * 13)
     for r in [] if reuse_refit else rows:
-        typer.echo(f"| {r['model']} | {r['min_count']} | {r['vocab_val']:,} / {r['vocab_test']:,} | "
+        loss = f"sampled, {r['negatives']:,}" if r["negatives"] else "full"
+        typer.echo(f"| {r['model']} | {r['min_count']} | {loss} | {r['vocab_val']:,} / {r['vocab_test']:,} | "
                    f"{r['warm_on_cold_row']:.1%} | {r['refit_ndcg']:.4f} | {r['refit_warm_ndcg']:.4f} | "
                    f"{r['refit_warm_ndcg'] / max(pop_warm, 1e-12):.2f} | {r['refit_id_recall30']:.3f} | "
                    f"{r['val_fit_warm_ndcg']:.4f} / {r['val_fit_id_recall30']:.3f} | {r['best_epoch']} | "
