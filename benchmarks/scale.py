@@ -1,13 +1,15 @@
 """How the offline graph grows with data: each asset's wall time and peak memory on two datasets, one run each.
 
-Runs `fashionrec run --no-llm --models core-trm` on each dataset (default: small-s0 and medium-s0, about 5x the
-interactions) in a subprocess, samples its resident memory every 0.2 s from /proc, and reads each asset's step start
-and end from the workdir's Dagster instance. Prints, per asset, the time and peak RSS on both sets and their ratios
+Runs `fashionrec run --no-llm --models core-trm [--executor E]` on each dataset (default: small-s0 and medium-s0,
+about 5x the interactions) in a subprocess, samples the resident memory of its process tree every 0.2 s from /proc,
+and reads each asset's step start, end and process from the workdir's Dagster instance (a step's peak is its own
+process's: the run's under `in_process`, the step's under `multiprocess`; the whole run's is the tree's sum). Prints, per asset, the time and peak RSS on both sets and their ratios
 next to the ratio of interactions; an asset whose time grows more than 1.25x faster than the data is flagged.
 The LLM stage is left out: its cost is set by its sample sizes and time budget, not by the data.
 
     python benchmarks/scale.py [--small DIR] [--large DIR] [--workdir /tmp/scale]
     python benchmarks/scale.py --tile 1,2,4 [--base ../shared/data/synthetic/medium-s0]  # medium-s0 x K
+    python benchmarks/scale.py --tile 1 --executor multiprocess  # the same graph, steps in parallel processes
 """
 
 from __future__ import annotations
@@ -36,22 +38,38 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
-def run_one(data: Path, workdir: Path) -> tuple[pd.DataFrame, int, float]:
-    """Per-asset seconds and peak RSS (MB) of one full run; the dataset's interactions; the run's wall time."""
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (from /proc's children lists)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                continue
+    return out
+
+
+def run_one(data: Path, workdir: Path, executor: str = "in_process") -> tuple[pd.DataFrame, int, float, float]:
+    """Per-asset seconds and peak RSS (MB) of one full run; the dataset's interactions; the run's wall time; the
+    process tree's peak RSS (MB)."""
     import shutil
 
     if workdir.exists():
         shutil.rmtree(workdir)
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, int, float]] = []  # (time, pid, MB)
     cmd = [sys.executable, "-m", "orchestration.cli", "run", "--data", str(data), "--workdir", str(workdir),
-           "--models", "core-trm", "--no-llm", "--log-level", "WARNING"]
+           "--models", "core-trm", "--no-llm", "--log-level", "WARNING", "--executor", executor]
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            samples.append((time.time(), _rss_mb(proc.pid)))
+            now = time.time()
+            samples.extend((now, p, _rss_mb(p)) for p in _tree(proc.pid))
             time.sleep(0.2)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -62,7 +80,8 @@ def run_one(data: Path, workdir: Path) -> tuple[pd.DataFrame, int, float]:
     wall = time.time() - t0
     if rc != 0:
         raise RuntimeError(f"fashionrec run on {data} failed with exit code {rc}")
-    rss = pd.DataFrame(samples, columns=["t", "mb"])
+    rss = pd.DataFrame(samples, columns=["t", "pid", "mb"])
+    tree_peak = float(rss.groupby("t")["mb"].sum().max()) if len(rss) else float("nan")
     rows = []
     from dagster import DagsterEventType
 
@@ -71,22 +90,24 @@ def run_one(data: Path, workdir: Path) -> tuple[pd.DataFrame, int, float]:
     with workdir_instance(workdir) as instance:
         run = instance.get_runs(limit=1)[0]
         starts: dict[str, float] = {}
+        pids: dict[str, int] = {}
         for e in instance.all_logs(run.run_id):
             if e.dagster_event is None or e.step_key is None:
                 continue
             kind = e.dagster_event.event_type
             if kind == DagsterEventType.STEP_START:
                 starts[e.step_key] = e.timestamp
+                pids[e.step_key] = e.dagster_event.pid or proc.pid
             elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE) and e.step_key in starts:
                 s, t = starts[e.step_key], e.timestamp
-                window = rss[(rss["t"] >= s) & (rss["t"] <= t + 0.2)]
+                window = rss[(rss["t"] >= s) & (rss["t"] <= t + 0.2) & (rss["pid"] == pids[e.step_key])]
                 rows.append({"asset": e.step_key, "seconds": t - s,
                              "peak_mb": float(window["mb"].max()) if len(window) else float("nan")})
     events = pd.read_parquet(data / "events.parquet", columns=["action"])
-    return pd.DataFrame(rows), int(events["action"].isin(["click", "purchase"]).sum()), wall
+    return pd.DataFrame(rows), int(events["action"].isin(["click", "purchase"]).sum()), wall, tree_peak
 
 
-def growth_table(runs: dict[int, tuple[pd.DataFrame, int, float]]) -> str:
+def growth_table(runs: dict[int, tuple[pd.DataFrame, int, float, float]]) -> str:
     """Per asset: seconds and peak MB at each tile count, and the largest's ratios to the smallest's, flagged when
     the time grows more than 1.25x faster than the data (and takes over 5 s)."""
     ks = sorted(runs)
@@ -101,7 +122,7 @@ def growth_table(runs: dict[int, tuple[pd.DataFrame, int, float]]) -> str:
     df = df.sort_values(f"s K={hi}", ascending=False)
     head = ["asset", *[f"s K={k}" for k in ks], "time x", *[f"MB K={k}" for k in ks], "memory x", "faster than data"]
     lines = [f"interactions x{data_x:.2f} from K={lo} to K={hi}; whole run "
-             + ", ".join(f"K={k} {runs[k][2]:.0f} s" for k in ks), "",
+             + ", ".join(f"K={k} {runs[k][2]:.0f} s, peak {runs[k][3] / 1024:.1f} GB" for k in ks), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in df.to_dict("records"):
         flag = "yes" if r["time x"] > 1.25 * data_x and r[f"s K={hi}"] > 5 else ""
@@ -115,7 +136,9 @@ def main(small: Annotated[Path, typer.Option(help="The smaller dataset")] = DATA
          tile: Annotated[str | None, typer.Option(help="Instead: --base tiled K times for each K here, e.g. 1,2,4 "
                                                       "(feature_repo.subsets.tile_dataset)")] = None,
          base: Annotated[Path, typer.Option(help="The dataset --tile repeats")] = DATA / "medium-s0",
-         workdir: Annotated[Path, typer.Option(help="Scratch folder")] = Path("/tmp/fashionrec-scale")) -> None:
+         workdir: Annotated[Path, typer.Option(help="Scratch folder")] = Path("/tmp/fashionrec-scale"),
+         executor: Annotated[str, typer.Option(help="in_process | multiprocess (fashionrec run --executor)")
+                             ] = "in_process") -> None:
     if tile:
         from feature_repo.subsets import tile_dataset
 
@@ -124,11 +147,12 @@ def main(small: Annotated[Path, typer.Option(help="The smaller dataset")] = DATA
             data = base if k == 1 else workdir / f"data-k{k}"
             if k > 1 and not (data / "subset.json").exists():
                 tile_dataset(base, data, k)
-            runs[k] = run_one(data, workdir / f"k{k}")
+            runs[k] = run_one(data, workdir / f"k{k}", executor)
             print(f"K={k}: {runs[k][2]:.0f} s", flush=True)
         print("\n" + growth_table(runs))
         return
-    print("\n" + growth_table({1: run_one(small, workdir / "small"), 2: run_one(large, workdir / "large")})
+    print("\n" + growth_table({1: run_one(small, workdir / "small", executor),
+                               2: run_one(large, workdir / "large", executor)})
           .replace("K=1", small.name).replace("K=2", large.name))
 
 
