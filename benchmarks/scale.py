@@ -1,10 +1,12 @@
 """How the offline graph grows with data: each asset's wall time and peak memory on two datasets, one run each.
 
 Runs `fashionrec run --no-llm --models core-trm [--executor E]` on each dataset (default: small-s0 and medium-s0,
-about 5x the interactions) in a subprocess, samples the resident memory of its process tree every 0.2 s from /proc,
-and reads each asset's step start, end and process from the workdir's Dagster instance (a step's peak is its own
-process's: the run's under `in_process`, the step's under `multiprocess`; the whole run's is the tree's sum). Prints, per asset, the time and peak RSS on both sets and their ratios
-next to the ratio of interactions; an asset whose time grows more than 1.25x faster than the data is flagged.
+about 5x the interactions) in a subprocess, samples the memory of its process tree every 0.2 s from /proc, and
+reads each asset's step start, end and process from the workdir's Dagster instance. Memory is PSS (shared pages
+split among the processes that map them). A step's peak is its own process's: the run's under `in_process`, so it
+includes what earlier steps left; the step's alone under `multiprocess`, so the two executors' per-step peaks do
+not compare. The whole run's peak is the tree's sum. Prints, per asset, the time and peak memory on both sets and
+their ratios next to the ratio of interactions; an asset whose time grows more than 1.25x faster than the data is flagged.
 The LLM stage is left out: its cost is set by its sample sizes and time budget, not by the data.
 
     python benchmarks/scale.py [--small DIR] [--large DIR] [--workdir /tmp/scale]
@@ -31,6 +33,16 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _rss_mb(pid: int) -> float:
+    """The process's proportional set size (MB): its resident pages, each shared page split among the processes
+    that map it, so that the step processes forked from one server (sharing its imports copy-on-write) sum to the
+    tree's real footprint; for a lone process it is its RSS."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError, ValueError):
+        pass
     try:
         with open(f"/proc/{pid}/statm") as f:
             return int(f.read().split()[1]) * PAGE / 2**20

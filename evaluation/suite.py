@@ -358,19 +358,21 @@ def zero_shot(workdir: Path, pairs: Sequence[tuple[str, str]] = ZERO_SHOT, log: 
 
 LLM_PATH = "llm_path"
 LLM_GENERATION = "llm_generation"
+# The LLM benchmark's rows on every seeded target (benchmarks/llm.py's names), in Table 3's order; the learning
+# curve's rows ("ranker-llm (25% of the budget)", "ranker (the curve's 300)") only reach the note.
+LLM_PATH_ROWS = ("ranker", "ranker-llm", "llm-candidates", "llm-candidates zero-shot", "mixup + variants",
+                 "title-only + variants", "last-search")
+GENERATION_ROWS = ("llm-generate-mixup", "mixup + variants (the generation rows'")
 
 
 def llm_ablations(workdir: Path, bench: dict, source: str = "benchmarks/llm.py --json") -> list[Path]:
     """Table 3's LLM rows from an LLM benchmark's results (`benchmarks/llm.py --json`): its rows on every seeded
-    target against `ranker` (candidate scoring, `ranker-llm`, zero-shot against fine-tuned), and its generation rows
-    against mixup + variants on the same smaller sample. The learning curve's rows, on fewer targets, go into the
-    note. A stopped run (`"complete": false`) says so in both titles."""
-    n, gen_rows, rows = int(bench["targets"]), {}, {}
-    for r in bench["rows"]:
-        if r["overall"]["n"] == n and "(the curve's" not in r["method"]:
-            rows[r["method"]] = r
-        elif r["method"].startswith(("llm-generate", "mixup + variants (the generation")):
-            gen_rows[r["method"]] = r
+    target against `ranker` (`ranker-llm`, candidate scoring fine-tuned and zero-shot, and the retrieval rows
+    beside them), and its generation rows against mixup + variants on the generation sample. The learning curve
+    goes into the note. A stopped run (`"complete": false`) says so in both titles."""
+    n, by_name = int(bench["targets"]), {r["method"]: r for r in bench["rows"]}
+    rows = {m: by_name[m] for m in LLM_PATH_ROWS if m in by_name}
+    gen_rows = {m: r for m, r in by_name.items() if m.startswith(GENERATION_ROWS)}
     stopped = "" if bench.get("complete", True) else ", a run stopped part way"
     model = f"{bench.get('base_model', '?')} on {bench.get('engine', '?')} ({bench.get('device', 'cpu')})"
     curve = "; ".join(f"{c['share']:.0%} of the budget ({c['steps']} steps): ranker-llm {c['ranker_llm_ndcg@10']:.4f} "
@@ -382,6 +384,7 @@ def llm_ablations(workdir: Path, bench: dict, source: str = "benchmarks/llm.py -
                  "variants' first 20." + (f" Learning curve: {curve}." if curve else "")),
         "reference": "ranker", "rows": rows})]
     ref = next((m for m in gen_rows if m.startswith("mixup + variants")), None)
+    ablation_path(workdir, LLM_GENERATION).unlink(missing_ok=True)  # an earlier import's, if this run has none
     if gen_rows and ref:
         k = gen_rows[ref]["overall"]["n"]
         written.append(_write(ablation_path(workdir, LLM_GENERATION), {

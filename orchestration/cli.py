@@ -58,7 +58,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
                         ] = 0,
         sampled_negatives: Annotated[int, typer.Option(help="ID models' loss: 0 a full softmax over the item "
                                                             "vocabulary; N a sampled softmax over N shared "
-                                                            "negatives per batch (cost flat in the catalog size)")
+                                                            "negatives per batch (the loss's cost grows with N, not the catalog)")
                                      ] = 0,
         executor: Annotated[str, typer.Option(help="in_process (every step in this process, one at a time) | "
                                                    "multiprocess (each step in a process of its own, "
@@ -100,6 +100,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
                                  param_hint="--executor")
     if max_concurrent < 1:
         raise typer.BadParameter(f"must be >= 1, got {max_concurrent}", param_hint="--max-concurrent")
+    if max_concurrent != 2 and executor != "multiprocess":
+        raise typer.BadParameter("applies to --executor multiprocess only", param_hint="--max-concurrent")
     chosen = set(SEQREC_ASSETS) if models == "all" else {m.strip() for m in models.split(",") if m.strip()}
     if unknown := chosen - set(SEQREC_ASSETS):
         raise typer.BadParameter(f"unknown models {sorted(unknown)}; choose from {sorted(SEQREC_ASSETS)}")
@@ -146,10 +148,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     t0 = time.perf_counter()
     with workdir_instance(workdir) as instance:  # the UI on this workdir shows this run
         if executor == "multiprocess":
-            env = {"FASHIONREC_WORKDIR": str(workdir), "FASHIONREC_FORMAT": format,
-                   **({"FASHIONREC_DATA": str(data.resolve())} if data is not None else {})}
-            knobs = {n: resources[n].model_dump(exclude_unset=True) for n in ("training", "protocol", "llm")}
-            result = execute_multiprocess(instance, selection.resolve(all_assets), knobs=knobs, settings_env=env,
+            result = execute_multiprocess(instance, selection.resolve(all_assets), resources,
                                           max_concurrent=max_concurrent, log_level=log_level)
             if not result.success:
                 bad = [e.step_key for e in result.all_events if e.is_step_failure]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, load_assets_from_modules
+from dagster import Definitions, load_assets_from_modules, multiprocess_executor
 
 from orchestration import checks, sensors
 from orchestration.assets import data, evaluation, llm, ranking, report, seqrec, serving, text
+from orchestration.jobs import STORE_LIMITS
 from orchestration.resources import (
     DatasetResource,
     FeastResource,
@@ -58,6 +59,9 @@ def launchpad_resources() -> dict:
 
 
 defs = Definitions(
+    # The UI's and the schedule's runs: each step in a process of its own, two at a time, one writer per embedded
+    # store (Dagster's default executor has no such limit).
+    executor=multiprocess_executor.configured({"max_concurrent": 2, "tag_concurrency_limits": STORE_LIMITS}),
     assets=all_assets,
     asset_checks=all_checks,
     jobs=[sensors.retrain_job, sensors.incremental_update],

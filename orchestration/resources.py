@@ -137,7 +137,7 @@ class TrainingResource(ConfigurableResource):
     # --user-share`): their training events and validation targets; every user's test targets are evaluated.
     user_share: float = 1.0
     # The ID models' loss: 0 a full softmax over the item vocabulary; N a sampled softmax over N shared negatives
-    # per batch, whose cost does not grow with the catalog (`fashionrec run --sampled-negatives`).
+    # per batch, whose cost grows with N, not the catalog (`fashionrec run --sampled-negatives`).
     sampled_negatives: int = 0
 
     def train_config(self):  # noqa: ANN201

@@ -205,19 +205,31 @@ class SequentialRecommender(nn.Module, ABC):
 
     def softmax_loss(self, h: Tensor, targets: Tensor, negatives: int = 0) -> Tensor:
         """Cross-entropy of `targets` (N,) from states `h` (N, d). `negatives` 0 (or at least the real items):
-        over every item. Otherwise a sampled softmax: `negatives` items drawn uniformly from the real items (not
-        padding or cold), shared by the batch, their logits raised by log(real items / negatives) (the log-Q
-        correction, so that they stand for the whole vocabulary in the partition function); a draw of a row's own
-        target is masked out of that row. Its cost grows with the negatives, not with the vocabulary."""
+        over every item. Otherwise a sampled softmax (`sampled_softmax_loss`) over `negatives` items drawn
+        uniformly from the real items (not padding or cold), shared by the batch. The loss's cost grows with the
+        negatives, not with the vocabulary (the optimizer's update of the dense item table still does)."""
         real = self.n_items - 2
         if negatives <= 0 or negatives >= real:
             return F.cross_entropy(self.logits(h), targets)
         neg = torch.randint(2, self.n_items, (negatives,), device=h.device)  # (S,)
+        return self.sampled_softmax_loss(h, targets, neg)
+
+    def sampled_softmax_loss(self, h: Tensor, targets: Tensor, neg: Tensor) -> Tensor:
+        """Cross-entropy of `targets` (N,) against the shared negatives `neg` (S,) and the cold row. The negatives'
+        logits are raised by log(real items / S), the log-Q correction of a uniform draw, so that they stand for
+        the whole vocabulary in the partition function; a negative equal to a row's target is masked out of that
+        row. The cold row, which scores every item without a row of its own, is always a negative (uncorrected),
+        as in the full softmax. Each distinct item's row is computed once, so that dropout on the table (CORE's)
+        gives an item the same row wherever it appears, as the full softmax's one pass over the table does."""
+        ids, inv = torch.unique(torch.cat([targets, neg, targets.new_tensor([COLD])]), return_inverse=True)
+        rows = self.item_rows(ids)  # (U, d)
         scale = self.logit_scale()
-        pos = (h * self.item_rows(targets)).sum(-1, keepdim=True) * scale  # (N, 1)
-        other = h @ self.item_rows(neg).T * scale + math.log(real / negatives)  # (N, S)
+        n, s = len(targets), len(neg)
+        pos = (h * rows[inv[:n]]).sum(-1, keepdim=True) * scale  # (N, 1)
+        other = h @ rows[inv[n:n + s]].T * scale + math.log((self.n_items - 2) / s)  # (N, S)
         other = other.masked_fill(neg[None, :] == targets[:, None], float("-inf"))  # (N, S)
-        return F.cross_entropy(torch.cat([pos, other], dim=1), targets.new_zeros(len(targets)))
+        cold = h @ rows[inv[n + s:]].T * scale  # (N, 1)
+        return F.cross_entropy(torch.cat([pos, cold, other], dim=1), targets.new_zeros(n))
 
     def loss(self, batch: SeqBatch, negatives: int = 0) -> Tensor:
         """Cross-entropy for the next item at every real position (from its query state): a full softmax, or a

@@ -32,7 +32,7 @@ class TrainConfig:
     device: str = "auto"  # "auto": cuda when available, else cpu
     progress: bool = True  # tqdm progress bar
     # 0: a full softmax over the item vocabulary; N: a sampled softmax over N shared uniform negatives per batch
-    # (SequentialRecommender.softmax_loss), whose cost does not grow with the catalog. BCE models ignore it.
+    # (SequentialRecommender.softmax_loss), whose cost grows with N, not the catalog. BCE models ignore it.
     sampled_negatives: int = 0
 
     def __post_init__(self) -> None:

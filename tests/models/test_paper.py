@@ -105,23 +105,29 @@ def test_the_llm_benchmarks_rows_become_table_3s_llm_path(tmp_path: Path) -> Non
     from evaluation.suite import llm_ablations
 
     bench = {"complete": False, "targets": 4, "seed": 0, "base_model": "smollm2-135m", "engine": "ctranslate2",
-             "rows": [_bench_row("ranker", 4, .30), _bench_row("ranker (the curve's 2)", 2, .5),
-                      _bench_row("ranker-llm (25% of the budget)", 2, .5), _bench_row("ranker-llm", 4, .33),
-                      _bench_row("llm-candidates", 4, .15), _bench_row("llm-generate-mixup", 2, .10),
-                      _bench_row("llm-generate-mixup (constrained)", 2, .12),
-                      _bench_row("mixup + variants (the generation rows' 2)", 2, .20)],
+             "rows": [_bench_row("last-search", 4, .12), _bench_row("mixup + variants", 4, .2),
+                      _bench_row("ranker", 4, .30), _bench_row("llm-candidates zero-shot", 4, .05),
+                      _bench_row("ranker (the curve's 2)", 2, .5),
+                      _bench_row("ranker-llm (25% of the budget)", 4, .5), _bench_row("ranker-llm", 4, .33),
+                      _bench_row("llm-candidates", 4, .15), _bench_row("llm-generate-mixup", 4, .10),
+                      _bench_row("llm-generate-mixup (constrained)", 4, .12),
+                      _bench_row("mixup + variants (the generation rows' 4)", 4, .20)],
              "curve": [{"share": .25, "steps": 13, "ranker_llm_ndcg@10": .5, "ranker_ndcg@10": .5, "targets": 2}]}
     path, gen = llm_ablations(tmp_path, bench)
     body = json.loads(path.read_text())
-    assert list(body["rows"]) == ["ranker", "ranker-llm", "llm-candidates"] and body["reference"] == "ranker"
+    # By name: a curve point or a generation row on as many targets as the benchmark's stays out.
+    assert list(body["rows"]) == ["ranker", "ranker-llm", "llm-candidates", "llm-candidates zero-shot",
+                                  "mixup + variants", "last-search"] and body["reference"] == "ranker"
     assert "stopped part way" in body["title"] and "25% of the budget (13 steps)" in body["note"]
     assert list(json.loads(gen.read_text())["rows"]) == ["llm-generate-mixup", "llm-generate-mixup (constrained)",
-                                                        "mixup + variants (the generation rows' 2)"]
+                                                        "mixup + variants (the generation rows' 4)"]
     text = write_report(tmp_path, []).read_text()
     ranker_llm = text.split("| ranker-llm |")[1].split("\n")[0]
     assert "| 0.3300 |" in ranker_llm and f"{.33 / .30:.3f}x" in ranker_llm  # N@10 against the ranker's
     constrained = text.split("| llm-generate-mixup (constrained) |")[1].split("\n")[0]
-    assert f"{.12 / .20:.3f}x" in constrained  # against mixup + variants on the same 2 targets
+    assert f"{.12 / .20:.3f}x" in constrained  # against mixup + variants on the same 4 targets
+    bench["rows"] = [r for r in bench["rows"] if not r["method"].startswith(("llm-generate", "mixup + variants ("))]
+    assert llm_ablations(tmp_path, bench) == [path] and not gen.exists()  # no generation rows: none left over
 
 
 @pytest.mark.slow

@@ -219,15 +219,16 @@ def test_loss_decreases_on_cyclic_pattern(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["core-trm", "sasrec-ce", "bert4rec"])
 def test_sampled_softmax_by_hand_and_full_at_the_whole_vocabulary(name: str) -> None:
-    """The sampled loss is the cross-entropy of the target against the drawn negatives, each raised by
-    log(real items / negatives), with a draw of the row's own target masked; with every real item it is the full
-    softmax."""
+    """The sampled loss is the cross-entropy of the target against the cold row and the drawn negatives, each
+    negative raised by log(real items / negatives), a draw of the row's own target masked; with every real item as
+    the negatives (no correction: log 1) it is the full softmax."""
     model = tiny(name, dropout=False).eval()
     h = torch.randn(7, DIM, generator=torch.Generator().manual_seed(0))  # (N, d)
     targets = torch.tensor([2, 3, 5, 8, 2, 9, 4])  # (N,)
     real, s = N_ITEMS - 2, 4
-    torch.testing.assert_close(model.softmax_loss(h, targets, real), F.cross_entropy(model.logits(h), targets))
-    torch.testing.assert_close(model.softmax_loss(h, targets, 0), F.cross_entropy(model.logits(h), targets))
+    full_ce = F.cross_entropy(model.logits(h), targets)
+    torch.testing.assert_close(model.sampled_softmax_loss(h, targets, torch.arange(2, N_ITEMS)), full_ce)
+    torch.testing.assert_close(model.softmax_loss(h, targets, 0), full_ce)
     torch.manual_seed(5)
     got = model.softmax_loss(h, targets, s)
     torch.manual_seed(5)
@@ -237,8 +238,20 @@ def test_sampled_softmax_by_hand_and_full_at_the_whole_vocabulary(name: str) -> 
     expected = []
     for i, t in enumerate(targets.tolist()):
         others = [full[i, j] + math.log(real / s) for j in neg.tolist() if j != t]
-        expected.append(-full[i, t] + torch.logsumexp(torch.stack([full[i, t], *others]), 0))
+        expected.append(-full[i, t] + torch.logsumexp(torch.stack([full[i, t], full[i, 1], *others]), 0))
     torch.testing.assert_close(got, torch.stack(expected).mean())
+
+
+def test_sampled_softmax_reads_each_items_row_once() -> None:
+    """CORE drops out its item table in training: each distinct item's row is drawn once per batch (as the full
+    softmax's one pass over the table), so an item that is a target and a negative has one row."""
+    model = tiny("core-trm").train()
+    calls = []
+    rows = model.item_rows
+    model.item_rows = lambda items: calls.append(items.clone()) or rows(items)  # type: ignore[method-assign]
+    targets = torch.tensor([2, 3, 3, 5])
+    model.sampled_softmax_loss(torch.randn(4, DIM), targets, torch.tensor([3, 7, 7, 9]))
+    assert len(calls) == 1 and calls[0].tolist() == [1, 2, 3, 5, 7, 9]  # cold, the targets and negatives, once
 
 
 def test_sampled_softmax_trains_core_to_the_full_softmaxs_ranking() -> None:

@@ -191,6 +191,18 @@ def test_rematerialize_is_idempotent(first_run, data_dir: Path) -> None:
         assert pq.read_table(workdir / "canonical" / f"{n}.parquet").equals(table), n
 
 
+def test_every_writer_of_an_embedded_store_is_tagged() -> None:
+    """The multiprocess executors let one step per store tag write at a time: every asset that takes the Qdrant
+    resource writes its collections, and `feast_online_store` writes the online store."""
+    from orchestration.jobs import STORE_TAG
+
+    writers = {a.key.to_user_string(): a.op.tags.get(STORE_TAG) for a in all_assets
+               if "qdrant" in a.required_resource_keys or a.key.to_user_string() == "feast_online_store"}
+    assert writers == {"id_embeddings": "qdrant", "item_title_embeddings": "qdrant", "query_memory": "qdrant",
+                       "serving_bundle": "qdrant", "feast_online_store": "feast"}
+    assert defs.resolve_job_def("retrain_all").executor_def.name == "multiprocess"  # the UI's runs: the same limits
+
+
 @pytest.mark.slow
 def test_the_multiprocess_executor_gives_the_in_process_rankings(first_run, data_dir: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,13 +215,17 @@ def test_the_multiprocess_executor_gives_the_in_process_rankings(first_run, data
     for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA"):
         monkeypatch.delenv(var, raising=False)
     work = tmp_path / "work"
+    monkeypatch.setenv("FASHIONREC_WORKDIR", str(tmp_path / "elsewhere"))  # the run's own settings win
     result = CliRunner().invoke(app, ["run", "--data", str(data_dir), "--workdir", str(work), "--protocol", "loo",
-                                      "--no-retrieval", "--no-llm", "--models", "core-trm",
-                                      "--executor", "multiprocess"])
+                                      "--no-retrieval", "--no-llm", "--models", "core-trm", "--epochs", "2",
+                                      "--seed", "3", "--sampled-negatives", "4", "--executor", "multiprocess"])
     assert result.exit_code == 0, result.output
     assert "executor: multiprocess (up to 2 steps at once" in result.output
     assert "(multiprocess executor)" in result.output and "asset check failed" not in result.output
-    assert "FASHIONREC_DATA" not in os.environ  # the run's settings reached its steps, not this process
+    assert not (tmp_path / "elsewhere").exists()
+    # The run-level knobs reached the step that trained CORE-trm, in its own process.
+    trained = json.loads((work / "eval" / "core-trm" / "metrics.json").read_text())["train_config"]
+    assert (trained["seed"], trained["sampled_negatives"]) == (3, 4) and trained["epochs"] <= 2
     _, _, before = first_run
     after = _outputs(work)
     for m in METHODS:
