@@ -42,6 +42,7 @@ from models.text.memory import AsOfMemory
 from models.text.tokenizer import normalize_text
 from models.variants import ItemAttributes, VariantRanker
 from serving.config import COLLECTIONS, Collections
+from serving.scan import ScanTable
 from serving.vectorstore import Hit, VectorStore, point_ids
 
 TIE_SLACK = 5  # extra memory hits fetched so that ties at the q-th place break by query text
@@ -117,8 +118,8 @@ class OnlineRetriever:
         self.title_table = title_vectors
         # With both tables and `scan`, the ID and title searches scan them per category (exact, no engine trip).
         self.scan = scan and title_vectors is not None and id_vectors is not None
-        self._title_partitions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._id_partitions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._title_partitions: dict[str, ScanTable] = {}
+        self._id_partitions: dict[str, ScanTable] = {}
         by_category = {str(c): rows.to_numpy() for c, rows in
                        pd.Series(np.arange(len(self.items))).groupby(self.category, sort=False)}  # rows ascending
         if self.scan:
@@ -127,8 +128,8 @@ class OnlineRetriever:
                 raise ValueError(f"id_vectors has {len(id_vectors)} rows for a catalog of {len(self.items)}")
             known = ~np.isnan(id_vectors).any(axis=1)
             for c, r in by_category.items():
-                self._title_partitions[c] = (r, np.ascontiguousarray(title_vectors[r]))
-                self._id_partitions[c] = (r[known[r]], np.ascontiguousarray(id_vectors[r[known[r]]], np.float32))
+                self._title_partitions[c] = ScanTable.build(r, title_vectors[r])
+                self._id_partitions[c] = ScanTable.build(r[known[r]], id_vectors[r[known[r]]])
         self.created_ns = release_ns(self.items)  # (n,)
         self.attrs = ItemAttributes.from_items(self.items) if ranker is not None else None
         cats = self.items["category"].fillna("\0missing").astype(str)
@@ -158,21 +159,16 @@ class OnlineRetriever:
         key.setflags(write=False)
         return key
 
-    def _scan(self, partitions: dict[str, tuple[np.ndarray, np.ndarray]], vector: np.ndarray, k: int,
-              category: str, exclude: set[str]) -> list[Hit]:
-        """A search as an exact scan of one of the bundle's tables (the vectors its collection holds): one BLAS
-        product over the category's rows, top-k not in `exclude` by score then item id (as `_search`).
-        vector: (d,) unit."""
-        rows, matrix = partitions.get(category, (np.zeros(0, np.int64), np.zeros((0, len(vector)), np.float32)))
-        if not len(rows):
-            return []
-        scores = matrix @ np.asarray(vector, np.float32)  # (n_c,)
-        m = min(len(rows), k + len(exclude) + TIE_SLACK)
-        floor = np.partition(scores, len(scores) - m)[len(scores) - m]  # the m-th best score
-        top = np.flatnonzero(scores >= floor)  # ties with it included: their order is by item id below
-        top = top[np.lexsort((top, -scores[top]))]  # rows are in item id order
-        ids = self.item_ids[rows[top]]
-        return [Hit(id=str(i), score=float(sc), payload={}) for i, sc in zip(ids, scores[top], strict=True)
+    def _scan(self, partitions: dict[str, ScanTable], vector: np.ndarray, k: int, category: str,
+              exclude: set[str]) -> list[Hit]:
+        """A search as an exact scan of one of the bundle's tables (the vectors its collection holds, `ScanTable`:
+        a half-precision pre-scan and an exact re-score on large categories), top-k not in `exclude` by score then
+        item id (as `_search`). vector: (d,) unit."""
+        table = partitions.get(category) or ScanTable.empty(len(vector))
+        top, scores = table.top(vector, k + len(exclude) + TIE_SLACK)  # ties with the m-th best included
+        order = np.lexsort((top, -scores))  # rows are in item id order: ties by item id
+        ids = self.item_ids[table.rows[top[order]]]
+        return [Hit(id=str(i), score=float(sc), payload={}) for i, sc in zip(ids, scores[order], strict=True)
                 if i not in exclude][:k]
 
     def _scan_memory(self, key: np.ndarray, k: int) -> list[Hit]:
