@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,12 @@ app = typer.Typer(help="fashionrec: sequential fashion recommendation on Feast, 
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Dataset folder (default: the bundled sample)")]
 WorkOpt = Annotated[Path, typer.Option("--workdir", help="Everything the run writes goes here")]
 FormatOpt = Annotated[str, typer.Option("--format", help="canonical | hm | amazon2018")]
+
+
+def _one_of(value: str, choices: Sequence[str], what: str, hint: str) -> None:
+    """A clear error for an option outside its choices."""
+    if value not in choices:
+        raise typer.BadParameter(f"unknown {what} {value!r}; choose from {', '.join(choices)}", param_hint=hint)
 
 
 @app.command()
@@ -80,11 +87,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     from orchestration.definitions import all_assets, all_checks, build_resources
     from orchestration.instance import workdir_instance
 
-    if format not in FORMATS:
-        raise typer.BadParameter(f"unknown format {format!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
-    if protocol not in PROTOCOLS:
-        raise typer.BadParameter(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}",
-                                 param_hint="--protocol")
+    _one_of(format, FORMATS, "format", "--format")
+    _one_of(protocol, PROTOCOLS, "protocol", "--protocol")
     if refit_every_days < 0:
         raise typer.BadParameter(f"must be >= 0, got {refit_every_days}", param_hint="--refit-every-days")
     if data is not None and not data.exists():
@@ -95,9 +99,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         raise typer.BadParameter(f"must be >= 0, got {sampled_negatives}", param_hint="--sampled-negatives")
     from orchestration.jobs import EXECUTORS, execute_multiprocess, step_threads
 
-    if executor not in EXECUTORS:
-        raise typer.BadParameter(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}",
-                                 param_hint="--executor")
+    _one_of(executor, EXECUTORS, "executor", "--executor")
     if max_concurrent < 1:
         raise typer.BadParameter(f"must be >= 1, got {max_concurrent}", param_hint="--max-concurrent")
     if max_concurrent != 2 and executor != "multiprocess":
