@@ -81,7 +81,7 @@ def run_one(data: Path, workdir: Path, executor: str = "in_process") -> tuple[pd
     def sample() -> None:
         while not done.is_set():
             now = time.time()
-            samples.extend((now, p, _rss_mb(p)) for p in _tree(proc.pid))
+            samples.extend((now, p, mb) for p in _tree(proc.pid) if (mb := _rss_mb(p)) > 0)  # 0: it just ended
             time.sleep(0.2)
 
     th = threading.Thread(target=sample, daemon=True)
