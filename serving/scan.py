@@ -57,15 +57,13 @@ class ScanTable:
         m = min(m, n)
         if n == 0 or m == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        if self.half is None or 8 * m > n:
-            scores = self.matrix @ v  # (n,)
-            floor = np.partition(scores, n - m)[n - m]
-            top = np.flatnonzero(scores >= floor)
-            return top, scores[top]
-        approx = torch.mv(self.half, torch.from_numpy(v).to(torch.float16)).float().numpy()  # (n,)
-        eps = HALF_EPS * float(np.linalg.norm(v)) * self.max_norm
-        kept = np.flatnonzero(approx >= np.partition(approx, n - m)[n - m] - 2 * eps)  # (c,) ascending
-        exact = self.matrix[kept] @ v  # (c,)
+        if self.half is None or 8 * m > n:  # every row, in float32
+            kept, exact = np.arange(n), self.matrix @ v  # (n,)
+        else:  # the rows the pre-scan cannot rule out, re-scored in float32
+            approx = torch.mv(self.half, torch.from_numpy(v).to(torch.float16)).float().numpy()  # (n,)
+            eps = HALF_EPS * float(np.linalg.norm(v)) * self.max_norm
+            kept = np.flatnonzero(approx >= np.partition(approx, n - m)[n - m] - 2 * eps)  # (c,) ascending
+            exact = self.matrix[kept] @ v  # (c,)
         floor = np.partition(exact, len(kept) - m)[len(kept) - m]
         keep = exact >= floor
         return kept[keep], exact[keep]
