@@ -23,6 +23,7 @@ answers equal the in-process ones. `--json` writes the rows.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -36,6 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -148,18 +150,27 @@ def _raw_parts(root: Path, users: list[str], rows: list[dict]) -> tuple[dict[str
 
 
 class _Clients:
-    """One kept-alive HTTP connection per thread."""
+    """One kept-alive HTTP connection per thread, from the standard library's `http.client`: 0.4 ms of client CPU a
+    request here against httpx's 1.0 ms, which matters when the load generator shares the service's two cores. A
+    connection that fails is opened again on the next request."""
 
     def __init__(self, base: str, timeout: float) -> None:
-        self.base, self.timeout, self.local = base, timeout, threading.local()
-        self.all: list[httpx.Client] = []
+        url = urlsplit(base)
+        self.host, self.port, self.timeout, self.local = url.hostname, url.port, timeout, threading.local()
+        self.all: list[http.client.HTTPConnection] = []
 
-    def get(self) -> httpx.Client:
-        c = getattr(self.local, "client", None)
+    def get(self) -> http.client.HTTPConnection:
+        c = getattr(self.local, "conn", None)
         if c is None:
-            c = self.local.client = httpx.Client(base_url=self.base, timeout=self.timeout)
+            c = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             self.all.append(c)
         return c
+
+    def drop(self) -> None:
+        c = getattr(self.local, "conn", None)
+        if c is not None:
+            c.close()
+            self.local.conn = None
 
     def close(self) -> None:
         for c in self.all:
@@ -167,11 +178,16 @@ class _Clients:
 
 
 def _post(clients: _Clients, body: dict) -> tuple[float, dict]:
+    data = json.dumps(body).encode()
     t = time.perf_counter()
     try:
-        r = clients.get().post("/v1/recommendations", json=body)
-        out = r.json() if r.status_code == 200 else {"status": r.status_code, "detail": r.text[:200]}
-    except httpx.HTTPError as e:
+        conn = clients.get()
+        conn.request("POST", "/v1/recommendations", data, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        text = r.read()
+        out = json.loads(text) if r.status == 200 else {"status": r.status, "detail": text[:200].decode(errors="replace")}
+    except (OSError, http.client.HTTPException) as e:
+        clients.drop()
         out = {"status": "transport", "detail": str(e)[:200]}
     return (time.perf_counter() - t) * 1e3, out
 

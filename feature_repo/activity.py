@@ -176,6 +176,10 @@ class ActivityTable:
         out = np.zeros((len(code), len(COUNTS)), np.float32)
         if len(code) == 0 or len(self.comp) == 0:
             return out
+        if np.ndim(t_ns) == 0 and len(code) > 1:  # one time for all: each distinct key once, in ascending order
+            uniq, inv = np.unique(code, return_inverse=True)
+            if len(uniq) < len(code):
+                return self.lookup_codes(uniq, t_ns)[inv.reshape(-1)]
         ms = np.broadcast_to(np.asarray(t_ns, np.int64) // 1_000_000, code.shape)
         q = (np.maximum(code, 0).astype(np.int64) << _SHIFT) | np.maximum(ms, 0)
         i = np.searchsorted(self.comp, q, side="right") - 1  # latest row at or before (key, t)

@@ -262,10 +262,16 @@ class Bundle:
     items: pd.DataFrame = field(init=False)
     categories: set[str] = field(init=False)
     created_ns: pd.Series = field(init=False)
+    # What an answer shows of an item, by the retriever's rows: field -> (n,) object array, None where missing
+    item_fields: dict[str, np.ndarray] = field(init=False)
 
     def __post_init__(self) -> None:
         items = self.retriever.items
         self.items = items.set_index("item_id", drop=False)
+        self.item_fields = {k: (items[k].astype(object).where(items[k].notna(), None).to_numpy(object)
+                                if k in items else np.full(len(items), None, object))
+                            for k in ("title", "brand", "color", "size")}
+        self.item_fields["category"] = items["category"].to_numpy(object)
         self.categories = set(self.items["category"].astype(str))
         self.created_ns = pd.Series(self.retriever.created_ns, index=items["item_id"].to_numpy())
 

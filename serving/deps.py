@@ -10,12 +10,12 @@ from serving.config import Settings
 from serving.service import RecommendationService
 
 
-def get_service(request: Request) -> RecommendationService:
+async def get_service(request: Request) -> RecommendationService:
     """The service the lifespan hook loaded."""
     return request.app.state.service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     return request.app.state.settings
 

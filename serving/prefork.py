@@ -17,7 +17,9 @@ side on the same cores (30 s to ready for two on medium-s0, against 19 s for one
 
 from __future__ import annotations
 
+import gc
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -58,6 +60,9 @@ def _worker(service: RecommendationService, sock: socket.socket, index: int) -> 
 
         service.attach()
         service.warm_up(service.bundle)  # cheap after the parent's; it touches the pages a first request would copy
+        service.bundle.retriever.touch()  # and the per-item objects the warm-up's few requests did not reach
+        if service.worker_flags is not None:
+            service.worker_flags[index] = 1  # /readyz says ready once every worker has come this far
         logger.info("worker %d (pid %d) serving", index, os.getpid())
         config = uvicorn.Config(create_app(service.settings, service=service), log_level="warning")
         uvicorn.Server(config).run(sockets=[sock])
@@ -81,6 +86,14 @@ def serve(settings: Settings) -> int:
         logger.warning("forking with threads running (%s): they are not in the workers", ", ".join(others))
     logger.info("loaded bundle %s once in %.1f s; forking %d workers", service.bundle.version,
                 time.perf_counter() - t0, settings.workers)
+    # The loaded bundle is millions of Python objects (the catalog's strings, the id maps). A worker's cyclic
+    # garbage collector would walk them all: a pause of tens of milliseconds on some request, and a write to every
+    # page it walks, which copies the page the worker shared with this process. Frozen, the collector leaves them.
+    gc.collect()
+    gc.freeze()
+    # One flag per worker in shared memory, set once that worker has warmed up (and left set through a restart):
+    # /readyz waits for all of them, so that the first requests do not share the cores with a worker's warm-up.
+    service.worker_flags = multiprocessing.RawArray("b", settings.workers)
     workers: dict[int, int] = {}  # pid -> worker index
     stopping = False
 

@@ -111,6 +111,8 @@ class OnlineRetriever:
         self.items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
         self.index = pd.Index(self.items["item_id"])
         self.item_ids = self.items["item_id"].to_numpy()  # (n,) row -> item id
+        # item id -> row: a request looks up a few hundred ids, for which a dict is 10x pandas' `get_indexer`
+        self.row_of: dict[str, int] = {str(i): r for r, i in enumerate(self.item_ids.tolist())}
         self.category = self.items["category"].to_numpy()
         self.titles = self.items["title"].fillna("").astype(str).to_numpy()
         if title_vectors is not None and len(title_vectors) != len(self.items):
@@ -153,6 +155,22 @@ class OnlineRetriever:
         # the encoder is the bundle's). The same single-text forward, so the same floats as encoding it again.
         self.query_key = lru_cache(maxsize=QUERY_CACHE)(self._query_key)
 
+    def touch(self) -> int:
+        """Reference each per-item Python object a request can reach (the item ids, their rows, the memory's
+        payloads) once; the number touched. In a worker forked from the process that loaded the bundle, a request
+        that takes a reference writes the object's count, and the first write to a page copies it: spread over the
+        first requests, that is hundreds of page copies each (on medium-s0, 656 a request for the first five, 25
+        after 200). Touched here, before the worker says ready, they are copied at once (about 20 MB)."""
+        n = 0
+        for key, row in self.row_of.items():
+            n += key is not None and row is not None
+        for i in self.item_ids.tolist():
+            n += i is not None
+        if self._memory_table is not None:
+            for payload in self._memory_table[1]:
+                n += len(payload) >= 0
+        return n
+
     def _query_key(self, text: str) -> np.ndarray:
         """The unit encoding of one normalised query, read-only. (1, d)"""
         key = l2_normalize(self.encoder.encode([text]))
@@ -172,21 +190,23 @@ class OnlineRetriever:
                 if i not in exclude][:k]
 
     def _scan_memory(self, key: np.ndarray, k: int) -> list[Hit]:
-        """The memory collection's top-k stored queries for a unit key, by a scan of its vectors (read once)."""
+        """The memory collection's top-k stored queries for a unit key (ties at the k-th included, then cut by
+        score and position), by a scan of its vectors (read once; a half-precision pre-scan when large)."""
         if self._memory_table is None:
             with self._memory_lock:
                 if self._memory_table is None:
                     if self.collections.memory not in self.store.collections():
                         raise KeyError(f"no collection {self.collections.memory!r}")
                     _, keys, payloads = self.store.export(self.collections.memory)
-                    self._memory_table = (np.ascontiguousarray(l2_normalize(keys) if len(keys) else keys), payloads)
-        matrix, payloads = self._memory_table
+                    matrix = l2_normalize(keys) if len(keys) else np.zeros((0, self.encoder.dim), np.float32)
+                    self._memory_table = (ScanTable.build(np.arange(len(payloads)), matrix), payloads)
+        table, payloads = self._memory_table
         if not len(payloads):
             return []
-        scores = matrix @ np.asarray(key, np.float32)
-        top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [Hit(id=payloads[i]["query"], score=float(scores[i]), payload=payloads[i]) for i in top.tolist()]
+        pos, scores = table.top(np.asarray(key, np.float32), k)  # (c,) every row at least the k-th best score
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [Hit(id=payloads[p]["query"], score=float(sc), payload=payloads[p])
+                for p, sc in zip(pos[order].tolist(), scores[order].tolist(), strict=True)]
 
     def _unreleased(self, category: str, at_ns: int) -> set[str]:
         """The category's items released after `at_ns`."""
@@ -204,8 +224,9 @@ class OnlineRetriever:
             limit *= 2
 
     def _rows(self, item_ids: Sequence[str]) -> np.ndarray:
-        rows = self.index.get_indexer(np.asarray(list(item_ids), dtype=object)) if len(item_ids) else np.zeros(0, int)
-        return rows[rows >= 0].astype(np.int64)
+        """The rows of the ids this retriever knows, in order (unknown ids dropped). (m,) int64"""
+        row_of = self.row_of
+        return np.fromiter((r for r in map(row_of.get, item_ids) if r is not None), np.int64)
 
     def recommend(self, ctx: UserContext, id_vector: np.ndarray | None = None,
                   title_vector: np.ndarray | None = None) -> Recommendation:
@@ -217,13 +238,13 @@ class OnlineRetriever:
         cfg, tcfg = self.cfg, self.title_cfg
         clock = _Clock()
         at = ctx.at if ctx.at is not None else pd.Timestamp.now(tz="UTC")
-        at_ns = int(to_ns([at])[0])
+        at_ns = at.value if isinstance(at, pd.Timestamp) else int(to_ns([at])[0])  # UTC ns (naive is UTC)
         stage = self.ranking
         seen = set(ctx.history) if cfg.exclude_seen and stage is None else set()  # the stage keeps seen items
         list_k = max(stage.cfg.id_k, stage.cfg.title_k) if stage is not None else cfg.k
         unreleased = self._unreleased(ctx.category, at_ns)
         excluded = seen | unreleased
-        history = [i for i in ctx.history if i in self.index]
+        history = [i for i in ctx.history if i in self.row_of]
 
         id_list: list[str] = []
         id_query = None
@@ -290,7 +311,7 @@ class OnlineRetriever:
         """The learned ranking stage over the request's sources (as `evaluation.ranking.RankerScorer` evaluates it)."""
         known = [(i, b, m) for i, b, m in zip(ctx.history, ctx.history_buy or [False] * len(ctx.history),
                                                ctx.history_ms or [at_ns // 1_000_000] * len(ctx.history), strict=True)
-                 if i in self.index]
+                 if i in self.row_of]
         searches = sorted(ctx.searches, key=lambda s: s[1])  # oldest first, as the Feast sequence
         results, ms = stage.searches.recent(["search"] * len(searches), [s for s, _ in searches],
                                             [m for _, m in searches], stage.cfg.searches)

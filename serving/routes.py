@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from serving.deps import ServiceDep, SettingsDep
@@ -35,9 +36,17 @@ def _json(model: RecommendationResponse | BatchResponse) -> Response:
 
 @router.post("/v1/recommendations", response_model=RecommendationResponse, responses=ERRORS,
              summary="Recommend the next purchase for one shopper")
-def recommend(body: RecommendationRequest, request: Request, service: ServiceDep) -> Response:
+async def recommend(body: RecommendationRequest, request: Request, service: ServiceDep) -> Response:
+    """A `retrieval` request (about 15 ms of CPU) runs on the event loop: one at a time per worker, first come first
+    served. In a thread pool, concurrent requests would share the worker's core and its GIL and all finish late
+    (on medium-s0 with 8 clients, 54 ms of server time a request against 15 ms alone); queued, each waits for
+    those ahead and then takes its 15 ms. An LLM mode (seconds) goes to the thread pool, so that the loop goes on
+    accepting and answering meanwhile."""
     request.state.mode = body.mode
-    out = service.recommend(body, request.state.request_id)
+    if body.mode == "retrieval":
+        out = service.recommend(body, request.state.request_id)
+    else:
+        out = await run_in_threadpool(service.recommend, body, request.state.request_id)
     request.state.served = out.mode
     return _json(out)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ class RecommendationService:
         self._stamp = self.registry.pointer_stamp(SERVING)
         self._checked = time.monotonic()
         self.swaps = 0
+        # Under `serve --workers N` (`serving.prefork`): one shared flag per worker, set once it has warmed up
+        self.worker_flags: Sequence[int] | None = None
 
     # -- loading and swapping ---------------------------------------------------------------------------
 
@@ -243,7 +246,11 @@ class RecommendationService:
         checks["bundle"] = b.version
         checks["ranker_engine"] = b.ranker_engine  # not part of `ready`: LightGBM serves the same scores meanwhile
         checks["llm"] = b.llm_status()  # not part of `ready`: retrieval is served while the LLM loads
-        checks["ready"] = all(checks[k] == "ok" for k in ("vector_store", "online_store", "models", "warm_up"))
+        if self.worker_flags is not None:  # under `serve --workers N`: every worker warmed up once
+            warmed = sum(self.worker_flags)
+            checks["workers"] = "ok" if warmed == len(self.worker_flags) else f"{warmed}/{len(self.worker_flags)} warmed up"
+        checks["ready"] = all(checks.get(k, "ok") == "ok"
+                              for k in ("vector_store", "online_store", "models", "warm_up", "workers"))
         return checks
 
     # -- reads ------------------------------------------------------------------------------------------
@@ -383,14 +390,14 @@ def _open_repo(settings: Settings) -> FeatureRepo:
 
 
 def _item(b: Bundle, item_id: str, score: float | None = None, source: str | None = None) -> Item:
-    row = b.items.loc[item_id]
+    row, f = b.retriever.row_of[item_id], b.item_fields
 
     def text(key: str) -> str | None:
-        v = row.get(key)
+        v = f[key][row]
         return None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
 
     return Item(item_id=item_id, title=text("title") or "", brand=text("brand"), color=text("color"),
-                size=text("size"), category=str(row["category"]), score=score, source=source)
+                size=text("size"), category=str(f["category"][row]), score=score, source=source)
 
 
 def _ms(t0: float) -> float:

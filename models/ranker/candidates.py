@@ -67,11 +67,26 @@ class Candidates:
     ranks: dict[str, np.ndarray]  # source -> (n,) 0-based rank in that source, -1 if absent
 
 
-def _rank_map(rows: np.ndarray) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for r, row in enumerate(np.asarray(rows, np.int64).tolist()):
-        out.setdefault(row, r)
+def _first_rank(rows: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Per row of `rows` (sorted, unique, holding every row of `src`), its first position in `src`; -1 if absent.
+    (n,) int64"""
+    out = np.full(len(rows), -1, np.int64)
+    if len(src):
+        u, first = np.unique(np.asarray(src, np.int64), return_index=True)
+        out[np.searchsorted(rows, u)] = first
     return out
+
+
+def _best_rank(rows: np.ndarray, lists: Sequence[np.ndarray]) -> np.ndarray:
+    """Per row of `rows` (sorted, unique, holding every row of `lists`), its best (smallest) position over the
+    lists; -1 if in none. (n,) int64"""
+    lists = [np.asarray(x, np.int64) for x in lists if len(x)]
+    if not lists:
+        return np.full(len(rows), -1, np.int64)
+    big = np.iinfo(np.int64).max
+    best = np.full(len(rows), big, np.int64)
+    np.minimum.at(best, np.searchsorted(rows, np.concatenate(lists)), np.concatenate([np.arange(len(x)) for x in lists]))
+    return np.where(best == big, -1, best)
 
 
 def generate(inp: TargetInputs, attrs: ItemAttributes, cfg: CandidateConfig = CandidateConfig()) -> Candidates:
@@ -87,12 +102,6 @@ def generate(inp: TargetInputs, attrs: ItemAttributes, cfg: CandidateConfig = Ca
         "popularity": eligible(np.asarray(inp.popular_rows, np.int64)[: cfg.popular]),
     }
     searches = [eligible(np.asarray(s, np.int64)) for s in inp.searches[: cfg.searches]]
-    # Best position over the recent searches (0-based), the latest search first on ties.
-    search_rank: dict[int, int] = {}
-    for s in searches:
-        for p, row in enumerate(s.tolist()):
-            if row not in search_rank or p < search_rank[row]:
-                search_rank[row] = p
     seeds = [lists["id"][: cfg.variant_id_k], lists["title"][: cfg.variant_title_k], lists["memory"],
              lists["history"], *[s[: cfg.variant_search_k] for s in searches]]
     listed = np.unique(np.concatenate([*lists.values(), *searches, np.zeros(0, np.int64)]))
@@ -109,11 +118,8 @@ def generate(inp: TargetInputs, attrs: ItemAttributes, cfg: CandidateConfig = Ca
                   | np.isin(v, listed)]
         variants.append(v)
     rows = np.unique(np.concatenate([listed, *variants]).astype(np.int64))  # (n,)
-    ranks = {}
-    for name, src in lists.items():
-        m = _rank_map(src)
-        ranks[name] = np.array([m.get(r, -1) for r in rows.tolist()], np.int64)
-    ranks["search"] = np.array([search_rank.get(r, -1) for r in rows.tolist()], np.int64)
+    ranks = {name: _first_rank(rows, src) for name, src in lists.items()}
+    ranks["search"] = _best_rank(rows, searches)
     in_variants = np.isin(rows, np.concatenate(variants)) if variants else np.zeros(len(rows), bool)
     ranks["variant"] = np.where(in_variants, 0, -1).astype(np.int64)
     return Candidates(rows=rows, ranks=ranks)

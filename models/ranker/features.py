@@ -310,14 +310,26 @@ def _log_rank(rank: np.ndarray) -> np.ndarray:
     return np.where(rank >= 0, np.log1p(np.maximum(rank, 0)), np.nan).astype(np.float32)
 
 
-def _family_best(family: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """Per candidate, the best (smallest >= 0) rank over the candidates of its family; -1 if none."""
+def _family_best(inv: np.ndarray, n_families: int, rank: np.ndarray) -> np.ndarray:
+    """Per candidate, the best (smallest >= 0) rank over the candidates of its family; -1 if none. `inv`: each
+    candidate's family as an index into its `n_families` distinct families (`np.unique`'s inverse)."""
     big = np.iinfo(np.int64).max
     r = np.where(rank >= 0, rank, big)
-    uniq, inv = np.unique(family, return_inverse=True)
-    best = np.full(len(uniq), big, np.int64)
+    best = np.full(n_families, big, np.int64)
     np.minimum.at(best, inv, r)
     return np.where(best[inv] == big, -1, best[inv])
+
+
+def _position_in(listed: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each of `rows`'s position in `listed` (distinct values), -1 if absent: `pd.Index(listed).get_indexer(rows)`
+    by a sort and a binary search, several times faster on the few hundred values of one target. (n,) int64"""
+    listed, rows = np.asarray(listed, np.int64), np.asarray(rows, np.int64)
+    if not len(listed):
+        return np.full(len(rows), -1, np.int64)
+    order = np.argsort(listed, kind="stable")
+    srt = listed[order]
+    at = np.minimum(np.searchsorted(srt, rows), len(srt) - 1)
+    return np.where(srt[at] == rows, order[at], -1)
 
 
 def _hours(now_ns: int, then_ms: np.ndarray) -> np.ndarray:
@@ -340,7 +352,7 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
     shown_age = np.full(n, np.nan, np.float32)
     hits = np.zeros(n, np.float32)
     for j, (s, ms) in enumerate(zip(inp.searches, inp.search_ms, strict=True)):
-        pos = pd.Index(pd.unique(np.asarray(s, np.int64))).get_indexer(rows)  # (n,)
+        pos = _position_in(pd.unique(np.asarray(s, np.int64)), rows)  # (n,) position among the distinct results
         hits += pos >= 0
         hit = (pos >= 0) & np.isnan(shown_age)
         shown_age[hit] = _hours(inp.t_ns, np.full(hit.sum(), ms))
@@ -353,14 +365,17 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
     # Model scores.
     f["id_cos"] = (np.round(ctx.id_vectors(rows) @ inp.id_query, 5).astype(np.float32) if inp.id_query is not None
                    and n else np.full(n, np.nan, np.float32))
-    f["title_cos"] = (np.round(ctx.title_vectors(rows) @ inp.title_query, 5).astype(np.float32)
+    titles = ctx.title_vectors(rows) if n else None  # (n, d), read once (the history affinity below reads it too)
+    f["title_cos"] = (np.round(titles @ inp.title_query, 5).astype(np.float32)
                       if inp.title_query is not None and n else np.full(n, np.nan, np.float32))
 
     f["title_cos_gap"] = (np.nanmax(f["title_cos"]) - f["title_cos"] if n and np.isfinite(f["title_cos"]).any()
                           else np.full(n, np.nan, np.float32))
     fam = a.family[rows]
+    ufam, inv = np.unique(fam, return_inverse=True)
+    inv = inv.reshape(-1)
     for s in ("id", "title", "memory", "search"):
-        f[f"fam_{s}_rank"] = _log_rank(_family_best(fam, cand.ranks[s]))
+        f[f"fam_{s}_rank"] = _log_rank(_family_best(inv, len(ufam), cand.ranks[s]))
 
     # Query-title match.
     if inp.query is not None and match_tokens(inp.query):
@@ -371,11 +386,14 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
 
     # The variant features, against the memory-first title list (as the VariantRanker reads it).
     list_rows = pd.unique(np.concatenate([np.asarray(inp.memory_rows, np.int64), np.asarray(inp.title_rows, np.int64)]))
-    list_fams = pd.Index(pd.unique(a.family[list_rows]))
-    fam_rank = list_fams.get_indexer(fam)  # (n,) -1 if the family is not listed
-    pos = pd.Index(list_rows).get_indexer(rows)
-    ufam, inv = np.unique(fam, return_inverse=True)
-    n_var = np.array([(a.created_ns[a.variants(x)] <= inp.t_ns).sum() for x in ufam.tolist()], np.float32)[inv]
+    fam_rank = _position_in(pd.unique(a.family[list_rows]), fam)  # (n,) -1 if the family is not listed
+    pos = _position_in(list_rows, rows)
+    # Each family's variants released by the target's time: all the families' rows at once (CSR ranges)
+    start, lens = a.family_ptr[ufam], a.family_ptr[ufam + 1] - a.family_ptr[ufam]
+    at = np.repeat(start - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
+    released = a.created_ns[a.family_rows[at]] <= inp.t_ns
+    n_var = np.bincount(np.repeat(np.arange(len(ufam)), lens), weights=released, minlength=len(ufam)
+                        ).astype(np.float32)[inv]
     hist = np.asarray(inp.hist_rows, np.int64)
     hx = history_features(rows, hist, a, ctx.variant_cfg)  # (n, 9)
     f["v_family_rank"] = np.where(fam_rank >= 0, np.log1p(np.maximum(fam_rank, 0)), np.nan).astype(np.float32)
@@ -394,7 +412,7 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
 
     recent = np.asarray(list(dict.fromkeys(hist[::-1].tolist()))[:5], np.int64)  # latest first
     if len(recent) and n:
-        sim = ctx.title_vectors(rows) @ ctx.title_vectors(recent).T  # (n, R)
+        sim = titles @ ctx.title_vectors(recent).T  # (n, R)
         f["recent_sim_max"] = np.round(sim.max(axis=1), 5).astype(np.float32)
         f["recent_sim_mean"] = np.round(sim.mean(axis=1), 5).astype(np.float32)
         f["last_item_sim"] = np.round(sim[:, 0], 5).astype(np.float32)
@@ -443,7 +461,8 @@ def compute(inp: TargetInputs, cand: Candidates, ctx: FeatureContext) -> np.ndar
     fam_act = act.lookup_codes(ctx.family_code[rows], t)
     f["pop_7d"], f["pop_30d"], f["buy_30d"] = np.log1p(item[:, 0]), np.log1p(item[:, 1]), np.log1p(item[:, 3])
     f["pop_trend"] = (np.log1p(item[:, 0]) - np.log1p(item[:, 1] * 7 / 30)).astype(np.float32)
-    f["pop_rank"] = ((pd.Series(-item[:, 1]).rank(method="min").to_numpy() - 1) / max(n, 1)).astype(np.float32)
+    neg = -item[:, 1]  # the "min" rank: 1 + how many candidates are more popular
+    f["pop_rank"] = (np.searchsorted(np.sort(neg), neg, side="left") / max(n, 1)).astype(np.float32)
     f["fam_pop_7d"], f["fam_pop_30d"] = np.log1p(fam_act[:, 0]), np.log1p(fam_act[:, 1])
     f["fam_buy_30d"] = np.log1p(fam_act[:, 3])
 

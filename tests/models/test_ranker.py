@@ -341,3 +341,40 @@ def test_title_tokens_cached_equal_computed(tmp_path: Path) -> None:
     assert title_tokens(titles, cache=tmp_path).vocab == first.vocab
     title_tokens(titles[:2], cache=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_source_ranks_by_hand_and_against_the_plain_loops() -> None:
+    from models.ranker.candidates import _best_rank, _first_rank
+
+    rows = np.array([2, 5, 7, 9])
+    # First position in a list with a repeat; best position over two lists; absent rows are -1.
+    assert _first_rank(rows, np.array([7, 2, 7])).tolist() == [1, -1, 0, -1]
+    assert _best_rank(rows, [np.array([9, 5]), np.array([5, 2, 9])]).tolist() == [1, 0, -1, 0]
+    assert _best_rank(rows, []).tolist() == [-1, -1, -1, -1]
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        lists = [rng.integers(0, 40, rng.integers(0, 30)) for _ in range(3)]
+        rows = np.unique(np.concatenate([*lists, rng.integers(0, 40, 5)]))
+        first = {}
+        for p, r in enumerate(lists[0].tolist()):
+            first.setdefault(r, p)
+        best: dict[int, int] = {}
+        for s in lists:
+            for p, r in enumerate(s.tolist()):
+                best[r] = min(best.get(r, p), p)
+        assert _first_rank(rows, lists[0]).tolist() == [first.get(r, -1) for r in rows.tolist()]
+        assert _best_rank(rows, lists).tolist() == [best.get(r, -1) for r in rows.tolist()]
+
+
+def test_position_in_equals_pandas_get_indexer() -> None:
+    import pandas as pd
+
+    from models.ranker.features import _position_in
+
+    assert _position_in(np.array([9, 4, 7]), np.array([7, 1, 9, 4, 4])).tolist() == [2, -1, 0, 1, 1]
+    assert _position_in(np.zeros(0, np.int64), np.array([3])).tolist() == [-1]
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        listed = pd.unique(rng.integers(0, 60, rng.integers(1, 40)))
+        rows = rng.integers(0, 70, rng.integers(0, 50))
+        assert _position_in(listed, rows).tolist() == pd.Index(listed).get_indexer(rows).tolist()

@@ -233,6 +233,7 @@ def test_two_workers_on_the_embedded_store_answer_as_one(users: pd.DataFrame, wo
                 break
             time.sleep(0.5)
         assert all((c / "item_title_embeddings").is_dir() for c in copies)
+        assert httpx.get(f"{base}/readyz", timeout=5).json()["workers"] == "ok"  # both warmed before it said ready
         _burst_matches_one_at_a_time(base, list(users.head(8).itertuples(index=False)) * 2, workdir)
         children = sorted(c.pid for c in psutil.Process(proc.pid).children())
         assert len(children) == 2 and "loaded bundle" in log.read_text()  # forked from the one load
@@ -617,6 +618,32 @@ def test_readyz_waits_for_the_warm_up_and_retries_it(server, monkeypatch: pytest
     service.bundle.warm_ms = None
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["warm_up"] == "ok" and service.bundle.warm_ms > 0
+
+
+def test_readyz_waits_for_every_worker_to_warm_up(server) -> None:
+    """Under `serve --workers N` a worker answers /readyz for the whole service: not ready until every worker has
+    warmed up (its shared flag set), so that the first requests do not share the cores with a warm-up."""
+    client, service = server
+    assert "workers" not in client.get("/readyz").json()  # one process: no flags
+    try:
+        service.worker_flags = [1, 0]
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["workers"] == "1/2 warmed up" and "retry-after" in r.headers
+        service.worker_flags = [1, 1]
+        r = client.get("/readyz")
+        assert r.status_code == 200 and r.json()["workers"] == "ok"
+    finally:
+        service.worker_flags = None
+
+
+def test_touch_reaches_every_item_and_memory_payload(server) -> None:
+    """A forked worker's `touch` references each item id (twice: the id map and the id array) and each of the
+    memory's payloads once, so that their pages are copied before it serves."""
+    _, service = server
+    retriever = service.bundle.retriever
+    n_items = len(retriever.item_ids)
+    payloads = len(retriever._memory_table[1]) if retriever._memory_table is not None else 0
+    assert n_items > 0 and retriever.touch() == 2 * n_items + payloads
 
 
 def test_warm_up_is_off_with_zero_categories(workdir: Path) -> None:
