@@ -102,6 +102,9 @@ class ActivityTable:
             raise ValueError("an ActivityTable needs its frame or its arrays")
         self.keys, self.comp, self.values = arrays  # distinct keys; (r,) sorted (key, ms); (r, 4) counts
         self._frame, self._path = frame, path
+        # `read`'s key of the file this table came from (path, size, modification time), for caches of what is
+        # derived from it; None for a table built in memory
+        self.source_key: str | None = None
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -139,10 +142,13 @@ class ActivityTable:
             try:
                 with np.load(entry, allow_pickle=False) as z:
                     keys = bytes(z["keys"]).decode("utf-8").split("\x00") if len(z["keys"]) else []
-                    return cls(None, (pd.Index(np.asarray(keys, dtype=object)), z["comp"], z["values"]), path)
+                    table = cls(None, (pd.Index(np.asarray(keys, dtype=object)), z["comp"], z["values"]), path)
+                    table.source_key = key
+                    return table
             except (OSError, ValueError, KeyError):
                 pass  # a damaged entry is built again
         table = cls(pd.read_parquet(path), path=path)
+        table.source_key = key
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             tmp = entry.with_suffix(f".{os.getpid()}.tmp.npz")

@@ -19,7 +19,11 @@ def release_ns(items: pd.DataFrame) -> np.ndarray:
     """Release time of each item row as epoch ns (n,) int64; NaT or no `created_at` column -> NEVER."""
     if "created_at" not in items:
         return np.full(len(items), NEVER, np.int64)
-    return to_ns(items["created_at"].to_numpy())  # NaT -> int64 min == NEVER
+    col = items["created_at"]
+    if isinstance(col.dtype, pd.DatetimeTZDtype) or np.issubdtype(col.dtype, np.datetime64):
+        # to_ns's result without a detour through one Timestamp object per item (0.5 s on 230k items)
+        return pd.DatetimeIndex(col).as_unit("ns").asi8.copy()  # UTC; naive is UTC; NaT -> int64 min == NEVER
+    return to_ns(col.to_numpy())  # NaT -> int64 min == NEVER
 
 
 @dataclass(frozen=True)

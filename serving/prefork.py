@@ -89,8 +89,7 @@ def serve(settings: Settings) -> int:
     # The loaded bundle is millions of Python objects (the catalog's strings, the id maps). A worker's cyclic
     # garbage collector would walk them all: a pause of tens of milliseconds on some request, and a write to every
     # page it walks, which copies the page the worker shared with this process. Frozen, the collector leaves them.
-    gc.collect()
-    gc.freeze()
+    gc.freeze()  # (no collection first: on medium-s0 it takes a second, for little garbage)
     # One flag per worker in shared memory, set once that worker has warmed up (and left set through a restart):
     # /readyz waits for all of them, so that the first requests do not share the cores with a worker's warm-up.
     service.worker_flags = multiprocessing.RawArray("b", settings.workers)

@@ -26,14 +26,13 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from feature_repo.layout import Layout
 from feature_repo.sequences import UserSequence
-from feature_repo.store import FeatureRepo
 from models.llm.prompt import Action
 from models.text.tokenizer import normalize_text
 from serving.bundle import TOP_CATEGORIES, Bundle, open_current
@@ -51,6 +50,9 @@ from serving.schemas import (
     RecommendationResponse,
     clean_query,
 )
+
+if TYPE_CHECKING:
+    from feature_repo.store import FeatureRepo
 
 logger = logging.getLogger(__name__)
 WARM_UP_USER = "__warm-up__"  # a user id no shop issues (the online store has no row for it)
@@ -382,6 +384,8 @@ class RecommendationService:
 
 
 def _open_repo(settings: Settings) -> FeatureRepo:
+    from feature_repo.store import FeatureRepo  # Feast: 3.5 s of import, paid when a service opens its store
+
     """The Feast online store of the settings' workdir, its feature service read once."""
     layout = Layout(Path(settings.workdir).resolve())
     repo = FeatureRepo(layout.features, layout.feast, online_store=settings.online_store)

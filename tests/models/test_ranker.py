@@ -65,13 +65,11 @@ def test_best_round_skips_an_early_noisy_peak() -> None:
     assert best_round(curve[:2], min_rounds=3, smooth=3) == 2  # shorter than min_rounds: all of it
 
 
-def test_popularity_source_by_hand() -> None:
-    """The category's most interacted-with items in the 30 days before the target's day; the target's own day and
-    other categories never count; ties by purchases, then item id."""
+def _popularity_case():  # noqa: ANN202
+    """A catalog of five items, their events around one day, and the feature context over them."""
     import pandas as pd
 
     from feature_repo.activity import ActivityTable
-    from models.ranker.candidates import CandidateConfig, TargetInputs, generate
     from models.ranker.features import FeatureContext
     from models.variants import ItemAttributes
 
@@ -90,6 +88,17 @@ def test_popularity_source_by_hand() -> None:
     attrs = ItemAttributes.from_items(items)
     ctx = FeatureContext(attrs, items, ActivityTable.build(events, items), id_vectors=lambda r: r,
                          title_vectors=lambda r: r)
+    return ctx, events, items, attrs, day
+
+
+def test_popularity_source_by_hand() -> None:
+    """The category's most interacted-with items in the 30 days before the target's day; the target's own day and
+    other categories never count; ties by purchases, then item id."""
+    import pandas as pd
+
+    from models.ranker.candidates import CandidateConfig, TargetInputs, generate
+
+    ctx, _, _, attrs, day = _popularity_case()
     bags = int(attrs.category[0])
     t = (day + pd.Timedelta(hours=20)).value  # later on the target's day: D's purchases that day still don't count
     assert ctx.popular(bags, t, 10).tolist() == [2, 0, 1]  # C, A, B
@@ -101,6 +110,33 @@ def test_popularity_source_by_hand() -> None:
                        memory_rows=np.zeros(0, np.int64), popular_rows=ctx.popular(bags, t, 30))
     cand = generate(inp, attrs, CandidateConfig(popular=2))
     assert cand.rows.tolist() == [0, 2] and cand.ranks["popularity"].tolist() == [1, 0]
+
+
+def test_popularity_index_from_the_cache_equals_the_computed_one(tmp_path: Path) -> None:
+    """A table read from a file keeps its popularity index in the cache; the next context over the same file and
+    catalog reads it back equal; another catalog order is another entry."""
+    from feature_repo.activity import ActivityTable
+    from models.ranker.features import FeatureContext
+    from models.variants import ItemAttributes
+
+    ctx, events, items, _, _ = _popularity_case()
+    path = ActivityTable.build(events, items).write(tmp_path / "activity.parquet")
+    computed = ctx._popular_index(100)
+
+    def fresh(frame):  # noqa: ANN001, ANN202
+        table = ActivityTable.read(path, cache=tmp_path / "act")
+        return FeatureContext(ItemAttributes.from_items(frame), frame, table, id_vectors=lambda r: r,
+                              title_vectors=lambda r: r)
+
+    first = fresh(items)._cached_popular_index(100, cache=tmp_path / "pop")
+    entries = list((tmp_path / "pop").glob("popular-*.npz"))
+    assert len(entries) == 1
+    again = fresh(items)._cached_popular_index(100, cache=tmp_path / "pop")
+    for got in (first, again):
+        assert got.keys() == computed.keys() and all(np.array_equal(got[k], computed[k]) for k in computed)
+    reordered = items.iloc[::-1].reset_index(drop=True)
+    fresh(reordered)._cached_popular_index(100, cache=tmp_path / "pop")
+    assert len(list((tmp_path / "pop").glob("popular-*.npz"))) == 2
 
 
 def test_out_of_fold_scores_come_from_the_booster_that_held_each_group_out() -> None:
