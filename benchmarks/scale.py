@@ -7,11 +7,14 @@ split among the processes that map them). A step's peak is its own process's: th
 includes what earlier steps left; the step's alone under `multiprocess`, so the two executors' per-step peaks do
 not compare. The whole run's peak is the tree's sum. Prints, per asset, the time and peak memory on both sets and
 their ratios next to the ratio of interactions; an asset whose time grows more than 1.25x faster than the data is flagged.
-The LLM stage is left out: its cost is set by its sample sizes and time budget, not by the data.
+The LLM stage is left out: its cost is set by its sample sizes and time budget, not by the data. Each run's
+figures are kept in `<workdir>/k<K>.json`, so a stopped benchmark resumes where it was and a table can be printed
+again without running anything.
 
     python benchmarks/scale.py [--small DIR] [--large DIR] [--workdir /tmp/scale]
     python benchmarks/scale.py --tile 1,2,4 [--base ../shared/data/synthetic/medium-s0]  # medium-s0 x K
     python benchmarks/scale.py --tile 1 --executor multiprocess  # the same graph, steps in parallel processes
+    python benchmarks/scale.py --tile 1,4 --sampled-negatives 1024  # the ID models with a sampled softmax
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -64,16 +68,25 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def run_one(data: Path, workdir: Path, executor: str = "in_process") -> tuple[pd.DataFrame, int, float, float]:
+def run_one(data: Path, workdir: Path, executor: str = "in_process", extra: Sequence[str] = ()
+            ) -> tuple[pd.DataFrame, int, float, float]:
     """Per-asset seconds and peak RSS (MB) of one full run; the dataset's interactions; the run's wall time; the
-    process tree's peak RSS (MB)."""
+    process tree's peak RSS (MB). The result is also written beside the workdir (`<workdir>.json`), and read from
+    there instead of running again when it exists and was made by the same command."""
+    import json
     import shutil
 
+    saved = workdir.with_suffix(".json")
+    key = {"data": str(data), "executor": executor, "extra": list(extra)}
+    if saved.exists():
+        got = json.loads(saved.read_text())
+        if got.get("key") == key:
+            return pd.DataFrame(got["rows"]), got["interactions"], got["wall"], got["tree_peak"]
     if workdir.exists():
         shutil.rmtree(workdir)
     samples: list[tuple[float, int, float]] = []  # (time, pid, MB)
     cmd = [sys.executable, "-m", "orchestration.cli", "run", "--data", str(data), "--workdir", str(workdir),
-           "--models", "core-trm", "--no-llm", "--log-level", "WARNING", "--executor", executor]
+           "--models", "core-trm", "--no-llm", "--log-level", "WARNING", "--executor", executor, *extra]
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = threading.Event()
@@ -116,7 +129,10 @@ def run_one(data: Path, workdir: Path, executor: str = "in_process") -> tuple[pd
                 rows.append({"asset": e.step_key, "seconds": t - s,
                              "peak_mb": float(window["mb"].max()) if len(window) else float("nan")})
     events = pd.read_parquet(data / "events.parquet", columns=["action"])
-    return pd.DataFrame(rows), int(events["action"].isin(["click", "purchase"]).sum()), wall, tree_peak
+    interactions = int(events["action"].isin(["click", "purchase"]).sum())
+    saved.write_text(json.dumps({"key": key, "rows": rows, "interactions": interactions, "wall": wall,
+                                 "tree_peak": tree_peak}))
+    return pd.DataFrame(rows), interactions, wall, tree_peak
 
 
 def growth_table(runs: dict[int, tuple[pd.DataFrame, int, float, float]]) -> str:
@@ -150,7 +166,10 @@ def main(small: Annotated[Path, typer.Option(help="The smaller dataset")] = DATA
          base: Annotated[Path, typer.Option(help="The dataset --tile repeats")] = DATA / "medium-s0",
          workdir: Annotated[Path, typer.Option(help="Scratch folder")] = Path("/tmp/fashionrec-scale"),
          executor: Annotated[str, typer.Option(help="in_process | multiprocess (fashionrec run --executor)")
-                             ] = "in_process") -> None:
+                             ] = "in_process",
+         sampled_negatives: Annotated[int, typer.Option(help="fashionrec run --sampled-negatives (0: the full "
+                                                             "softmax)")] = 0) -> None:
+    extra = ["--sampled-negatives", str(sampled_negatives)] if sampled_negatives else []
     if tile:
         from feature_repo.subsets import tile_dataset
 
@@ -159,12 +178,12 @@ def main(small: Annotated[Path, typer.Option(help="The smaller dataset")] = DATA
             data = base if k == 1 else workdir / f"data-k{k}"
             if k > 1 and not (data / "subset.json").exists():
                 tile_dataset(base, data, k)
-            runs[k] = run_one(data, workdir / f"k{k}", executor)
+            runs[k] = run_one(data, workdir / f"k{k}", executor, extra)
             print(f"K={k}: {runs[k][2]:.0f} s", flush=True)
         print("\n" + growth_table(runs))
         return
-    print("\n" + growth_table({1: run_one(small, workdir / "small", executor),
-                               2: run_one(large, workdir / "large", executor)})
+    print("\n" + growth_table({1: run_one(small, workdir / "small", executor, extra),
+                               2: run_one(large, workdir / "large", executor, extra)})
           .replace("K=1", small.name).replace("K=2", large.name))
 
 

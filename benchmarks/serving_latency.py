@@ -312,12 +312,13 @@ def main(workdir: Annotated[Path, typer.Option(help="A workdir `fashionrec run` 
             stages[f"c={conc}"] = [o["timings_ms"] for o in out if "timings_ms" in o]
             if conc == 1:
                 http = {o["user_id"]: [i["item_id"] for i in o["items"]] for o in out if "items" in o}
-                c1_p50 = rows[-1]["p50"]
+                c1_p50, same_ms = rows[-1]["p50"], ms[-1]  # bodies[-1], the first request's, warm
         same = sum(http.get(u) == in_process.get(u) for u in users)
         notes.append(f"HTTP answers equal to the in-process ones: {same}/{len(users)} (the service reads the clock "
                      "per request, to the second, so an answer at a second's edge may differ)")
         notes.append(f"first request after ready: {first_ms:.1f} ms ({first_ms / c1_p50:.2f}x the concurrency-1 "
-                     f"median); {'ok' if 'items' in first else first}")
+                     f"median; {first_ms / same_ms:.2f}x the same request's {same_ms:.1f} ms in that row, once "
+                     f"warm: users differ in cost); {'ok' if 'items' in first else first}")
         if soak_seconds > 0:
             soak_rows, soak_total = _soak(base, bodies, soak_seconds, soak_rate, proc.pid)
             rows.append(_stats(f"soak {soak_seconds:.0f} s at {soak_rate:.0f} req/s (open loop)", [], 1.0,

@@ -383,6 +383,7 @@ def serve(workdir: WorkOpt = Path("work"),
     overrides = {k: v for k, v in given.items() if v is not None} | ({"llm_enabled": False} if no_llm else {})
     settings = Settings(workdir=workdir.resolve(), **overrides)  # the rest from FASHIONREC_* variables
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per in-process warm-up request
     typer.echo(f"serving {settings.workdir} on http://{settings.host}:{settings.port} (docs at /docs)")
     if settings.workers == 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")

@@ -17,6 +17,7 @@ side on the same cores (30 s to ready for two on medium-s0, against 19 s for one
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import multiprocessing
@@ -56,15 +57,18 @@ def _worker(service: RecommendationService, sock: socket.socket, index: int) -> 
         signal.signal(signal.SIGINT, lambda *_: None)
         import uvicorn
 
-        from serving.app import create_app
+        from serving.app import create_app, warm_http
 
         service.attach()
         service.warm_up(service.bundle)  # cheap after the parent's; it touches the pages a first request would copy
         service.bundle.retriever.touch()  # and the per-item objects the warm-up's few requests did not reach
+        app = create_app(service.settings, service=service)
+        app.state.service, app.state.settings = service, service.settings
+        asyncio.run(warm_http(app))  # and one request through the app itself
         if service.worker_flags is not None:
             service.worker_flags[index] = 1  # /readyz says ready once every worker has come this far
         logger.info("worker %d (pid %d) serving", index, os.getpid())
-        config = uvicorn.Config(create_app(service.settings, service=service), log_level="warning")
+        config = uvicorn.Config(app, log_level="warning")
         uvicorn.Server(config).run(sockets=[sock])
         code = 0
     except BaseException:  # noqa: BLE001 - whatever ends a worker is logged; the parent starts another
