@@ -367,8 +367,9 @@ def serve(workdir: WorkOpt = Path("work"),
                                                         "127.0.0.1)")] = None,
           port: Annotated[int | None, typer.Option(help="Port (default: FASHIONREC_PORT or 8000)")] = None,
           workers: Annotated[int | None, typer.Option(help="Worker processes, forked after the bundle is loaded "
-                                                           "once, each with its own copy of the embedded collections "
-                                                           "(one per core; default: FASHIONREC_WORKERS or 1)")] = None,
+                                                           "once; each opens its own copy of the embedded collections "
+                                                           "only when they are searched rather than scanned (one per "
+                                                           "core; default: FASHIONREC_WORKERS or 1)")] = None,
           online_store: Annotated[str | None, typer.Option(help="sqlite | redis://host:port[/db] "
                                                                 "(default: FASHIONREC_ONLINE_STORE or sqlite)")] = None,
           no_llm: Annotated[bool, typer.Option("--no-llm", help="Do not load the LLM adapter")] = False) -> None:

@@ -259,6 +259,9 @@ class Bundle:
     # Where `reopen_store` opens the collections again: the embedded engine's folder, or a server's URL (None: the
     # caller gave the store, and only it can).
     store_source: Path | str | None = None
+    # In a forked worker: the bundle reads no collection at request time (`reads_no_collection`), so the worker
+    # left its store closed rather than open a private copy of the shards (`RecommendationService.attach`)
+    collections_in_memory: bool = False
     items: pd.DataFrame = field(init=False)
     categories: set[str] = field(init=False)
     created_ns: pd.Series = field(init=False)
@@ -303,6 +306,12 @@ class Bundle:
 
     def close(self) -> None:
         self.store.close()
+
+    @property
+    def reads_no_collection(self) -> bool:
+        """Whether requests read nothing from the collections: the ID and title lists are scans of the bundle's
+        tables and the memory's table is already read (`OnlineRetriever.scan`, the embedded engine's default)."""
+        return bool(self.retriever.scan) and self.retriever._memory_table is not None
 
     def reopen_store(self, settings: Settings) -> None:
         """This process's own connection to the bundle's collections, in place of the one it was opened with (which

@@ -2,14 +2,17 @@
 
 The parent loads the current bundle (catalog, ID and title tables, the ranking stage, the compiled ranker when its
 code is cached) and warms it up (`RecommendationService.preload`), lets go of the vector store and the online store,
-and forks N workers on one listening socket. Each worker opens its own copy of the embedded collections (an Edge
-shard opens in one process at a time), its own online-store connection and, in the background, its own LLM
-(`RecommendationService.attach`), runs the warm-up requests again (cheap after the parent's), and serves with
-uvicorn. The workers share what the parent loaded copy-on-write, so they are ready about when one process would
+and forks N workers on one listening socket. Each worker opens its own online-store connection and, in the
+background, its own LLM (`RecommendationService.attach`). With the embedded engine and the table scans (the
+default) a request reads nothing from the collections, so a worker opens none; searching the collections, each
+opens its own copy of them (an Edge shard opens in one process at a time). It runs the warm-up again (cheap after
+the parent's), references the per-item objects it shares with the parent once (so their pages are copied now,
+not on the first requests), sends one request through the app in process, and serves with uvicorn. /readyz says
+ready once every worker has come that far. The workers share what the parent loaded copy-on-write, so they are ready about when one process would
 be, and N of them take little more memory than one.
 
 The parent restarts a worker that dies (from what it loaded: in about a second), and on SIGINT or SIGTERM stops
-them all, each removing its copy of the collections.
+them all, each removing its copy of the collections if it has one.
 
 Before this, `--workers N` ran uvicorn's own workers: N processes each importing and loading everything, side by
 side on the same cores (30 s to ready for two on medium-s0, against 19 s for one).

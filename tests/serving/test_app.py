@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 
 from feature_repo.splits import ordered_events
@@ -201,57 +200,6 @@ def test_concurrent_clients_get_the_answers_of_one_at_a_time(server, users: pd.D
     """8 clients at once, each on its own connection, get what the in-process retriever answers one at a time."""
     client, _ = server
     _burst_matches_one_at_a_time(str(client.base_url), list(users.head(8).itertuples(index=False)) * 2, workdir)
-
-
-def test_two_workers_on_the_embedded_store_answer_as_one(users: pd.DataFrame, workdir: Path, tmp_path: Path) -> None:
-    """`fashionrec serve --workers 2` without a Qdrant server: the parent loads the bundle once and forks two
-    workers; each searches its own copy of the bundle's Edge collections (removed when it stops), and 8 clients at
-    once get the one-at-a-time answers. A worker that is killed is replaced, and the service keeps answering."""
-    import os
-    import signal
-    import sys
-
-    port = free_port()
-    env = {**os.environ, "FASHIONREC_LOG_REQUESTS": "false", "TMPDIR": str(tmp_path)}
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--workdir", str(workdir),
-                                 "--port", str(port), "--workers", "2", "--no-llm"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while True:  # ready (a worker accepts only once loaded) and both workers have their copy
-            assert proc.poll() is None, log.read_text()[-2000:]
-            assert time.time() < deadline, "the two workers did not become ready"
-            try:
-                ready = httpx.get(f"{base}/readyz", timeout=5).status_code == 200
-            except httpx.TransportError:
-                ready = False
-            copies = list(tmp_path.glob("fashionrec-qdrant-worker-*"))
-            if ready and len(copies) == 2:
-                break
-            time.sleep(0.5)
-        assert all((c / "item_title_embeddings").is_dir() for c in copies)
-        assert httpx.get(f"{base}/readyz", timeout=5).json()["workers"] == "ok"  # both warmed before it said ready
-        _burst_matches_one_at_a_time(base, list(users.head(8).itertuples(index=False)) * 2, workdir)
-        children = sorted(c.pid for c in psutil.Process(proc.pid).children())
-        assert len(children) == 2 and "loaded bundle" in log.read_text()  # forked from the one load
-        os.kill(children[0], signal.SIGKILL)  # the parent removes its copy: nothing runs in a killed process
-        deadline = time.time() + 120
-        while True:
-            now = sorted(c.pid for c in psutil.Process(proc.pid).children())
-            if len(now) == 2 and children[0] not in now:
-                break
-            assert time.time() < deadline, log.read_text()[-2000:]
-            time.sleep(0.2)
-        assert "starting another" in log.read_text()
-        _burst_matches_one_at_a_time(base, list(users.head(4).itertuples(index=False)), workdir)
-        assert len(list(tmp_path.glob("fashionrec-qdrant-worker-*"))) == 2
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
-    assert not list(tmp_path.glob("fashionrec-qdrant-worker-*"))  # each worker removed its copy
 
 
 @pytest.mark.parametrize("mode", ["llm", "llm-rank"])
