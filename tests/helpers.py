@@ -182,3 +182,13 @@ def write_hm(folder: Path) -> Path:
     full["article_id"] = full["article_id"].astype("int64")
     full.to_parquet(folder / "articles_full_catalog.parquet")
     return folder
+
+
+def acted_users(workdir: Path, n: int = 20) -> pd.DataFrame:
+    """The first `n` users of a workdir with a clicked or bought item, and the category of their last one."""
+    ev = pd.read_parquet(workdir / "canonical" / "events.parquet")
+    items = pd.read_parquet(workdir / "canonical" / "items.parquet").set_index("item_id")
+    acted = ev[ev["action"].isin(["click", "purchase"])].sort_values("timestamp", kind="stable")
+    last = acted.groupby("user_id").tail(1)
+    return pd.DataFrame({"user_id": last["user_id"].to_numpy(),
+                         "category": items.loc[last["item_id"], "category"].to_numpy()}).head(n)

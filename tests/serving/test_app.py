@@ -28,7 +28,7 @@ from serving.bundle import open_bundle
 from serving.config import Settings
 from serving.recommend import context_from_features
 from serving.service import RecommendationService
-from tests.helpers import free_port, running
+from tests.helpers import acted_users, free_port, running
 
 pytestmark = pytest.mark.slow
 
@@ -47,12 +47,7 @@ def server(workdir: Path) -> Iterator[tuple[httpx.Client, RecommendationService]
 @pytest.fixture(scope="module")
 def users(workdir: Path) -> pd.DataFrame:
     """Users with a clicked or bought item, and the category of their last one."""
-    ev = pd.read_parquet(workdir / "canonical" / "events.parquet")
-    items = pd.read_parquet(workdir / "canonical" / "items.parquet").set_index("item_id")
-    acted = ev[ev["action"].isin(["click", "purchase"])].sort_values("timestamp", kind="stable")
-    last = acted.groupby("user_id").tail(1)
-    return pd.DataFrame({"user_id": last["user_id"].to_numpy(),
-                         "category": items.loc[last["item_id"], "category"].to_numpy()}).head(20)
+    return acted_users(workdir)
 
 
 def _items(workdir: Path) -> pd.DataFrame:

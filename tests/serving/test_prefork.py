@@ -15,7 +15,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import acted_users, free_port
 from tests.serving.test_app import _burst_matches_one_at_a_time
 
 
@@ -27,12 +27,7 @@ def workdir(sample_workdir: Path) -> Path:
 @pytest.fixture(scope="module")
 def users(workdir: Path) -> pd.DataFrame:
     """Users with a clicked or bought item, and the category of their last one."""
-    ev = pd.read_parquet(workdir / "canonical" / "events.parquet")
-    items = pd.read_parquet(workdir / "canonical" / "items.parquet").set_index("item_id")
-    acted = ev[ev["action"].isin(["click", "purchase"])].sort_values("timestamp", kind="stable")
-    last = acted.groupby("user_id").tail(1)
-    return pd.DataFrame({"user_id": last["user_id"].to_numpy(),
-                         "category": items.loc[last["item_id"], "category"].to_numpy()}).head(20)
+    return acted_users(workdir)
 
 
 @pytest.mark.parametrize("table_search", [True, False])
