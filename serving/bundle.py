@@ -311,7 +311,7 @@ class Bundle:
     def reads_no_collection(self) -> bool:
         """Whether requests read nothing from the collections: the ID and title lists are scans of the bundle's
         tables and the memory's table is already read (`OnlineRetriever.scan`, the embedded engine's default)."""
-        return bool(self.retriever.scan) and self.retriever._memory_table is not None
+        return bool(self.retriever.scan) and self.retriever.memory_read
 
     def reopen_store(self, settings: Settings) -> None:
         """This process's own connection to the bundle's collections, in place of the one it was opened with (which

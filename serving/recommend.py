@@ -155,6 +155,11 @@ class OnlineRetriever:
         # the encoder is the bundle's). The same single-text forward, so the same floats as encoding it again.
         self.query_key = lru_cache(maxsize=QUERY_CACHE)(self._query_key)
 
+    @property
+    def memory_read(self) -> bool:
+        """Whether the memory collection's table has been read (by the first search, when scanning)."""
+        return self._memory_table is not None
+
     def touch(self) -> int:
         """Reference each per-item Python object a request can reach (the item ids, their rows, the memory's
         payloads) once; the number touched. In a worker forked from the process that loaded the bundle, a request
@@ -166,7 +171,7 @@ class OnlineRetriever:
             n += key is not None and row is not None
         for i in self.item_ids.tolist():
             n += i is not None
-        if self._memory_table is not None:
+        if self.memory_read:
             for payload in self._memory_table[1]:
                 n += len(payload) >= 0
         return n
