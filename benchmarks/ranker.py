@@ -27,7 +27,7 @@ from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityS
 from evaluation.factories import ranker_scorer, retrieval_scorer
 from evaluation.metrics import evaluate, targets_ceiling
 from evaluation.periods import by_fit, parts
-from evaluation.ranking import candidate_recall, fit_on_targets
+from evaluation.ranking import candidate_recall, fit_on_targets, ranker_targets
 from evaluation.retrieval import VariantScorer
 from evaluation.seqrec import SeqScorer
 from feature_repo.layout import Layout
@@ -77,7 +77,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir `fashionrec run` wr
     encoder = load_title_model(test_lay.title_model)
     memory = AsOfMemory.build(tables.search_results, encoder)  # one as-of memory for every test row and the latency
     setup_s = time.perf_counter() - t0
-    model, ex = fit_on_targets(ranker_scorer(val_lay, catalog, memory=val_memory), val, RankerConfig(), progress=True)
+    model, ex = fit_on_targets(ranker_scorer(val_lay, catalog, memory=val_memory), ranker_targets(val, RankerConfig()),
+                               RankerConfig(), progress=True)
     fit_s = model.info.get("seconds", float("nan"))  # LightGBM alone (the navigational copies' examples apart)
     # Each test target through the ID model's fit of its period (rolling refits: `evaluation.periods`).
     scorer = by_fit(test_lay, lambda lay: ranker_scorer(lay, catalog, model, memory=memory))

@@ -167,9 +167,9 @@ def main(small: Annotated[Path, typer.Option(help="The smaller dataset")] = DATA
          workdir: Annotated[Path, typer.Option(help="Scratch folder")] = Path("/tmp/fashionrec-scale"),
          executor: Annotated[str, typer.Option(help="in_process | multiprocess (fashionrec run --executor)")
                              ] = "in_process",
-         sampled_negatives: Annotated[int, typer.Option(help="fashionrec run --sampled-negatives (0: the full "
-                                                             "softmax)")] = 0) -> None:
-    extra = ["--sampled-negatives", str(sampled_negatives)] if sampled_negatives else []
+         sampled_negatives: Annotated[str, typer.Option(help="fashionrec run --sampled-negatives: auto (the run's "
+                                                             "default), 0 (the full softmax) or N")] = "auto") -> None:
+    extra = [] if sampled_negatives == "auto" else ["--sampled-negatives", sampled_negatives]
     if tile:
         from feature_repo.subsets import tile_dataset
 

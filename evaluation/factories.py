@@ -18,7 +18,7 @@ from evaluation.ranking import RankerScorer
 from evaluation.retrieval import RetrievalScorer, TitleQueryBuilder, VariantScorer
 from feature_repo.activity import ActivityTable
 from feature_repo.layout import Layout
-from models.catalog import Catalog
+from models.catalog import Catalog, file_key
 from models.llm.prompt import CatalogItems
 from models.ranker.candidates import CandidateConfig, SearchLog
 from models.ranker.features import FeatureContext
@@ -51,21 +51,26 @@ def retrieval_scorer(layout: Layout, catalog: Catalog, cfg: RetrievalConfig,
     (catalog order) in place of the workdir's title model (the pretrained-embedding ablation); `memory` must then
     be built with that encoder.
     """
+    if memory_kind not in ("as_of", "weekly"):
+        raise ValueError(f"unknown memory_kind {memory_kind!r}")
     ckpt = load_checkpoint(layout.model(ID_MODEL))
-    encoder = load_title_model(layout.title_model) if text is None else text[0]
+    if text is None:  # the workdir's title side, the same for every rolling refit: read once per catalog
+        model_key, vectors_key = file_key(layout.title_model), file_key(layout.title_vectors)
+        encoder = catalog.memo(("title_model", model_key), lambda: load_title_model(layout.title_model))
+    else:
+        encoder = text[0]
+    shared = memory is not None and text is None  # a caller's memory, shared by its fits' scorers
     if memory is None:
         search_results = pd.read_parquet(layout.search_results)
-        if memory_kind == "as_of":
-            memory = AsOfMemory.build(search_results, encoder)
-        elif memory_kind == "weekly":
-            memory = TimeSlicedMemory.build(search_results, encoder)
-        else:
-            raise ValueError(f"unknown memory_kind {memory_kind!r}")
-    title_vectors = np.load(layout.title_vectors) if text is None else text[1]  # (n, d) catalog order
-    titles = TitleQueryBuilder(encoder, memory, catalog, title_vectors)
+        memory = (AsOfMemory if memory_kind == "as_of" else TimeSlicedMemory).build(search_results, encoder)
+    if shared:  # (the builder holds `memory`, so its id is not reused while the entry lives)
+        titles = catalog.memo(("titles", model_key, vectors_key, id(memory)), lambda: TitleQueryBuilder(
+            encoder, memory, catalog, np.load(layout.title_vectors)))  # (n, d) catalog order
+    else:
+        titles = TitleQueryBuilder(encoder, memory, catalog, np.load(layout.title_vectors) if text is None else text[1])
     ids = item_vectors(ckpt.model, ckpt.vocab, catalog.item_ids)  # (n, d)
-    return RetrievalScorer(catalog, ids, title_vectors, lambda h: query_vectors(ckpt.model, ckpt.vocab, h),
-                           titles.queries, cfg, id_known=ckpt.vocab.known(catalog.item_ids))
+    return RetrievalScorer(catalog, ids, titles.title_vectors, lambda h: query_vectors(ckpt.model, ckpt.vocab, h),
+                           titles.queries, cfg, id_known=ckpt.vocab.known(catalog.item_ids), title_unit=True)
 
 
 def variant_scorer(layout: Layout, catalog: Catalog, cfg: RetrievalConfig, memory: AsOfMemory | None = None
@@ -80,10 +85,21 @@ def ranker_scorer(layout: Layout, catalog: Catalog, ranker: LearnedRanker | None
     """The ranking stage over a workdir: retrieval sources, search log, activity windows, catalog attributes.
     `memory`: an as-of query memory already built over the workdir's searches (else one is built)."""
     base = retrieval_scorer(layout, catalog, RetrievalConfig(), memory)
-    id_table = np.where(base.id_known[:, None], base.id_vectors, np.nan).astype(np.float32)  # (n, d) NaN: no row
-    ctx = FeatureContext(ItemAttributes.from_items(catalog.items), catalog.items, ActivityTable.read(layout.activity),
-                         id_vectors=lambda rows: id_table[rows], title_vectors=lambda rows: base.title_vectors[rows])
-    log = SearchLog(pd.read_parquet(layout.search_results), pd.Index(catalog.item_ids))
+
+    def id_rows(rows: np.ndarray) -> np.ndarray:  # (m, d) float32, NaN where the ID model has no row of its own
+        return np.where(base.id_known[rows, None], base.id_vectors[rows], np.nan).astype(np.float32)
+
+    # Everything but the ID model is the same for every rolling refit: the catalog's facts, the activity windows, the
+    # title vectors (the builder's, shared) and the search log are built once per catalog.
+    titles = base.title_vectors
+
+    def context() -> FeatureContext:
+        return FeatureContext(ItemAttributes.from_items(catalog.items), catalog.items, ActivityTable.read(layout.activity),
+                              id_vectors=id_rows, title_vectors=lambda rows: titles[rows])
+
+    ctx = catalog.memo(("feature_context", file_key(layout.activity), id(titles)), context).with_id_vectors(id_rows)
+    log = catalog.memo(("search_log", file_key(layout.search_results)),
+                       lambda: SearchLog(pd.read_parquet(layout.search_results), catalog.index))
     return RankerScorer(base, RankingStage(ctx, log, ranker, cfg))
 
 

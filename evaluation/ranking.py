@@ -208,6 +208,15 @@ def fit_training_set(ts: TrainingSet, cfg: RankerConfig, features: Sequence[str]
     return model
 
 
+def ranker_targets(targets: pd.DataFrame, cfg: RankerConfig) -> pd.DataFrame:
+    """The validation targets a ranker trains on: every one, or past `cfg.max_targets` a seeded uniform sample of
+    that many (seed `cfg.seed`), in their order."""
+    if cfg.max_targets <= 0 or len(targets) <= cfg.max_targets:
+        return targets
+    chosen = np.sort(np.random.default_rng(cfg.seed).choice(len(targets), cfg.max_targets, replace=False))
+    return targets.iloc[chosen].reset_index(drop=True)
+
+
 def fit_on_targets(scorer: RankerScorer, targets: pd.DataFrame, cfg: RankerConfig, progress: bool = False
                    ) -> tuple[LearnedRanker, Examples]:
     """The ranker fitted on `targets` (the validation targets), with `cfg.navigational` of them also copied as

@@ -74,7 +74,7 @@ class TitleQueryBuilder:
         self.encoder = encoder
         self.memory = memory
         self.title_vectors = l2_normalize(title_vectors)  # (n_catalog, d) in catalog row order
-        self.row_of = pd.Series(np.arange(len(catalog.items)), index=catalog.item_ids)
+        self.row_of = pd.Series(np.arange(len(catalog.items)), index=catalog.index)
         self.cfg = cfg
 
     def __call__(self, batch: pd.DataFrame, allowed_rows: np.ndarray | None = None) -> np.ndarray:
@@ -212,14 +212,16 @@ class RetrievalScorer:
     def __init__(self, catalog: Catalog, id_vectors: np.ndarray, title_vectors: np.ndarray,
                  id_queries: Callable[[list[list[str]]], np.ndarray],
                  title_queries: Callable[..., np.ndarray | TitleQueries],
-                 cfg: RetrievalConfig = RetrievalConfig(), id_known: np.ndarray | None = None) -> None:
+                 cfg: RetrievalConfig = RetrievalConfig(), id_known: np.ndarray | None = None,
+                 title_unit: bool = False) -> None:
         """`id_known` (n_catalog,) bool: the items the ID model has a row for, the only ones an ID list holds
-        (None: every item)."""
+        (None: every item). `title_unit`: `title_vectors` are `l2_normalize`d already (a `TitleQueryBuilder`'s,
+        shared by every fit's scorer) and are kept as given."""
         self.catalog = catalog
         self.id_known = np.ones(len(catalog.item_ids), bool) if id_known is None else np.asarray(id_known, bool)
-        self.index = pd.Index(catalog.item_ids)
+        self.index = catalog.index
         self.id_vectors = l2_normalize(id_vectors)  # (n_catalog, d_id), catalog row order
-        self.title_vectors = l2_normalize(title_vectors)  # (n_catalog, d_title)
+        self.title_vectors = title_vectors if title_unit else l2_normalize(title_vectors)  # (n_catalog, d_title)
         self.id_queries = id_queries
         self.title_queries = title_queries
         self.cfg = cfg

@@ -12,7 +12,7 @@ from pathlib import Path
 from evaluation.ablation import aligned, group_ablation, test_examples
 from evaluation.factories import as_of_memory, ranker_scorer, retrieval_scorer
 from evaluation.periods import by_fit
-from evaluation.ranking import training_set
+from evaluation.ranking import ranker_targets, training_set
 from feature_repo.layout import Layout
 from models.catalog import Catalog
 from models.ranker.features import FEATURE_GROUPS
@@ -55,7 +55,8 @@ def ranker_feature_groups(workdir: Path, groups: tuple[str, ...] = tuple(FEATURE
     catalog = Catalog.from_items(lay.read_items())
     t0 = time.perf_counter()
     memory = as_of_memory(lay)
-    training = training_set(ranker_scorer(lay.at("val"), catalog), lay.val_targets(), cfg, progress)
+    training = training_set(ranker_scorer(lay.at("val"), catalog), ranker_targets(lay.val_targets(), cfg), cfg,
+                            progress)
     log(f"validation examples: {len(training.ex.groups)} targets, {training.navigational} navigational copies "
         f"({time.perf_counter() - t0:.0f} s)")
     targets = lay.test_targets()

@@ -41,7 +41,7 @@ before its own refit's time.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +55,11 @@ Protocol = Literal["temporal", "loo"]
 PROTOCOLS: tuple[str, ...] = ("temporal", "loo")
 DEFAULT_MIN_COUNT = 2  # the ID models' vocabulary threshold (TrainingResource.min_count)
 DEFAULT_REFIT_DAYS = 7.0  # temporal: the ID model is refitted weekly through the test window (0: once, at the test cut)
+# Evaluation scores every test target against its whole category, so its cost is targets x catalog: with both
+# growing with the data it would grow with the data's square. A seeded sample of at most this many test targets
+# keeps it linear in the catalog (`with_test_sample`; 0: every target). 3,000 is above medium-s0's 2,849 test targets;
+# it measures N@10 to about +-0.01 (the paper report prints each row's bootstrap interval).
+DEFAULT_MAX_TEST_TARGETS = 3_000
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,38 @@ def with_training_users(splits: Splits, share: float, seed: int = 0) -> Splits:
     return Splits(targets=t[keep].reset_index(drop=True),
                   train_events=ev[training_user_mask(ev["user_id"], share, seed)].reset_index(drop=True),
                   protocol=splits.protocol, cuts=splits.cuts, refits=splits.refits)
+
+
+def with_test_sample(splits: Splits, max_targets: int, seed: int = 0) -> tuple[Splits, int]:
+    """`splits` with at most `max_targets` test targets: a seeded uniform sample of them, in their order (every one
+    at `max_targets` 0 or when there are no more). The validation targets and training events are kept whole: they
+    train models, and their cost is linear in the data. Also returns how many test targets there were."""
+    if max_targets < 0:
+        raise ValueError(f"max_targets must be >= 0 (0: every test target), got {max_targets}")
+    t = splits.targets
+    test = np.flatnonzero((t["split"] == "test").to_numpy())
+    if max_targets == 0 or len(test) <= max_targets:
+        return splits, len(test)
+    chosen = np.random.default_rng(seed).choice(test, size=max_targets, replace=False)
+    keep = (t["split"] != "test").to_numpy()
+    keep[chosen] = True
+    return replace(splits, targets=t[keep].reset_index(drop=True)), len(test)
+
+
+def record_test_sample(folder: Path, kept: int, of: int, seed: int) -> None:
+    """Note in `protocol.json` how many of the test targets evaluation scores (`with_test_sample`)."""
+    path = folder / "protocol.json"
+    d = json.loads(path.read_text())
+    d["test_targets"] = {"kept": kept, "of": of, "seed": seed}
+    path.write_text(json.dumps(d, indent=2))
+
+
+def held_out_phrase(folder: Path, n: int) -> str:
+    """"2,849 test targets", or "3,000 test targets (a seeded sample of 11,396)" where `with_test_sample` cut them."""
+    path = folder / "protocol.json"
+    rec = json.loads(path.read_text()).get("test_targets", {}) if path.exists() else {}
+    of = int(rec.get("of", n))
+    return f"{n:,} test target{'' if n == 1 else 's'}" + (f" (a seeded sample of {of:,})" if of > n else "")
 
 
 def cross_category(splits: Splits, items: pd.DataFrame, train_category: str, test_category: str) -> Splits:

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from feature_repo.layout import Layout
-from feature_repo.splits import DEFAULT_REFIT_DAYS
+from feature_repo.splits import DEFAULT_MAX_TEST_TARGETS, DEFAULT_REFIT_DAYS
 from serving.config import Settings
 
 app = typer.Typer(help="fashionrec: sequential fashion recommendation on Feast, Dagster and Qdrant.",
@@ -31,6 +31,19 @@ def _one_of(value: str, choices: Sequence[str], what: str, hint: str) -> None:
         raise typer.BadParameter(f"unknown {what} {value!r}; choose from {', '.join(choices)}", param_hint=hint)
 
 
+def _negatives(value: str) -> int | None:
+    """`--sampled-negatives`: 'auto' (None), or a count >= 0."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise typer.BadParameter(f"'auto' or a count >= 0, got {value!r}", param_hint="--sampled-negatives")
+    return n
+
+
 @app.command()
 def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt = "canonical",
         select: Annotated[str, typer.Option(help="Dagster asset selection")] = "*",
@@ -45,6 +58,9 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
                                                            "days through the test window, each test target scored "
                                                            "by the latest refit before it (0: one refit at the "
                                                            "test cut)")] = DEFAULT_REFIT_DAYS,
+        max_test_targets: Annotated[int, typer.Option(help="Evaluate a seeded sample of at most this many test "
+                                                           "targets (0: every one): full-ranking evaluation costs "
+                                                           "targets x catalog")] = DEFAULT_MAX_TEST_TARGETS,
         retrieval: Annotated[bool, typer.Option(help="Build the text side (title model, query memory, variant ranker) "
                                                      "and the retrieval-only evaluation")] = True,
         llm: Annotated[bool, typer.Option(help="Run the LLM stage (prompts, LoRA fine-tuning, llm-* rows) on seeded "
@@ -63,10 +79,11 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
                                                        "setting); every user's test targets are evaluated")] = 1.0,
         seed: Annotated[int, typer.Option(help="Training seed of every model (the report's seed spread runs others)")
                         ] = 0,
-        sampled_negatives: Annotated[int, typer.Option(help="ID models' loss: 0 a full softmax over the item "
+        sampled_negatives: Annotated[str, typer.Option(help="ID models' loss: 0 a full softmax over the item "
                                                             "vocabulary; N a sampled softmax over N shared "
-                                                            "negatives per batch (the loss's cost grows with N, not the catalog)")
-                                     ] = 0,
+                                                            "negatives per batch (the loss's cost grows with N, not "
+                                                            "the catalog); auto: the full softmax up to 16,384 "
+                                                            "items, 1,024 sampled above")] = "auto",
         executor: Annotated[str, typer.Option(help="in_process (every step in this process, one at a time) | "
                                                    "multiprocess (each step in a process of its own, "
                                                    "--max-concurrent at once, the cores split between them)")
@@ -80,7 +97,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     from evaluation.metrics import targets_ceiling
     from feature_repo.loaders import FORMATS
     from feature_repo.moments import dataset_resolution, resolution_note
-    from feature_repo.splits import PROTOCOLS, read_protocol, read_refits
+    from feature_repo.splits import PROTOCOLS, held_out_phrase, read_protocol, read_refits
     from orchestration.assets.evaluation import read_results
     from orchestration.assets.report import llm_stage_line, protocol_line
     from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
@@ -89,14 +106,16 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
 
     _one_of(format, FORMATS, "format", "--format")
     _one_of(protocol, PROTOCOLS, "protocol", "--protocol")
+    if max_test_targets < 0:
+        raise typer.BadParameter(f"must be >= 0 (0: every test target), got {max_test_targets}",
+                                 param_hint="--max-test-targets")
     if refit_every_days < 0:
         raise typer.BadParameter(f"must be >= 0, got {refit_every_days}", param_hint="--refit-every-days")
     if data is not None and not data.exists():
         raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
     if not 0 < user_share <= 1:
         raise typer.BadParameter(f"must be in (0, 1], got {user_share}", param_hint="--user-share")
-    if sampled_negatives < 0:
-        raise typer.BadParameter(f"must be >= 0, got {sampled_negatives}", param_hint="--sampled-negatives")
+    negatives = _negatives(sampled_negatives)
     from orchestration.jobs import EXECUTORS, execute_multiprocess, step_threads
 
     _one_of(executor, EXECUTORS, "executor", "--executor")
@@ -136,9 +155,9 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     workdir.mkdir(parents=True, exist_ok=True)
     resources = build_resources(str(data) if data else None, format, str(workdir),
                                 training={"epochs": epochs, "device": device, "user_share": user_share,
-                                          "seed": seed, "sampled_negatives": sampled_negatives},
+                                          "seed": seed, "sampled_negatives": negatives},
                                 protocol=protocol,
-                                refit_every_days=refit_every_days,
+                                refit_every_days=refit_every_days, max_test_targets=max_test_targets,
                                 llm={"model": llm_model, "train_prompts": llm_prompts, "eval_targets": llm_targets,
                                      "max_train_seconds": llm_train_seconds, "engine": llm_engine,
                                      "rank_train_targets": llm_rank_lists})
@@ -173,7 +192,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     test = targets[targets["split"] == "test"]
     oracle = targets_ceiling(resources["dataset"].path if format == "canonical" else None, test, used)
     resolution = dataset_resolution(layout.canonical)
-    typer.echo(f"\n{resolution_note(resolution)} {protocol_line(used, cuts, read_refits(layout.splits))} {len(test):,} test targets, "
+    typer.echo(f"\n{resolution_note(resolution)} {protocol_line(used, cuts, read_refits(layout.splits))} "
+               f"{held_out_phrase(layout.splits, len(test))}, "
                f"{test['cold_start'].mean():.1%} cold-start.")
     typer.echo(metrics_table(read_results(layout.eval), oracle, basket=resolution == "day"))
     if llm and (stage := llm_stage_line(layout)):

@@ -26,7 +26,8 @@ all_checks = [checks.canonical_row_counts, checks.referential_integrity, checks.
 
 def build_resources(data_dir: str | None = None, fmt: str | None = None, workdir: str | None = None,
                     training: dict | None = None, protocol: str | None = None, llm: dict | None = None,
-                    settings: Settings | None = None, refit_every_days: float | None = None) -> dict:
+                    settings: Settings | None = None, refit_every_days: float | None = None,
+                    max_test_targets: int | None = None) -> dict:
     """Resources for one dataset and workdir; what is not given comes from the settings (`FASHIONREC_*`)."""
     settings = settings or Settings()
     workdir = workdir or str(settings.workdir)
@@ -42,7 +43,8 @@ def build_resources(data_dir: str | None = None, fmt: str | None = None, workdir
         "training": TrainingResource(**(training or {})),
         "llm": LLMResource(**(llm or {})),
         "protocol": ProtocolResource(protocol=protocol or settings.protocol,
-                                     **({} if refit_every_days is None else {"refit_every_days": refit_every_days})),
+                                     **({} if refit_every_days is None else {"refit_every_days": refit_every_days}),
+                                     **({} if max_test_targets is None else {"max_test_targets": max_test_targets})),
         "qdrant": QdrantResource(workdir=workdir, url=settings.qdrant_url, api_key=settings.api_key,
                                  id_collection=settings.id_collection, title_collection=settings.title_collection,
                                  memory_collection=settings.memory_collection),

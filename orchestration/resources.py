@@ -8,7 +8,7 @@ from dagster import ConfigurableResource
 
 from feature_repo.layout import Layout
 from feature_repo.loaders import FORMATS, SAMPLE_DIR
-from feature_repo.splits import DEFAULT_REFIT_DAYS
+from feature_repo.splits import DEFAULT_MAX_TEST_TARGETS, DEFAULT_REFIT_DAYS
 from feature_repo.store import FeatureRepo
 from models.llm.prompt import LIMITS
 from serving.config import COLLECTIONS
@@ -34,6 +34,9 @@ class ProtocolResource(ConfigurableResource):
     val_frac: float = 0.1  # temporal: the validation window, as a share of the time span
     test_frac: float = 0.1  # temporal: the test window (the last share of the time span)
     refit_every_days: float = DEFAULT_REFIT_DAYS  # temporal: the ID model's rolling refits through the test window (0: one)
+    # Evaluation's seeded sample of the test targets (feature_repo.splits.with_test_sample; 0: every one), so that its
+    # targets x catalog cost stays linear in the data
+    max_test_targets: int = DEFAULT_MAX_TEST_TARGETS
 
 
 class LLMResource(ConfigurableResource):
@@ -137,8 +140,9 @@ class TrainingResource(ConfigurableResource):
     # --user-share`): their training events and validation targets; every user's test targets are evaluated.
     user_share: float = 1.0
     # The ID models' loss: 0 a full softmax over the item vocabulary; N a sampled softmax over N shared negatives
-    # per batch, whose cost grows with N, not the catalog (`fashionrec run --sampled-negatives`).
-    sampled_negatives: int = 0
+    # per batch, whose cost grows with N, not the catalog; None (auto) the full softmax up to 16,384 items and 1,024
+    # sampled negatives above (models.seqrec.train.TrainConfig.negatives_for; `fashionrec run --sampled-negatives`).
+    sampled_negatives: int | None = None
 
     def train_config(self):  # noqa: ANN201
         from models.seqrec import TrainConfig

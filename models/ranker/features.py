@@ -9,12 +9,14 @@ matrix products and serving's per-request products give the same tree splits.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -242,7 +244,15 @@ class FeatureContext:
         self.size_value, size_values = pd.factorize(col("size").fillna("").astype(str))
         self.size_token_ids = [ids_of(z) for z in size_values]
         self.vocab = vocab
-        self._popular: dict[tuple[int, int], np.ndarray] | None = None
+        self._lazy: dict[str, Any] = {}  # built on first use; shared with `with_id_vectors`' copies
+
+    def with_id_vectors(self, id_vectors: Callable[[np.ndarray], np.ndarray]) -> FeatureContext:
+        """This context with another ID model's lookup: every catalog fact above, and what is built lazily, shared
+        rather than copied. Each rolling refit's ranking stage differs only in its ID model; at medium-s0 x 4 a
+        context per refit would hold eleven copies of the per-item keys, codes and title tokens."""
+        other = copy.copy(self)  # a new instance dict over the same arrays (no __post_init__)
+        other.id_vectors = id_vectors
+        return other
 
     def popular(self, category: int, t_ns: int, k: int) -> np.ndarray:
         """The category's `k` most interacted-with items in the 30 days before t's day (ties: purchases, then item
@@ -250,9 +260,9 @@ class FeatureContext:
         t's day counts."""
         if k <= 0:
             return np.zeros(0, np.int64)
-        if self._popular is None:
-            self._popular = self._cached_popular_index(max(k, POPULAR_INDEX_K))
-        top = self._popular.get((int(category), int(t_ns) // (DAY_MS * 1_000_000)))
+        if "popular" not in self._lazy:
+            self._lazy["popular"] = self._cached_popular_index(max(k, POPULAR_INDEX_K))
+        top = self._lazy["popular"].get((int(category), int(t_ns) // (DAY_MS * 1_000_000)))
         return top[:k] if top is not None else np.zeros(0, np.int64)
 
     def _cached_popular_index(self, k: int, cache: Path | None = None) -> dict[tuple[int, int], np.ndarray]:

@@ -12,7 +12,14 @@ from feature_repo.ingest import ingest
 from feature_repo.loaders import load_with_info
 from feature_repo.moments import resolution_note
 from feature_repo.schema import CanonicalTables
-from feature_repo.splits import make_splits, record_user_share, with_training_users, write_splits
+from feature_repo.splits import (
+    make_splits,
+    record_test_sample,
+    record_user_share,
+    with_test_sample,
+    with_training_users,
+    write_splits,
+)
 from orchestration.jobs import STORE_TAG
 from orchestration.resources import (
     DatasetResource,
@@ -78,15 +85,18 @@ def splits(workdir: WorkdirResource, protocol: ProtocolResource, training: Train
                     refit_every_days=protocol.refit_every_days)
     users = s.train_events["user_id"].nunique()
     s = with_training_users(s, training.user_share, training.seed)
+    s, n_test = with_test_sample(s, protocol.max_test_targets)  # seed 0 whatever the models' seed: same targets
     write_splits(s, workdir.layout.splits)
     record_user_share(workdir.layout.splits, training.user_share, training.seed, s.train_events["user_id"].nunique(),
                       users)
+    record_test_sample(workdir.layout.splits, int((s.targets["split"] == "test").sum()), n_test, 0)
     counts = s.targets.groupby("split").agg(n=("user_id", "size"), cold=("cold_start", "mean"),
                                             warm_rare=("warm_rare", "mean"))
     return MaterializeResult(metadata={
         "protocol": s.protocol,
         **{f"{k}_cut": v.isoformat() for k, v in s.cuts.items()},
         "fit_layouts": max(len(s.refits), 1),
+        "test_targets_evaluated": f"{int((s.targets['split'] == 'test').sum()):,} of {n_test:,}",
         "targets": MetadataValue.json(json.loads(counts.round(4).to_json(orient="index"))),
         "train_events": len(s.train_events),
         "training_users": f"{s.train_events['user_id'].nunique():,} of {users:,} (share {training.user_share:g})",

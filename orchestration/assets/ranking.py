@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from evaluation.factories import as_of_memory, ranker_scorer
 from evaluation.metrics import evaluate
 from evaluation.periods import by_fit, parts
-from evaluation.ranking import candidate_recall, fit_on_targets, top_lists
+from evaluation.ranking import candidate_recall, fit_on_targets, ranker_targets, top_lists
 from models.llm.prompt import LIMITS
 from models.ranker.features import FEATURE_NAMES
 from models.ranker.model import LearnedRanker, RankerConfig
@@ -28,9 +28,10 @@ def _png_markdown(path) -> str:  # noqa: ANN001
                    "candidates and features from the val fit (applied to the test fit's)")
 def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: TrainingResource):
     catalog = workdir.catalog()
-    val = workdir.layout.val_targets()
-    scorer = ranker_scorer(workdir.layout.at("val"), catalog)  # validation features come from the val fit
     cfg = RankerConfig(seed=training.seed)
+    every = workdir.layout.val_targets()
+    val = ranker_targets(every, cfg)  # a seeded sample past cfg.max_targets
+    scorer = ranker_scorer(workdir.layout.at("val"), catalog)  # validation features come from the val fit
     model, ex = fit_on_targets(scorer, val, cfg, progress=training.progress)
     model.info |= {"candidate_recall_val": ex.recall, "mean_candidates_val": ex.mean_candidates,
                    "examples_seconds": ex.seconds}
@@ -47,7 +48,8 @@ def ranker(context: AssetExecutionContext, workdir: WorkdirResource, training: T
     context.log.info("candidate recall on validation targets: "
                      + ", ".join(f"{k} {v:.3f}" for k, v in ex.recall.items()))
     return MaterializeResult(metadata={
-        "trained": bool(model.boosters), "groups_used": model.info["used"], "rows": model.info.get("rows", 0),
+        "trained": bool(model.boosters), "training_targets": f"{len(val):,} of {len(every):,}",
+        "groups_used": model.info["used"], "rows": model.info.get("rows", 0),
         "navigational_groups": model.info.get("extra_groups", 0),
         "features": len(FEATURE_NAMES), "held_out_ndcg@10": model.info.get("held_out_ndcg@10", float("nan")),
         "candidate_recall": MetadataValue.json({k: round(v, 4) for k, v in ex.recall.items()}),

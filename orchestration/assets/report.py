@@ -11,7 +11,7 @@ from evaluation.metrics import metrics_table, targets_ceiling
 from evaluation.paper import Section, write_report
 from feature_repo.layout import Layout
 from feature_repo.moments import dataset_resolution, resolution_note
-from feature_repo.splits import read_protocol, read_refits
+from feature_repo.splits import held_out_phrase, read_protocol, read_refits
 from orchestration.assets.evaluation import METHOD_ASSETS, per_category_table, read_results
 from orchestration.assets.llm import llm_eval, ranker_llm_eval
 from orchestration.assets.ranking import ranker_eval
@@ -34,7 +34,8 @@ def evaluation_report(context: AssetExecutionContext, workdir: WorkdirResource, 
     text = "\n\n".join([
         f"# Evaluation report\n\nDataset: `{dataset.path}` ({dataset.format}). {resolution_note(resolution)} "
         f"{protocol_line(protocol, cuts, read_refits(workdir.layout.splits))} "
-        f"{len(test):,} test targets, {test['cold_start'].mean():.1%} cold-start (nobody had clicked or bought the "
+        f"{held_out_phrase(workdir.layout.splits, len(test))}, {test['cold_start'].mean():.1%} cold-start (nobody "
+        "had clicked or bought the "
         "item before the target's time). Each is ranked among the items of its category released by its time; "
         "ties count against the target." + (f" Ceiling: mean of the oracle's exp_* over these targets "
                                             f"(coverage {oracle['coverage']:.0%})." if oracle and "coverage" in oracle
@@ -127,7 +128,7 @@ def paper_section(workdir: Path, name: str | None = None, data: Path | None = No
     oracle = targets_ceiling(source if fmt == "canonical" and source is not None and source.exists() else None,
                              test, protocol)
     note = (f"{resolution_note(dataset_resolution(lay.canonical))} {protocol_line(protocol, cuts, read_refits(lay.splits))}"
-            f" {len(test):,} test targets, {test['cold_start'].mean():.1%} cold-start."
+            f" {held_out_phrase(lay.splits, len(test))}, {test['cold_start'].mean():.1%} cold-start."
             + (" Ceiling (the oracle's exp_* over these targets, coverage {:.0%}): R@10 {:.4f}, N@10 {:.4f}, MRR {:.4f}."
                .format(oracle.get("coverage", float("nan")), *(oracle["all"][f"exp_{m}"] for m in
                                                                 ("recall10", "ndcg10", "mrr")))

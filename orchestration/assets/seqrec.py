@@ -90,6 +90,7 @@ def seqrec_asset(name: str) -> AssetsDefinition:
         out = run_method(workdir, name, scorer, catalog, extra={
             "model_config": asdict(refit.model.config), "train_config": asdict(first.config),
             "best_epoch": res.best_epoch, "seconds_per_epoch": float(np.mean(res.epoch_seconds)), "val": res.best_metrics,
+            "sampled_negatives": {"val": res.sampled_negatives, "test": refit.result.sampled_negatives},
             "min_count": training.min_count, "vocab": {"val": len(first.vocab), "test": len(refit.vocab)},
             "refit": {"epochs": refit.config.epochs, "seconds": round(refit.result.total_seconds, 2)},
             "rolling": {"refits": len(refits) - 1, "epochs": training.rolling_epochs, "seconds": round(rolling_s, 2),
@@ -103,6 +104,7 @@ def seqrec_asset(name: str) -> AssetsDefinition:
                              "val_ndcg@10": res.best_metrics.get("ndcg@10", float("nan")), "min_count": training.min_count,
                              "vocab_val": len(first.vocab), "vocab_test": len(refit.vocab),
                              "vocab_last": len(refits[-1].vocab),
+                             "sampled_negatives": refit.result.sampled_negatives,
                              "checkpoint": MetadataValue.path(str(ckpt))})
         return out
 

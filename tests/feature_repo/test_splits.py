@@ -14,18 +14,21 @@ from feature_repo.splits import (
     cross_category,
     fit_index,
     fit_layouts,
+    held_out_phrase,
     leave_one_out,
     make_splits,
     ordered_events,
     read_protocol,
     read_refits,
     read_splits,
+    record_test_sample,
     refit_times,
     temporal_cuts,
     temporal_split,
     training_cutoffs,
     training_events,
     training_user_mask,
+    with_test_sample,
     with_training_users,
     write_splits,
 )
@@ -311,3 +314,31 @@ def test_with_training_users_keeps_every_test_target() -> None:
     assert set(out.train_events["user_id"]) == set(s.train_events["user_id"]) & keep != set()
     assert "u1" in set(s.train_events["user_id"]) - set(out.train_events["user_id"])
     assert with_training_users(s, 1.0) is s
+
+
+def test_with_test_sample_keeps_a_seeded_share_of_the_test_targets_only(tmp_path: Path) -> None:
+    """Leave-one-out on the tiny data: 3 test targets and 1 validation target. At most 2 test targets: 2 of the 3,
+    in their order, the same 2 for the same seed; the validation target and the training events are untouched; at 0
+    or at 3 and over, nothing is cut. The note the splits folder keeps names the whole count."""
+    tables = make_tiny_tables()
+    s = leave_one_out(tables.events, tables.items)
+    out, n = with_test_sample(s, 2)
+    test, kept = s.split("test"), out.split("test")
+    assert n == 3 and len(kept) == 2
+    rows = _rows(test, ["user_id", "target_item_id"])
+    got = _rows(kept, ["user_id", "target_item_id"])
+    assert set(got) < set(rows) and got == [r for r in rows if r in got]  # a subset, in order
+    assert _rows(with_test_sample(s, 2)[0].split("test"), ["user_id", "target_item_id"]) == got  # seeded
+    picks = {tuple(_rows(with_test_sample(s, 1, seed)[0].split("test"), ["user_id"])) for seed in range(20)}
+    assert len(picks) > 1  # the seed chooses
+    assert out.split("val").equals(s.split("val")) and out.train_events.equals(s.train_events)
+    for cap in (0, 3, 4):
+        same, n = with_test_sample(s, cap)
+        assert same is s and n == 3
+    with pytest.raises(ValueError, match="max_targets"):
+        with_test_sample(s, -1)
+    write_splits(out, tmp_path)
+    assert held_out_phrase(tmp_path, 2) == "2 test targets"  # nothing recorded: no sample named
+    record_test_sample(tmp_path, 2, 3, 0)
+    assert held_out_phrase(tmp_path, 2) == "2 test targets (a seeded sample of 3)"
+    assert held_out_phrase(tmp_path / "nowhere", 1_500) == "1,500 test targets"

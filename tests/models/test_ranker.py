@@ -321,6 +321,23 @@ def test_monotone_features_never_lower_a_score_and_extra_groups_only_train() -> 
         fit_ranker(train, FEATURES, SMALL, extra=copies, extra_source=[0])
 
 
+def test_ranker_targets_are_a_seeded_sample_past_the_cap() -> None:
+    """Every validation target up to `max_targets`; past it that many, a subset in their order, the same for a seed."""
+    import pandas as pd
+
+    from evaluation.ranking import ranker_targets
+
+    targets = pd.DataFrame({"user_id": [f"u{i}" for i in range(10)], "target_item_id": [f"I{i}" for i in range(10)]})
+    assert ranker_targets(targets, RankerConfig(max_targets=10)) is targets
+    assert ranker_targets(targets, RankerConfig(max_targets=0)) is targets
+    four = ranker_targets(targets, RankerConfig(max_targets=4))
+    users = four["user_id"].tolist()
+    assert len(users) == 4 and users == sorted(set(users), key=lambda u: int(u[1:])) and list(four.index) == [0, 1, 2, 3]
+    assert ranker_targets(targets, RankerConfig(max_targets=4))["user_id"].tolist() == users
+    assert len({tuple(ranker_targets(targets, RankerConfig(max_targets=4, seed=s))["user_id"]) for s in range(5)}) > 1
+    assert RankerConfig().max_targets == 2_000
+
+
 def test_navigational_copies_name_the_bought_item_just_before_it() -> None:
     import pandas as pd
 

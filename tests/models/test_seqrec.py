@@ -267,6 +267,23 @@ def test_sampled_softmax_trains_core_to_the_full_softmaxs_ranking() -> None:
         TrainConfig(sampled_negatives=-1)
 
 
+def test_auto_negatives_follow_the_vocabulary_size() -> None:
+    """Auto (None): the exact full softmax up to FULL_SOFTMAX_MAX_ITEMS real items (rows less padding and cold),
+    AUTO_NEGATIVES sampled above; a set count is kept whatever the vocabulary."""
+    from models.seqrec.train import AUTO_NEGATIVES, FULL_SOFTMAX_MAX_ITEMS
+
+    auto = TrainConfig()
+    assert auto.sampled_negatives is None
+    assert auto.negatives_for(FULL_SOFTMAX_MAX_ITEMS + 2) == 0
+    assert auto.negatives_for(FULL_SOFTMAX_MAX_ITEMS + 3) == AUTO_NEGATIVES == 1024
+    assert TrainConfig(sampled_negatives=0).negatives_for(10**6) == 0
+    assert TrainConfig(sampled_negatives=8).negatives_for(50) == 8
+    model = tiny("core-trm", dropout=False, dim=16)
+    res = train(model, SeqData.leave_one_out(N_ITEMS, cyclic_sequences(20)),
+                TrainConfig(epochs=1, batch_size=64, progress=False, sampled_negatives=4))
+    assert res.sampled_negatives == 4  # what it trained with is reported
+
+
 # ---------------------------------------------------------------- training
 
 

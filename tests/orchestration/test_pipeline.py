@@ -84,9 +84,16 @@ def test_build_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     r = build_resources(str(tmp_path / "data"), "canonical", str(tmp_path / "work"))
     assert r["dataset"].path == tmp_path / "data" and r["workdir"].eval == tmp_path / "work" / "eval"
     assert r["feast"].repo().feast_dir == tmp_path / "work" / "feast"
-    assert r["training"].train_config().sampled_negatives == 0  # a full softmax unless asked
+    assert r["training"].train_config().sampled_negatives is None  # auto: by the vocabulary's size
     sampled = build_resources(str(tmp_path / "data"), training={"sampled_negatives": 64, "seed": 3})["training"]
     assert (sampled.train_config().sampled_negatives, sampled.train_config().seed) == (64, 3)
+
+
+@pytest.mark.parametrize("value", ["lots", "-4"])
+def test_cli_rejects_a_bad_sampled_negatives(value: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["run", "--workdir", str(tmp_path / "work"), "--sampled-negatives", value])
+    assert result.exit_code == 2 and "'auto' or a count >= 0" in result.output, result.output
+    assert not (tmp_path / "work").exists()  # refused before anything ran
 
 
 @pytest.fixture(scope="module")
@@ -342,19 +349,22 @@ def test_temporal_protocol_end_to_end(data_dir: Path, tmp_path: Path, monkeypatc
 def test_a_share_of_the_training_users_end_to_end(data_dir: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """`user_share` (`fashionrec run --user-share`) at a seed that leaves u1 out: u1's validation target and
-    training events, and its sequences in the ID models' training histories, are gone; both test targets stay and
-    are ranked; protocol.json records the share."""
+    training events, and its sequences in the ID models' training histories, are gone; protocol.json records the
+    share. With evaluation's test sample cut to one target, one of the two test targets is ranked by every method,
+    and the report says it is a sample."""
     for var in ("FASHIONREC_WORKDIR", "FASHIONREC_FORMAT", "FASHIONREC_DATA"):
         monkeypatch.delenv(var, raising=False)
     users = pd.Series(["u1", "u2", "u3", "u4"])
     seed = next(k for k in range(100) if not training_user_mask(users, 0.5, k)[0]
                 and training_user_mask(users, 0.5, k)[1:].sum() >= 2)
     kept = set(users[training_user_mask(users, 0.5, seed)])
-    result = _materialize(data_dir, tmp_path, ProtocolResource(protocol="temporal", val_frac=0.3, test_frac=0.5),
+    result = _materialize(data_dir, tmp_path, ProtocolResource(protocol="temporal", val_frac=0.3, test_frac=0.5,
+                                                                max_test_targets=1),
                           training={"user_share": 0.5, "seed": seed, "epochs": 1})
     assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
     targets = pd.read_parquet(tmp_path / "splits" / "targets.parquet")
-    assert list(zip(targets["split"], targets["target_item_id"], strict=True)) == [("test", "F2"), ("test", "A2")]
+    (row,) = zip(targets["split"], targets["target_item_id"], strict=True)
+    assert row in {("test", "F2"), ("test", "A2")}
     train = pd.read_parquet(tmp_path / "splits" / "train_events.parquet")
     assert set(train["user_id"]) <= kept and "u1" not in set(train["user_id"])
     for period in ("val", "test"):
@@ -363,7 +373,8 @@ def test_a_share_of_the_training_users_end_to_end(data_dir: Path, tmp_path: Path
     assert json.loads((tmp_path / "splits" / "protocol.json").read_text())["training_users"]["share"] == 0.5
     assert read_user_share(tmp_path / "splits") == 0.5
     for m in METHODS:
-        assert len(pd.read_parquet(tmp_path / "eval" / m / "rankings.parquet")) == 2
+        assert pd.read_parquet(tmp_path / "eval" / m / "rankings.parquet")["target_item_id"].tolist() == [row[1]]
+    assert "1 test target (a seeded sample of 2), " in (tmp_path / "eval" / "report.md").read_text()
 
 
 @pytest.mark.slow

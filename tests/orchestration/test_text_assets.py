@@ -12,8 +12,9 @@ import pytest
 import torch
 from dagster import AssetSelection, DagsterInstance, materialize
 
-from evaluation.factories import retrieval_scorer
+from evaluation.factories import as_of_memory, ranker_scorer, retrieval_scorer
 from evaluation.metrics import evaluate
+from feature_repo.features import write_feature_tables
 from feature_repo.layout import Layout
 from feature_repo.splits import Splits, leave_one_out, write_splits
 from models.catalog import Catalog
@@ -102,6 +103,23 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
         alone = evaluate("x", retrieval_scorer(fit_lay, catalog, RETRIEVAL_MODES["id-only"]),
                          test[test["user_id"].isin(users)], catalog, progress=False).rankings
         assert alone.set_index("user_id")["target_rank"].to_dict() == mine.loc[users].to_dict()
+    # The fits' scorers over one catalog share the title side and the ranking stage's catalog facts, read once; each
+    # holds its own ID vectors, and the ranking stage reads those (NaN where the ID model has no row of its own).
+    memory = as_of_memory(lay)
+    fits = [retrieval_scorer(f, catalog, RETRIEVAL_MODES["mixup"], memory) for f in (lay.refit(0), lay)]
+    assert fits[0].title_vectors is fits[1].title_vectors and fits[0].index is fits[1].index is catalog.index
+    assert not np.array_equal(fits[0].id_vectors, fits[1].id_vectors)
+    tables = make_tiny_tables()
+    write_feature_tables(tables.items, tables.events, lay.features)  # the ranking stage's activity windows
+    stages = [ranker_scorer(f, catalog, memory=memory) for f in (lay.refit(0), lay)]
+    assert stages[0].ctx.item_key is stages[1].ctx.item_key and stages[0].ctx.activity is stages[1].ctx.activity
+    assert stages[0].stage.searches is stages[1].stage.searches
+    rows = np.arange(len(catalog.items))
+    for fit, stage in zip(fits, stages, strict=True):
+        got = stage.ctx.id_vectors(rows)
+        assert np.array_equal(np.isnan(got).all(axis=1), ~fit.id_known) and (fit.id_known.any())
+        assert np.array_equal(got[fit.id_known], fit.id_vectors[fit.id_known])
+        assert np.array_equal(stage.ctx.title_vectors(rows), fit.title_vectors)
     with QdrantResource(workdir=str(tmp_path)).store() as store:
         assert store.count("item_title_embeddings", partition="Footwear") == 3
     title = result.asset_materializations_for_node("title_model")[0].metadata  # both fits, each on its own pairs
