@@ -31,7 +31,7 @@ from evaluation.periods import by_fit
 from evaluation.retrieval import VariantScorer, variant_examples
 from feature_repo.schema import CanonicalTables
 from feature_repo.sequences import last_search_queries
-from feature_repo.splits import fit_layouts, read_protocol
+from feature_repo.splits import fit_layouts, read_protocol, sample_rows
 from models.catalog import Catalog
 from models.retrieval import RetrievalConfig
 from models.text import load_title_model
@@ -132,7 +132,9 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         for s in (*per_fit.values(), val_scorer):
             s.cfg = MODES[name]
         t1 = time.perf_counter()
-        ranker = fit_variant_ranker(variant_examples(val_scorer, val, catalog, attrs, VariantConfig()))
+        vcfg = VariantConfig()  # fitted as the variant_ranker asset fits it: on at most vcfg.max_targets targets
+        ranker = fit_variant_ranker(variant_examples(val_scorer, sample_rows(val, vcfg.max_targets, seed=0), catalog,
+                                                     attrs, vcfg), vcfg)
         variants = by_fit(wd.layout, lambda lay, r=ranker: VariantScorer(per_fit[lay], catalog, r, attrs))
         m = evaluate(f"retrieval-{name}+variants", variants, targets, catalog,
                      progress=False).metrics

@@ -26,7 +26,7 @@ from models.ranker.model import LearnedRanker
 from models.ranker.stage import RankingStage
 from models.retrieval import RetrievalConfig
 from models.seqrec import ID_MODEL, load_checkpoint
-from models.seqrec.vectors import item_vectors, query_vectors
+from models.seqrec.vectors import query_vectors, unit_item_vectors
 from models.text import load_title_model
 from models.text.encoder import TextEncoder
 from models.text.memory import AsOfMemory
@@ -68,9 +68,9 @@ def retrieval_scorer(layout: Layout, catalog: Catalog, cfg: RetrievalConfig,
             encoder, memory, catalog, np.load(layout.title_vectors)))  # (n, d) catalog order
     else:
         titles = TitleQueryBuilder(encoder, memory, catalog, np.load(layout.title_vectors) if text is None else text[1])
-    ids = item_vectors(ckpt.model, ckpt.vocab, catalog.item_ids)  # (n, d)
+    ids, known = unit_item_vectors(ckpt.model, ckpt.vocab, catalog.item_ids)  # (n, d) unit rows, (n,)
     return RetrievalScorer(catalog, ids, titles.title_vectors, lambda h: query_vectors(ckpt.model, ckpt.vocab, h),
-                           titles.queries, cfg, id_known=ckpt.vocab.known(catalog.item_ids), title_unit=True)
+                           titles.queries, cfg, id_known=known, title_unit=True, id_unit=True)
 
 
 def variant_scorer(layout: Layout, catalog: Catalog, cfg: RetrievalConfig, memory: AsOfMemory | None = None

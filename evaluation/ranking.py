@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from evaluation.common import category_batches, rows_to_scores
 from evaluation.retrieval import RetrievalScorer
 from feature_repo.sequences import history_arrays, last_search_queries
+from feature_repo.splits import sample_rows
 from models.catalog import Catalog
 from models.common import to_ns
 from models.ranker.candidates import SOURCES, CandidateConfig, Candidates, TargetInputs, generate
@@ -211,10 +212,7 @@ def fit_training_set(ts: TrainingSet, cfg: RankerConfig, features: Sequence[str]
 def ranker_targets(targets: pd.DataFrame, cfg: RankerConfig) -> pd.DataFrame:
     """The validation targets a ranker trains on: every one, or past `cfg.max_targets` a seeded uniform sample of
     that many (seed `cfg.seed`), in their order."""
-    if cfg.max_targets <= 0 or len(targets) <= cfg.max_targets:
-        return targets
-    chosen = np.sort(np.random.default_rng(cfg.seed).choice(len(targets), cfg.max_targets, replace=False))
-    return targets.iloc[chosen].reset_index(drop=True)
+    return sample_rows(targets, cfg.max_targets, cfg.seed)
 
 
 def fit_on_targets(scorer: RankerScorer, targets: pd.DataFrame, cfg: RankerConfig, progress: bool = False

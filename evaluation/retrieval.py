@@ -213,14 +213,15 @@ class RetrievalScorer:
                  id_queries: Callable[[list[list[str]]], np.ndarray],
                  title_queries: Callable[..., np.ndarray | TitleQueries],
                  cfg: RetrievalConfig = RetrievalConfig(), id_known: np.ndarray | None = None,
-                 title_unit: bool = False) -> None:
+                 title_unit: bool = False, id_unit: bool = False) -> None:
         """`id_known` (n_catalog,) bool: the items the ID model has a row for, the only ones an ID list holds
         (None: every item). `title_unit`: `title_vectors` are `l2_normalize`d already (a `TitleQueryBuilder`'s,
-        shared by every fit's scorer) and are kept as given."""
+        shared by every fit's scorer) and are kept as given; `id_unit` the same for `id_vectors`
+        (`models.seqrec.vectors.unit_item_vectors`)."""
         self.catalog = catalog
         self.id_known = np.ones(len(catalog.item_ids), bool) if id_known is None else np.asarray(id_known, bool)
         self.index = catalog.index
-        self.id_vectors = l2_normalize(id_vectors)  # (n_catalog, d_id), catalog row order
+        self.id_vectors = id_vectors if id_unit else l2_normalize(id_vectors)  # (n_catalog, d_id), catalog order
         self.title_vectors = title_vectors if title_unit else l2_normalize(title_vectors)  # (n_catalog, d_title)
         self.id_queries = id_queries
         self.title_queries = title_queries

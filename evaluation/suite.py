@@ -14,6 +14,7 @@ from evaluation.factories import as_of_memory, ranker_scorer, retrieval_scorer
 from evaluation.periods import by_fit
 from evaluation.ranking import ranker_targets, training_set
 from feature_repo.layout import Layout
+from feature_repo.splits import sample_rows
 from models.catalog import Catalog
 from models.ranker.features import FEATURE_GROUPS
 from models.ranker.model import LearnedRanker, RankerConfig
@@ -333,9 +334,10 @@ def zero_shot(workdir: Path, pairs: Sequence[tuple[str, str]] = ZERO_SHOT, log: 
                             AsOfMemory.build(pd.read_parquet(lay.search_results), model), result.n_pairs)
         enc, vec, mem, _ = text["val"]
         base = retrieval_scorer(lay.at("val"), catalog, title_only, mem, text=(enc, vec))
-        variants = fit_variant_ranker(variant_examples(base, val[val["category"] == source].reset_index(drop=True),
-                                                       catalog, ItemAttributes.from_items(catalog.items),
-                                                       VariantConfig()), VariantConfig())
+        vcfg = VariantConfig()
+        fit_on = sample_rows(val[val["category"] == source].reset_index(drop=True), vcfg.max_targets, seed=0)
+        variants = fit_variant_ranker(variant_examples(base, fit_on, catalog, ItemAttributes.from_items(catalog.items),
+                                                       vcfg), vcfg)
         enc, vec, mem, n_pairs = text["test"]
         log(f"zero-shot: the text side trained on {source} ({n_pairs} pairs, {time.perf_counter() - t1:.0f} s)")
         for _, target in [p for p in pairs if p[0] == source]:

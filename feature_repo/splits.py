@@ -287,18 +287,38 @@ def with_test_sample(splits: Splits, max_targets: int, seed: int = 0) -> tuple[S
     test = np.flatnonzero((t["split"] == "test").to_numpy())
     if max_targets == 0 or len(test) <= max_targets:
         return splits, len(test)
-    chosen = np.random.default_rng(seed).choice(test, size=max_targets, replace=False)
     keep = (t["split"] != "test").to_numpy()
-    keep[chosen] = True
+    keep[test[seeded_positions(len(test), max_targets, seed)]] = True
     return replace(splits, targets=t[keep].reset_index(drop=True)), len(test)
+
+
+def seeded_positions(n: int, k: int, seed: int) -> np.ndarray:
+    """Ascending positions of a seeded uniform sample of `k` of `n` rows (every row where `k` is 0 or at least `n`):
+    the one sampler behind every "at most k of them" cap (`with_test_sample`, the ranker's training targets)."""
+    if k <= 0 or n <= k:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def sample_rows(frame: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+    """At most `k` rows of `frame`: a seeded uniform sample in their order (`seeded_positions`), or `frame` itself
+    where `k` is 0 or it has no more rows. What caps the validation targets a stage fits on."""
+    if k <= 0 or len(frame) <= k:
+        return frame
+    return frame.iloc[seeded_positions(len(frame), k, seed)].reset_index(drop=True)
+
+
+def record_protocol(folder: Path, key: str, value: dict) -> None:
+    """Set `key` in the splits folder's `protocol.json` (which `write_splits` wrote) to `value`."""
+    path = folder / "protocol.json"
+    d = json.loads(path.read_text())
+    d[key] = value
+    path.write_text(json.dumps(d, indent=2))
 
 
 def record_test_sample(folder: Path, kept: int, of: int, seed: int) -> None:
     """Note in `protocol.json` how many of the test targets evaluation scores (`with_test_sample`)."""
-    path = folder / "protocol.json"
-    d = json.loads(path.read_text())
-    d["test_targets"] = {"kept": kept, "of": of, "seed": seed}
-    path.write_text(json.dumps(d, indent=2))
+    record_protocol(folder, "test_targets", {"kept": kept, "of": of, "seed": seed})
 
 
 def held_out_phrase(folder: Path, n: int) -> str:
@@ -357,10 +377,7 @@ def write_splits(splits: Splits, folder: Path) -> None:
 
 def record_user_share(folder: Path, share: float, seed: int, kept: int, of: int) -> None:
     """Note in `protocol.json` which share of the users trained the models (`with_training_users`)."""
-    path = folder / "protocol.json"
-    d = json.loads(path.read_text())
-    d["training_users"] = {"share": share, "seed": seed, "users": kept, "of": of}
-    path.write_text(json.dumps(d, indent=2))
+    record_protocol(folder, "training_users", {"share": share, "seed": seed, "users": kept, "of": of})
 
 
 def read_user_share(folder: Path) -> float:

@@ -207,7 +207,8 @@ class SequentialRecommender(nn.Module, ABC):
         """Cross-entropy of `targets` (N,) from states `h` (N, d). `negatives` 0 (or at least the real items):
         over every item. Otherwise a sampled softmax (`sampled_softmax_loss`) over `negatives` items drawn
         uniformly from the real items (not padding or cold), shared by the batch. The loss's cost grows with the
-        negatives, not with the vocabulary (the optimizer's update of the dense item table still does)."""
+        negatives, not with the vocabulary (Adam's dense update of the item table still grows with it, unless
+        `TrainConfig.sparse_table`)."""
         real = self.n_items - 2
         if negatives <= 0 or negatives >= real:
             return F.cross_entropy(self.logits(h), targets)

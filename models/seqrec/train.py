@@ -40,6 +40,9 @@ class TrainConfig:
     # (SequentialRecommender.softmax_loss), whose cost grows with N, not the catalog; None (auto): the full softmax
     # up to FULL_SOFTMAX_MAX_ITEMS real items, AUTO_NEGATIVES sampled above (`negatives_for`). BCE models ignore it.
     sampled_negatives: int | None = None
+    # Under a sampled loss, update the item table sparsely (`sparse_table_for`): faster as the catalog grows, but on
+    # medium-s0 it cost the ID model a quarter of its N@10 (docs/models.md), so the default is the dense update.
+    sparse_table: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.k < 1:
@@ -56,6 +59,22 @@ class TrainConfig:
             return self.sampled_negatives
         return AUTO_NEGATIVES if n_items - 2 > FULL_SOFTMAX_MAX_ITEMS else 0
 
+    def sparse_table_for(self, negatives: int, n_items: int) -> bool:
+        """Whether the item table trains with sparse gradients and a lazy Adam (`torch.optim.SparseAdam`). Under a
+        sampled loss a step reads only the batch's items, its negatives and the cold row, yet a dense Adam step
+        rewrites every row of the table (its moments decay, its momentum moves it), so a step costs the whole
+        vocabulary and an epoch costs data x vocabulary. The sparse step touches only the rows the batch read; the
+        rows of rarely drawn items then move far less, which is what costs the ID model its quality on medium-s0.
+        Only with `sparse_table`, a sampled loss (under the full softmax every row has a gradient) and no weight
+        decay (which SparseAdam lacks)."""
+        if not self.sparse_table:
+            return False
+        if not 0 < negatives < n_items - 2:
+            raise ValueError("sparse_table needs a sampled loss: under the full softmax every row has a gradient")
+        if self.weight_decay:
+            raise ValueError("sparse_table has no weight decay (torch.optim.SparseAdam); set weight_decay=0")
+        return True
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -69,6 +88,7 @@ class TrainResult:
     total_seconds: float
     device: str
     sampled_negatives: int = 0  # the loss it trained with: 0 the full softmax, N a sampled one (TrainConfig.negatives_for)
+    sparse_table: bool = False  # whether the item table trained with sparse gradients (TrainConfig.sparse_table_for)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -109,6 +129,45 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class TableOptimizer:
+    """Adam over the model's parameters; with `sparse`, the item table apart, under `torch.optim.SparseAdam` (the
+    model's item embedding then gives sparse gradients: every loss that samples reads the table through it)."""
+
+    def __init__(self, model: SequentialRecommender, cfg: TrainConfig, sparse: bool) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        table = model.item_embedding.weight
+        rest = [p for p in self.params if p is not table] if sparse else self.params
+        self.optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(rest, lr=cfg.lr,
+                                                                         weight_decay=cfg.weight_decay)]
+        if sparse:
+            self.optimizers.append(torch.optim.SparseAdam([table], lr=cfg.lr))
+
+    def zero_grad(self) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def clip(self, max_norm: float) -> None:
+        """`torch.nn.utils.clip_grad_norm_` (itself, when every gradient is dense), over sparse gradients too: the
+        global norm, each gradient scaled by max_norm / (norm + 1e-6) where that is under 1."""
+        sparse = [p for p in self.params if p.grad is not None and p.grad.is_sparse]
+        if not sparse:
+            torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+            return
+        for p in sparse:
+            p.grad = p.grad.coalesce()  # the lookups of one row (in a history, among the scored rows) summed
+        grads = [p.grad.values() if p.grad.is_sparse else p.grad for p in self.params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        coef = max_norm / (norm + 1e-6)
+        if coef < 1:
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.mul_(coef)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+
 def train(model: SequentialRecommender, data: SeqData, cfg: TrainConfig | None = None) -> TrainResult:
     """Train with Adam, validate every epoch, stop early on NDCG@k and restore the best state."""
     cfg = cfg or TrainConfig()
@@ -123,7 +182,19 @@ def train(model: SequentialRecommender, data: SeqData, cfg: TrainConfig | None =
     device = resolve_device(cfg.device)
     model.to(device)
     generator = torch.Generator().manual_seed(cfg.seed)  # batch order, independent of model RNG use
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sparse = cfg.sparse_table_for(negatives, model.n_items)
+    optimizer = TableOptimizer(model, cfg, sparse)
+    model.item_embedding.sparse = sparse  # the lookups' gradients: sparse rows, or the dense table
+    try:
+        return _train(model, data, cfg, windows, query, negatives, sparse, optimizer, device, generator)
+    finally:
+        model.item_embedding.sparse = False  # a trained model's table is an ordinary dense embedding
+
+
+def _train(model: SequentialRecommender, data: SeqData, cfg: TrainConfig, windows: torch.Tensor,
+           query: torch.Tensor | None, negatives: int, sparse: bool, optimizer: TableOptimizer,
+           device: torch.device, generator: torch.Generator) -> TrainResult:
+    """`train`'s epochs, once the model, data and optimizer are set up."""
     has_valid = len(data.valid_targets) > 0
     key = f"ndcg@{cfg.k}"
 
@@ -145,10 +216,10 @@ def train(model: SequentialRecommender, data: SeqData, cfg: TrainConfig | None =
         )
         for batch in bar:
             loss = model.loss(batch.to(device), negatives=negatives)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.clip(cfg.grad_clip)
             optimizer.step()
             total += loss.item() * len(batch.seqs)
             count += len(batch.seqs)
@@ -184,4 +255,5 @@ def train(model: SequentialRecommender, data: SeqData, cfg: TrainConfig | None =
         total_seconds=time.perf_counter() - t_start,
         device=str(device),
         sampled_negatives=negatives,
+        sparse_table=sparse,
     )

@@ -10,7 +10,7 @@ import torch
 
 from models.common import l2_normalize
 from models.seqrec.base import SequentialRecommender, pad_sequences
-from models.seqrec.vocab import ItemVocab
+from models.seqrec.vocab import COLD, ItemVocab
 
 
 @torch.no_grad()
@@ -28,11 +28,22 @@ def query_vectors(model: SequentialRecommender, vocab: ItemVocab, histories: lis
     return model.sequence_representation(x.to(device)).float().cpu().numpy()
 
 
+@torch.no_grad()
+def unit_item_vectors(model: SequentialRecommender, vocab: ItemVocab, item_ids: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """`l2_normalize(item_vectors(...))` and whether each item has a row of its own ((n, d) float32, (n,) bool),
+    with one vocabulary lookup and the table normalised per vocabulary row, not per catalog item (the same floats:
+    each row is scaled alone)."""
+    table = l2_normalize(model.item_embeddings()[: len(vocab)].float().cpu().numpy())  # (n_vocab, d)
+    rows = vocab.encode(item_ids)  # (n,) COLD where the item has no row of its own
+    return table[rows], rows > COLD
+
+
 def known_item_vectors(model: SequentialRecommender, vocab: ItemVocab, item_ids: np.ndarray) -> np.ndarray:
     """Unit item-table rows, NaN for items without a row of their own: what the ranker's `id_cos` reads, so an item
     the model never saw says "no ID yet", not a cosine with the shared cold row. (n, d) float32."""
-    out = l2_normalize(item_vectors(model, vocab, item_ids))
-    out[~vocab.known(item_ids)] = np.nan
+    out, known = unit_item_vectors(model, vocab, item_ids)
+    out[~known] = np.nan
     return out
 
 

@@ -6,10 +6,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
 PAD = 0  # padding index; never a real item
 COLD = 1  # one learned embedding shared by every item unseen in training (as in Recformer's comparison)
 N_SPECIAL = 2
+# Past this many ids `encode` looks them up through a pandas index (a hash table in C) rather than a Python loop over
+# the dict: the catalog-wide lookups (every catalog item, once per ID-model fit) are 10-20x faster that way.
+VECTOR_LOOKUP = 256
 PAD_TOKEN = "[PAD]"
 COLD_TOKEN = "[COLD]"
 
@@ -24,6 +28,7 @@ class ItemVocab:
             raise ValueError("duplicate item ids in vocabulary")
         if PAD_TOKEN in self._index or COLD_TOKEN in self._index:
             raise ValueError(f"item ids may not be the reserved tokens {PAD_TOKEN}, {COLD_TOKEN}")
+        self._pd_index: pd.Index | None = None  # built on the first large lookup
 
     @classmethod
     def from_items(cls, items: Iterable[str], min_count: int = 1) -> ItemVocab:
@@ -33,7 +38,12 @@ class ItemVocab:
 
     def encode(self, ids: Iterable[str]) -> np.ndarray:
         """Map item ids to int64 indices; unseen ids map to COLD (1)."""
-        return np.fromiter((self._index.get(i, COLD) for i in ids), dtype=np.int64)
+        if not isinstance(ids, np.ndarray | list | tuple | pd.Series | pd.Index) or len(ids) < VECTOR_LOOKUP:
+            return np.fromiter((self._index.get(i, COLD) for i in ids), dtype=np.int64)
+        if getattr(self, "_pd_index", None) is None:  # (a vocabulary unpickled from before it had one)
+            self._pd_index = pd.Index(self._items, dtype=object)
+        pos = self._pd_index.get_indexer(np.asarray(ids, dtype=object))  # -1 where unseen
+        return np.where(pos >= 0, pos + N_SPECIAL, COLD).astype(np.int64)
 
     def known(self, ids: Iterable[str]) -> np.ndarray:
         """Whether each item id has its own row (is not mapped to COLD). (n,) bool."""

@@ -91,6 +91,7 @@ def seqrec_asset(name: str) -> AssetsDefinition:
             "model_config": asdict(refit.model.config), "train_config": asdict(first.config),
             "best_epoch": res.best_epoch, "seconds_per_epoch": float(np.mean(res.epoch_seconds)), "val": res.best_metrics,
             "sampled_negatives": {"val": res.sampled_negatives, "test": refit.result.sampled_negatives},
+            "sparse_table": {"val": res.sparse_table, "test": refit.result.sparse_table},
             "min_count": training.min_count, "vocab": {"val": len(first.vocab), "test": len(refit.vocab)},
             "refit": {"epochs": refit.config.epochs, "seconds": round(refit.result.total_seconds, 2)},
             "rolling": {"refits": len(refits) - 1, "epochs": training.rolling_epochs, "seconds": round(rolling_s, 2),
@@ -105,6 +106,7 @@ def seqrec_asset(name: str) -> AssetsDefinition:
                              "vocab_val": len(first.vocab), "vocab_test": len(refit.vocab),
                              "vocab_last": len(refits[-1].vocab),
                              "sampled_negatives": refit.result.sampled_negatives,
+                             "sparse_table": refit.result.sparse_table,
                              "checkpoint": MetadataValue.path(str(ckpt))})
         return out
 

@@ -12,7 +12,7 @@ from evaluation.periods import by_fit, parts
 from evaluation.retrieval import VariantScorer, variant_examples
 from feature_repo.layout import PERIODS
 from feature_repo.schema import CanonicalTables
-from feature_repo.splits import read_splits, training_events, training_user_mask
+from feature_repo.splits import read_splits, sample_rows, training_events, training_user_mask
 from models.retrieval import RetrievalConfig
 from models.text import (
     TitleTrainConfig,
@@ -107,9 +107,10 @@ VARIANT_FIT_MODE = RetrievalConfig(mode="mixup", n=1)  # the lists the ranker is
        description="Colour x size variant re-ranker: conditional logit fitted on the validation targets' mixup lists")
 def variant_ranker(workdir: WorkdirResource):
     catalog = workdir.catalog()
-    val = workdir.layout.val_targets()
+    every = workdir.layout.val_targets()
     attrs = ItemAttributes.from_items(catalog.items)
     cfg = VariantConfig()
+    val = sample_rows(every, cfg.max_targets, seed=0)
     t0 = time.perf_counter()
     base = retrieval_scorer(workdir.layout.at("val"), catalog, VARIANT_FIT_MODE)  # the val fit's lists
     examples = variant_examples(base, val, catalog, attrs, cfg)
@@ -118,6 +119,7 @@ def variant_ranker(workdir: WorkdirResource):
     out = ranker.save(workdir.layout.ensure(workdir.layout.variant_ranker))
     return MaterializeResult(metadata={
         **{k: v for k, v in ranker.fit_info.items() if isinstance(v, int | float | bool)},
+        "training_targets": f"{len(val):,} of {len(every):,}",
         "weights": MetadataValue.json(ranker.weights), "path": MetadataValue.path(str(out)),
     })
 

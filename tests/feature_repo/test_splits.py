@@ -23,6 +23,8 @@ from feature_repo.splits import (
     read_splits,
     record_test_sample,
     refit_times,
+    sample_rows,
+    seeded_positions,
     temporal_cuts,
     temporal_split,
     training_cutoffs,
@@ -342,3 +344,22 @@ def test_with_test_sample_keeps_a_seeded_share_of_the_test_targets_only(tmp_path
     record_test_sample(tmp_path, 2, 3, 0)
     assert held_out_phrase(tmp_path, 2) == "2 test targets (a seeded sample of 3)"
     assert held_out_phrase(tmp_path / "nowhere", 1_500) == "1,500 test targets"
+
+
+def test_seeded_positions_is_a_sorted_seeded_sample_or_every_row() -> None:
+    """k of n distinct positions, ascending, the same for a seed and different across seeds; every row at k = 0 or
+    k >= n. The seeded sample is numpy's `Generator.choice` without replacement, so the caps that use it draw what
+    they drew before it was shared."""
+    import numpy as np
+
+    a = seeded_positions(1_000, 30, seed=0)
+    assert len(a) == len(set(a.tolist())) == 30 and (np.diff(a) > 0).all() and 0 <= a.min() and a.max() < 1_000
+    np.testing.assert_array_equal(a, seeded_positions(1_000, 30, seed=0))
+    np.testing.assert_array_equal(a, np.sort(np.random.default_rng(0).choice(1_000, 30, replace=False)))
+    assert len({tuple(seeded_positions(1_000, 30, seed).tolist()) for seed in range(5)}) == 5
+    for k in (0, 7, 8):
+        np.testing.assert_array_equal(seeded_positions(7, k, seed=3), np.arange(7))
+    frame = pd.DataFrame({"t": np.arange(100) * 10}, index=np.arange(100) + 500)
+    got = sample_rows(frame, 30, seed=0)  # those positions' rows, in order, renumbered
+    assert got["t"].tolist() == (seeded_positions(100, 30, 0) * 10).tolist() and got.index.tolist() == list(range(30))
+    assert sample_rows(frame, 0, seed=0) is frame and sample_rows(frame, 100, seed=0) is frame

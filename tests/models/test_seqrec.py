@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -107,6 +108,23 @@ def test_vocab_indices_cold_and_roundtrip() -> None:
     frequent = ItemVocab.from_items(["b", "a", "c", "a", "b", "rare"], min_count=2)
     assert frequent.encode(["rare", "c", "a"]).tolist() == [COLD, COLD, frequent.encode(["a"])[0]]
     assert len(frequent) == 2 + 2
+
+
+def test_vocab_large_lookups_match_the_per_id_path() -> None:
+    """Past VECTOR_LOOKUP ids `encode` goes through a pandas index: the same indices, in every container it takes."""
+    from models.seqrec.vocab import VECTOR_LOOKUP
+
+    vocab = ItemVocab([f"i{k:04d}" for k in range(500)])
+    ids = [f"i{k:04d}" for k in range(0, 1000, 3)] + ["never", "i0499"]  # half unseen, out of order
+    assert len(ids) >= VECTOR_LOOKUP
+    expected = np.array([k + 2 if k < 500 else COLD for k in range(0, 1000, 3)] + [COLD, 501])
+    one_by_one = np.concatenate([vocab.encode([i]) for i in ids])  # under the threshold: the dict
+    np.testing.assert_array_equal(one_by_one, expected)
+    for container in (ids, tuple(ids), np.array(ids, dtype=object), pd.Series(ids), pd.Index(ids), iter(ids)):
+        out = vocab.encode(container)
+        assert out.dtype == np.int64
+        np.testing.assert_array_equal(out, expected)
+    assert vocab.known(np.array(ids, dtype=object)).sum() == (expected > COLD).sum()
 
 
 def test_pad_sequences_left_pads_and_keeps_latest() -> None:
@@ -255,14 +273,19 @@ def test_sampled_softmax_reads_each_items_row_once() -> None:
 
 
 def test_sampled_softmax_trains_core_to_the_full_softmaxs_ranking() -> None:
-    """CORE-trm trained with 8 sampled negatives of the real items learns the cycles, as the full softmax does."""
+    """CORE-trm trained with 8 sampled negatives of the real items learns the cycles, as the full softmax does, its
+    item table updated densely or sparsely."""
     data = SeqData.leave_one_out(N_ITEMS, cyclic_sequences(200))
     scores = {}
-    for negatives in (0, 8):
+    for negatives, sparse in ((0, False), (8, False), (8, True)):
         model = tiny("core-trm", dropout=False, dim=32)
-        cfg = TrainConfig(epochs=8, batch_size=64, lr=1e-2, patience=3, progress=False, sampled_negatives=negatives)
-        scores[negatives] = train(model, data, cfg).best_metrics["ndcg@10"]
-    assert scores[8] > 0.7 and scores[8] > scores[0] - 0.1, scores
+        cfg = TrainConfig(epochs=8, batch_size=64, lr=1e-2, patience=3, progress=False, sampled_negatives=negatives,
+                          sparse_table=sparse)
+        res = train(model, data, cfg)
+        assert res.sparse_table is sparse
+        scores[negatives, sparse] = res.best_metrics["ndcg@10"]
+    for sparse in (False, True):
+        assert scores[8, sparse] > 0.7 and scores[8, sparse] > scores[0, False] - 0.1, scores
     with pytest.raises(ValueError, match="sampled_negatives"):
         TrainConfig(sampled_negatives=-1)
 
@@ -282,6 +305,72 @@ def test_auto_negatives_follow_the_vocabulary_size() -> None:
     res = train(model, SeqData.leave_one_out(N_ITEMS, cyclic_sequences(20)),
                 TrainConfig(epochs=1, batch_size=64, progress=False, sampled_negatives=4))
     assert res.sampled_negatives == 4  # what it trained with is reported
+
+
+def test_sparse_table_is_opt_in_and_needs_the_sampled_loss() -> None:
+    """The item table trains densely unless asked; asked, it trains sparsely under a sampled loss (fewer negatives
+    than real items) only, and never with weight decay."""
+    assert not TrainConfig().sparse_table_for(1024, 30_000)  # the default: dense, whatever the loss
+    on = TrainConfig(sparse_table=True)
+    assert on.sparse_table_for(1024, 30_000) and on.sparse_table_for(8, N_ITEMS)
+    for negatives in (0, N_ITEMS - 2):  # the full softmax, or every real item drawn
+        with pytest.raises(ValueError, match="full softmax"):
+            on.sparse_table_for(negatives, N_ITEMS)
+    with pytest.raises(ValueError, match="weight decay"):
+        TrainConfig(sparse_table=True, weight_decay=0.01).sparse_table_for(1024, 30_000)
+
+
+@pytest.mark.parametrize("name", ["core-trm", "sasrec-ce", "sasrec-bce", "gru4rec", "bert4rec", "nextitnet"])
+def test_sparse_table_takes_dense_adams_first_step(name: str) -> None:
+    """One step from fresh moments is the same under SparseAdam on the table as under dense Adam (an untouched row
+    has a zero moment, so neither moves it), with the gradient clipped to a norm it exceeds: the sparse gradients,
+    their clipping and the split optimizer reproduce the dense step. (Adam and SparseAdam add eps at different
+    points of the bias correction, so eps is made negligible here.) `train` reports the sparse table and leaves the
+    trained table a dense embedding."""
+    from models.seqrec.train import TableOptimizer
+
+    batch = SeqBatch(make_windows(cyclic_sequences(12), MAX_LEN))
+    stepped = {}
+    for sparse in (True, False):
+        model = tiny(name, dropout=False, dim=16).train()
+        opt = TableOptimizer(model, TrainConfig(lr=1e-2), sparse)
+        for o in opt.optimizers:
+            o.param_groups[0]["eps"] = 1e-30
+        model.item_embedding.sparse = sparse
+        torch.manual_seed(3)  # the same negatives
+        model.loss(batch, negatives=6).backward()
+        assert model.item_embedding.weight.grad.is_sparse is sparse
+        opt.clip(0.05)  # the first step's norm is well above it
+        opt.step()
+        stepped[sparse] = {k: v.clone() for k, v in model.state_dict().items()}
+    start = tiny(name, dropout=False, dim=16).state_dict()
+    table = "item_embedding.weight"
+    assert not torch.equal(stepped[True][table], start[table])  # the step moved the table
+    assert torch.equal(stepped[True][table][0], start[table][0])  # not the padding row
+    for key, value in stepped[False].items():
+        torch.testing.assert_close(stepped[True][key], value, msg=key)
+
+    model = tiny(name, dropout=False, dim=16)
+    res = train(model, SeqData.leave_one_out(N_ITEMS, cyclic_sequences(12)),
+                TrainConfig(epochs=1, batch_size=64, progress=False, sampled_negatives=6, sparse_table=True))
+    assert res.sparse_table and res.sampled_negatives == 6 and model.item_embedding.sparse is False
+
+
+def test_sparse_table_clips_as_clip_grad_norm() -> None:
+    """Clipping mixed sparse and dense gradients scales them as `clip_grad_norm_` scales their dense equivalents."""
+    from models.seqrec.train import TableOptimizer
+
+    model = tiny("core-trm", dropout=False, dim=16)
+    opt = TableOptimizer(model, TrainConfig(), sparse=True)
+    model.item_embedding.sparse = True
+    model.loss(SeqBatch(make_windows(cyclic_sequences(32), MAX_LEN)), negatives=8).backward()
+    assert model.item_embedding.weight.grad.is_sparse
+    dense = [p.grad.to_dense() if p.grad.is_sparse else p.grad.clone() for p in opt.params]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in dense]))
+    opt.clip(float(norm) / 4)  # a quarter of the norm: every gradient scaled by about 1/4
+    for p, g in zip(opt.params, dense, strict=True):
+        got = p.grad.to_dense() if p.grad.is_sparse else p.grad
+        torch.testing.assert_close(got, g * (norm / 4) / (norm + 1e-6))
 
 
 # ---------------------------------------------------------------- training

@@ -88,6 +88,7 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
     ranker = result.asset_materializations_for_node("variant_ranker")[0].metadata
     n_val = int((pd.read_parquet(tmp_path / "splits" / "eval_targets.parquet")["split"] == "val").sum())
     assert ranker["examples"].value == n_val == ranker["used"].value + ranker["skipped"].value >= 1
+    assert ranker["training_targets"].value == f"{n_val} of {n_val}"  # under VariantConfig.max_targets: every one
     saved = json.loads((tmp_path / "models" / "variant_ranker.json").read_text())
     assert saved["fit_info"]["examples"] == n_val
     for method in ("retrieval-id-only", "retrieval-title-only", "retrieval-mixup", "retrieval-title-only-variants",
