@@ -32,23 +32,12 @@ class PopularityScorer:
         w = np.where(inter["action"].to_numpy() == "purchase", cfg.purchase_weight, 1.0)
         order = np.argsort(t, kind="stable")
         self.t, self.rows, self.w = t[order], rows[order], w[order]
-        self._category: tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
-    def category_events(self, cat_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The interactions with `cat_rows`' items, by time: (epoch ms, column into cat_rows, weight). Kept for the
-        last category asked: the evaluation's batches come category by category, and a large category comes in many
-        batches (at most `MAX_CELLS` scores each), which would otherwise each scan every interaction."""
-        if self._category is not None and np.array_equal(self._category[0], cat_rows):
-            return self._category[1]
+    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> np.ndarray:
         col = np.full(self.rows.max() + 1 if len(self.rows) else 1, -1, dtype=np.int64)
         col[cat_rows[cat_rows < len(col)]] = np.flatnonzero(cat_rows < len(col))
         in_cat = col[self.rows] >= 0
-        found = self.t[in_cat], col[self.rows[in_cat]], self.w[in_cat]
-        self._category = (np.array(cat_rows, copy=True), found)
-        return found
-
-    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> np.ndarray:
-        t, cols, w = self.category_events(cat_rows)
+        t, cols, w = self.t[in_cat], col[self.rows[in_cat]], self.w[in_cat]
         ts = pd.to_datetime(batch["target_ts"], utc=True).astype("datetime64[ms, UTC]").astype("int64").to_numpy()
         hi = np.searchsorted(t, ts, side="left")  # strictly before the target
         if self.cfg.window_days is None:

@@ -80,21 +80,6 @@ def test_popularity_purchase_weight(catalog: Catalog) -> None:
     assert pop(_targets(21), catalog.rows["Footwear"]).tolist() == [[2, 5, 3, 0]]
 
 
-def test_popularity_keeps_the_last_categorys_events_and_no_other(catalog: Catalog) -> None:
-    """The events of the last category asked are kept for its next batch; another category, or the same one
-    again after it, gets its own counts (as the hand-checked ones above), and a sub-range of a category is not
-    taken for the whole."""
-    pop = PopularityScorer(EVENTS, catalog, PopularityConfig(window_days=None))
-    foot, clothing = catalog.rows["Footwear"], catalog.rows["Clothing"]
-    first = pop(_targets(21), foot)
-    kept = pop.category_events(foot)
-    assert pop.category_events(foot.copy()) is kept  # an equal array: the same events, not scanned again
-    assert first.tolist() == pop(_targets(21), foot).tolist() == [[2, 3, 1, 0]]
-    assert pop(_targets(10), clothing).tolist() == [[1, 0]]
-    assert pop(_targets(21), foot).tolist() == [[2, 3, 1, 0]]
-    assert pop(_targets(21), foot[:2]).tolist() == [[2, 3]]  # F1, F2 alone
-
-
 # search 10 shows F3, C1, F1 (positions 1-3); search 11 shows F2. Rows are shuffled: the scorer sorts them.
 SEARCH_RESULTS = pd.DataFrame({
     "search_id": [11, 10, 10, 10],
