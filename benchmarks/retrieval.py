@@ -28,10 +28,10 @@ from evaluation.factories import retrieval_scorer
 from evaluation.memory import TimeSlicedMemory
 from evaluation.metrics import evaluate, targets_ceiling
 from evaluation.periods import by_fit
-from evaluation.retrieval import VariantScorer, variant_examples
+from evaluation.retrieval import VariantScorer, variant_examples, variant_targets
 from feature_repo.schema import CanonicalTables
 from feature_repo.sequences import last_search_queries
-from feature_repo.splits import fit_layouts, read_protocol, sample_rows
+from feature_repo.splits import fit_layouts, read_protocol
 from models.catalog import Catalog
 from models.retrieval import RetrievalConfig
 from models.text import load_title_model
@@ -133,7 +133,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
             s.cfg = MODES[name]
         t1 = time.perf_counter()
         vcfg = VariantConfig()  # fitted as the variant_ranker asset fits it: on at most vcfg.max_targets targets
-        ranker = fit_variant_ranker(variant_examples(val_scorer, sample_rows(val, vcfg.max_targets, seed=0), catalog,
+        ranker = fit_variant_ranker(variant_examples(val_scorer, variant_targets(val, vcfg), catalog,
                                                      attrs, vcfg), vcfg)
         variants = by_fit(wd.layout, lambda lay, r=ranker: VariantScorer(per_fit[lay], catalog, r, attrs))
         m = evaluate(f"retrieval-{name}+variants", variants, targets, catalog,

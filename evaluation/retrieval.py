@@ -37,6 +37,7 @@ import pandas as pd
 from evaluation.common import category_batches, list_scores, rows_to_scores
 from evaluation.memory import TimeSlicedMemory
 from feature_repo.sequences import item_sequences, last_search_queries
+from feature_repo.splits import sample_rows
 from models.catalog import Catalog
 from models.common import l2_normalize, to_ns
 from models.retrieval import RetrievalConfig, TitleQueryConfig, combine
@@ -370,6 +371,12 @@ class VariantScorer:
     def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
         rows, title_cos = self.ranked_rows(batch, cat_rows, demote)
         return rows_to_scores(rows, cat_rows, title_cos)  # (B, n_cat)
+
+
+def variant_targets(targets: pd.DataFrame, cfg: VariantConfig) -> pd.DataFrame:
+    """The validation targets a variant ranker is fitted on: every one, or past `cfg.max_targets` a seeded uniform
+    sample of that many (seed 0), in their order."""
+    return sample_rows(targets, cfg.max_targets, seed=0)
 
 
 def variant_examples(base: RetrievalScorer, targets: pd.DataFrame, catalog: Catalog, attrs: ItemAttributes,

@@ -14,7 +14,6 @@ from evaluation.factories import as_of_memory, ranker_scorer, retrieval_scorer
 from evaluation.periods import by_fit
 from evaluation.ranking import ranker_targets, training_set
 from feature_repo.layout import Layout
-from feature_repo.splits import sample_rows
 from models.catalog import Catalog
 from models.ranker.features import FEATURE_GROUPS
 from models.ranker.model import LearnedRanker, RankerConfig
@@ -301,7 +300,7 @@ def zero_shot(workdir: Path, pairs: Sequence[tuple[str, str]] = ZERO_SHOT, log: 
     import pandas as pd
 
     from evaluation.metrics import evaluate
-    from evaluation.retrieval import VariantScorer, variant_examples
+    from evaluation.retrieval import VariantScorer, variant_examples, variant_targets
     from feature_repo.schema import CanonicalTables
     from feature_repo.splits import read_splits, training_events
     from models.retrieval import RetrievalConfig
@@ -335,7 +334,7 @@ def zero_shot(workdir: Path, pairs: Sequence[tuple[str, str]] = ZERO_SHOT, log: 
         enc, vec, mem, _ = text["val"]
         base = retrieval_scorer(lay.at("val"), catalog, title_only, mem, text=(enc, vec))
         vcfg = VariantConfig()
-        fit_on = sample_rows(val[val["category"] == source].reset_index(drop=True), vcfg.max_targets, seed=0)
+        fit_on = variant_targets(val[val["category"] == source].reset_index(drop=True), vcfg)
         variants = fit_variant_ranker(variant_examples(base, fit_on, catalog, ItemAttributes.from_items(catalog.items),
                                                        vcfg), vcfg)
         enc, vec, mem, n_pairs = text["test"]

@@ -12,7 +12,7 @@ PAD = 0  # padding index; never a real item
 COLD = 1  # one learned embedding shared by every item unseen in training (as in Recformer's comparison)
 N_SPECIAL = 2
 # Past this many ids `encode` looks them up through a pandas index (a hash table in C) rather than a Python loop over
-# the dict: the catalog-wide lookups (every catalog item, once per ID-model fit) are 10-20x faster that way.
+# the dict: the catalog-wide lookups (every catalog item, once per ID-model fit) take 0.08 s against 0.14 s on 460k.
 VECTOR_LOOKUP = 256
 PAD_TOKEN = "[PAD]"
 COLD_TOKEN = "[COLD]"

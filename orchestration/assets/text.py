@@ -9,10 +9,10 @@ from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, 
 
 from evaluation.factories import as_of_memory, retrieval_scorer
 from evaluation.periods import by_fit, parts
-from evaluation.retrieval import VariantScorer, variant_examples
+from evaluation.retrieval import VariantScorer, variant_examples, variant_targets
 from feature_repo.layout import PERIODS
 from feature_repo.schema import CanonicalTables
-from feature_repo.splits import read_splits, sample_rows, training_events, training_user_mask
+from feature_repo.splits import read_splits, training_events, training_user_mask
 from models.retrieval import RetrievalConfig
 from models.text import (
     TitleTrainConfig,
@@ -110,7 +110,7 @@ def variant_ranker(workdir: WorkdirResource):
     every = workdir.layout.val_targets()
     attrs = ItemAttributes.from_items(catalog.items)
     cfg = VariantConfig()
-    val = sample_rows(every, cfg.max_targets, seed=0)
+    val = variant_targets(every, cfg)
     t0 = time.perf_counter()
     base = retrieval_scorer(workdir.layout.at("val"), catalog, VARIANT_FIT_MODE)  # the val fit's lists
     examples = variant_examples(base, val, catalog, attrs, cfg)
