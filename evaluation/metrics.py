@@ -25,7 +25,7 @@ over exactly the targets evaluated.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,10 +158,28 @@ def evaluate(
 ) -> EvalResult:
     """Rank every target among its category's items with `scorer`, in batches of at most `batch_size` targets and
     `max_cells` (target, item) scores; return rankings and metrics."""
+    return evaluate_many({method: scorer}, targets, catalog, k=k, batch_size=batch_size, max_cells=max_cells,
+                         progress=progress, extra={method: extra or {}})[method]
+
+
+def evaluate_many(
+    scorers: Mapping[str, Scorer],
+    targets: pd.DataFrame,
+    catalog: Catalog,
+    *,
+    k: int = 10,
+    batch_size: int = 256,
+    max_cells: int | None = MAX_CELLS,
+    progress: bool = True,
+    extra: Mapping[str, dict] | None = None,
+) -> dict[str, EvalResult]:
+    """`evaluate` for several methods in one pass over the targets: each batch is handed to every scorer in turn
+    before the next batch, so scorers that share work per batch (`RetrievalScorer.with_config`) do it once. The
+    results are each method's `evaluate` alone (the same batches, ranks and metrics); `extra` per method."""
     target_rows = catalog.index_of(targets["target_item_id"])
-    tie_aware = bool(getattr(scorer, "tie_aware", False))
-    parts = []
-    bar = tqdm(total=len(targets), desc=f"eval {method}", disable=not progress, leave=False)
+    aware = {m: bool(getattr(s, "tie_aware", False)) for m, s in scorers.items()}
+    parts: dict[str, list[pd.DataFrame]] = {m: [] for m in scorers}
+    bar = tqdm(total=len(targets), desc=f"eval {', '.join(scorers)}", disable=not progress, leave=False)
     has_baskets = "moment_items" in targets
     cached: dict[str, tuple[pd.Series, dict[str, int]]] = {}
     for cat, b, batch, cat_rows in category_batches(targets, catalog, batch_size, max_cells):
@@ -170,16 +188,8 @@ def evaluate(
                            dict(zip(catalog.item_ids[cat_rows].tolist(), range(len(cat_rows)), strict=True)))
         col_of_row, col_of_item = cached[cat]
         tcol = col_of_row.loc[target_rows[b]].to_numpy()
-        out = scorer(batch, cat_rows, demote=tcol) if tie_aware else scorer(batch, cat_rows)  # type: ignore[call-arg]
-        scores = np.asarray(out, dtype=np.float64)  # (B, n_cat)
-        if scores.shape != (len(b), len(cat_rows)):
-            raise ValueError(f"{method}: scorer returned {scores.shape}, expected {(len(b), len(cat_rows))}")
-        scores = np.nan_to_num(scores, nan=-np.inf)
         valid = catalog.released(cat_rows, to_ns(batch["target_ts"].to_numpy()))  # (B, n_cat)
         valid[np.arange(len(b)), tcol] = True  # bought, so it was on sale
-        ranks = ranks_from_scores(scores, tcol, valid)
-        top = top_n(scores, tcol, valid=valid)
-        keep = np.take_along_axis(valid, top, axis=1)  # (B, n)
         frame = {
             "user_id": batch["user_id"].to_numpy(),
             "category": cat,
@@ -188,23 +198,38 @@ def evaluate(
             "n_category_items": len(cat_rows),
             "n_candidates": valid.sum(axis=1),
             "cold_start": batch["cold_start"].to_numpy(dtype=bool),
-            "target_rank": ranks.astype(np.int64),
-            "ranked_item_ids": [list(catalog.item_ids[cat_rows[t[m]]]) for t, m in zip(top, keep, strict=True)],
         }
-        if "warm_rare" in batch:
-            frame["warm_rare"] = batch["warm_rare"].to_numpy(dtype=bool)
+        rare = {"warm_rare": batch["warm_rare"].to_numpy(dtype=bool)} if "warm_rare" in batch else {}
+        others = None
         if has_baskets:  # the other items of the target's moment, in its category
             others = [np.array(sorted({col_of_item[i] for i in items if i in col_of_item} - {int(t)}), np.int64)
                       for items, t in zip(batch["moment_items"], tcol, strict=True)]
-            frame["moment_size"] = np.array([len(o) + 1 for o in others], np.int64)
-            frame["basket_rank"] = basket_ranks(scores, ranks, others, valid)
-        parts.append(pd.DataFrame(frame))
+        for method, scorer in scorers.items():
+            out = scorer(batch, cat_rows, demote=tcol) if aware[method] else scorer(batch, cat_rows)  # type: ignore[call-arg]
+            scores = np.asarray(out, dtype=np.float64)  # (B, n_cat)
+            if scores.shape != (len(b), len(cat_rows)):
+                raise ValueError(f"{method}: scorer returned {scores.shape}, expected {(len(b), len(cat_rows))}")
+            scores = np.nan_to_num(scores, nan=-np.inf)
+            ranks = ranks_from_scores(scores, tcol, valid)
+            top = top_n(scores, tcol, valid=valid)
+            keep = np.take_along_axis(valid, top, axis=1)  # (B, n)
+            mine = {**frame, "target_rank": ranks.astype(np.int64),
+                    "ranked_item_ids": [list(catalog.item_ids[cat_rows[t[m]]]) for t, m in zip(top, keep, strict=True)],
+                    **rare}
+            if others is not None:
+                mine["moment_size"] = np.array([len(o) + 1 for o in others], np.int64)
+                mine["basket_rank"] = basket_ranks(scores, ranks, others, valid)
+            parts[method].append(pd.DataFrame(mine))
         bar.update(len(b))
     bar.close()
-    rankings = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    if len(rankings):
-        rankings["ranked_item_ids"] = rankings["ranked_item_ids"].map(list)
-    return EvalResult(method=method, rankings=rankings, metrics=summarize(method, rankings, k, extra))
+    results = {}
+    for method, frames in parts.items():
+        rankings = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if len(rankings):
+            rankings["ranked_item_ids"] = rankings["ranked_item_ids"].map(list)
+        results[method] = EvalResult(method=method, rankings=rankings,
+                                     metrics=summarize(method, rankings, k, (extra or {}).get(method)))
+    return results
 
 
 def load_oracle(data_dir: Path | None) -> dict | None:

@@ -28,6 +28,7 @@ searches between that cutoff and t, such as the user's own recent ones).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -137,6 +138,39 @@ class TitleQueryBuilder:
 # Scorer
 
 
+class SharedSources:
+    """The last batch's `ListSources` of the scorers that share them (`RetrievalScorer.with_config`), with what they
+    were computed for: the settings they depend on, the targets (index, user, time), the category's rows and the
+    demoted columns. One entry: the evaluation hands each batch to every method before the next."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value: ListSources | None = None
+        self.hits = 0  # batches answered from the entry (tests and benchmarks read it)
+
+    def get(self, settings: tuple, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None,
+            compute: Callable[[], ListSources]) -> ListSources:
+        key = (settings, batch.index.to_numpy(), batch["user_id"].to_numpy(), batch["target_ts"].to_numpy(),
+               np.asarray(cat_rows), None if demote is None else np.asarray(demote))
+        if self.value is not None and self._same(key):
+            self.hits += 1
+            return self.value
+        self.key, self.value = None, None  # (free the last batch's matrices before computing the next)
+        value = compute()
+        for a in (*value[:2], *value[3:], *(value.memory_cols or ())):
+            a.flags.writeable = False  # shared: a scorer that writes into them fails loudly
+        self.key, self.value = key, value
+        return value
+
+    def _same(self, key: tuple) -> bool:
+        old = self.key
+        assert old is not None
+        if key[0] != old[0] or (key[5] is None) != (old[5] is None):
+            return False
+        return all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(key[1:], old[1:], strict=True)
+                   if a is not None)
+
+
 class ListSources(NamedTuple):
     """A batch's retrieval sources, as column indices into the category's rows (-1 = PAD)."""
 
@@ -227,6 +261,18 @@ class RetrievalScorer:
         self.id_queries = id_queries
         self.title_queries = title_queries
         self.cfg = cfg
+        self._shared: SharedSources | None = None  # set by `with_config`
+
+    def with_config(self, cfg: RetrievalConfig) -> RetrievalScorer:
+        """This scorer's sources combined by another `cfg` (its `mode`, `n`, `title_list`, ...): a copy that shares
+        the vectors, the query builders and, with this scorer and every other copy, the last batch's `sources`, so
+        methods evaluated together batch by batch (`evaluation.metrics.evaluate_many`) compute the cosine matrices
+        and the top-K lists once. A copy with another `k` or `exclude_seen` computes its own."""
+        if self._shared is None:
+            self._shared = SharedSources()
+        other = copy.copy(self)
+        other.cfg = cfg
+        return other
 
     def lists(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -246,7 +292,14 @@ class RetrievalScorer:
 
     def sources(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> ListSources:
         """The separate retrieval sources of a batch: ID and title-cosine top-K, the memory's products, the cosine
-        matrices and the query vectors (see `ListSources`); what `lists` merges and the ranking stage reads."""
+        matrices and the query vectors (see `ListSources`); what `lists` merges and the ranking stage reads.
+        Scorers made by `with_config` share the last batch's, read-only."""
+        if self._shared is None:
+            return self._sources(batch, cat_rows, demote)
+        return self._shared.get((self.cfg.k, self.cfg.exclude_seen), batch, cat_rows, demote,
+                                lambda: self._sources(batch, cat_rows, demote))
+
+    def _sources(self, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None = None) -> ListSources:
         hist = item_sequences(batch["seq_actions"], batch["seq_item_ids"])
         qi, found = self.queries(batch, cat_rows, demote)
         qi = l2_normalize(np.nan_to_num(qi))  # (B, d_id)

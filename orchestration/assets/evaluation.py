@@ -2,13 +2,13 @@
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from dagster import MaterializeResult, MetadataValue, asset
 
 from evaluation.baselines import LastSearchScorer, PopularityConfig, PopularityScorer
-from evaluation.metrics import Scorer, evaluate
+from evaluation.metrics import Scorer, evaluate_many
 from feature_repo.schema import CanonicalTables
 from models.catalog import Catalog
 from orchestration.assets.data import eval_targets
@@ -19,17 +19,31 @@ def run_method(workdir: WorkdirResource, method: str, scorer: Scorer, catalog: C
                extra: dict | None = None, after: Callable[[], dict] | None = None) -> MaterializeResult:
     """Evaluate one method on the test targets, write `eval/<method>/`, and return metrics as metadata. `after`:
     more metrics, known only once the targets are scored."""
+    return run_methods(workdir, {method: scorer}, catalog, {method: extra or {}},
+                       None if after is None else {method: after})[method]
+
+
+def run_methods(workdir: WorkdirResource, scorers: Mapping[str, Scorer], catalog: Catalog,
+                extra: Mapping[str, dict] | None = None, after: Mapping[str, Callable[[], dict]] | None = None
+                ) -> dict[str, MaterializeResult]:
+    """`run_method` for several methods in one pass over the test targets (`evaluation.metrics.evaluate_many`):
+    each method's files and metadata as alone; `eval_seconds` is the pass's, shared by all of them."""
     t0 = time.perf_counter()
-    result = evaluate(method, scorer, workdir.layout.test_targets(), catalog, extra=extra)
-    if after is not None:
-        result.metrics |= after()
-    out = result.save(workdir.eval)
-    o, c = result.metrics["overall"], result.metrics["cold_start"]
-    return MaterializeResult(metadata={
-        "recall@10": o["recall@10"], "ndcg@10": o["ndcg@10"], "mrr": o["mrr"], "n": o["n"],
-        "cold_recall@10": c["recall@10"], "eval_seconds": round(time.perf_counter() - t0, 2),
-        "path": MetadataValue.path(str(out)),
-    })
+    results = evaluate_many(scorers, workdir.layout.test_targets(), catalog, extra=extra)
+    seconds = round(time.perf_counter() - t0, 2)
+    out = {}
+    for method, result in results.items():
+        if after is not None and method in after:
+            result.metrics |= after[method]()
+        path = result.save(workdir.eval)
+        o, c = result.metrics["overall"], result.metrics["cold_start"]
+        out[method] = MaterializeResult(metadata={
+            "recall@10": o["recall@10"], "ndcg@10": o["ndcg@10"], "mrr": o["mrr"], "n": o["n"],
+            "cold_recall@10": c["recall@10"], "eval_seconds": seconds,
+            **({"evaluated_with": ", ".join(m for m in results if m != method)} if len(results) > 1 else {}),
+            "path": MetadataValue.path(str(path)),
+        })
+    return out
 
 
 @asset(group_name="evaluation", deps=[eval_targets], description="Most popular in category (trailing 30 days)")

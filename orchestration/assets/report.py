@@ -16,10 +16,10 @@ from orchestration.assets.evaluation import METHOD_ASSETS, per_category_table, r
 from orchestration.assets.llm import llm_eval, ranker_llm_eval
 from orchestration.assets.ranking import ranker_eval
 from orchestration.assets.seqrec import SEQREC_ASSETS
-from orchestration.assets.text import RETRIEVAL_ASSETS
+from orchestration.assets.text import retrieval_evals
 from orchestration.resources import DatasetResource, WorkdirResource
 
-REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values(), *RETRIEVAL_ASSETS.values(), ranker_eval, llm_eval,
+REPORTED = [*METHOD_ASSETS, *SEQREC_ASSETS.values(), retrieval_evals, ranker_eval, llm_eval,
             ranker_llm_eval]
 
 

@@ -2,15 +2,17 @@
 the variant ranker (fitted on the val fit's lists), and the retrieval evals (the test fit's lists)."""
 
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, asset, multi_asset
 
 from evaluation.factories import as_of_memory, retrieval_scorer
 from evaluation.periods import by_fit, parts
-from evaluation.retrieval import VariantScorer, variant_examples, variant_targets
-from feature_repo.layout import PERIODS
+from evaluation.metrics import Scorer
+from evaluation.retrieval import RetrievalScorer, VariantScorer, variant_examples, variant_targets
+from feature_repo.layout import PERIODS, Layout
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import read_splits, training_events, training_user_mask
 from models.retrieval import RetrievalConfig
@@ -24,7 +26,7 @@ from models.text import (
 )
 from models.variants import ItemAttributes, VariantConfig, VariantRanker, fit_variant_ranker
 from orchestration.assets.data import eval_targets
-from orchestration.assets.evaluation import run_method
+from orchestration.assets.evaluation import run_methods
 from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
 from orchestration.jobs import STORE_TAG
 from orchestration.resources import QdrantResource, TrainingResource, WorkdirResource
@@ -124,31 +126,21 @@ def variant_ranker(workdir: WorkdirResource):
     })
 
 
-def retrieval_asset(name: str, cfg: RetrievalConfig, variants: bool = False) -> AssetsDefinition:
-    """Evaluate one retrieval combination (ID list, title list, mixup), optionally variant-re-ranked, on test."""
-    deps = [item_title_embeddings, query_memory, SEQREC_ASSETS[ID_MODEL], *([variant_ranker] if variants else [])]
-    method = f"retrieval-{name}" + ("-variants" if variants else "")
+@dataclass(frozen=True)
+class RetrievalMethod:
+    """One retrieval evaluation: how the ID and title lists combine, and whether the variant ranker re-ranks them."""
 
-    @asset(name=method.replace("-", "_"), group_name="text", deps=deps,
-           description=f"Retrieval eval: {cfg.mode} (K={cfg.k}, N={cfg.n})" + (", variant re-ranked" if variants else ""))
-    def _asset(workdir: WorkdirResource):
-        catalog = workdir.catalog()
-        t0 = time.perf_counter()
-        memory = as_of_memory(workdir.layout)  # one memory for every fit: it reads searches, not the ID model
-        extra = {"retrieval_config": asdict(cfg)}
-        if variants:
-            ranker = VariantRanker.load(workdir.layout.variant_ranker)
-            scorer = by_fit(workdir.layout, lambda lay: VariantScorer(retrieval_scorer(lay, catalog, cfg, memory),
-                                                                      catalog, ranker))
-            extra["variant_weights"] = ranker.weights
-        else:
-            scorer = by_fit(workdir.layout, lambda lay: retrieval_scorer(lay, catalog, cfg, memory))
-        setup_s = time.perf_counter() - t0
-        out = run_method(workdir, method, scorer, catalog, extra=extra,
-                         after=lambda: {"id_fits": len(parts(scorer))})  # the fits that scored a target
-        return MaterializeResult(metadata={**(out.metadata or {}), "setup_seconds": round(setup_s, 2)})
+    name: str  # id-only, title-only, mixup
+    cfg: RetrievalConfig
+    variants: bool = False
 
-    return _asset
+    @property
+    def method(self) -> str:  # the eval/<method>/ folder and the report's row
+        return f"retrieval-{self.name}" + ("-variants" if self.variants else "")
+
+    @property
+    def key(self) -> AssetKey:
+        return AssetKey(self.method.replace("-", "_"))
 
 
 RETRIEVAL_MODES = {
@@ -156,6 +148,47 @@ RETRIEVAL_MODES = {
     "title-only": RetrievalConfig(mode="title_only"),
     "mixup": RetrievalConfig(mode="mixup", n=1),
 }
-RETRIEVAL_ASSETS = {name: retrieval_asset(name, cfg) for name, cfg in RETRIEVAL_MODES.items()}
-RETRIEVAL_ASSETS |= {f"{name}-variants": retrieval_asset(name, RETRIEVAL_MODES[name], variants=True)
-                     for name in ("title-only", "mixup")}
+RETRIEVAL_METHODS = [*(RetrievalMethod(name, cfg) for name, cfg in RETRIEVAL_MODES.items()),
+                     *(RetrievalMethod(name, RETRIEVAL_MODES[name], variants=True) for name in ("title-only", "mixup"))]
+
+
+def _spec(m: RetrievalMethod) -> AssetSpec:
+    deps = [item_title_embeddings, query_memory, SEQREC_ASSETS[ID_MODEL], *([variant_ranker] if m.variants else [])]
+    return AssetSpec(m.key, group_name="text", deps=deps, description=(
+        f"Retrieval eval: {m.cfg.mode} (K={m.cfg.k}, N={m.cfg.n})" + (", variant re-ranked" if m.variants else "")))
+
+
+@multi_asset(name="retrieval_evals", specs=[_spec(m) for m in RETRIEVAL_METHODS], can_subset=True,
+             description="The retrieval evaluations (ID list, title list, mixup; variant re-ranked) in one pass over "
+                         "the test targets: each batch's ID and title cosines and top-K lists are computed once per "
+                         "fit and combined by every selected method; each method's results are its own")
+def retrieval_evals(context: AssetExecutionContext, workdir: WorkdirResource):
+    chosen = [m for m in RETRIEVAL_METHODS if m.key in context.selected_asset_keys]
+    catalog = workdir.catalog()
+    t0 = time.perf_counter()
+    memory = as_of_memory(workdir.layout)  # one memory for every fit: it reads searches, not the ID model
+    bases: dict[str, RetrievalScorer] = {}
+
+    def base(lay: Layout) -> RetrievalScorer:  # one scorer per fit, shared by every method (`with_config`)
+        key = str(lay.model(ID_MODEL))
+        if key not in bases:
+            bases[key] = retrieval_scorer(lay, catalog, RetrievalConfig(), memory)
+        return bases[key]
+
+    ranker = VariantRanker.load(workdir.layout.variant_ranker) if any(m.variants for m in chosen) else None
+    attrs = ItemAttributes.from_items(catalog.items) if ranker is not None else None
+
+    def make(m: RetrievalMethod) -> Callable[[Layout], Scorer]:
+        if m.variants:
+            return lambda lay: VariantScorer(base(lay).with_config(m.cfg), catalog, ranker, attrs)  # type: ignore[arg-type]
+        return lambda lay: base(lay).with_config(m.cfg)
+
+    scorers = {m.method: by_fit(workdir.layout, make(m)) for m in chosen}
+    extra = {m.method: {"retrieval_config": asdict(m.cfg),
+                        **({"variant_weights": ranker.weights} if m.variants and ranker else {})} for m in chosen}
+    after = {name: (lambda s=s: {"id_fits": len(parts(s))}) for name, s in scorers.items()}  # fits that scored one
+    setup_s = time.perf_counter() - t0
+    results = run_methods(workdir, scorers, catalog, extra, after)
+    for m in chosen:
+        yield MaterializeResult(asset_key=m.key, metadata={**(results[m.method].metadata or {}),
+                                                           "setup_seconds": round(setup_s, 2)})

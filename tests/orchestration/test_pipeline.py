@@ -29,8 +29,9 @@ from tests.conftest import at, make_tiny_tables
 SEQREC = {"seqrec_sequences", "id_embeddings"} | {f"seqrec_{m.replace('-', '_')}" for m in
                                                   ("core-ave", "core-trm", "sasrec-ce", "sasrec-bce", "gru4rec",
                                                    "bert4rec", "nextitnet")}
-TEXT = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker", "retrieval_id_only",
-        "retrieval_title_only", "retrieval_mixup", "retrieval_title_only_variants", "retrieval_mixup_variants"}
+RETRIEVAL_EVALS = {"retrieval_id_only", "retrieval_title_only", "retrieval_mixup", "retrieval_title_only_variants",
+                   "retrieval_mixup_variants"}  # one step: retrieval_evals
+TEXT = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker"} | RETRIEVAL_EVALS
 LLM = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_engine", "ranker_llm", "ranker_llm_eval", "llm_eval"}
 SERVING = {"serving_bundle"}
 RANKING = {"ranker", "ranker_eval"}
@@ -74,8 +75,9 @@ def test_definitions_load() -> None:
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS | TEXT | LLM | SERVING | RANKING
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
     assert set(defs.resources) == {"dataset", "workdir", "feast", "training", "qdrant", "protocol", "llm"}
-    job = defs.resolve_implicit_global_asset_job_def()  # the whole graph: 8 asset ops + 3 check ops
-    assert {n.name for n in job.graph.node_defs} == ASSETS | TEXT | LLM | SERVING | RANKING | {f"{a}_{c}" for a, c in CHECKS}
+    job = defs.resolve_implicit_global_asset_job_def()  # one op per asset, but one for the retrieval evals, + checks
+    ops = ASSETS | (TEXT - RETRIEVAL_EVALS) | {"retrieval_evals"} | LLM | SERVING | RANKING
+    assert {n.name for n in job.graph.node_defs} == ops | {f"{a}_{c}" for a, c in CHECKS}
 
 
 def test_build_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,8 +205,8 @@ def test_every_writer_of_an_embedded_store_is_tagged() -> None:
     resource writes its collections, and `feast_online_store` writes the online store."""
     from orchestration.jobs import STORE_TAG
 
-    writers = {a.key.to_user_string(): a.op.tags.get(STORE_TAG) for a in all_assets
-               if "qdrant" in a.required_resource_keys or a.key.to_user_string() == "feast_online_store"}
+    writers = {k.to_user_string(): a.op.tags.get(STORE_TAG) for a in all_assets for k in a.keys
+               if "qdrant" in a.required_resource_keys or k.to_user_string() == "feast_online_store"}
     assert writers == {"id_embeddings": "qdrant", "item_title_embeddings": "qdrant", "query_memory": "qdrant",
                        "serving_bundle": "qdrant", "feast_online_store": "feast"}
     assert defs.resolve_job_def("retrain_all").executor_def.name == "multiprocess"  # the UI's runs: the same limits

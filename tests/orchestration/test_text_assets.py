@@ -127,6 +127,18 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
     assert title["val/pairs"].value == 4 and title["test/pairs"].value == 2  # u1's F1 and C1 precede its test F2
     for fit in ("val", "test"):
         assert (Layout(tmp_path).at(fit).title_vectors).exists()  # type: ignore[arg-type]
+    # The five retrieval evals are one step (one pass over the targets); selecting one runs that one alone.
+    evals = result.asset_materializations_for_node("retrieval_evals")
+    assert {m.asset_key.to_user_string() for m in evals} == {k for k in TEXT_ASSETS if k.startswith("retrieval_")}
+    assert {m.metadata["eval_seconds"].value for m in evals} == {evals[0].metadata["eval_seconds"].value}
+    before = (tmp_path / "eval" / "retrieval-mixup" / "metrics.json").stat().st_mtime_ns
+    with DagsterInstance.ephemeral() as instance:
+        one = materialize(all_assets, resources=resources, instance=instance,
+                          selection=AssetSelection.assets("retrieval_id_only"))
+    assert {e.asset_key.to_user_string() for e in one.get_asset_materialization_events()} == {"retrieval_id_only"}
+    assert (tmp_path / "eval" / "retrieval-mixup" / "metrics.json").stat().st_mtime_ns == before
+    again = json.loads((tmp_path / "eval" / "retrieval-id-only" / "metrics.json").read_text())
+    assert again["overall"]["n"] == 3 and again["id_fits"] == 2 and "variant_weights" not in again
 
     # The LLM group: prompts from the 2 validation targets, an adapter that names its base model, the llm-* rows.
     prompts = result.asset_materializations_for_node("llm_prompts")[0].metadata

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.metrics import evaluate
+from evaluation.metrics import evaluate, evaluate_many
 from evaluation.retrieval import (
     RetrievalScorer,
     TimeSlicedMemory,
@@ -325,3 +327,55 @@ def test_variant_scorer_picks_the_users_size_and_colour() -> None:
     base.cfg = RetrievalConfig(mode="title_only", k=10)
     rows, _ = scorer.ranked_rows(batch, catalog.rows["Footwear"])
     assert catalog.item_ids[rows[0]].tolist() == ["V4", "V2", "V3", "V1"]  # H is seen: out of the list
+
+
+def test_methods_evaluated_together_share_sources_and_match_alone() -> None:
+    # Twelve items in two categories, random ID and title vectors; each target's ID query is its history's mean ID
+    # vector and its title query depends on the user, so every batch has sources of its own.
+    rng = np.random.default_rng(0)
+    items = catalog_of(12, ("Footwear", "Clothing")).items  # families of four variants (colour x size)
+    catalog = Catalog.from_items(items.assign(family_id=[f"F{i // 4}" for i in range(12)], subcategory="s",
+                                              color=[("Red", "Blue")[i % 2] for i in range(12)],
+                                              size=[("8", "9")[(i // 2) % 2] for i in range(12)]))
+    id_vecs, title_vecs = rng.normal(size=(12, 4)).astype(np.float32), rng.normal(size=(12, 3)).astype(np.float32)
+    row = {f"I{i}": i for i in range(12)}
+
+    def id_queries(histories: list[list[str]]) -> np.ndarray:
+        return np.stack([id_vecs[[row[i] for i in h]].mean(axis=0) for h in histories])
+
+    def title_queries(batch: pd.DataFrame, *_: object) -> np.ndarray:
+        return title_vecs[[int(u[1:]) % 12 for u in batch["user_id"]]]
+
+    histories = [[f"I{(3 * i) % 12}", f"I{(5 * i + 1) % 12}"] for i in range(7)]
+    tg = targets(histories).assign(target_item_id=[f"I{(7 * i + 2) % 12}" for i in range(7)])
+    tg["category"] = catalog.items.set_index("item_id").loc[tg["target_item_id"], "category"].to_numpy()
+    ranker = VariantRanker({"size_subcategory": 1.0, "colour": 1.0})
+    cfgs = {"id": RetrievalConfig(mode="id_only", k=3), "title": RetrievalConfig(mode="title_only", k=3),
+            "mixup": RetrievalConfig(mode="mixup", k=3, n=1), "rrf": RetrievalConfig(mode="rrf", k=3)}
+
+    def scorer(cfg: RetrievalConfig) -> RetrievalScorer:
+        return RetrievalScorer(catalog, id_vecs, title_vecs, id_queries, title_queries, cfg)
+
+    alone = {m: evaluate(m, scorer(c), tg, catalog, batch_size=2, progress=False) for m, c in cfgs.items()}
+    alone["mixup-variants"] = evaluate("mixup-variants", VariantScorer(scorer(cfgs["mixup"]), catalog, ranker), tg,
+                                       catalog, batch_size=2, progress=False)
+    base = scorer(RetrievalConfig(k=3))
+    together = {m: base.with_config(c) for m, c in cfgs.items()}
+    together["mixup-variants"] = VariantScorer(base.with_config(cfgs["mixup"]), catalog, ranker)
+    got = evaluate_many(together, tg, catalog, batch_size=2, progress=False)
+    assert list(got) == list(alone)
+    for m, result in got.items():
+        pd.testing.assert_frame_equal(result.rankings, alone[m].rankings)
+        assert json.dumps(result.metrics) == json.dumps(alone[m].metrics)  # (NaN for the empty cold share)
+    # 4 batches (Footwear 4 targets, Clothing 3, two at a time): computed once each, read by the other 4 methods.
+    assert base._shared is not None and base._shared.hits == 4 * 4
+    assert len({r["target_rank"].tolist().__repr__() for r in (x.rankings for x in got.values())}) > 1
+    # Another K is another list: computed for it, not read from the shared entry.
+    longer = base.with_config(RetrievalConfig(mode="id_only", k=5))
+    pd.testing.assert_frame_equal(evaluate("k5", longer, tg, catalog, batch_size=2, progress=False).rankings,
+                                  evaluate("k5", scorer(RetrievalConfig(mode="id_only", k=5)), tg, catalog,
+                                           batch_size=2, progress=False).rankings)
+    # Shared sources are read-only: a scorer that wrote into them would change the other methods' results.
+    src = together["id"].sources(tg.iloc[:2], catalog.rows["Footwear"])
+    with pytest.raises(ValueError, match="read-only"):
+        src.title_cos[0, 0] = 1.0
