@@ -94,7 +94,8 @@ class RankerScorer:
                     ) -> tuple[list[Ranked], np.ndarray]:
         inputs, title_cos = self.inputs(batch, cat_rows, demote)
         rows = [None] * len(inputs) if demote is None else [int(cat_rows[d]) for d in demote]
-        ranked = [self.stage.rank(inp, row) for inp, row in zip(inputs, rows, strict=True)]
+        threads = self.stage.ranker.cfg.threads if self.stage.ranker is not None else 1  # the batch's one call
+        ranked = self.stage.rank_many(inputs, rows, threads=threads)
         if demote is not None:  # the evaluation's targets: count the candidate recall as it goes
             for r, target in zip(ranked, rows, strict=True):
                 self._count(r.candidates, target)

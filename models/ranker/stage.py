@@ -8,6 +8,7 @@ every candidate it ties with.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,14 +39,28 @@ class RankingStage:
 
     def rank(self, inp: TargetInputs, demote: int | None = None) -> Ranked:
         """Candidates, features and the ranker's order for one target; the `demote` row goes last among its ties."""
-        cand = generate(inp, self.ctx.attrs, self.cfg)
-        x = compute(inp, cand, self.ctx)
-        s = self.ranker.score(x[:, self._columns()]) if self.ranker is not None else np.zeros(len(cand.rows))
-        tiebreak = np.arange(len(cand.rows))  # rows ascending: ties in item id order
-        if demote is not None:
-            tiebreak[cand.rows == demote] = len(cand.rows)
-        order = np.lexsort((tiebreak, -s))
-        return Ranked(cand.rows[order], s[order], cand, x)
+        return self.rank_many([inp], [demote])[0]
+
+    def rank_many(self, inputs: Sequence[TargetInputs], demote: Sequence[int | None], threads: int = 1
+                  ) -> list[Ranked]:
+        """`rank` of each target, the ranker scoring every target's candidates in one call on `threads` threads
+        (each candidate's score is its own, whatever the batch or the threads: the same floats as one by one)."""
+        cands = [generate(inp, self.ctx.attrs, self.cfg) for inp in inputs]
+        xs = [compute(inp, cand, self.ctx) for inp, cand in zip(inputs, cands, strict=True)]
+        if self.ranker is not None and xs:
+            cols = self._columns()
+            flat = self.ranker.score(np.concatenate([x[:, cols] for x in xs]), threads=threads)
+            scores = np.split(flat, np.cumsum([len(x) for x in xs])[:-1])
+        else:
+            scores = [np.zeros(len(c.rows)) for c in cands]
+        out = []
+        for cand, x, s, last in zip(cands, xs, scores, demote, strict=True):
+            tiebreak = np.arange(len(cand.rows))  # rows ascending: ties in item id order
+            if last is not None:
+                tiebreak[cand.rows == last] = len(cand.rows)
+            order = np.lexsort((tiebreak, -s))
+            out.append(Ranked(cand.rows[order], s[order], cand, x))
+        return out
 
     def _columns(self) -> list[int]:
         """The columns of `FEATURE_NAMES` the ranker was trained on, in its order (a model saved before a feature

@@ -292,10 +292,20 @@ def embed_catalog(
     encoder: TextEncoder, items: pd.DataFrame | Sequence[str], batch_size: int = 512
 ) -> np.ndarray:
     """Title embeddings (n_items, D) float32 for EVERY row of items, in row order (cold-start items included)."""
-    titles = items["title"] if isinstance(items, pd.DataFrame) else pd.Series(list(items), dtype=object)
-    titles = titles.fillna("").astype(str).to_numpy()
-    uniq, inverse = np.unique(titles, return_inverse=True)  # identical titles are embedded once
+    uniq, inverse = unique_titles(items)
     if len(uniq) == 0:
         return np.zeros((0, encoder.dim), dtype=np.float32)
-    emb = encoder.encode(list(uniq), batch_size=batch_size)  # (U, D)
-    return np.ascontiguousarray(emb[inverse.reshape(-1)], dtype=np.float32)  # (n_items, D)
+    return spread(encoder.encode(list(uniq), batch_size=batch_size), inverse)
+
+
+def unique_titles(items: pd.DataFrame | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct titles of items (U,) and each row's position among them (n,): identical titles are embedded
+    once (`embed_catalog`; `spread` maps the U embeddings back onto the rows). A missing title is ""."""
+    titles = items["title"] if isinstance(items, pd.DataFrame) else pd.Series(list(items), dtype=object)
+    uniq, inverse = np.unique(titles.fillna("").astype(str).to_numpy(), return_inverse=True)
+    return uniq, inverse.reshape(-1)
+
+
+def spread(emb: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """(n, D) float32: the distinct titles' embeddings (U, D) on every row (`unique_titles`' inverse)."""
+    return np.ascontiguousarray(emb[inverse], dtype=np.float32)

@@ -6,29 +6,32 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, asset, multi_asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    multi_asset,
+)
 
 from evaluation.factories import as_of_memory, retrieval_scorer
-from evaluation.periods import by_fit, parts
 from evaluation.metrics import Scorer
+from evaluation.periods import by_fit, parts
 from evaluation.retrieval import RetrievalScorer, VariantScorer, variant_examples, variant_targets
 from feature_repo.layout import PERIODS, Layout
 from feature_repo.schema import CanonicalTables
-from feature_repo.splits import read_splits, training_events, training_user_mask
 from models.retrieval import RetrievalConfig
-from models.text import (
-    TitleTrainConfig,
-    build_pairs,
-    embed_catalog,
-    load_title_model,
-    save_title_model,
-    train_title_model,
-)
+from models.text import TitleTrainConfig, load_title_model
+from models.text.fit import TitleFit, encode_titles, fit_title_period
+from models.text.train import spread, unique_titles
 from models.variants import ItemAttributes, VariantConfig, VariantRanker, fit_variant_ranker
 from orchestration.assets.data import eval_targets
 from orchestration.assets.evaluation import run_methods
 from orchestration.assets.seqrec import ID_MODEL, SEQREC_ASSETS
 from orchestration.jobs import STORE_TAG
+from orchestration.parallel import parallel_map, step_cores
 from orchestration.resources import QdrantResource, TrainingResource, WorkdirResource
 from serving.bundle import write_query_memory
 
@@ -37,23 +40,23 @@ from serving.bundle import write_query_memory
        description="LSTM title encoder trained with the two-hard-negative triplet loss on purchases: fitted before the "
                    "validation targets, and refitted before the test targets with the same settings")
 def title_model(context: AssetExecutionContext, workdir: WorkdirResource, training: TrainingResource):
-    tables = CanonicalTables.read(workdir.canonical)
-    splits = read_splits(workdir.layout.splits)
-    cfg = replace(TitleTrainConfig(), epochs=training.title_epochs, seed=training.seed, show_progress=training.progress)
-    meta: dict = {"epochs": cfg.epochs}
-    for period in PERIODS:
-        events = training_events(splits, tables.events, period)
-        events = events[training_user_mask(events["user_id"], training.user_share, training.seed)]
-        pairs = build_pairs(events, tables.search_results, include_clicks=training.title_include_clicks)
-        model, result = train_title_model(pairs, tables.items, cfg)
+    workers = min(step_cores(), len(PERIODS))
+    # (the fits' bars would interleave: with two processes, each fit reports when it is done)
+    cfg = replace(TitleTrainConfig(), epochs=training.title_epochs, seed=training.seed,
+                  show_progress=training.progress and workers == 1)
+    jobs = [TitleFit(period, workdir.canonical, workdir.layout.splits, workdir.layout.at(period).title_model, cfg,
+                     training.user_share, training.seed, training.title_include_clicks) for period in PERIODS]
+    t0 = time.perf_counter()
+    meta: dict = {"epochs": cfg.epochs, "processes": workers}
+    for period, (result, out) in zip(PERIODS, parallel_map(fit_title_period, jobs, workers), strict=True):
         if not result.trained:
             context.log.warning(f"title model ({period} fit) NOT trained: {result.n_pairs} (query, purchased item) "
                                 "pair(s) in its training period, 2 needed; titles are embedded by the untrained encoder")
-        out = save_title_model(model, workdir.layout.at(period).title_model, cfg, result)
         meta |= {f"{period}/trained": result.trained, f"{period}/pairs": result.n_pairs,
                  f"{period}/dropped_pairs": result.n_dropped_pairs, f"{period}/loss_before": result.initial_loss,
                  f"{period}/loss_after": result.final_loss, f"{period}/epoch_losses": MetadataValue.json(result.epoch_losses),
                  f"{period}/seconds": round(result.seconds, 2), f"{period}/path": MetadataValue.path(str(out))}
+    meta["seconds"] = round(time.perf_counter() - t0, 2)
     return MaterializeResult(metadata=meta)
 
 
@@ -64,9 +67,12 @@ def item_title_embeddings(workdir: WorkdirResource, qdrant: QdrantResource):
     catalog = workdir.catalog()
     items = catalog.items
     t0 = time.perf_counter()
-    for period in PERIODS:
-        lay = workdir.layout.at(period)
-        vectors = embed_catalog(load_title_model(lay.title_model), items)  # (n, d)
+    uniq, inverse = unique_titles(items)  # identical titles are embedded once
+    lays = [workdir.layout.at(period) for period in PERIODS]
+    # (each fit's encoder on one thread, both at once where the step has two cores: the same vectors)
+    for lay, emb in zip(lays, parallel_map(encode_titles, [(lay.title_model, list(uniq)) for lay in lays]),
+                        strict=True):
+        vectors = spread(emb, inverse)  # (n, d) catalog order
         np.save(lay.ensure(lay.title_vectors), vectors)
     embed_s = time.perf_counter() - t0
     payloads = [{"item_id": i, "category": c, "title": t}

@@ -22,6 +22,7 @@ from models.seqrec import build_model, save_checkpoint
 from models.seqrec.vocab import ItemVocab
 from orchestration.assets.text import RETRIEVAL_MODES
 from orchestration.definitions import all_assets, build_resources
+from orchestration.parallel import step_cores
 from orchestration.resources import QdrantResource
 from serving.registry import file_digest
 from tests.conftest import at, make_tiny_tables
@@ -125,6 +126,7 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
         assert store.count("item_title_embeddings", partition="Footwear") == 3
     title = result.asset_materializations_for_node("title_model")[0].metadata  # both fits, each on its own pairs
     assert title["val/pairs"].value == 4 and title["test/pairs"].value == 2  # u1's F1 and C1 precede its test F2
+    assert title["processes"].value == min(2, step_cores())  # the two fits at once where the step has two cores
     for fit in ("val", "test"):
         assert (Layout(tmp_path).at(fit).title_vectors).exists()  # type: ignore[arg-type]
     # The five retrieval evals are one step (one pass over the targets); selecting one runs that one alone.

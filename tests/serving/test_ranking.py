@@ -125,6 +125,25 @@ def test_online_ranking_stage_equals_the_evaluation_scorer(setup, scan: bool) ->
     assert catalog.index_of(["C1-red-7"])[0] in ranked[0].candidates.rows
 
 
+def test_ranking_many_targets_in_one_call_is_ranking_each_alone(setup) -> None:  # noqa: ANN001
+    """The evaluation scores a batch's candidates in one LightGBM call on two threads: the same floats, rows and
+    features as each target ranked alone on one thread (as serving does)."""
+    catalog, _, _, scorer, _, _ = setup
+    batch = as_targets()
+    cats = batch["category"].tolist()
+    cat = max(set(cats), key=cats.count)
+    sub = batch[batch["category"] == cat]
+    assert len(sub) >= 2
+    inputs, _ = scorer.inputs(sub, catalog.rows[cat])
+    demote = [None, *[int(r) for r in catalog.rows[cat][: len(inputs) - 1]]]
+    together = scorer.stage.rank_many(inputs, demote, threads=2)
+    for inp, last, got in zip(inputs, demote, together, strict=True):
+        alone = scorer.stage.rank(inp, last)
+        assert np.array_equal(got.rows, alone.rows) and np.array_equal(got.scores, alone.scores)
+        assert np.array_equal(got.features, alone.features, equal_nan=True)
+    assert len(set(together[0].scores)) > 1  # a fitted ranker separates the candidates
+
+
 def test_each_source_contributes_candidates(setup) -> None:  # noqa: ANN001
     catalog, _, _, scorer, _, _ = setup
     batch = as_targets()
