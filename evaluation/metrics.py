@@ -48,7 +48,7 @@ def ranks_from_scores(scores: np.ndarray, target_col: np.ndarray, valid: np.ndar
     scores: (B, n), target_col: (B,), valid: (B, n) bool candidates (default all; the target always counts).
     """
     s_t = scores[np.arange(len(scores)), target_col][:, None]  # (B, 1)
-    ahead = (scores > s_t) | (scores == s_t)  # (B, n), the target itself included once
+    ahead = scores >= s_t  # (B, n), the target itself included once (no NaN: every caller maps it to -inf)
     if valid is not None:
         ahead &= valid
         ahead[np.arange(len(scores)), target_col] = True
@@ -64,12 +64,12 @@ def top_n(scores: np.ndarray, target_col: np.ndarray, n: int = TOP_N, valid: np.
     n = min(n, cols)
     rows = np.arange(b)
     # Nudge the target just below its ties (nothing lies strictly between), so cuts through ties never favour it.
-    adj = scores.astype(np.float64, copy=True)
-    if valid is not None:
-        adj[~valid] = -np.inf
+    scores = np.asarray(scores, np.float64)
+    adj = np.where(valid, scores, -np.inf) if valid is not None else scores.copy()
     adj[rows, target_col] = np.nextafter(adj[rows, target_col], -np.inf)
-    part = np.argpartition(-adj, n - 1, axis=1)[:, :n] if n < cols else np.tile(np.arange(cols), (b, 1))
-    order = np.lexsort((part, -np.take_along_axis(adj, part, axis=1)), axis=1)  # score desc, then catalog order
+    np.negative(adj, out=adj)  # (in place: the partition and the sort read the negated scores)
+    part = np.argpartition(adj, n - 1, axis=1)[:, :n] if n < cols else np.tile(np.arange(cols), (b, 1))
+    order = np.lexsort((part, np.take_along_axis(adj, part, axis=1)), axis=1)  # score desc, then catalog order
     return np.take_along_axis(part, order, axis=1)
 
 
