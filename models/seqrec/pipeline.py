@@ -18,7 +18,7 @@ from feature_repo.sequences import item_sequences, item_times
 from models.seqrec.base import SequentialRecommender
 from models.seqrec.data import SeqData
 from models.seqrec.registry import build_model
-from models.seqrec.train import TrainConfig, TrainResult, train
+from models.seqrec.train import TrainConfig, TrainResult, seed_everything, train
 from models.seqrec.vocab import COLD, ItemVocab
 
 
@@ -37,12 +37,20 @@ def fit_and_refit(name: str, history_val: pd.DataFrame, history_test: pd.DataFra
     """The val fit (trained on `history_val`, early-stopped on the `valid` targets) and the test fit: the same model
     refitted from scratch on `history_test` for the val fit's best epoch count, without validation data."""
     data, vocab = build_seq_data(history_val, valid, min_count=min_count)
-    model = build_model(name, len(vocab), **model_overrides)
+    model = seeded_model(name, len(vocab), cfg.seed, **model_overrides)
     first = Fit(model, vocab, cfg, train(model, data, cfg))
     refit_cfg = replace(cfg, epochs=first.result.best_epoch + 1)
     data, vocab = build_seq_data(history_test, None, min_count=min_count)
-    model = build_model(name, len(vocab), **model_overrides)
+    model = seeded_model(name, len(vocab), cfg.seed, **model_overrides)
     return first, Fit(model, vocab, refit_cfg, train(model, data, refit_cfg))
+
+
+def seeded_model(name: str, n_items: int, seed: int, **model_overrides: Any) -> SequentialRecommender:
+    """`build_model` with its initial weights drawn after seeding with `seed`: a fit's start does not depend on
+    what used the global random state before it in the process (another asset's training, in the in-process
+    executor), so a fit is the same whichever steps ran first."""
+    seed_everything(seed)
+    return build_model(name, n_items, **model_overrides)
 
 
 def rolling_refits(name: str, start: Fit, histories: Iterable[pd.DataFrame], epochs: int, min_count: int = 1,
@@ -53,8 +61,8 @@ def rolling_refits(name: str, start: Fit, histories: Iterable[pd.DataFrame], epo
     fit = start
     for history in histories:
         data, vocab = build_seq_data(history, None, min_count=min_count)
-        model = warm_start(build_model(name, len(vocab), **model_overrides), vocab, fit)
         cfg = replace(fit.config, epochs=epochs)
+        model = warm_start(seeded_model(name, len(vocab), cfg.seed, **model_overrides), vocab, fit)
         fit = Fit(model, vocab, cfg, train(model, data, cfg))
         yield fit
 

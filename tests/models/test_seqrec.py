@@ -604,3 +604,29 @@ def test_warm_start_keeps_the_rows_of_items_both_vocabularies_hold() -> None:
     other = [k for k, v in model.state_dict().items() if v.shape == old.state_dict()[k].shape and v.dim() and
              v.shape[0] != len(new_vocab)]
     assert other and all(torch.equal(model.state_dict()[k], old.state_dict()[k]) for k in other)
+
+
+def test_a_fit_does_not_depend_on_what_used_the_random_state_before_it() -> None:
+    """In the in-process executor other assets train before CORE-trm: its fits seed before drawing their initial
+    weights, so they are the same whatever ran first (its rolling refits' new rows too)."""
+    import pandas as pd
+
+    from models.seqrec.pipeline import fit_and_refit, rolling_refits
+
+    rng = np.random.default_rng(1)
+    early = [[f"i{j}" for j in rng.integers(0, 12, size=6)] for _ in range(30)]
+    frame = lambda seqs: pd.DataFrame({"seq_actions": [["click"] * len(s) for s in seqs],  # noqa: E731
+                                       "seq_item_ids": seqs})
+    valid = frame([s[:-1] for s in early[:8]]).assign(target_item_id=[s[-1] for s in early[:8]])
+    later = frame([s + ["new"] for s in early])
+    cfg = TrainConfig(epochs=2, patience=1, batch_size=16, progress=False, device="cpu")
+
+    def run(before: int) -> list[torch.Tensor]:
+        torch.manual_seed(before)
+        torch.rand(before + 1)  # some other asset's draws
+        first, refit = fit_and_refit("core-trm", frame(early), frame(early), valid, cfg, max_len=8, dim=8)
+        rolled = next(rolling_refits("core-trm", refit, [later], epochs=1, max_len=8, dim=8))
+        return [f.model.item_embeddings().detach().clone() for f in (first, refit, rolled)]
+
+    a, b = run(3), run(11)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
