@@ -146,7 +146,7 @@ class SharedSources:
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.value: ListSources | None = None
-        self.hits = 0  # batches answered from the entry (tests and benchmarks read it)
+        self.hits = 0  # batches answered from the entry (the tests read it)
 
     def get(self, settings: tuple, batch: pd.DataFrame, cat_rows: np.ndarray, demote: np.ndarray | None,
             compute: Callable[[], ListSources]) -> ListSources:
