@@ -29,24 +29,48 @@ class PopularityScorer:
         self.cfg = cfg
         rows = catalog.index_of(inter["item_id"])
         t = pd.to_datetime(inter["timestamp"], utc=True).astype("datetime64[ms, UTC]").astype("int64").to_numpy()
-        w = np.where(inter["action"].to_numpy() == "purchase", cfg.purchase_weight, 1.0)
+        purchase = inter["action"].to_numpy() == "purchase"
         order = np.argsort(t, kind="stable")
-        self.t, self.rows, self.w = t[order], rows[order], w[order]
+        self.t, self.rows, self.purchase = t[order], rows[order], purchase[order]
+        self._cached: tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
-    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> np.ndarray:
+    def _category(self, cat_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The category's interactions (times, columns of `cat_rows`, purchase flags), kept for the next batch:
+        `evaluate` scores a category's batches one after another."""
+        if self._cached is not None and self._cached[0] is cat_rows:
+            return self._cached[1]
         col = np.full(self.rows.max() + 1 if len(self.rows) else 1, -1, dtype=np.int64)
         col[cat_rows[cat_rows < len(col)]] = np.flatnonzero(cat_rows < len(col))
         in_cat = col[self.rows] >= 0
-        t, cols, w = self.t[in_cat], col[self.rows[in_cat]], self.w[in_cat]
+        found = (self.t[in_cat], col[self.rows[in_cat]], self.purchase[in_cat])
+        self._cached = (cat_rows, found)  # holds cat_rows, so its id cannot be reused while cached
+        return found
+
+    def __call__(self, batch: pd.DataFrame, cat_rows: np.ndarray) -> np.ndarray:
+        t, cols, purchase = self._category(cat_rows)
         ts = pd.to_datetime(batch["target_ts"], utc=True).astype("datetime64[ms, UTC]").astype("int64").to_numpy()
         hi = np.searchsorted(t, ts, side="left")  # strictly before the target
         if self.cfg.window_days is None:
             lo = np.zeros_like(hi)
         else:
             lo = np.searchsorted(t, ts - int(self.cfg.window_days * 86_400_000), side="left")
-        out = np.zeros((len(batch), len(cat_rows)))
-        for i, (a, b) in enumerate(zip(lo, hi, strict=True)):
-            out[i] = np.bincount(cols[a:b], weights=w[a:b], minlength=len(cat_rows))
+        # One window slid forward through the batch's targets in time order: each target costs the interactions that
+        # enter and leave its window, not a count over all of them. Counts are integers, so the sliding is exact.
+        n = len(cat_rows)
+        clicks, buys = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        out = np.empty((len(batch), n))
+        a0 = b0 = 0
+        for i in np.argsort(ts, kind="stable"):
+            a, b = int(lo[i]), int(hi[i])
+            if a >= b0:  # disjoint from the last window: start again
+                clicks[:], buys[:] = 0, 0
+                a0 = b0 = a
+            for sl, sign in ((slice(b0, b), 1), (slice(a0, a), -1)):
+                np.add.at(clicks, cols[sl][~purchase[sl]], sign)
+                np.add.at(buys, cols[sl][purchase[sl]], sign)
+            a0, b0 = a, b
+            np.multiply(buys, self.cfg.purchase_weight, out=out[i])
+            out[i] += clicks
         return out
 
 

@@ -29,6 +29,16 @@ def category_batches(targets: pd.DataFrame, catalog: Catalog, batch_size: int = 
             yield cat, b, targets.iloc[b], cat_rows
 
 
+def in_sorted(values: np.ndarray, sorted_rows: np.ndarray) -> np.ndarray:
+    """`np.isin(values, sorted_rows)` for an ascending `sorted_rows` (a category's catalog rows), by binary search:
+    its cost is the values' (log the category), where `np.isin` reads the whole category on every call."""
+    values = np.asarray(values)
+    if len(sorted_rows) == 0:
+        return np.zeros(values.shape, bool)
+    pos = np.minimum(np.searchsorted(sorted_rows, values), len(sorted_rows) - 1)
+    return sorted_rows[pos] == values
+
+
 def list_scores(combined: Sequence[Sequence[int]], fallback: np.ndarray) -> np.ndarray:
     """Full score matrix: list items score above everything, in list order; the rest keep `fallback` order."""
     scores = np.asarray(fallback, dtype=np.float64).copy()  # (B, n), cosines in [-1, 1]

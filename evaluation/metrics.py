@@ -209,7 +209,8 @@ def evaluate_many(
             scores = np.asarray(out, dtype=np.float64)  # (B, n_cat)
             if scores.shape != (len(b), len(cat_rows)):
                 raise ValueError(f"{method}: scorer returned {scores.shape}, expected {(len(b), len(cat_rows))}")
-            scores = np.nan_to_num(scores, nan=-np.inf)
+            if not np.isfinite(scores).all():  # one pass; the three of nan_to_num only where needed
+                scores = np.nan_to_num(scores, nan=-np.inf)
             ranks = ranks_from_scores(scores, tcol, valid)
             top = top_n(scores, tcol, valid=valid)
             keep = np.take_along_axis(valid, top, axis=1)  # (B, n)

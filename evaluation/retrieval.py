@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from evaluation.common import category_batches, list_scores, rows_to_scores
+from evaluation.common import category_batches, in_sorted, list_scores, rows_to_scores
 from evaluation.memory import TimeSlicedMemory
 from feature_repo.sequences import item_sequences, last_search_queries
 from feature_repo.splits import sample_rows
@@ -415,7 +415,7 @@ class VariantScorer:
         for b, (list_rows, hist, t) in enumerate(lists):
             last = None if demote is None else int(cat_rows[demote[b]])
             rows = self.ranker.rerank(list_rows, hist, t, self.attrs, demote=last)
-            keep = np.isin(rows, cat_rows)  # variants stay in the category
+            keep = in_sorted(rows, cat_rows)  # variants stay in the category (cat_rows ascending)
             if self.base.cfg.exclude_seen:
                 keep &= ~np.isin(rows, hist)
             out.append(rows[keep][: self.base.cfg.k])

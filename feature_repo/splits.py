@@ -55,6 +55,7 @@ Protocol = Literal["temporal", "loo"]
 PROTOCOLS: tuple[str, ...] = ("temporal", "loo")
 DEFAULT_MIN_COUNT = 2  # the ID models' vocabulary threshold (TrainingResource.min_count)
 DEFAULT_REFIT_DAYS = 7.0  # temporal: the ID model is refitted weekly through the test window (0: once, at the test cut)
+ROLLING_EPOCHS = 2  # epochs of each warm-started rolling refit (it continues from the previous week's model)
 # Evaluation scores every test target against its whole category, so its cost is targets x catalog: with both
 # growing with the data it would grow with the data's square. A seeded sample of at most this many test targets
 # keeps it linear in the catalog (`with_test_sample`; 0: every target). 3,000 is above medium-s0's 2,849 test targets;

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from feature_repo.layout import Layout
-from feature_repo.splits import DEFAULT_MAX_TEST_TARGETS, DEFAULT_REFIT_DAYS
+from feature_repo.splits import DEFAULT_MAX_TEST_TARGETS, DEFAULT_REFIT_DAYS, ROLLING_EPOCHS
 from serving.config import Settings
 
 app = typer.Typer(help="fashionrec: sequential fashion recommendation on Feast, Dagster and Qdrant.",
@@ -49,6 +49,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         select: Annotated[str, typer.Option(help="Dagster asset selection")] = "*",
         log_level: Annotated[str, typer.Option(help="Dagster console log level")] = "INFO",
         epochs: Annotated[int, typer.Option(help="Max epochs per sequential model (early stopping on val NDCG@10)")] = 10,
+        rolling_epochs: Annotated[int, typer.Option(help="Epochs of each warm-started rolling refit of the ID model "
+                                                         "(--refit-every-days)")] = ROLLING_EPOCHS,
         models: Annotated[str, typer.Option(help="Sequential models to train: comma-separated names, or 'all'")]
         = "core-trm,sasrec-ce",
         device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -109,6 +111,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     if max_test_targets < 0:
         raise typer.BadParameter(f"must be >= 0 (0: every test target), got {max_test_targets}",
                                  param_hint="--max-test-targets")
+    if rolling_epochs < 1:
+        raise typer.BadParameter(f"must be >= 1, got {rolling_epochs}", param_hint="--rolling-epochs")
     if refit_every_days < 0:
         raise typer.BadParameter(f"must be >= 0, got {refit_every_days}", param_hint="--refit-every-days")
     if data is not None and not data.exists():
@@ -154,7 +158,7 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     resources = build_resources(str(data) if data else None, format, str(workdir),
-                                training={"epochs": epochs, "device": device, "user_share": user_share,
+                                training={"epochs": epochs, "rolling_epochs": rolling_epochs, "device": device, "user_share": user_share,
                                           "seed": seed, "sampled_negatives": negatives},
                                 protocol=protocol,
                                 refit_every_days=refit_every_days, max_test_targets=max_test_targets,

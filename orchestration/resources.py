@@ -8,7 +8,7 @@ from dagster import ConfigurableResource
 
 from feature_repo.layout import Layout
 from feature_repo.loaders import FORMATS, SAMPLE_DIR
-from feature_repo.splits import DEFAULT_MAX_TEST_TARGETS, DEFAULT_REFIT_DAYS
+from feature_repo.splits import DEFAULT_MAX_TEST_TARGETS, DEFAULT_REFIT_DAYS, ROLLING_EPOCHS
 from feature_repo.store import FeatureRepo
 from models.llm.prompt import LIMITS
 from serving.config import COLLECTIONS
@@ -130,7 +130,7 @@ class TrainingResource(ConfigurableResource):
     dim: int = 64
     min_count: int = 2  # items seen fewer times in training share the cold embedding
     rolling_models: list[str] = ["core-trm"]  # refitted at each rolling refit (ProtocolResource.refit_every_days)
-    rolling_epochs: int = 2  # epochs of each warm-started rolling refit
+    rolling_epochs: int = ROLLING_EPOCHS  # epochs of each warm-started rolling refit (`fashionrec run --rolling-epochs`)
     title_epochs: int = 5  # LSTM title encoder (models.text.TitleTrainConfig.epochs)
     title_include_clicks: bool = False  # title pairs from clicks too (the paper: purchases only)
     device: str = "auto"

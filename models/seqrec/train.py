@@ -137,8 +137,10 @@ class TableOptimizer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         table = model.item_embedding.weight
         rest = [p for p in self.params if p is not table] if sparse else self.params
-        self.optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(rest, lr=cfg.lr,
-                                                                         weight_decay=cfg.weight_decay)]
+        # fused: one kernel over every parameter instead of a loop of small ops; under a sampled loss the dense update
+        # of the item table is a fifth of a step's time on medium-s0 x 4, and fused makes it about 5x cheaper.
+        self.optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(rest, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                                                         fused=True)]
         if sparse:
             self.optimizers.append(torch.optim.SparseAdam([table], lr=cfg.lr))
 

@@ -80,6 +80,20 @@ def test_popularity_purchase_weight(catalog: Catalog) -> None:
     assert pop(_targets(21), catalog.rows["Footwear"]).tolist() == [[2, 5, 3, 0]]
 
 
+def test_popularity_window_slides_over_targets_in_any_order_and_category(catalog: Catalog) -> None:
+    """The scorer slides one window through a batch's targets in time order (adding what enters, taking out what
+    leaves) and keeps the last category's interactions between calls: each row is still its own target's count."""
+    pop = PopularityScorer(EVENTS, catalog, PopularityConfig(window_days=9.5, purchase_weight=2.0))
+    foot, cloth = catalog.rows["Footwear"], catalog.rows["Clothing"]
+    # [day -8, 1.5): F1@0, F2@1 click + purchase x2 | [1, 10.5): F2@1 x3, F1@10, F3@10 purchase x2
+    # [1.5, 11): F1@10, F3@10 x2 (F2's day-1 interactions left) | [11, 20.5): F2@20 (disjoint from the one before)
+    expected = {1.5: [1, 3, 0, 0], 10.5: [1, 3, 2, 0], 11: [1, 0, 2, 0], 20.5: [0, 1, 0, 0]}
+    order = [10.5, 20.5, 1.5, 11]
+    assert pop(_targets(*order), foot).tolist() == [expected[d] for d in order]
+    assert pop(_targets(10, 16), cloth).tolist() == [[1, 0], [0, 0]]  # C1@5: in [0.5, 10), not in [6.5, 16)
+    assert pop(_targets(11, 1.5), foot).tolist() == [expected[11], expected[1.5]]
+
+
 # search 10 shows F3, C1, F1 (positions 1-3); search 11 shows F2. Rows are shuffled: the scorer sorts them.
 SEARCH_RESULTS = pd.DataFrame({
     "search_id": [11, 10, 10, 10],

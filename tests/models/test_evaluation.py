@@ -314,3 +314,16 @@ def test_period_scorer_gives_each_target_its_fit() -> None:
     assert scorer.tie_aware and parts(scorer) == [first, second] and parts(first) == [first]
     with pytest.raises(ValueError, match="one scorer per start"):
         PeriodScorer([t0], [first, second])
+
+
+def test_in_sorted_is_isin_against_a_sorted_category() -> None:
+    from evaluation.common import in_sorted
+
+    cat_rows = np.array([2, 5, 9, 14])
+    values = np.array([14, 1, 5, 20, 9, 3, 2])
+    assert in_sorted(values, cat_rows).tolist() == [True, False, True, False, True, False, True]
+    rng = np.random.default_rng(0)
+    big = np.unique(rng.integers(0, 1000, 300))
+    probe = rng.integers(-5, 1005, 500)
+    assert np.array_equal(in_sorted(probe, big), np.isin(probe, big))
+    assert in_sorted(values, np.zeros(0, np.int64)).tolist() == [False] * len(values)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from evaluation.metrics import evaluate
 from evaluation.seqrec import SeqScorer
 from feature_repo.layout import Layout
-from feature_repo.splits import fit_index, read_refits, read_user_share, training_user_mask
+from feature_repo.splits import ROLLING_EPOCHS, fit_index, read_refits, read_user_share, training_user_mask
 from models.catalog import Catalog
 from models.seqrec import load_checkpoint
 from orchestration.cli import app
@@ -96,6 +96,12 @@ def test_cli_rejects_a_bad_sampled_negatives(value: str, tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["run", "--workdir", str(tmp_path / "work"), "--sampled-negatives", value])
     assert result.exit_code == 2 and "'auto' or a count >= 0" in result.output, result.output
     assert not (tmp_path / "work").exists()  # refused before anything ran
+
+
+def test_cli_rejects_rolling_refits_without_an_epoch(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["run", "--workdir", str(tmp_path / "work"), "--rolling-epochs", "0"])
+    assert result.exit_code == 2 and "must be >= 1, got 0" in result.output, result.output
+    assert not (tmp_path / "work").exists()
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +411,7 @@ def test_rolling_refits_end_to_end(data_dir: Path, tmp_path: Path) -> None:
     assert not lay.refit(0).model("sasrec-ce").exists()  # only TrainingResource.rolling_models roll
     meta = result.asset_materializations_for_node("seqrec_core_trm")[0].metadata
     assert meta["rolling_refits"].value == 2 and meta["vocab_last"].value == 6
-    assert fits[2].train_config.epochs == 2  # TrainingResource.rolling_epochs
+    assert fits[2].train_config.epochs == ROLLING_EPOCHS  # TrainingResource.rolling_epochs
     # F2 @22 is scored by the fit at the test cut, A2 @41 by the last: the eval rows are those fits' own ranks.
     catalog = Catalog.from_items(pd.read_parquet(lay.items))
     test = lay.test_targets()
