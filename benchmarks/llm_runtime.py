@@ -6,12 +6,14 @@ the model measured. Prompts come from a seeded sample of its test targets, exact
 
 Runtime table (ms per prompt, batch 1 unless said: serving's path):
 - candidate scoring. The baseline is today's path before this runtime: torch fp32 (the last position only through
-  the LM head) on v1 prompts (`full` candidate lines). The fast path is CTranslate2 int8 (the instruction cached as a
-  static prompt) on the default prompt (`compact` candidate lines). Both engines run on both prompts, so the
-  engine's share and the prompt's share of the speed-up are apart; torch in batches of 8 (the evaluation's old path)
+  the LM head) on v1 prompts (`full` candidate lines). The fast path (`--fast`) is torch with the adapter merged and
+  bf16 weights (`torch-bf16`, on a CPU with native bf16) or CTranslate2 int8 (the instruction cached as a static
+  prompt), on the default prompt (`compact` candidate lines). Every engine runs on both prompts, so the engine's
+  share and the prompt's share of the speed-up are apart; torch in batches of 8 (the evaluation's old path)
   and under bf16 autocast are timed on the first `--side` prompts; `--compute-types` adds CTranslate2 compute types
   from a float32 conversion.
-- generation (the paper's sampling settings, `LIMITS.max_new_tokens` new tokens): torch fp32 and CTranslate2 int8.
+- generation (the paper's sampling settings, `LIMITS.max_new_tokens` new tokens): torch fp32, CTranslate2 int8 and
+  torch-bf16.
 Parity: per engine, against torch fp32 on the same prompts: the share with the same top letter, the mean and largest
 KL between the letter distributions, and how close torch's own call was where they disagree (its top-2 margin);
 N@10 of `llm-candidates` for each engine and prompt; the share of generations with the same parsed ID. A sweep over
@@ -43,7 +45,16 @@ from evaluation.factories import LLM_BASE_MODE, as_of_memory, variant_scorer
 from evaluation.llm import LLMCandidateScorer, PromptFactory
 from evaluation.metrics import evaluate
 from models.catalog import Catalog
-from models.llm.engine import CT2Engine, TorchEngine, compare_letters, engine_key, ensure_ct2
+from models.llm.engine import (
+    TORCH_BF16,
+    CT2Engine,
+    TorchEngine,
+    bf16_engine,
+    compare_letters,
+    engine_key,
+    ensure_ct2,
+    native_bf16,
+)
 from models.llm.generate import GenerateConfig
 from models.llm.model import load_llm, tokenizer_corpus
 from models.llm.prompt import LIMITS, CatalogItems, PromptConfig, build_prompt, parse_answer
@@ -98,6 +109,9 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
          compute_types: Annotated[str, typer.Option(help="More CTranslate2 compute types timed on the same prompts "
                                                     "(from a float32 conversion), e.g. float32,int8_float32")] = "",
          model: Annotated[str, typer.Option(help="Base LLM of the adapter")] = "smollm2-135m",
+         fast_engine: Annotated[str, typer.Option("--fast", help="The engine of the 'fast' figures: torch-bf16 | "
+                                                  "ctranslate2 | auto (torch-bf16 on a CPU with native bf16)")
+                                ] = "auto",
          json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures here")] = None,
          seed: int = 0) -> None:
     t_start = time.perf_counter()
@@ -119,7 +133,13 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
     t0 = time.perf_counter()
     path, built = ensure_ct2(tuned, base.tokenizer, lay.llm_engine, engine_key(model, file_digest(lay.llm_adapter)))
     convert_s = time.perf_counter() - t0
-    fast = CT2Engine(path, base.tokenizer)
+    ct2 = CT2Engine(path, base.tokenizer)
+    bf16 = bf16_engine(reference) if native_bf16() else None  # the merged model in bf16 weights
+    if fast_engine == "auto":
+        fast_engine = TORCH_BF16 if bf16 is not None else "ctranslate2"
+    if fast_engine == TORCH_BF16 and bf16 is None:
+        raise typer.BadParameter("this CPU has no native bf16 (AVX512-BF16 or AMX)", param_hint="--fast")
+    fast = bf16 if fast_engine == TORCH_BF16 else ct2
     typer.echo(f"{model} + the adapter of {workdir}: torch load {load_s:.0f} s; CTranslate2 conversion "
                f"{'built in ' + format(convert_s, '.0f') + ' s' if built else 'up to date'} ({path})")
 
@@ -136,7 +156,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
     # -- candidate scoring. Baseline: today's path (torch fp32, v1's full candidate lines, batch 1). Fast: the engine
     # on the default prompt. Both engines on both prompts, so the engine's and the prompt's shares are apart.
     v1 = replace(default, candidate_style="full")
-    runs = {(e.name, c.candidate_style): candidates(e, c) for e in (reference, fast) for c in (v1, default)}
+    engines = [e for e in (reference, ct2, bf16) if e is not None]
+    runs = {(e.name, c.candidate_style): candidates(e, c) for e in engines for c in (v1, default)}
     base_m, base_rec = runs[(reference.name, "full")]
     fast_m, fast_rec = runs[(fast.name, default.candidate_style)]
     n = len(base_rec.texts)
@@ -160,12 +181,15 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
     sub, sub_n = base_rec.texts[:side], base_rec.n_letters[:side]
     rows.append(("candidates", reference.name, f"full:{default.budget}", 8, len(sub), float(np.mean(tokens(base_rec)[:side])),
                  per_prompt_ms(lambda: reference.letter_scores(sub, sub_n, 8), len(sub))))
-    bf16 = TorchEngine(tuned, base.tokenizer, bf16=True)
-    rows.append(("candidates", bf16.name, f"full:{default.budget}", 1, len(sub), float(np.mean(tokens(base_rec)[:side])),
-                 per_prompt_ms(lambda: bf16.letter_scores(sub, sub_n, 1), len(sub))))
-    parities = {f"{fast.name}, full prompts": parity(base_rec, runs[(fast.name, "full")][1]),
-                f"{fast.name}, {default.candidate_style} prompts": parity(runs[(reference.name,
-                                                                                default.candidate_style)][1], fast_rec)}
+    autocast = TorchEngine(tuned, base.tokenizer, bf16=True)
+    rows.append(("candidates", autocast.name + " (autocast)", f"full:{default.budget}", 1, len(sub),
+                 float(np.mean(tokens(base_rec)[:side])),
+                 per_prompt_ms(lambda: autocast.letter_scores(sub, sub_n, 1), len(sub))))
+    parities = {}
+    for e in engines[1:]:
+        parities[f"{e.name}, full prompts"] = parity(base_rec, runs[(e.name, "full")][1])
+        parities[f"{e.name}, {default.candidate_style} prompts"] = parity(
+            runs[(reference.name, default.candidate_style)][1], runs[(e.name, default.candidate_style)][1])
     for ct in [c for c in compute_types.split(",") if c]:  # other compute types, from a float32 conversion
         with tempfile.TemporaryDirectory(prefix="fashionrec-ct2-") as tmp:
             conv, _ = ensure_ct2(tuned, base.tokenizer, Path(tmp) / "f32",
@@ -186,11 +210,11 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
         answers[engine.name] = engine.generate(gen_texts, cfg)
         return 1000 * (time.perf_counter() - t1) / max(len(gen_texts), 1)
 
-    gen_base, gen_fast = timed_generate(reference), timed_generate(fast)
+    gen_ms = {e.name: timed_generate(e) for e in engines}
+    gen_base, gen_fast = gen_ms[reference.name], gen_ms[fast.name]
     gen_tokens = float(np.mean([len(base.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in gen_texts]))
-    rows += [("generate", reference.name + " (baseline)", f"-:{default.budget}", 1, len(gen_texts), gen_tokens,
-              gen_base),
-             ("generate", fast.name + " (fast)", f"-:{default.budget}", 1, len(gen_texts), gen_tokens, gen_fast)]
+    rows += [("generate", e.name + (" (baseline)" if e is reference else " (fast)" if e is fast else ""),
+              f"-:{default.budget}", 1, len(gen_texts), gen_tokens, gen_ms[e.name]) for e in engines]
     parsed = [(parse_answer(a).item_id, parse_answer(b).item_id)
               for a, b in zip(answers[reference.name], answers[fast.name], strict=True)]
     named = [(a, b) for a, b in parsed if a or b]  # an answer without an ID agrees with nothing

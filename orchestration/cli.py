@@ -75,7 +75,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         llm_rank_lists: Annotated[int, typer.Option(help="Validation lists (not among the training prompts) that "
                                                          "ranker-llm's second pass is fitted on")] = 32,
         llm_engine: Annotated[str, typer.Option(help="LLM runtime of the llm-* rows: ctranslate2 (the adapter "
-                                                     "converted to int8) | torch (fp32, exact)")] = "ctranslate2",
+                                                     "converted to int8) | torch-bf16 (merged, bf16 weights; on a "
+                                                     "CPU with native bf16) | torch (fp32, exact)")] = "ctranslate2",
         user_share: Annotated[float, typer.Option(help="Train on this seeded share of the users (their training "
                                                        "events and validation targets; the paper's low-resource "
                                                        "setting); every user's test targets are evaluated")] = 1.0,

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     llm_budget_tokens: int = Field(default=LIMITS.budget_tokens, ge=128)
     # ctranslate2: the bundle's converted model (models/llm_engine) when it matches the adapter, else torch with a
     # warning; torch: the reference path. Constrained generation redoes off-catalog answers on torch either way.
-    llm_engine: Literal["ctranslate2", "torch"] = "ctranslate2"
+    llm_engine: Literal["ctranslate2", "torch-bf16", "torch"] = "ctranslate2"
 
     # The HTTP service (`fashionrec serve` binds host:port with this many worker processes)
     host: str = "127.0.0.1"

@@ -3,6 +3,8 @@
 Training, evaluation and serving read the model through an `Engine`, so they share one runtime:
 - `TorchEngine` (`torch-fp32`, the reference): the model in torch, the last position only through the LM head
   (`letter_scores`), sampling or catalog-constrained decoding through `generate` (`models.llm.generate`).
+- `bf16_engine` (`torch-bf16`): the reference with its adapter merged and its weights in bf16, on the same torch code;
+  on a CPU with native bf16 (AVX512-BF16, AMX) the fastest and closest to fp32 (`native_bf16`).
 - `CT2Engine` (`ctranslate2-int8`): the same weights, the LoRA adapter merged, converted to CTranslate2 (int8 on a
   CPU). Letter scoring reads the log-probabilities of the first answer step (`generate_batch(max_length=1,
   return_logits_vocab=True)`), with the instruction (the system message, the same in every prompt of a kind) as a
@@ -31,8 +33,8 @@ import torch
 
 from models.llm.generate import GenerateConfig, IdTrie, generate, letter_scores, letter_token_ids
 
-TORCH, CT2 = "torch", "ctranslate2"
-ENGINES = (TORCH, CT2)
+TORCH, TORCH_BF16, CT2 = "torch", "torch-bf16", "ctranslate2"
+ENGINES = (TORCH, TORCH_BF16, CT2)
 ENGINE_META = "engine_meta.json"
 
 
@@ -51,23 +53,78 @@ class Engine(Protocol):
 
 
 class TorchEngine:
-    """The torch model as an `Engine` (fp32; `bf16=True` runs the forward passes under bf16 autocast)."""
+    """The torch model as an `Engine` (fp32; `bf16=True` runs the forward passes under bf16 autocast).
 
-    def __init__(self, model: Any, tokenizer: Any, bf16: bool = False) -> None:
-        self.model, self.tokenizer, self.bf16 = model, tokenizer, bf16
-        self.name = "torch-bf16" if bf16 else "torch-fp32"
+    `cache_prefix`: one prompt at a time, the instruction every prompt shares (`static_prefix`) is forwarded once and
+    its key/value cache reused, as CTranslate2's static prompt is; the fp32 reference keeps the plain path."""
+
+    def __init__(self, model: Any, tokenizer: Any, bf16: bool = False, cache_prefix: bool = False) -> None:
+        self.model, self.tokenizer, self.bf16, self.cache_prefix = model, tokenizer, bf16, cache_prefix
+        self.name = "torch-bf16-autocast" if bf16 else "torch-fp32"
+        self._prefix: tuple[tuple[int, ...], Any] | None = None  # (the instruction's tokens, its KV cache)
 
     def _autocast(self) -> Any:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     def letter_scores(self, texts: Sequence[str], n_letters: Sequence[int], batch_size: int = 8) -> list[np.ndarray]:
         with self._autocast():
+            if self.cache_prefix and batch_size == 1:
+                split = self._split(texts)
+                if split is not None:
+                    return self._cached_letter_scores(*split, n_letters)
             return letter_scores(self.model, self.tokenizer, texts, n_letters, batch_size)
+
+    def _split(self, texts: Sequence[str]) -> tuple[list[int], list[list[int]]] | None:
+        """(the shared instruction's tokens, each prompt's other tokens), cut where `CT2Engine` cuts them; None when
+        the prompts share no instruction."""
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        p = static_prefix(self.tokenizer, texts)
+        if not p or any(len(i) <= p or i[:p] != ids[0][:p] for i in ids):
+            return None
+        return ids[0][:p], [i[p:] for i in ids]
+
+    @torch.no_grad()
+    def _cached_letter_scores(self, head: list[int], rest: list[list[int]], n_letters: Sequence[int]
+                              ) -> list[np.ndarray]:
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        if self._prefix is None or self._prefix[0] != tuple(head):
+            out = self.model(input_ids=torch.tensor([head], device=device), use_cache=True)
+            self._prefix = (tuple(head), out.past_key_values)
+        letters = letter_token_ids(self.tokenizer)
+        scores = []
+        for toks, n in zip(rest, n_letters, strict=True):
+            cache = copy.deepcopy(self._prefix[1])  # the forward appends to it
+            logits = self.model(input_ids=torch.tensor([toks], device=device), past_key_values=cache,
+                                use_cache=True, logits_to_keep=1).logits[0, -1].float()  # (V,)
+            scores.append(torch.log_softmax(logits[letters[:n]], dim=0).cpu().numpy())
+        return scores
 
     def generate(self, texts: Sequence[str], cfg: GenerateConfig = GenerateConfig(),
                  tries: Sequence[IdTrie | None] | None = None) -> list[str]:
         with self._autocast():
             return generate(self.model, self.tokenizer, texts, cfg, tries)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Elsewhere torch emulates bf16 matmuls,
+    slower than fp32, and `bf16_engine` is not worth it."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(bool(p()) for p in probes if p is not None)
+    except RuntimeError:
+        return False
+
+
+def bf16_engine(reference: TorchEngine) -> TorchEngine:
+    """The reference's model with its adapter merged and its weights cast to bf16 (`torch-bf16`), on the same torch
+    code: letter scoring and catalog-constrained generation alike. On a CPU with native bf16 (`native_bf16`) it is
+    faster than CTranslate2 int8 and far closer to fp32 (benchmarks/llm_runtime.py): bf16 keeps 8 bits of mantissa
+    per weight, where int8 has 8 bits per row's range."""
+    merged = merged_model(reference.model).to(torch.bfloat16)
+    engine = TorchEngine(merged, reference.tokenizer, cache_prefix=True)
+    engine.name = TORCH_BF16
+    return engine
 
 
 def static_prefix(tokenizer: Any, texts: Sequence[str]) -> int:
@@ -240,12 +297,17 @@ def as_engine(llm: Any) -> Engine:
 
 def open_engine(kind: str, path: Path, key: dict, reference: TorchEngine) -> tuple[Engine, str | None]:
     """The engine `kind` names over `reference` (the torch model and tokenizer): `torch` is the reference itself;
-    `ctranslate2` is the conversion at `path` when it was built from `key` (the reference is its fallback for
-    constrained decoding), else the reference, and the reason."""
+    `torch-bf16` its merged bf16 copy (`bf16_engine`) where the CPU has native bf16, else the reference and the
+    reason; `ctranslate2` is the conversion at `path` when it was built from `key` (the reference is its fallback
+    for constrained decoding), else the reference, and the reason."""
     if kind not in ENGINES:
         raise ValueError(f"unknown LLM engine {kind!r}: one of {', '.join(ENGINES)}")
     if kind == TORCH:
         return reference, None
+    if kind == TORCH_BF16:
+        if not native_bf16():
+            return reference, f"this CPU has no native bf16 (AVX512-BF16 or AMX): running on {reference.name}"
+        return bf16_engine(reference), None
     if not current_ct2(path, key):
         return reference, (f"no CTranslate2 conversion of this adapter in {path} (materialize llm_engine): "
                            f"running on {reference.name}")

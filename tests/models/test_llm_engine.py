@@ -162,3 +162,41 @@ def test_constrained_generation_keeps_catalog_answers_and_redoes_the_rest_on_tor
     with pytest.raises(ValueError, match="torch engine"):
         CT2Engine(converted["float32"], tuned.tokenizer, compute_type="float32").generate(texts, cfg,
                                                                                          [trie] * len(texts))
+
+
+def test_bf16_engine_scores_letters_close_to_fp32_and_generates_on_the_trie(tuned, monkeypatch) -> None:  # noqa: ANN001
+    from models.llm.engine import TORCH_BF16, bf16_engine
+
+    texts, sizes = candidate_prompts(tuned.tokenizer)
+    ref = TorchEngine(tuned.model, tuned.tokenizer)
+    fast = bf16_engine(ref)
+    assert fast.name == TORCH_BF16 and next(fast.model.parameters()).dtype == torch.bfloat16
+    assert next(ref.model.parameters()).dtype == torch.float32  # the reference is untouched
+    parity = letter_parity(ref, fast, texts, sizes)
+    assert parity["prompts"] == len(texts) and parity["engine"] == TORCH_BF16
+    assert 0 < parity["mean_kl"] < 0.05  # bf16 weights: close to fp32, not equal
+    trie = IdTrie(tuned.tokenizer, FOOTWEAR[:3])
+    answer = fast.generate(texts[:1], GenerateConfig(max_new_tokens=24, do_sample=False), [trie])[0]
+    assert trie.follows(answer)  # constrained decoding runs on this engine itself: no fallback needed
+    # open_engine: the bf16 copy where the CPU multiplies bf16 natively, else the reference and the reason
+    monkeypatch.setattr("models.llm.engine.native_bf16", lambda: False)
+    engine, note = open_engine(TORCH_BF16, Path("unused"), {}, ref)
+    assert engine is ref and "no native bf16" in note
+    monkeypatch.setattr("models.llm.engine.native_bf16", lambda: True)
+    engine, note = open_engine(TORCH_BF16, Path("unused"), {}, ref)
+    assert engine.name == TORCH_BF16 and note is None
+
+
+def test_the_torch_engines_cached_instruction_gives_the_same_letter_scores(tuned) -> None:  # noqa: ANN001
+    texts, sizes = candidate_prompts(tuned.tokenizer)
+    plain = TorchEngine(tuned.model, tuned.tokenizer).letter_scores(texts, sizes, 1)
+    engine = TorchEngine(tuned.model, tuned.tokenizer, cache_prefix=True)
+    head, rest = engine._split(texts)
+    assert len(head) == static_prefix(tuned.tokenizer, texts) > 20 and all(len(r) > 0 for r in rest)
+    cached = engine.letter_scores(texts, sizes, 1)
+    assert engine._prefix is not None and len(engine._prefix[0]) == len(head)  # the instruction was cached
+    again = engine.letter_scores(texts[::-1], sizes[::-1], 1)  # read from the cache, prompts in another order
+    for x, y, z in zip(plain, cached, again[::-1], strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+        np.testing.assert_allclose(y, z, atol=1e-6)
+    assert engine._split(["no instruction here", "nor here"]) is None  # no shared first message: the plain path

@@ -159,12 +159,15 @@ def test_served_ranking_equals_the_evaluation_exactly(workdir: Path) -> None:
         bundle.close()
 
 
-def _burst_matches_one_at_a_time(base: str, pairs: list, workdir: Path) -> None:
+def _burst_matches_one_at_a_time(base: str, pairs: list, workdir: Path, table_search: bool = True) -> None:
     """8 clients at once ask `base` for each (user, category) of `pairs`; every answer equals the workdir's
-    in-process retriever's at one of the seconds the burst spanned (the service reads the clock to the second)."""
+    in-process retriever's at one of the seconds the burst spanned (the service reads the clock to the second).
+    `table_search`: the service's setting, which the in-process retriever then shares: Qdrant's kernels and BLAS
+    round the last bit of a score differently, enough to swap two items that nearly tie."""
     from concurrent.futures import ThreadPoolExecutor
 
-    local = open_bundle(workdir, Settings(workdir=workdir), "workdir", with_llm=False, cfg=RetrievalConfig(k=100))
+    local = open_bundle(workdir, Settings(workdir=workdir, table_search=table_search), "workdir", with_llm=False,
+                        cfg=RetrievalConfig(k=100))
     repo = FeatureRepo(workdir / "features", workdir / "feast")
     catalog = _items(workdir)
 

@@ -68,7 +68,7 @@ def test_two_workers_on_the_embedded_store_answer_as_one(users: pd.DataFrame, wo
         assert all((c / "item_title_embeddings").is_dir() for c in copies)
         assert httpx.get(f"{base}/readyz", timeout=5).json()["vector_store"] == "ok"
         assert httpx.get(f"{base}/readyz", timeout=5).json()["workers"] == "ok"  # both warmed before it said ready
-        _burst_matches_one_at_a_time(base, list(users.head(8).itertuples(index=False)) * 2, workdir)
+        _burst_matches_one_at_a_time(base, list(users.head(8).itertuples(index=False)) * 2, workdir, table_search)
         children = sorted(c.pid for c in psutil.Process(proc.pid).children())
         assert len(children) == 2 and "loaded bundle" in log.read_text()  # forked from the one load
         os.kill(children[0], signal.SIGKILL)  # the parent removes its copy: nothing runs in a killed process
@@ -80,7 +80,7 @@ def test_two_workers_on_the_embedded_store_answer_as_one(users: pd.DataFrame, wo
             assert time.time() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
         assert "starting another" in log.read_text()
-        _burst_matches_one_at_a_time(base, list(users.head(4).itertuples(index=False)), workdir)
+        _burst_matches_one_at_a_time(base, list(users.head(4).itertuples(index=False)), workdir, table_search)
         assert len(list(tmp_path.glob("fashionrec-qdrant-worker-*"))) == 2 * copies_each
     finally:
         proc.send_signal(signal.SIGINT)
