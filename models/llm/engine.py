@@ -122,7 +122,9 @@ def bf16_engine(reference: TorchEngine) -> TorchEngine:
     faster than CTranslate2 int8 and far closer to fp32 (benchmarks/llm_runtime.py): bf16 keeps 8 bits of mantissa
     per weight, where int8 has 8 bits per row's range."""
     merged = merged_model(reference.model).to(torch.bfloat16)
-    engine = TorchEngine(merged, reference.tokenizer, cache_prefix=True)
+    # (no cached instruction: on this CPU the cache's copy and the cached attention path cost more than the ~15% of
+    # tokens it saves, 429 against 344-386 ms a prompt; benchmarks/llm_runtime.py, docs/results.md)
+    engine = TorchEngine(merged, reference.tokenizer)
     engine.name = TORCH_BF16
     return engine
 
