@@ -182,7 +182,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
     rows.append(("candidates", reference.name, f"full:{default.budget}", 8, len(sub), float(np.mean(tokens(base_rec)[:side])),
                  per_prompt_ms(lambda: reference.letter_scores(sub, sub_n, 8), len(sub))))
     autocast = TorchEngine(tuned, base.tokenizer, bf16=True)
-    rows.append(("candidates", autocast.name + " (autocast)", f"full:{default.budget}", 1, len(sub),
+    rows.append(("candidates", autocast.name, f"full:{default.budget}", 1, len(sub),
                  float(np.mean(tokens(base_rec)[:side])),
                  per_prompt_ms(lambda: autocast.letter_scores(sub, sub_n, 1), len(sub))))
     parities = {}

@@ -159,8 +159,8 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     resources = build_resources(str(data) if data else None, format, str(workdir),
-                                training={"epochs": epochs, "rolling_epochs": rolling_epochs, "device": device, "user_share": user_share,
-                                          "seed": seed, "sampled_negatives": negatives},
+                                training={"epochs": epochs, "rolling_epochs": rolling_epochs, "device": device,
+                                          "user_share": user_share, "seed": seed, "sampled_negatives": negatives},
                                 protocol=protocol,
                                 refit_every_days=refit_every_days, max_test_targets=max_test_targets,
                                 llm={"model": llm_model, "train_prompts": llm_prompts, "eval_targets": llm_targets,

@@ -57,7 +57,7 @@ class LLMResource(ConfigurableResource):
     format_check: int = 4  # held-out generations before/after fine-tuning, for the format-violation rate
     max_new_tokens: int = LIMITS.max_new_tokens
     constrained: bool = False  # catalog-constrained decoding of the generated ID
-    engine: str = "ctranslate2"  # ctranslate2 (the llm_engine conversion, int8) | torch-bf16 (native bf16 CPUs) | torch (fp32)
+    engine: str = "ctranslate2"  # ctranslate2 (llm_engine, int8) | torch-bf16 (CPUs with native bf16) | torch (fp32)
     seed: int = 0
 
 

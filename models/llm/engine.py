@@ -53,52 +53,18 @@ class Engine(Protocol):
 
 
 class TorchEngine:
-    """The torch model as an `Engine` (fp32; `bf16=True` runs the forward passes under bf16 autocast).
+    """The torch model as an `Engine` (fp32; `bf16=True` runs the forward passes under bf16 autocast)."""
 
-    `cache_prefix`: one prompt at a time, the instruction every prompt shares (`static_prefix`) is forwarded once and
-    its key/value cache reused, as CTranslate2's static prompt is; the fp32 reference keeps the plain path."""
-
-    def __init__(self, model: Any, tokenizer: Any, bf16: bool = False, cache_prefix: bool = False) -> None:
-        self.model, self.tokenizer, self.bf16, self.cache_prefix = model, tokenizer, bf16, cache_prefix
-        self.name = "torch-bf16-autocast" if bf16 else "torch-fp32"
-        self._prefix: tuple[tuple[int, ...], Any] | None = None  # (the instruction's tokens, its KV cache)
+    def __init__(self, model: Any, tokenizer: Any, bf16: bool = False, name: str | None = None) -> None:
+        self.model, self.tokenizer, self.bf16 = model, tokenizer, bf16
+        self.name = name or ("torch-bf16-autocast" if bf16 else "torch-fp32")
 
     def _autocast(self) -> Any:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     def letter_scores(self, texts: Sequence[str], n_letters: Sequence[int], batch_size: int = 8) -> list[np.ndarray]:
         with self._autocast():
-            if self.cache_prefix and batch_size == 1:
-                split = self._split(texts)
-                if split is not None:
-                    return self._cached_letter_scores(*split, n_letters)
             return letter_scores(self.model, self.tokenizer, texts, n_letters, batch_size)
-
-    def _split(self, texts: Sequence[str]) -> tuple[list[int], list[list[int]]] | None:
-        """(the shared instruction's tokens, each prompt's other tokens), cut where `CT2Engine` cuts them; None when
-        the prompts share no instruction."""
-        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        p = static_prefix(self.tokenizer, texts)
-        if not p or any(len(i) <= p or i[:p] != ids[0][:p] for i in ids):
-            return None
-        return ids[0][:p], [i[p:] for i in ids]
-
-    @torch.no_grad()
-    def _cached_letter_scores(self, head: list[int], rest: list[list[int]], n_letters: Sequence[int]
-                              ) -> list[np.ndarray]:
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        if self._prefix is None or self._prefix[0] != tuple(head):
-            out = self.model(input_ids=torch.tensor([head], device=device), use_cache=True)
-            self._prefix = (tuple(head), out.past_key_values)
-        letters = letter_token_ids(self.tokenizer)
-        scores = []
-        for toks, n in zip(rest, n_letters, strict=True):
-            cache = copy.deepcopy(self._prefix[1])  # the forward appends to it
-            logits = self.model(input_ids=torch.tensor([toks], device=device), past_key_values=cache,
-                                use_cache=True, logits_to_keep=1).logits[0, -1].float()  # (V,)
-            scores.append(torch.log_softmax(logits[letters[:n]], dim=0).cpu().numpy())
-        return scores
 
     def generate(self, texts: Sequence[str], cfg: GenerateConfig = GenerateConfig(),
                  tries: Sequence[IdTrie | None] | None = None) -> list[str]:
@@ -121,12 +87,9 @@ def bf16_engine(reference: TorchEngine) -> TorchEngine:
     code: letter scoring and catalog-constrained generation alike. On a CPU with native bf16 (`native_bf16`) it is
     faster than CTranslate2 int8 and far closer to fp32 (benchmarks/llm_runtime.py): bf16 keeps 8 bits of mantissa
     per weight, where int8 has 8 bits per row's range."""
-    merged = merged_model(reference.model).to(torch.bfloat16)
-    # (no cached instruction: on this CPU the cache's copy and the cached attention path cost more than the ~15% of
-    # tokens it saves, 429 against 344-386 ms a prompt; benchmarks/llm_runtime.py, docs/results.md)
-    engine = TorchEngine(merged, reference.tokenizer)
-    engine.name = TORCH_BF16
-    return engine
+    # (A cached instruction, as CTranslate2's static prompt, was tried: on this CPU copying the cache and the cached
+    # attention path cost more than the ~15% of tokens it saves, 429 against 344-386 ms a prompt; docs/results.md.)
+    return TorchEngine(merged_model(reference.model).to(torch.bfloat16), reference.tokenizer, name=TORCH_BF16)
 
 
 def static_prefix(tokenizer: Any, texts: Sequence[str]) -> int:

@@ -186,17 +186,3 @@ def test_bf16_engine_scores_letters_close_to_fp32_and_generates_on_the_trie(tune
     engine, note = open_engine(TORCH_BF16, Path("unused"), {}, ref)
     assert engine.name == TORCH_BF16 and note is None
 
-
-def test_the_torch_engines_cached_instruction_gives_the_same_letter_scores(tuned) -> None:  # noqa: ANN001
-    texts, sizes = candidate_prompts(tuned.tokenizer)
-    plain = TorchEngine(tuned.model, tuned.tokenizer).letter_scores(texts, sizes, 1)
-    engine = TorchEngine(tuned.model, tuned.tokenizer, cache_prefix=True)
-    head, rest = engine._split(texts)
-    assert len(head) == static_prefix(tuned.tokenizer, texts) > 20 and all(len(r) > 0 for r in rest)
-    cached = engine.letter_scores(texts, sizes, 1)
-    assert engine._prefix is not None and len(engine._prefix[0]) == len(head)  # the instruction was cached
-    again = engine.letter_scores(texts[::-1], sizes[::-1], 1)  # read from the cache, prompts in another order
-    for x, y, z in zip(plain, cached, again[::-1], strict=True):
-        np.testing.assert_allclose(x, y, atol=1e-5)
-        np.testing.assert_allclose(y, z, atol=1e-6)
-    assert engine._split(["no instruction here", "nor here"]) is None  # no shared first message: the plain path
