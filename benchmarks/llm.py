@@ -16,11 +16,12 @@ fits and scores `ranker-llm` at each point. Prints wall time per step and peak R
 
     python benchmarks/llm.py --workdir W --data ../shared/data/synthetic/medium-s0 [--targets 1000]
         [--train-prompts 600] [--rank-lists 600] [--train-seconds 1800] [--curve 0.25,0.5,1]
-        [--generate-targets 200] [--engine ctranslate2|torch] [--device cpu|cuda] [--bf16 | --qlora]
+        [--generate-targets 200] [--engine auto|ctranslate2|torch-bf16|torch] [--device cpu|cuda] [--bf16 | --qlora]
 
-Scoring and generation run on `--engine` (CTranslate2 int8 by default on a CPU: each fine-tuned adapter is merged
-and converted, `models.llm.engine`); training and perplexity on torch. On this 2-core CPU a candidate prompt costs
-about 0.9 s and a generated answer about 2.3 s (benchmarks/llm_runtime.py), and training sees about 12 prompts a
+Scoring and generation run on `--engine` (`auto` by default: on a CPU with native bf16 each fine-tuned adapter is
+merged into a bf16 copy, elsewhere merged and converted to CTranslate2 int8, `models.llm.engine`); training and
+perplexity on torch. On a 2-core CPU a candidate prompt costs about 0.35 s on torch-bf16 (0.5-0.9 s on CTranslate2)
+and a generated answer about 0.9 s in batches of 8 (benchmarks/llm_runtime.py), and training sees about 12 prompts a
 minute; `--targets 100 --rank-lists 100 --train-seconds 300 --curve 1` is a 25-minute smoke run.
 """
 
@@ -59,7 +60,18 @@ from feature_repo.layout import Layout
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import fit_layouts
 from models.catalog import Catalog
-from models.llm.engine import CT2, CT2Engine, Engine, TorchEngine, engine_key, ensure_ct2
+from models.llm.engine import (
+    AUTO,
+    CT2,
+    TORCH_BF16,
+    CT2Engine,
+    Engine,
+    TorchEngine,
+    bf16_engine,
+    engine_key,
+    ensure_ct2,
+    resolve_engine,
+)
 from models.llm.generate import GenerateConfig
 from models.llm.model import SMOLLM2, LoadedLLM, add_lora, load_llm, smollm2_cache
 from models.llm.prompt import LIMITS, PROMPT_VERSION, CatalogItems, Prompt, PromptConfig
@@ -99,8 +111,10 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
                                   ] = -1,
          lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
          batch_size: Annotated[int, typer.Option(help="Prompts per training step")] = 4,
-         infer_batch: Annotated[int, typer.Option(help="Prompts per scoring / generation batch")] = 16,
-         engine: Annotated[str, typer.Option(help="ctranslate2 (int8, CPU) | torch")] = CT2,
+         infer_batch: Annotated[int, typer.Option(help="Prompts per generation batch (and scoring batch on CUDA; "
+                                                       "a CPU scores one prompt at a time)")] = 8,
+         engine: Annotated[str, typer.Option(help="auto (torch-bf16 on a CPU with native bf16, else ctranslate2) | "
+                                                  "ctranslate2 (int8, CPU) | torch-bf16 | torch")] = AUTO,
          device: Annotated[str, typer.Option(help="cpu | cuda (training, perplexity and the torch engine)")] = "cpu",
          bf16: Annotated[bool, typer.Option(help="Train and score in bf16 (CUDA)")] = False,
          qlora: Annotated[bool, typer.Option(help="QLoRA: the base in 4-bit NF4 storage (CUDA; SmolLM2 is read "
@@ -109,6 +123,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
          seed: int = 0) -> None:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    runs_on = resolve_engine(engine) if device == "cpu" else "torch"  # CUDA: the torch model as trained
     wd = WorkdirResource(workdir=str(workdir))
     lay = wd.layout
     if not lay.ranker_val_top.exists():
@@ -151,7 +166,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         """The results so far (`--json`): a run stopped part way keeps every row it finished."""
         if json_out is not None:
             json_out.write_text(json.dumps({
-                "complete": complete, "targets": len(test), "seed": seed, "base_model": model, "engine": engine,
+                "complete": complete, "targets": len(test), "seed": seed, "base_model": model, "engine": runs_on,
                 "device": device,
                 "rows": [{"method": n, "overall": m["overall"], "cold_start": m["cold_start"], **x} for n, m, x in rows],
                 "curve": curve_rows, "timings": timings, "total_seconds": time.perf_counter() - t_start,
@@ -191,7 +206,9 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
 
     def as_engine(llm_: LoadedLLM, tag: str) -> Engine:
         reference = TorchEngine(llm_.model, llm_.tokenizer, bf16=bf16 and device == "cpu")
-        if engine != CT2:
+        if runs_on == TORCH_BF16:
+            return bf16_engine(reference)
+        if runs_on != CT2:
             return reference
         t1 = time.perf_counter()
         path, _ = ensure_ct2(llm_.model, llm_.tokenizer, conversions / tag, engine_key(model, tag))
@@ -284,7 +301,7 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         run(f"mixup + variants (the generation rows' {len(gen_on)})", by_fit(lay, lambda fit: mixups[fit]), on=gen_on)
 
     typer.echo(f"\n{len(test)} test targets (seed {seed}), {workdir}; base model {tuned_name} on "
-               f"{engine if device == 'cpu' else device}; prompt {PROMPT_VERSION}; {trainable} trainable LoRA "
+               f"{runs_on if device == 'cpu' else device}; prompt {PROMPT_VERSION}; {trainable} trainable LoRA "
                f"parameters\n")
     typer.echo("| method | n | R@10 | N@10 | MRR | cold R@10 | format viol. | valid ID | exact hit | family hit | "
                "cand. recall | top letter A (unbiased) |")

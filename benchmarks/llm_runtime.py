@@ -9,11 +9,12 @@ Runtime table (ms per prompt, batch 1 unless said: serving's path):
   the LM head) on v1 prompts (`full` candidate lines). The fast path (`--fast`) is torch with the adapter merged and
   bf16 weights (`torch-bf16`, on a CPU with native bf16) or CTranslate2 int8 (the instruction cached as a static
   prompt), on the default prompt (`compact` candidate lines). Every engine runs on both prompts, so the engine's
-  share and the prompt's share of the speed-up are apart; torch in batches of 8 (the evaluation's old path)
-  and under bf16 autocast are timed on the first `--side` prompts; `--compute-types` adds CTranslate2 compute types
+  share and the prompt's share of the speed-up are apart; torch under bf16 autocast is timed on the first `--side`
+  prompts (batches are not: a CPU scores one prompt at a time, `models.llm.generate.letter_scores`); `--compute-types` adds CTranslate2 compute types
   from a float32 conversion.
 - generation (the paper's sampling settings, `LIMITS.max_new_tokens` new tokens): torch fp32, CTranslate2 int8 and
-  torch-bf16.
+  torch-bf16 one prompt at a time (serving's path), and torch fp32 and torch-bf16 in length-sorted batches of
+  `--generate-batch` (the evaluation's path).
 Parity: per engine, against torch fp32 on the same prompts: the share with the same top letter, the mean and largest
 KL between the letter distributions, and how close torch's own call was where they disagree (its top-2 margin);
 N@10 of `llm-candidates` for each engine and prompt; the share of generations with the same parsed ID. A sweep over
@@ -23,7 +24,8 @@ the candidate style and the prompt budget gives N@10 and cost of `llm-candidates
         [--variants compact:512,compact:256] [--compute-types float32,int8_float32] [--json OUT]
 
 `--json OUT` writes {"candidate_ms": {"baseline", "fast"}, "generate_ms": {"baseline", "fast"}, "top1_agreement",
-"mean_kl", ...}.
+"mean_kl", ...}; generate_ms's "fast" is the fast engine's better path per prompt (batched, where that is faster),
+and "generate_ms_detail" has each.
 """
 
 from __future__ import annotations
@@ -103,7 +105,9 @@ def per_prompt_ms(fn: Any, n: int) -> float:
 def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the llm group) ran into")] = Path("work"),
          prompts: Annotated[int, typer.Option(help="Seeded sample of test targets for candidate prompts")] = 200,
          generate: Annotated[int, typer.Option(help="Generation prompts timed on each engine")] = 24,
-         side: Annotated[int, typer.Option(help="Prompts for the batched-torch and bf16 rows")] = 48,
+         generate_batch: Annotated[int, typer.Option(help="Also time torch generation in length-sorted batches of "
+                                                     "this size (the evaluation's path; 1: off)")] = 8,
+         side: Annotated[int, typer.Option(help="Prompts for the bf16-autocast row")] = 48,
          variants: Annotated[str, typer.Option(help="Candidate style:budget pairs swept on the fast engine")] =
          "compact:512,compact:256",
          compute_types: Annotated[str, typer.Option(help="More CTranslate2 compute types timed on the same prompts "
@@ -179,8 +183,6 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
         rows.append(("candidates", name + label, f"{style}:{default.budget}", 1, len(rec.texts),
                      float(np.mean(tokens(rec))), ms(rec)))
     sub, sub_n = base_rec.texts[:side], base_rec.n_letters[:side]
-    rows.append(("candidates", reference.name, f"full:{default.budget}", 8, len(sub), float(np.mean(tokens(base_rec)[:side])),
-                 per_prompt_ms(lambda: reference.letter_scores(sub, sub_n, 8), len(sub))))
     autocast = TorchEngine(tuned, base.tokenizer, bf16=True)
     rows.append(("candidates", autocast.name, f"full:{default.budget}", 1, len(sub),
                  float(np.mean(tokens(base_rec)[:side])),
@@ -213,8 +215,19 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
     gen_ms = {e.name: timed_generate(e) for e in engines}
     gen_base, gen_fast = gen_ms[reference.name], gen_ms[fast.name]
     gen_tokens = float(np.mean([len(base.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in gen_texts]))
-    rows += [("generate", e.name + (" (baseline)" if e is reference else " (fast)" if e is fast else ""),
+    rows += [("generate", e.name + (" (baseline)" if e is reference else " (fast, batch 1)" if e is fast else ""),
               f"-:{default.budget}", 1, len(gen_texts), gen_tokens, gen_ms[e.name]) for e in engines]
+    # The evaluation's path: batches of prompts of similar length (decoding reads the weights once a step for the
+    # batch). Torch only: CTranslate2 forwards a batch's prompts only to the shortest one's length, and decodes the
+    # rest token by token (slower than one at a time).
+    batched: dict[str, float] = {}
+    if generate_batch > 1:
+        cfg_b = replace(cfg, batch_size=generate_batch)
+        for e in [e for e in (reference, bf16) if e is not None]:
+            batched[e.name] = per_prompt_ms(lambda e=e: e.generate(gen_texts, cfg_b), len(gen_texts))
+            rows.append(("generate", e.name + (" (fast, batched)" if e is fast else " (same batch)"),
+                         f"-:{default.budget}", generate_batch, len(gen_texts), gen_tokens, batched[e.name]))
+    gen_fast_batched = batched.get(fast.name)
     parsed = [(parse_answer(a).item_id, parse_answer(b).item_id)
               for a, b in zip(answers[reference.name], answers[fast.name], strict=True)]
     named = [(a, b) for a, b in parsed if a or b]  # an answer without an ID agrees with nothing
@@ -258,7 +271,10 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph (with the
             "workdir": str(workdir), "base_model": model, "engine": fast.name, "candidate_prompts": n,
             "generate_prompts": len(gen_texts), "prompt": f"{default.candidate_style}:{default.budget}",
             "candidate_ms": {"baseline": rows[0][6], "fast": ms(fast_rec)},
-            "generate_ms": {"baseline": gen_base, "fast": gen_fast},
+            "generate_ms": {"baseline": gen_base, "fast": min(gen_fast, gen_fast_batched or gen_fast)},
+            "generate_ms_detail": {"baseline (fp32, batch 1)": gen_base, "fast, batch 1 (serving)": gen_fast,
+                                   f"fast, batch {generate_batch} (evaluation)": gen_fast_batched,
+                                   f"fp32, batch {generate_batch}": batched.get(reference.name)},
             "top1_agreement": parities[f"{fast.name}, full prompts"]["top1_agreement"],
             "parity": parities, "same_generated_id": same_id,
             "ndcg@10": {f"{name} {style}": m["ndcg@10"] for (name, style), (m, _) in runs.items()},

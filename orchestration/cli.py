@@ -74,9 +74,10 @@ def run(data: DataOpt = None, workdir: WorkOpt = Path("work"), format: FormatOpt
         llm_train_seconds: Annotated[float, typer.Option(help="Fine-tuning time budget, seconds")] = 60.0,
         llm_rank_lists: Annotated[int, typer.Option(help="Validation lists (not among the training prompts) that "
                                                          "ranker-llm's second pass is fitted on")] = 32,
-        llm_engine: Annotated[str, typer.Option(help="LLM runtime of the llm-* rows: ctranslate2 (the adapter "
-                                                     "converted to int8) | torch-bf16 (merged, bf16 weights; on a "
-                                                     "CPU with native bf16) | torch (fp32, exact)")] = "ctranslate2",
+        llm_engine: Annotated[str, typer.Option(help="LLM runtime of the llm-* rows: auto (torch-bf16 on a CPU "
+                                                     "with native bf16, else ctranslate2) | ctranslate2 (the "
+                                                     "adapter converted to int8) | torch-bf16 (merged, bf16 "
+                                                     "weights) | torch (fp32, exact)")] = "auto",
         user_share: Annotated[float, typer.Option(help="Train on this seeded share of the users (their training "
                                                        "events and validation targets; the paper's low-resource "
                                                        "setting); every user's test targets are evaluated")] = 1.0,

@@ -87,9 +87,10 @@ class Settings(BaseSettings):
     llm_constrained: bool = True  # generation limited to the category's item ids (every answer a real item)
     llm_candidates: int = Field(default=LIMITS.candidates, ge=2, le=LIMITS.candidates)
     llm_budget_tokens: int = Field(default=LIMITS.budget_tokens, ge=128)
-    # ctranslate2: the bundle's converted model (models/llm_engine) when it matches the adapter, else torch with a
-    # warning; torch: the reference path. Constrained generation redoes off-catalog answers on torch either way.
-    llm_engine: Literal["ctranslate2", "torch-bf16", "torch"] = "ctranslate2"
+    # auto: torch-bf16 on a CPU with native bf16 (AVX512-BF16, AMX), else ctranslate2; ctranslate2: the bundle's
+    # converted model (models/llm_engine) when it matches the adapter, else torch with a warning (constrained
+    # generation redoes off-catalog answers on torch); torch-bf16: the adapter merged, bf16 weights; torch: fp32.
+    llm_engine: Literal["auto", "ctranslate2", "torch-bf16", "torch"] = "auto"
 
     # The HTTP service (`fashionrec serve` binds host:port with this many worker processes)
     host: str = "127.0.0.1"

@@ -33,8 +33,8 @@ import torch
 
 from models.llm.generate import GenerateConfig, IdTrie, generate, letter_scores, letter_token_ids
 
-TORCH, TORCH_BF16, CT2 = "torch", "torch-bf16", "ctranslate2"
-ENGINES = (TORCH, TORCH_BF16, CT2)
+AUTO, TORCH, TORCH_BF16, CT2 = "auto", "torch", "torch-bf16", "ctranslate2"
+ENGINES = (AUTO, TORCH, TORCH_BF16, CT2)
 ENGINE_META = "engine_meta.json"
 
 
@@ -260,13 +260,23 @@ def as_engine(llm: Any) -> Engine:
     return TorchEngine(llm.model, llm.tokenizer)
 
 
-def open_engine(kind: str, path: Path, key: dict, reference: TorchEngine) -> tuple[Engine, str | None]:
-    """The engine `kind` names over `reference` (the torch model and tokenizer): `torch` is the reference itself;
-    `torch-bf16` its merged bf16 copy (`bf16_engine`) where the CPU has native bf16, else the reference and the
-    reason; `ctranslate2` is the conversion at `path` when it was built from `key` (the reference is its fallback
-    for constrained decoding), else the reference, and the reason."""
+def resolve_engine(kind: str) -> str:
+    """The engine `kind` runs on here: `auto` is `torch-bf16` on a CPU with native bf16 (`native_bf16`: the
+    fastest scorer there, and the closest to fp32) and `ctranslate2` elsewhere; any other kind is itself."""
     if kind not in ENGINES:
         raise ValueError(f"unknown LLM engine {kind!r}: one of {', '.join(ENGINES)}")
+    if kind == AUTO:
+        return TORCH_BF16 if native_bf16() else CT2
+    return kind
+
+
+def open_engine(kind: str, path: Path, key: dict, reference: TorchEngine) -> tuple[Engine, str | None]:
+    """The engine `kind` names over `reference` (the torch model and tokenizer): `auto` is `resolve_engine`'s
+    choice for this CPU; `torch` is the reference itself; `torch-bf16` its merged bf16 copy (`bf16_engine`) where
+    the CPU has native bf16, else the reference and the reason; `ctranslate2` is the conversion at `path` when it
+    was built from `key` (the reference is its fallback for constrained decoding), else the reference, and the
+    reason."""
+    kind = resolve_engine(kind)
     if kind == TORCH:
         return reference, None
     if kind == TORCH_BF16:

@@ -34,6 +34,7 @@ from evaluation.retrieval import VariantScorer
 from feature_repo.layout import Layout
 from models.catalog import Catalog
 from models.llm.engine import (
+    CT2,
     CT2Engine,
     Engine,
     TorchEngine,
@@ -41,6 +42,7 @@ from models.llm.engine import (
     ensure_ct2,
     letter_parity,
     open_engine,
+    resolve_engine,
 )
 from models.llm.generate import GenerateConfig, generate
 from models.llm.model import add_lora, load_llm, load_tokenizer, tokenizer_corpus
@@ -199,27 +201,32 @@ def _gen_cfg(llm: LLMResource) -> GenerateConfig:
 
 
 @asset(group_name="llm", deps=[llm_adapter],
-       description="The adapter merged into the base model and converted to CTranslate2 int8 (the fast CPU engine "
-                   "that llm_eval and serving run on), rebuilt only when the adapter changes; parity with torch")
+       description="The adapter merged into the base model and converted to CTranslate2 int8 (the portable fast CPU "
+                   "engine; `auto` runs on it where the CPU has no native bf16), rebuilt only when the adapter "
+                   "changes; the letter parity of the engine this run uses with torch fp32")
 def llm_engine(context: AssetExecutionContext, workdir: WorkdirResource, llm: LLMResource):
     t0 = time.perf_counter()
     lay = workdir.layout
     reference = _tuned(workdir, llm)
     key = engine_key(llm.model, file_digest(lay.llm_adapter))
     path, built = ensure_ct2(reference.model, reference.tokenizer, lay.llm_engine, key)
-    fast = CT2Engine(path, reference.tokenizer)
+    converted = CT2Engine(path, reference.tokenizer)
+    runs_on = resolve_engine(llm.engine)  # the engine llm_eval and ranker_llm will open
+    used = converted if runs_on == CT2 else open_engine(runs_on, path, key, reference)[0]
     df = pd.read_parquet(_llm_dir(workdir) / "train_prompts.parquet")
     check = df[df["kind"] == "candidates"].head(llm.format_check)
-    parity = letter_parity(reference, fast, check["text"].tolist(), check["n_candidates"].astype(int).tolist())
-    checked = (f"parity with {reference.name} on {parity['prompts']} candidate prompts: top letter agreement "
-               f"{parity['top1_agreement']:.2f}, mean KL {parity['mean_kl']:.4f}") if parity["prompts"] else \
-        "no candidate prompt to check parity on"
-    context.log.info(f"{fast.name} engine {'built' if built else 'up to date'} at {path}; {checked}")
+    parity = letter_parity(reference, used, check["text"].tolist(), check["n_candidates"].astype(int).tolist())
+    checked = (f"parity of {used.name} with {reference.name} on {parity['prompts']} candidate prompts: top letter "
+               f"agreement {parity['top1_agreement']:.2f}, mean KL {parity['mean_kl']:.4f}") if parity["prompts"] \
+        else "no candidate prompt to check parity on"
+    context.log.info(f"{converted.name} conversion {'built' if built else 'up to date'} at {path}; engine "
+                     f"{llm.engine!r} runs on {used.name} here; {checked}")
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return MaterializeResult(metadata={
-        "engine": fast.name, "base_model": llm.model, "adapter_digest": key["adapter_digest"], "rebuilt": built,
-        "size_mb": round(size / 2**20, 1), "parity": MetadataValue.json(parity),
-        "seconds": round(time.perf_counter() - t0, 1), "path": MetadataValue.path(str(path)),
+        "engine": converted.name, "runs_on": used.name, "base_model": llm.model,
+        "adapter_digest": key["adapter_digest"], "rebuilt": built, "size_mb": round(size / 2**20, 1),
+        "parity": MetadataValue.json(parity), "seconds": round(time.perf_counter() - t0, 1),
+        "path": MetadataValue.path(str(path)),
     })
 
 

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.llm.generate import GenerateConfig, IdTrie, generate, letter_scores, letter_token_ids
+from models.llm.generate import (
+    GenerateConfig,
+    IdTrie,
+    generate,
+    length_batches,
+    letter_scores,
+    letter_token_ids,
+)
 from models.llm.model import SMOLLM2, TINY, add_lora, load_llm, load_tokenizer, smollm2_dir
 from models.llm.prompt import (
     FORMAT,
@@ -167,6 +174,21 @@ def test_constrained_decoding_only_yields_catalog_items(tiny) -> None:  # noqa: 
         assert all(i in FOOTWEAR for i in ids), out
     free = generate(tiny.model, tiny.tokenizer, texts, GenerateConfig(max_new_tokens=24, do_sample=False))
     assert not all(parse_answer(o).item_id in FOOTWEAR for o in free)  # the random model does not by itself
+
+
+def test_length_batches_group_similar_prompts_and_answers_keep_their_rows(tiny) -> None:  # noqa: ANN001
+    texts = [build_prompt(history(k), Table(), tiny.tokenizer).text for k in (1, 4, 2, 3, 1, 4)]
+    lengths = [len(tiny.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    batches = length_batches(tiny.tokenizer, texts, 4)
+    assert [len(b) for b in batches] == [4, 2] and sorted(i for b in batches for i in b) == list(range(6))
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(lengths, reverse=True)  # longest first: a batch holds prompts of similar length
+    assert length_batches(tiny.tokenizer, texts, 1) == [[i] for i in range(6)]
+    # Greedy answers are each row's own, in the rows' order, whatever the batches (tiny model in fp32).
+    greedy = GenerateConfig(max_new_tokens=12, do_sample=False)
+    one = generate(tiny.model, tiny.tokenizer, texts, replace(greedy, batch_size=1))
+    assert generate(tiny.model, tiny.tokenizer, texts, replace(greedy, batch_size=4)) == one
+    assert generate(tiny.model, tiny.tokenizer, texts[::-1], replace(greedy, batch_size=4)) == one[::-1]
 
 
 def test_candidate_letters_are_single_tokens_and_scores_are_distributions(tiny) -> None:  # noqa: ANN001

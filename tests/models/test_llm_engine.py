@@ -186,3 +186,23 @@ def test_bf16_engine_scores_letters_close_to_fp32_and_generates_on_the_trie(tune
     engine, note = open_engine(TORCH_BF16, Path("unused"), {}, ref)
     assert engine.name == TORCH_BF16 and note is None
 
+
+
+def test_auto_runs_on_bf16_where_the_cpu_has_it_and_on_the_conversion_elsewhere(tuned, converted, monkeypatch
+                                                                                 ) -> None:  # noqa: ANN001
+    from models.llm.engine import AUTO, CT2, TORCH, TORCH_BF16, resolve_engine
+
+    ref = TorchEngine(tuned.model, tuned.tokenizer)
+    key = engine_key(TINY, "adapter-a", "int8")
+    monkeypatch.setattr("models.llm.engine.native_bf16", lambda: True)
+    assert resolve_engine(AUTO) == TORCH_BF16
+    engine, note = open_engine(AUTO, converted["int8"], key, ref)
+    assert engine.name == TORCH_BF16 and note is None
+    monkeypatch.setattr("models.llm.engine.native_bf16", lambda: False)
+    assert resolve_engine(AUTO) == CT2 and resolve_engine(TORCH) == TORCH
+    engine, note = open_engine(AUTO, converted["int8"], key, ref)
+    assert engine.name == "ctranslate2-int8" and note is None
+    engine, note = open_engine(AUTO, converted["int8"], engine_key(TINY, "adapter-z", "int8"), ref)
+    assert engine is ref and "materialize llm_engine" in note  # a stale conversion: the reference, and why
+    with pytest.raises(ValueError, match="unknown LLM engine"):
+        resolve_engine("onnx")

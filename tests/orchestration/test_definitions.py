@@ -23,7 +23,7 @@ def test_launchpad_knobs_match_the_cli_defaults() -> None:
     assert knobs["llm"]["train_prompts"] == cli["llm_prompts"]
     assert knobs["llm"]["eval_targets"] == cli["llm_targets"]
     assert knobs["llm"]["max_train_seconds"] == cli["llm_train_seconds"]
-    assert knobs["llm"]["engine"] == cli["llm_engine"] == "ctranslate2"
+    assert knobs["llm"]["engine"] == cli["llm_engine"] == "auto"
 
 
 def test_a_launch_overrides_a_knob_for_one_run() -> None:

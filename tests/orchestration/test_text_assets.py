@@ -18,6 +18,7 @@ from feature_repo.features import write_feature_tables
 from feature_repo.layout import Layout
 from feature_repo.splits import Splits, leave_one_out, write_splits
 from models.catalog import Catalog
+from models.llm.engine import native_bf16
 from models.seqrec import build_model, save_checkpoint
 from models.seqrec.vocab import ItemVocab
 from orchestration.assets.text import RETRIEVAL_MODES
@@ -30,6 +31,7 @@ from tests.conftest import at, make_tiny_tables
 TEXT_ASSETS = {"title_model", "item_title_embeddings", "query_memory", "variant_ranker",
                "retrieval_id_only", "retrieval_title_only", "retrieval_mixup",
                "retrieval_title_only_variants", "retrieval_mixup_variants"}  # fmt: skip
+RUNS_ON = "torch-bf16" if native_bf16() else "ctranslate2-int8"  # what the default engine, `auto`, runs on here
 LLM_ASSETS = {"llm_prompts", "llm_perplexity", "llm_adapter", "llm_engine", "llm_eval"}
 # ranker_llm and ranker_llm_eval read the learned ranker and its features: the whole-graph CLI test runs them.
 
@@ -156,12 +158,13 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
     engine = result.asset_materializations_for_node("llm_engine")[0].metadata  # the adapter, merged and converted
     meta = json.loads((tmp_path / "models" / "llm_engine" / "engine_meta.json").read_text())
     assert engine["engine"].value == "ctranslate2-int8" and engine["rebuilt"].value
+    assert engine["runs_on"].value == RUNS_ON
     assert meta["adapter_digest"] == file_digest(tmp_path / "models" / "llm_adapter") and meta["base_model"] == "tiny"
     items = pd.read_parquet(tmp_path / "canonical" / "items.parquet").set_index("item_id")["category"]
     for method in ("llm-generate-mixup", "llm-candidates", "llm-sample-base"):
         metrics = json.loads((tmp_path / "eval" / method / "metrics.json").read_text())
         assert metrics["overall"]["n"] == 3 and metrics["llm_base_model"] == "tiny"
-        assert metrics["llm_engine"] == "ctranslate2-int8"
+        assert metrics["llm_engine"] == RUNS_ON  # the default engine, `auto`, on this CPU
         ranked = pd.read_parquet(tmp_path / "eval" / method / "rankings.parquet")
         for cat, ids in zip(ranked["category"], ranked["ranked_item_ids"], strict=True):
             assert (items.loc[list(ids)] == cat).all()  # every recommended item is in the target's category

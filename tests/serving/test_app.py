@@ -23,6 +23,7 @@ import pytest
 
 from feature_repo.splits import ordered_events
 from feature_repo.store import FeatureRepo
+from models.llm.engine import native_bf16
 from models.retrieval import RetrievalConfig
 from serving.bundle import open_bundle
 from serving.config import Settings
@@ -211,7 +212,8 @@ def test_llm_modes_with_the_tiny_model(server, users: pd.DataFrame, workdir: Pat
     body = r.json()
     assert body["mode"] == mode, body["fallback_reason"]
     assert body["llm"]["prompt_version"] == "rec-prompt-v2" and body["llm"]["model"].startswith("tiny+lora@")
-    assert body["llm"]["model"].endswith(" on ctranslate2-int8")  # the run converted the adapter (llm_engine)
+    # the default engine, `auto`: the bf16 copy on a CPU with native bf16, else the run's conversion (llm_engine)
+    assert body["llm"]["model"].endswith(" on torch-bf16" if native_bf16() else " on ctranslate2-int8")
     assert "llm" in body["timings_ms"]
     assert all(it["item_id"] in catalog.index and it["category"] == category for it in body["items"])
     if mode == "llm":
