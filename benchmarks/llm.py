@@ -70,6 +70,7 @@ from models.llm.engine import (
     bf16_engine,
     engine_key,
     ensure_ct2,
+    native_bf16,
     resolve_engine,
 )
 from models.llm.generate import GenerateConfig
@@ -260,7 +261,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         order = schedule(ppl[:n], LLMTrainConfig(seed=seed))
         t1 = time.perf_counter()
         res = fine_tune(llm_.model, llm_.tokenizer, prompts[:n], LLMTrainConfig(
-            lr=lr, batch_size=batch_size, max_seconds=train_seconds * share, seed=seed), order)
+            lr=lr, batch_size=batch_size, max_seconds=train_seconds * share, seed=seed,
+            mixed_bf16=device == "cpu" and not qlora and native_bf16()), order)
         timings[f"fine-tune {share:.0%}"] = time.perf_counter() - t1
         eng = as_engine(llm_, f"tuned-{share:g}")
         second, secs = fit_second(eng)

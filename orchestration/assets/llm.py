@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from evaluation.factories import LLM_BASE_MODE, as_of_memory, ranker_scorer, variant_scorer
@@ -41,6 +42,7 @@ from models.llm.engine import (
     engine_key,
     ensure_ct2,
     letter_parity,
+    native_bf16,
     open_engine,
     resolve_engine,
 )
@@ -161,7 +163,8 @@ def llm_adapter(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
     corpus = _corpus(catalog, targets)
     model = add_lora(load_llm(llm.model, corpus=corpus))
     cfg = LLMTrainConfig(lr=llm.lr, epochs=1, high_share=llm.high_share, high_epochs=3, batch_size=llm.batch_size,
-                         max_seconds=llm.max_train_seconds, seed=llm.seed, progress=True)
+                         max_seconds=llm.max_train_seconds, seed=llm.seed, progress=True,
+                         mixed_bf16=not torch.cuda.is_available() and native_bf16())
     prompts = _prompts(df)
     check = [p for p, k in zip(prompts, df["kind"], strict=True) if k == "generate"][: llm.format_check]
     before = _format_violations(model, check, llm)

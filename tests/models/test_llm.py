@@ -252,6 +252,18 @@ def test_lora_training_lowers_the_loss_and_the_adapter_reloads_identically(tmp_p
         assert torch.equal(llm.model(**enc).logits, reloaded(**enc).logits)
 
 
+def test_bf16_mixed_precision_training_lowers_the_loss_and_keeps_fp32_weights() -> None:
+    llm = add_lora(load_llm(TINY, corpus=corpus()))
+    prompts = training_prompts(llm.tokenizer)
+    before = response_perplexity(llm.model, llm.tokenizer, prompts)
+    res = fine_tune(llm.model, llm.tokenizer, prompts, LLMTrainConfig(lr=1e-2, epochs=8, batch_size=4,
+                                                                     mixed_bf16=True, progress=False))
+    after = response_perplexity(llm.model, llm.tokenizer, prompts)
+    assert res.steps == 24 and np.log(after).mean() < np.log(before).mean() - 0.3
+    trained = [p for p in llm.model.parameters() if p.requires_grad]
+    assert trained and all(p.dtype == torch.float32 for p in trained)  # autocast: the weights stay fp32
+
+
 def test_time_budget_stops_training(tiny) -> None:  # noqa: ANN001
     llm = add_lora(load_llm(TINY, corpus=corpus()))
     res = fine_tune(llm.model, llm.tokenizer, training_prompts(llm.tokenizer), LLMTrainConfig(
