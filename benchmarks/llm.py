@@ -20,7 +20,7 @@ fits and scores `ranker-llm` at each point. Prints wall time per step and peak R
 
 Scoring and generation run on `--engine` (`auto` by default: on a CPU with native bf16 each fine-tuned adapter is
 merged into a bf16 copy, elsewhere merged and converted to CTranslate2 int8, `models.llm.engine`); training and
-perplexity on torch. On a 2-core CPU a candidate prompt costs about 0.35 s on torch-bf16 (0.5-0.9 s on CTranslate2)
+perplexity on torch. On a 2-core CPU a candidate prompt costs about 0.4 s on torch-bf16 (0.6-0.9 s on CTranslate2)
 and a generated answer about 0.9 s in batches of 8 (benchmarks/llm_runtime.py), and training sees about 12 prompts a
 minute; `--targets 100 --rank-lists 100 --train-seconds 300 --curve 1` is a 25-minute smoke run.
 """
