@@ -55,7 +55,8 @@ class LLMResource(ConfigurableResource):
     candidates: int = LIMITS.candidates
     permutations: int = 1  # candidate display orders averaged at evaluation
     high_share: float = 0.2
-    format_check: int = 4  # held-out generations before/after fine-tuning, for the format-violation rate
+    format_check: int = 4  # validation targets beyond train_prompts whose generation prompts are held out of
+    # training: the adapter's format-violation rate is measured on them before and after fine-tuning
     max_new_tokens: int = LIMITS.max_new_tokens
     constrained: bool = False  # catalog-constrained decoding of the generated ID
     engine: str = "auto"  # auto (torch-bf16 on CPUs with native bf16, else ctranslate2) | ctranslate2 (llm_engine,

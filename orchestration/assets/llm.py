@@ -94,6 +94,14 @@ def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return df.iloc[keep].reset_index(drop=True)
 
 
+CHECK = "check"  # train_prompts.parquet's held-out generation prompts (the format check), never trained on
+
+
+def _training(df: pd.DataFrame) -> pd.DataFrame:
+    """The prompts the adapter trains on (the held-out format-check prompts left out)."""
+    return df[df["kind"] != CHECK].reset_index(drop=True)
+
+
 def _prompts(df: pd.DataFrame) -> list[Prompt]:
     return [Prompt(t, r, int(n), 0, int(d)) for t, r, n, d in
             zip(df["text"], df["response"], df["n_tokens"], df["n_dropped"], strict=True)]
@@ -107,7 +115,11 @@ def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
     catalog = workdir.catalog()
     memory, items = as_of_memory(workdir.layout.at("val")), CatalogItems(catalog.items)  # the val fit's memory
     targets = pd.read_parquet(workdir.layout.eval_targets)
-    val = _sample(targets[targets["split"] == "val"], llm.train_prompts, llm.seed)
+    # The training targets, and `format_check` more whose generation prompts are held out of training: the
+    # adapter's format-violation rate is measured on them, before and after fine-tuning.
+    val = _sample(targets[targets["split"] == "val"], llm.train_prompts + llm.format_check, llm.seed)
+    n_held = min(llm.format_check, max(len(val) - llm.train_prompts, 0))  # fewer where validation targets are few
+    held = np.isin(np.arange(len(val)), np.random.default_rng([llm.seed, 1]).permutation(len(val))[:n_held])
     # The candidates: the ranker's top 20 by out-of-fold scores (the lists ranker-llm shows the LLM).
     top = pd.read_parquet(workdir.layout.ranker_val_top)
     by_key = dict(zip(zip(moment_keys(top), top["target_item_id"], strict=True), top["items"], strict=True))
@@ -115,14 +127,21 @@ def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
     tokenizer = load_tokenizer(llm.model, corpus=_corpus(catalog, targets))  # prompts need no weights
     df = training_prompts(val, lists, PromptFactory(memory), items, catalog, tokenizer,
                           PromptConfig(budget=llm.budget_tokens), llm.candidates, llm.seed)
+    held_keys = set(moment_keys(val[held]))
+    is_held = np.array([k in held_keys for k in moment_keys(df)], bool)
+    df = df[~is_held | (df["kind"] == "generate").to_numpy()].reset_index(drop=True)  # a held target: its generation
+    df.loc[np.array([k in held_keys for k in moment_keys(df)], bool), "kind"] = CHECK  # prompt only, not trained on
     out = _llm_dir(workdir) / "train_prompts.parquet"
     df.to_parquet(out, index=False)
-    context.log.info(f"{len(df)} training prompts from {len(val)} validation targets ({llm.model})")
+    n_check = int((df["kind"] == CHECK).sum())
+    context.log.info(f"{len(df) - n_check} training prompts from {len(val) - n_check} validation targets, and "
+                     f"{n_check} held-out format-check prompts ({llm.model})")
     return MaterializeResult(metadata={
-        "base_model": llm.model, "prompt_version": PROMPT_VERSION, "validation_targets": len(val),
+        "base_model": llm.model, "prompt_version": PROMPT_VERSION, "validation_targets": len(val) - n_check,
+        "format_check_prompts": n_check,
         "generate_prompts": int((df["kind"] == "generate").sum()),
         "candidate_prompts": int((df["kind"] == "candidates").sum()),
-        "candidate_list_recall": float((df["kind"] == "candidates").sum() / max(len(val), 1)),
+        "candidate_list_recall": float((df["kind"] == "candidates").sum() / max(len(val) - n_check, 1)),
         "mean_tokens": float(df["n_tokens"].mean()) if len(df) else 0.0,
         "truncated_share": float((df["n_dropped"] > 0).mean()) if len(df) else 0.0,
         "budget_tokens": llm.budget_tokens, "seconds": round(time.perf_counter() - t0, 2),
@@ -138,7 +157,7 @@ def _corpus(catalog: Catalog, targets: pd.DataFrame) -> list[str]:
 @asset(group_name="llm", deps=[llm_prompts], description="Response perplexity of each training prompt (base model)")
 def llm_perplexity(workdir: WorkdirResource, llm: LLMResource):
     t0 = time.perf_counter()
-    df = pd.read_parquet(_llm_dir(workdir) / "train_prompts.parquet")
+    df = _training(pd.read_parquet(_llm_dir(workdir) / "train_prompts.parquet"))
     catalog = workdir.catalog()
     base = load_llm(llm.model, corpus=_corpus(catalog, pd.read_parquet(workdir.layout.eval_targets)))
     # One prompt at a time: on a CPU, left padding to the longest of a batch costs more than batching saves
@@ -166,7 +185,8 @@ def llm_adapter(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
                          max_seconds=llm.max_train_seconds, seed=llm.seed, progress=True,
                          mixed_bf16=not torch.cuda.is_available() and native_bf16())
     prompts = _prompts(df)
-    check = [p for p, k in zip(prompts, df["kind"], strict=True) if k == "generate"][: llm.format_check]
+    held = pd.read_parquet(_llm_dir(workdir) / "train_prompts.parquet")
+    check = _prompts(held[held["kind"] == CHECK])
     before = _format_violations(model, check, llm)
     order = schedule(df["perplexity"].to_numpy(), cfg)
     res = fine_tune(model.model, model.tokenizer, prompts, cfg, order)

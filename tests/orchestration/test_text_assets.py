@@ -74,7 +74,7 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
     (tmp_path / "models").mkdir()
     tiny_workdir(tmp_path)
     resources = build_resources(None, "canonical", str(tmp_path), training={"title_epochs": 1, "progress": False},
-                                llm={"model": "tiny", "train_prompts": 4, "eval_targets": 3, "max_train_seconds": 20,
+                                llm={"model": "tiny", "train_prompts": 1, "eval_targets": 3, "max_train_seconds": 20,
                                      "max_new_tokens": 12, "format_check": 1})
     with DagsterInstance.ephemeral() as instance:
         result = materialize(all_assets, resources=resources, instance=instance,
@@ -144,13 +144,23 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
     again = json.loads((tmp_path / "eval" / "retrieval-id-only" / "metrics.json").read_text())
     assert again["overall"]["n"] == 3 and again["id_fits"] == 2 and "variant_weights" not in again
 
-    # The LLM group: prompts from the 2 validation targets, an adapter that names its base model, the llm-* rows.
+    # The LLM group: prompts from 1 of the 2 validation targets, the other's generation prompt held out of training
+    # for the format check; an adapter that names its base model; the llm-* rows.
+    assert n_val == 2
     prompts = result.asset_materializations_for_node("llm_prompts")[0].metadata
-    assert prompts["generate_prompts"].value == n_val and prompts["base_model"].value == "tiny"
-    # A candidate prompt for each validation target whose bought item is in its ranker list (here: every one).
-    assert prompts["candidate_prompts"].value == n_val
+    assert prompts["generate_prompts"].value == 1 and prompts["base_model"].value == "tiny"
+    assert prompts["format_check_prompts"].value == 1 and prompts["validation_targets"].value == 1
+    # A candidate prompt for each training target whose bought item is in its ranker list (here: every one).
+    assert prompts["candidate_prompts"].value == 1
+    written = pd.read_parquet(tmp_path / "llm" / "train_prompts.parquet")
+    trained = written[written["kind"] != "check"]
+    check = written[written["kind"] == "check"]
+    assert len(trained) == 2 and len(check) == 1
+    assert set(zip(trained["user_id"], trained["target_ts"])).isdisjoint(zip(check["user_id"], check["target_ts"]))
+    assert len(pd.read_parquet(tmp_path / "llm" / "perplexity.parquet")) == 2  # the check prompt is not trained on
     adapter = result.asset_materializations_for_node("llm_adapter")[0].metadata
     assert adapter["base_model"].value == "tiny" and adapter["steps"].value >= 1
+    assert 0 <= adapter["format_violation_before"].value <= 1 and 0 <= adapter["format_violation_after"].value <= 1
     assert 0 < adapter["trainable_parameters"].value < adapter["parameters"].value
     assert (tmp_path / "models" / "llm_adapter" / "adapter_config.json").exists()
     assert json.loads((tmp_path / "models" / "llm_adapter" / "llm_meta.json").read_text())["base_model"] == "tiny"
