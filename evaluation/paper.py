@@ -40,6 +40,8 @@ class Section:
     name: str
     workdir: Path
     oracle: dict | None = None  # the dataset's ceiling (`evaluation.metrics.targets_ceiling`)
+    covered: pd.DataFrame | None = None  # (user_id, target_item_id, target_ts) of the test targets the oracle covers,
+    # where it covers only some: the ceiling fraction is then taken over these targets alone
     note: str = ""  # protocol and resolution, one line
     results: list[dict] = field(default_factory=list)
 
@@ -82,18 +84,39 @@ def bootstrap_interval(values: np.ndarray, seed: int = 0, n: int = BOOTSTRAP) ->
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def _keys(df: pd.DataFrame) -> pd.Series:
+    """(user, item, ms timestamp) of each target row as one string, to match targets across tables."""
+    ts = pd.to_datetime(df["target_ts"], utc=True).astype("datetime64[ms, UTC]").astype("int64")
+    return df["user_id"].astype(str) + "\x1f" + df["target_item_id"].astype(str) + "\x1f" + ts.astype(str)
+
+
+def rank_metrics(ranks: np.ndarray) -> dict[str, float]:
+    """R@10, N@10 and MRR of one relevant item per target at 1-based `ranks`."""
+    r = np.asarray(ranks, np.float64)
+    return {"recall@10": float((r <= 10).mean()), "ndcg@10": float(ndcg_at(r).mean()), "mrr": float((1 / r).mean())}
+
+
+SAMPLE_REFERENCES = ("llm-sample-base", "ranker-on-llm-sample")  # the LLM rows' comparison rows, on their sample
+
+
 def table2(section: Section, seed: int = 0) -> pd.DataFrame:
     """One row per method of one dataset: the metrics, the ceiling fraction, the N@10 interval and the gain over
-    the best baseline (per metric), sorted by kind and then N@10."""
-    rows = []
+    the best baseline (per metric), sorted by kind and then N@10. The LLM rows and their comparison rows
+    (`SAMPLE_REFERENCES`) are on a seeded sample of the test targets: no gain over the baselines, which are on every
+    target. Where the oracle covers only some targets, the ceiling fraction is each method's metric over the covered
+    targets (from its per-target ranks) against the ceiling over the same targets."""
+    rows, covered = [], None
+    if section.covered is not None:
+        covered = set(_keys(section.covered))
     for m in section.results:
-        if m["method"].startswith("llm-sample") or m["method"].startswith("ranker-on-llm"):
-            continue  # the LLM rows' own comparison lists, on their sample only
         o = m["overall"]
         r = section.ranks(m["method"])
         lo, hi = bootstrap_interval(ndcg_at(r["target_rank"].to_numpy()), seed) if r is not None else (np.nan,) * 2
+        on_covered = rank_metrics(r["target_rank"].to_numpy()[_keys(r).isin(covered).to_numpy()]) \
+            if covered is not None and r is not None and len(r) else {}
         rows.append({"method": m["method"], "kind": kind(m["method"]), "n": o["n"],
-                     **{k: o[k] for k, _ in METRICS}, "ndcg_lo": lo, "ndcg_hi": hi})
+                     **{k: o[k] for k, _ in METRICS}, "ndcg_lo": lo, "ndcg_hi": hi,
+                     **{f"_covered {k}": on_covered.get(k, np.nan) for k, _ in METRICS}})
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -101,7 +124,9 @@ def table2(section: Section, seed: int = 0) -> pd.DataFrame:
     ceiling = (section.oracle or {}).get("all", {})  # `evaluation.metrics.ceiling`: the means over these targets
     for k, short in (("recall@10", "recall10"), ("ndcg@10", "ndcg10"), ("mrr", "mrr")):
         c = ceiling.get(f"exp_{short}")
-        df[f"{k}/ceiling"] = np.where(full, df[k] / c, np.nan) if c else np.nan  # the ceiling is of every target
+        value = df[f"_covered {k}"] if covered is not None else df[k]  # over the targets the ceiling is of
+        df[f"{k}/ceiling"] = np.where(full, value / c, np.nan) if c else np.nan
+    df = df.drop(columns=[f"_covered {k}" for k, _ in METRICS])
     base = df[(df["kind"] == "baseline") & full]
     for k, _ in METRICS:
         best = base[k].max() if len(base) else np.nan
@@ -218,13 +243,20 @@ def paper_share(variant: str) -> float | None:
     return None
 
 
+# What a row removes beyond its name, said under the table where the row appears.
+ROW_NOTES = {"w/o text embedding": "`w/o text embedding` ranks the ID list alone: the memory's products reach the "
+                                   "list through the title list, so this row drops the memory as well.",
+             "w/o ID embedding": "`w/o ID embedding` is Table 2's `retrieval-title-only-variants`."}
+
+
 def ablation_markdown(ablations: dict[str, dict], reference: str = "ranker") -> str:
-    """Table 3: each variant's metrics, its N@10 against the reference row's, and the paper's where it has one."""
+    """Table 3: each variant's metrics, its N@10 against the reference row's, and the paper's where it has one
+    (its variant's N@10 over its full framework's)."""
     ref = ablations.get(reference, {}).get("overall", {}).get("ndcg@10")
     feats = any("features" in m for m in ablations.values())
     paper = any(paper_share(n) is not None for n in ablations)
-    head = ["variant", *(["features"] if feats else []), "R@10", "N@10", "MRR", "cold R@10", "N@10 vs full",
-            *(["paper: N@10 vs full"] if paper else [])]
+    head = ["variant", *(["features"] if feats else []), "R@10", "N@10", "MRR", "cold R@10", f"N@10 vs {reference}",
+            *(["paper: N@10 vs its full framework"] if paper else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in ablations.items():
         o, c = m["overall"], m["cold_start"]
@@ -233,7 +265,16 @@ def ablation_markdown(ablations: dict[str, dict], reference: str = "ranker") -> 
                  f"{o['mrr']:.4f}", f"{c['recall@10']:.4f}", f"{o['ndcg@10'] / ref:.3f}x" if ref else "",
                  *([f"{share:.3f}x" if share is not None else ""] if paper else [])]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    notes = [v for k, v in ROW_NOTES.items() if k in ablations]
+    return "\n".join(lines) + ("\n\n" + " ".join(notes) if notes else "")
+
+
+def stale_inputs(root: Path, body: dict) -> list[str]:
+    """The models a suite part recorded (`inputs`: path -> digest) that have changed or gone since it ran."""
+    from serving.registry import file_digest
+
+    return sorted(p for p, d in body.get("inputs", {}).items()
+                  if not (Path(root) / p).exists() or file_digest(Path(root) / p) != d)
 
 
 def write_report(root: Path, sections: Sequence[Section], seed: int = 0) -> Path:
@@ -248,13 +289,22 @@ def write_report(root: Path, sections: Sequence[Section], seed: int = 0) -> Path
         df = table2(s, seed)
         parts.append(f"## Table 2: {s.name}\n\n`{s.workdir}`. {s.note}\n\n" + (table2_markdown(df) if len(df) else
                                                                                "No evaluated method."))
+        if len(df) and (df["kind"] == "LLM").any():
+            n = int(df.loc[df["kind"] == "LLM", "n"].max())
+            parts.append(f"The LLM rows are on a seeded sample of {n:,} test targets: read them against "
+                         "`llm-sample-base` (the retrieval list the LLM reads, on the same targets) and "
+                         "`ranker-on-llm-sample` (the ranker on the same targets), not against the rows on every "
+                         "target. `benchmarks/llm.py` is their measure of record.")
     ablation_dir = out / "ablations"
     abl = sorted(ablation_dir.glob("*.json")) if ablation_dir.exists() else []
     parts.append("## Table 3: ablations")
     if abl:
         for p in abl:
             body = json.loads(p.read_text())
-            parts.append(f"### {body.get('title', p.stem)}\n\n{body.get('note', '')}\n\n"
+            stale = stale_inputs(root, body)
+            warn = (f"**Stale:** {', '.join(f'`{x}`' for x in stale)} changed after these rows were computed; delete "
+                    f"`report/ablations/{p.name}` and run `fashionrec report --suite` again.\n\n") if stale else ""
+            parts.append(f"### {body.get('title', p.stem)}\n\n{warn}{body.get('note', '')}\n\n"
                          + ablation_markdown(body["rows"], body.get("reference", "ranker")))
     else:
         parts.append("Not run yet: `fashionrec report --workdir W --suite` runs them.")

@@ -39,6 +39,14 @@ def _write(path: Path, body: dict) -> Path:
     return path
 
 
+def inputs_digest(workdir: Path, paths: Sequence[Path]) -> dict[str, str]:
+    """{path under the workdir: content digest} of the models a suite part read: the report flags the part as stale
+    when one of them has changed since (`evaluation.paper.stale_inputs`)."""
+    from serving.registry import file_digest
+
+    return {str(Path(p).relative_to(workdir)): file_digest(Path(p)) for p in paths if Path(p).exists()}
+
+
 def ablation_path(workdir: Path, name: str) -> Path:
     return Path(workdir) / "report" / "ablations" / f"{name}.json"
 
@@ -77,7 +85,7 @@ def ranker_feature_groups(workdir: Path, groups: tuple[str, ...] = tuple(FEATURE
         "reference": "ranker",
         "rows": {k: {kk: v[kk] for kk in ("overall", "cold_start", "warm", "features", "dropped", "fit_seconds",
                                           "importance_top5")} for k, v in rows.items()},
-        "seconds": round(time.perf_counter() - t0, 1)})
+        "inputs": inputs_digest(lay.root, [lay.ranker]), "seconds": round(time.perf_counter() - t0, 1)})
 
 
 def retrieval_ablation(workdir: Path, pretrained: bool = True, progress: bool = True,
@@ -136,10 +144,11 @@ def retrieval_ablation(workdir: Path, pretrained: bool = True, progress: bool = 
         "note": ("The paper's Table 3 removes parts of its framework; these rows remove them from the retrieval the "
                  "LLM's output is mapped through (mixup: the ID list's top 1, then the title list; the title list "
                  "starts with the query-product memory's products for the last search), each list re-ranked by the "
-                 "variant ranker. `w/o product attributes` changes only the LLM's prompt: it belongs to the LLM rows "
-                 "(`benchmarks/llm.py`)." + encoder_note),
+                 "variant ranker. `w/o product attributes` changes only the LLM's prompt, so it has no row here (nor, yet, "
+                 "on the LLM path)." + encoder_note),
         "reference": "mixup + variants",
         "rows": {k: {kk: v[kk] for kk in ("overall", "cold_start", "warm", "seconds")} for k, v in rows.items()},
+        "inputs": inputs_digest(lay.root, [lay.variant_ranker, lay.at("test").title_model]),
         "seconds": round(time.perf_counter() - t0, 1)})
 
 
@@ -212,7 +221,48 @@ def _source(workdir: Path) -> tuple[Path, str]:
 
 
 def _has_run(sub: Path) -> bool:
-    return (sub / "eval" / "ranker" / "metrics.json").exists()
+    return (sub / "eval" / "ranker" / "metrics.json").exists() and (sub / "eval" / "report.md").exists()
+
+
+def _protocol_args(workdir: Path) -> list[str]:
+    """The workdir's protocol settings as `fashionrec run` options, so that a rerun scores the same test targets:
+    the protocol, the refit interval and the test-target sample (`splits/protocol.json`)."""
+    path = Layout(workdir).splits / "protocol.json"
+    info = json.loads(path.read_text()) if path.exists() else {}
+    args = ["--protocol", info.get("protocol", "temporal")]
+    refits = sorted(info.get("refits", []))
+    if info.get("protocol", "temporal") == "temporal":
+        import pandas as pd
+
+        days = (pd.Timestamp(refits[1]) - pd.Timestamp(refits[0])) / pd.Timedelta(days=1) if len(refits) > 1 else 0
+        args += ["--refit-every-days", f"{days:g}"]
+    kept = info.get("test_targets", {})
+    if kept:
+        args += ["--max-test-targets", str(0 if kept.get("kept") == kept.get("of") else kept["kept"])]
+    return args
+
+
+def _same_targets(workdir: Path, sub: Path) -> None:
+    """Refuse a rerun that scored other test targets than the workdir (its rows would not be comparable)."""
+    def keys(w: Path) -> set:
+        t = Layout(w).test_targets()
+        return set(zip(t["user_id"].astype(str), t["target_item_id"].astype(str),
+                       pd_ms(t["target_ts"]), strict=True))
+
+    if keys(workdir) != keys(sub):
+        raise RuntimeError(f"{sub} scored other test targets than {workdir}: delete it and run the suite again with "
+                           "the workdir's protocol settings")
+
+
+def pd_ms(ts: object) -> list[int]:
+    import pandas as pd
+
+    return pd.to_datetime(ts, utc=True).astype("datetime64[ms, UTC]").astype("int64").tolist()
+
+
+def workdir_seed(workdir: Path) -> int:
+    """The training seed the workdir ran with (`TrainingResource.seed`, recorded with its title model)."""
+    return int(getattr(_title_settings(Layout(workdir))[0], "seed", 0))
 
 
 def _run(data: Path, fmt: str, sub: Path, args: Sequence[str], log: Callable[[str], None]) -> None:
@@ -251,7 +301,9 @@ def low_resource(workdir: Path, shares: Sequence[float] = LOW_RESOURCE_SHARES, l
     for share in shares:
         sub = Path(workdir) / "paper" / "low-resource" / f"{round(share * 100)}"
         if not _has_run(sub):
-            _run(*_source(workdir), sub, ["--user-share", str(share)], log)
+            _run(*_source(workdir), sub, ["--user-share", str(share), "--seed", str(workdir_seed(workdir)),
+                                          *_protocol_args(workdir)], log)
+        _same_targets(workdir, sub)
         rows += _rows(sub, share=share)
     path = Path(workdir) / "report" / "suite" / "low_resource.json"
     return _write(path, {
@@ -266,11 +318,14 @@ def seeds(workdir: Path, extra_seeds: Sequence[int] = SEEDS, log: Callable[[str]
     method's N@10 per seed, its mean and its standard deviation."""
     import pandas as pd
 
-    rows = _rows(workdir, seed=0)
+    base = workdir_seed(workdir)
+    extra_seeds = [s for s in extra_seeds if s != base]
+    rows = _rows(workdir, seed=base)
     for seed in extra_seeds:
         sub = Path(workdir) / "paper" / "seeds" / str(seed)
         if not _has_run(sub):
-            _run(*_source(workdir), sub, ["--seed", str(seed)], log)
+            _run(*_source(workdir), sub, ["--seed", str(seed), *_protocol_args(workdir)], log)
+        _same_targets(workdir, sub)
         rows += _rows(sub, seed=seed)
     df = pd.DataFrame(rows)
     spread = [{"method": m, "seeds": len(g), "mean N@10": float(g["ndcg@10"].mean()),
@@ -279,9 +334,11 @@ def seeds(workdir: Path, extra_seeds: Sequence[int] = SEEDS, log: Callable[[str]
               for m, g in df.groupby("method", sort=True)] if len(df) else []
     path = Path(workdir) / "report" / "suite" / "seeds.json"
     return _write(path, {
-        "note": (f"The whole graph (--no-llm) with training seeds 0 (the workdir) and {', '.join(map(str, extra_seeds))}"
-                 "; the test targets are the same in every run. A gap between two methods smaller than their "
-                 "spread is noise."), "rows": spread, "per_seed": rows})
+        "note": (f"The whole graph (--no-llm) with training seeds {base} (the workdir) and "
+                 f"{', '.join(map(str, extra_seeds))}; the test targets are the same in every run (checked). The "
+                 "spread is training noise only: a gap between two methods smaller than it is not a real gap, and "
+                 "one larger than it can still be test-sample noise (Table 2's intervals)."),
+        "rows": spread, "per_seed": rows})
 
 
 # Fig. 5's pairs, as the paper ran them: trained on footwear and tested on the three other categories, and trained
@@ -290,71 +347,118 @@ ZERO_SHOT = (("Footwear", "Luggage & Bags"), ("Footwear", "Clothing"), ("Footwea
              ("Luggage & Bags", "Footwear"))
 
 
+def _title_settings(lay: Layout) -> tuple[object, float, int]:
+    """The workdir's title-model settings (`title_model` asset): its training config (epochs, seed), and the share
+    and seed of the users that trained it."""
+    from dataclasses import replace
+
+    from models.text.train import TitleTrainConfig
+
+    saved = lay.at("val").title_model / "train_config.json"
+    d = json.loads(saved.read_text()) if saved.exists() else {}
+    base = TitleTrainConfig()
+    cfg = replace(base, epochs=int(d.get("epochs", base.epochs)), seed=int(d.get("seed", base.seed)),
+                  show_progress=False)
+    info = json.loads((lay.splits / "protocol.json").read_text()) if (lay.splits / "protocol.json").exists() else {}
+    users = info.get("training_users", {})
+    return cfg, float(users.get("share", 1.0)), int(users.get("seed", 0))
+
+
+EVERY = "every category"
+
+
+def title_fit(lay: Layout, period: str, source: str | None = None) -> tuple[object, int]:
+    """The period's title model as the workdir's `title_model` asset fits it (its settings and training users), on
+    the purchases of `source` only (every search kept) or of every category (None); and its number of pairs."""
+    from feature_repo.schema import CanonicalTables
+    from feature_repo.splits import read_splits, training_events, training_user_mask
+    from models.text.train import build_pairs, train_title_model
+
+    tables = CanonicalTables.read(lay.canonical)
+    cfg, share, user_seed = _title_settings(lay)
+    ev = training_events(read_splits(lay.splits), tables.events, period)  # type: ignore[arg-type]
+    ev = ev[training_user_mask(ev["user_id"], share, user_seed)]
+    if source is not None:
+        category_of = tables.items.set_index("item_id")["category"]
+        ev = ev[(ev["action"] == "search") | (ev["item_id"].map(category_of) == source).to_numpy()]
+    model, result = train_title_model(build_pairs(ev, tables.search_results), tables.items, cfg)
+    return model, result.n_pairs
+
+
 def zero_shot(workdir: Path, pairs: Sequence[tuple[str, str]] = ZERO_SHOT, log: Callable[[str], None] = print,
               progress: bool = True) -> Path:
     """Fig. 5: the text side (the LSTM title model of each fit and the variant ranker) trained on one category's
     purchases alone (every search kept: the memory and the queries are the shop's log), then title-only + variants
-    on another category's test targets, beside the same method trained on every category (the workdir's
-    `retrieval-title-only-variants` row on those targets). The ID models, which know no item of the other
-    category's catalog, are not applicable, as in the paper."""
+    on another category's test targets, beside the same pipeline trained on every category's purchases, on the same
+    targets. Both sides go through this one code path (the workdir's title settings and training users, the variant
+    ranker fitted on the validation targets' title-only lists), so the category is the only difference. The ID
+    models, which know no item of the other category's catalog, are not applicable, as in the paper."""
     import pandas as pd
 
     from evaluation.metrics import evaluate
     from evaluation.retrieval import VariantScorer, variant_examples, variant_targets
-    from feature_repo.schema import CanonicalTables
-    from feature_repo.splits import read_splits, training_events
     from models.retrieval import RetrievalConfig
     from models.text.memory import AsOfMemory
-    from models.text.train import TitleTrainConfig, build_pairs, embed_catalog, train_title_model
+    from models.text.train import embed_catalog
     from models.variants import ItemAttributes, VariantConfig, fit_variant_ranker
 
     lay = Layout(workdir)
-    tables = CanonicalTables.read(lay.canonical)
-    catalog = Catalog.from_items(tables.items)
-    splits = read_splits(lay.splits)
+    catalog = Catalog.from_items(lay.read_items())
     test, val = lay.test_targets(), lay.val_targets()
-    category_of = tables.items.set_index("item_id")["category"]
-    in_domain = json.loads((lay.eval / "retrieval-title-only-variants" / "metrics.json").read_text())["per_category"]
     title_only = RetrievalConfig(mode="title_only")
-    present = set(test["category"]) & set(val["category"])
-    if skipped := [p for p in pairs if not set(p) <= present]:
-        log(f"zero-shot: skipping {skipped}: a category without validation or test targets here")
-    pairs = [p for p in pairs if set(p) <= present]
-    rows, t0 = [], time.perf_counter()
-    for source in sorted({a for a, _ in pairs}):
+    sources, tested = set(val["category"]), set(test["category"])
+    if skipped := [p for p in pairs if p[0] not in sources or p[1] not in tested]:
+        log(f"zero-shot: skipping {skipped}: no validation targets of the source or no test targets of the target")
+    pairs = [p for p in pairs if p[0] in sources and p[1] in tested]
+    searches = pd.read_parquet(lay.search_results)
+
+    def text_side(source: str | None) -> tuple[Callable, int, float]:
+        """The title models (val and test fits) and the variant ranker trained on `source`'s purchases (None: every
+        category's); a `by_fit` scorer factory for title-only + variants, the test fit's pairs, the seconds."""
         t1 = time.perf_counter()
         text = {}
-        for period in ("val", "test"):  # each fit's title model, on the source category's purchases before its cut
-            ev = training_events(splits, tables.events, period)
-            ev = ev[(ev["action"] == "search") | (ev["item_id"].map(category_of) == source).to_numpy()]
-            model, result = train_title_model(build_pairs(ev, tables.search_results), tables.items,
-                                              TitleTrainConfig(show_progress=False))
-            text[period] = (model, embed_catalog(model, catalog.items),
-                            AsOfMemory.build(pd.read_parquet(lay.search_results), model), result.n_pairs)
+        for period in ("val", "test"):  # each fit's title model, on the purchases before its cut
+            model, n_pairs = title_fit(lay, period, source)
+            text[period] = (model, embed_catalog(model, catalog.items), AsOfMemory.build(searches, model), n_pairs)
         enc, vec, mem, _ = text["val"]
         base = retrieval_scorer(lay.at("val"), catalog, title_only, mem, text=(enc, vec))
         vcfg = VariantConfig()
-        fit_on = variant_targets(val[val["category"] == source].reset_index(drop=True), vcfg)
-        variants = fit_variant_ranker(variant_examples(base, fit_on, catalog, ItemAttributes.from_items(catalog.items),
-                                                       vcfg), vcfg)
+        fit_on = val if source is None else val[val["category"] == source]
+        variants = fit_variant_ranker(variant_examples(base, variant_targets(fit_on.reset_index(drop=True), vcfg),
+                                                       catalog, ItemAttributes.from_items(catalog.items), vcfg), vcfg)
         enc, vec, mem, n_pairs = text["test"]
-        log(f"zero-shot: the text side trained on {source} ({n_pairs} pairs, {time.perf_counter() - t1:.0f} s)")
+
+        def factory(fit: Path, e=enc, v=vec, m=mem, vr=variants) -> VariantScorer:  # noqa: ANN001
+            return VariantScorer(retrieval_scorer(fit, catalog, title_only, m, text=(e, v)), catalog, vr)
+        return factory, n_pairs, time.perf_counter() - t1
+
+    def score(factory: Callable, category: str) -> dict:
+        on = test[test["category"] == category].reset_index(drop=True)
+        return evaluate("zero-shot", by_fit(lay, factory), on, catalog, progress=progress).metrics["overall"]
+
+    rows, t0 = [], time.perf_counter()
+    home: dict[str, dict] = {}
+    if pairs:
+        factory, n_pairs, secs = text_side(None)
+        log(f"zero-shot: the text side trained on {EVERY} ({n_pairs} pairs, {secs:.0f} s)")
+        home = {c: score(factory, c) for c in sorted({b for _, b in pairs})}
+    for source in sorted({a for a, _ in pairs}):
+        factory, n_pairs, secs = text_side(source)
+        log(f"zero-shot: the text side trained on {source} ({n_pairs} pairs, {secs:.0f} s)")
         for _, target in [p for p in pairs if p[0] == source]:
-            on = test[test["category"] == target].reset_index(drop=True)
-            scorer = by_fit(lay, lambda fit, e=enc, v=vec, m=mem, vr=variants: VariantScorer(
-                retrieval_scorer(fit, catalog, title_only, m, text=(e, v)), catalog, vr))
-            o = evaluate("zero-shot", scorer, on, catalog, progress=progress).metrics["overall"]
-            home = in_domain.get(target, {})
+            o, h = score(factory, target), home[target]
             rows.append({"trained on": source, "tested on": target, "n": o["n"], "zero-shot R@10": o["recall@10"],
-                         "zero-shot N@10": o["ndcg@10"], "trained on all R@10": home.get("recall@10"),
-                         "trained on all N@10": home.get("ndcg@10"),
-                         "N@10 share": o["ndcg@10"] / home["ndcg@10"] if home.get("ndcg@10") else None})
-            log(f"zero-shot {source} -> {target}: N@10 {o['ndcg@10']:.4f} (trained on all: {home.get('ndcg@10')})")
+                         "zero-shot N@10": o["ndcg@10"], "trained on all R@10": h["recall@10"],
+                         "trained on all N@10": h["ndcg@10"],
+                         "N@10 share": o["ndcg@10"] / h["ndcg@10"] if h["ndcg@10"] else None})
+            log(f"zero-shot {source} -> {target}: N@10 {o['ndcg@10']:.4f} (trained on all: {h['ndcg@10']:.4f})")
     path = Path(workdir) / "report" / "suite" / "zero_shot.json"
     return _write(path, {
         "note": ("Title-only + variants with its title models and variant ranker trained on one category's "
-                 "purchases, tested on another category's test targets; beside it, the same method trained on "
-                 "every category (Table 2's row, on the same targets)."),
+                 "purchases, tested on another category's test targets; beside it, the same pipeline trained on "
+                 "every category's purchases, on the same targets (both: the workdir's title settings and training "
+                 "users; the variant ranker fitted on title-only lists, so this `trained on all` differs a little "
+                 "from Table 2's title-only + variants row, whose variant ranker is fitted on mixup lists)."),
         "rows": rows, "seconds": round(time.perf_counter() - t0, 1)})
 
 

@@ -230,12 +230,21 @@ def report(workdir: WorkOpt = Path("work"),
     if not (layout.eval.exists() and layout.splits.exists()):
         raise typer.BadParameter(f"{workdir} holds no evaluation: run `fashionrec run --workdir {workdir}` first",
                                  param_hint="--workdir")
+    from feature_repo.loaders import FORMATS
+
+    if dataset and not suite:
+        raise typer.BadParameter("--dataset runs a dataset, so it needs --suite", param_hint="--dataset")
     extra = []
+    reserved = {"data", "seeds", "low-resource"}  # the suite's own folders under <workdir>/paper/
     for spec in dataset or []:
         name, sep, rest = spec.partition("=")
         folder, _, fmt = rest.partition(":")
         if not sep or not name or not folder or not Path(folder).exists():
             raise typer.BadParameter(f"{spec!r}: expected NAME=DIR[:FORMAT] with an existing DIR", param_hint="--dataset")
+        if name in reserved or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+            raise typer.BadParameter(f"{spec!r}: NAME must be letters, digits, '-', '_' or '.', and none of "
+                                     f"{', '.join(sorted(reserved))}", param_hint="--dataset")
+        _one_of(fmt or "canonical", FORMATS, "format", "--dataset")
         extra.append((name, Path(folder).resolve(), fmt or "canonical"))
     if suite:
         from evaluation.suite import run_suite

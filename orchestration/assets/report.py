@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from evaluation.metrics import metrics_table, targets_ceiling
+from evaluation.metrics import metrics_table, oracle_covered, targets_ceiling
 from evaluation.paper import Section, write_report
 from feature_repo.layout import Layout
 from feature_repo.moments import dataset_resolution, resolution_note
@@ -125,15 +125,19 @@ def paper_section(workdir: Path, name: str | None = None, data: Path | None = No
     targets = pd.read_parquet(lay.targets)
     test = targets[targets["split"] == "test"]
     fmt = info.get("format", "canonical")
-    oracle = targets_ceiling(source if fmt == "canonical" and source is not None and source.exists() else None,
-                             test, protocol)
+    data_dir = source if fmt == "canonical" and source is not None and source.exists() else None
+    oracle = targets_ceiling(data_dir, test, protocol)
+    covered = oracle_covered(data_dir, test) if oracle and oracle.get("coverage", 1.0) < 1 else None
     note = (f"{resolution_note(dataset_resolution(lay.canonical))} {protocol_line(protocol, cuts, read_refits(lay.splits))}"
             f" {held_out_phrase(lay.splits, len(test))}, {test['cold_start'].mean():.1%} cold-start."
             + (" Ceiling (the oracle's exp_* over these targets, coverage {:.0%}): R@10 {:.4f}, N@10 {:.4f}, MRR {:.4f}."
                .format(oracle.get("coverage", float("nan")), *(oracle["all"][f"exp_{m}"] for m in
                                                                 ("recall10", "ndcg10", "mrr")))
-               if oracle and "all" in oracle else " The dataset ships no ceiling for these targets."))
-    return Section(name or (source.name if source is not None else Path(workdir).name), Path(workdir), oracle, note)
+               if oracle and "all" in oracle else " The dataset ships no ceiling for these targets.")
+            + (f" The oracle covers {len(covered):,} of the {len(test):,} test targets: each method's fraction of "
+               "the ceiling is over those alone." if covered is not None else ""))
+    return Section(name or (source.name if source is not None else Path(workdir).name), Path(workdir), oracle, note,
+                   covered=covered)
 
 
 def paper_sections(workdir: Path, data: Path | None = None) -> list[Section]:

@@ -93,6 +93,42 @@ def test_table2_gains_over_the_best_baseline_by_hand(tmp_path: Path) -> None:
     assert math.isnan(row["ndcg_lo"])  # no rankings.parquet: no interval
 
 
+def test_the_ceiling_fraction_is_over_the_targets_the_oracle_covers(tmp_path: Path) -> None:
+    """Where the oracle covers 2 of 4 targets, the ranker's fraction of the ceiling is its N@10 over those 2 (ranks 1
+    and 3: (1 + 1/log2(4)) / 2 = .75) against the ceiling over them (.5): 1.5, not its N@10 over all 4 (ranks 1, 3,
+    20, 20: .375) against it. The LLM sample's comparison rows are kept, marked LLM, with no gain."""
+    import pandas as pd
+
+    ts = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(np.arange(4), unit="h")
+    ranks = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "target_item_id": ["i1", "i2", "i3", "i4"],
+                          "target_ts": ts, "target_rank": [1, 3, 20, 20], "cold_start": [False] * 4})
+    (tmp_path / "eval" / "ranker").mkdir(parents=True)
+    ranks.to_parquet(tmp_path / "eval" / "ranker" / "rankings.parquet")
+    results = [_metrics("last-search", 4, .25, .1, .1), _metrics("ranker", 4, .5, .375, .40),
+               _metrics("llm-sample-base", 2, .5, .4, .3), _metrics("llm-candidates", 2, .5, .2, .1)]
+    oracle = {"all": {"n": 2, "exp_recall10": 1.0, "exp_ndcg10": .5, "exp_mrr": .8}, "coverage": .5}
+    covered = ranks.iloc[[1, 0]][["user_id", "target_item_id", "target_ts"]]  # any order
+    df = table2(Section("toy", tmp_path, oracle, results=results, covered=covered)).set_index("method")
+    assert df.loc["ranker", "ndcg@10/ceiling"] == pytest.approx(.75 / .5)
+    assert df.loc["ranker", "recall@10/ceiling"] == pytest.approx(1.0)
+    assert df.loc["ranker", "mrr/ceiling"] == pytest.approx((1 + 1 / 3) / 2 / .8)
+    assert math.isnan(df.loc["last-search", "ndcg@10/ceiling"])  # no per-target ranks: no fraction over the covered
+    assert df.loc["llm-sample-base", "kind"] == "LLM" and math.isnan(df.loc["llm-sample-base", "ndcg@10 gain"])
+    whole = table2(Section("toy", tmp_path, {**oracle, "coverage": 1.0}, results=results)).set_index("method")
+    assert whole.loc["ranker", "ndcg@10/ceiling"] == pytest.approx(.375 / .5)  # full coverage: over every target
+
+
+def test_the_evaluation_reports_ceiling_fraction_skips_samples_and_partial_oracles() -> None:
+    from evaluation.metrics import metrics_table
+
+    results = [_metrics("ranker", 100, .45, .30, .27), _metrics("ranker-llm", 16, .75, .53, .47)]
+    oracle = {"all": {"n": 100, "exp_recall10": .6, "exp_ndcg10": .4, "exp_mrr": .3}, "coverage": 1.0}
+    fractions = metrics_table(results, oracle).split("Fraction of the ceiling")[1]
+    assert "| ranker | 0.750 | 0.750 | 0.900 |" in fractions and "ranker-llm" not in fractions
+    partial = metrics_table(results, {**oracle, "coverage": .87})
+    assert "Fraction of the ceiling" not in partial and "covers 87% of the test targets" in partial
+
+
 def _bench_row(method: str, n: int, nd: float) -> dict:
     return {"method": method, "overall": {"n": n, "recall@10": nd + .1, "ndcg@10": nd, "mrr": nd - .05},
             "cold_start": {"n": 1, "recall@10": nd / 2, "ndcg@10": nd / 3, "mrr": nd / 4}}
@@ -188,16 +224,83 @@ class TestOnTheSampleRun:
         methods = [json.loads(p.read_text())["method"] for p in (sample_workdir / "eval").glob("*/metrics.json")]
         table = text.split("## Table 3")[0]
         for m in methods:
-            if not m.startswith(("llm-sample", "ranker-on-llm")):
-                assert f"| {m} |" in table, m
+            assert f"| {m} |" in table, m  # the LLM sample's comparison rows too, beside the LLM rows
+        assert "The LLM rows are on a seeded sample of 2 test targets" in table
         assert "ranker w/o seen flags" in text and "w/o query-product memory" in text  # the suite's ablations
         saved = json.loads((sample_workdir / "eval" / "ranker" / "metrics.json").read_text())
         best = max(json.loads((sample_workdir / "eval" / b / "metrics.json").read_text())["overall"]["ndcg@10"]
                    for b in ("last-search", "popularity", "core-trm"))
         assert f"{saved['overall']['ndcg@10'] / best - 1:+.1%}" in table.split("| ranker |")[1].split("\n")[0]
 
+    def test_zero_shots_title_model_on_every_category_is_the_workdirs_own(self, sample_workdir: Path) -> None:
+        """Zero-shot's "trained on all" side fits its title model as the `title_model` asset does (the workdir's
+        epochs, seed and training users): on every category's purchases it reproduces the saved val fit, weight for
+        weight; on one category's purchases it trains on fewer pairs."""
+        import torch
+
+        from evaluation.suite import title_fit
+        from feature_repo.layout import Layout
+        from models.text.train import load_title_model
+
+        lay = Layout(sample_workdir)
+        model, pairs = title_fit(lay, "val")
+        saved = load_title_model(lay.at("val").title_model).model.state_dict()
+        ours = model.model.state_dict()
+        assert saved.keys() == ours.keys() and all(torch.equal(saved[k], ours[k]) for k in saved)
+        train_result = json.loads((lay.at("val").title_model / "train_result.json").read_text())
+        assert pairs == train_result["n_pairs"]
+        _, footwear = title_fit(lay, "val", "Footwear")
+        assert 0 < footwear < pairs
+
     def test_report_needs_an_evaluated_workdir(self, tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, ["report", "--workdir", str(tmp_path)])
         text = re.sub(r"[\s│╭╮╰╯─]+", " ", result.output)  # the error box wraps the message
         assert result.exit_code == 2 and "holds no evaluation" in text, result.output
 
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--dataset", "hm=."], "needs --suite"),
+    (["--suite", "--dataset", "seeds=."], "NAME must be"),
+    (["--suite", "--dataset", "a/b=."], "NAME must be"),
+    (["--suite", "--dataset", "hm=.:parquet"], "unknown format 'parquet'"),
+    (["--suite", "--dataset", "hm=/no/such/folder"], "existing DIR"),
+])
+def test_report_refuses_a_bad_dataset_before_running_anything(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "splits").mkdir()
+    result = CliRunner().invoke(cli, ["report", "--workdir", str(tmp_path), *args])
+    text = re.sub(r"[\s│╭╮╰╯─]+", " ", result.output)
+    assert result.exit_code == 2 and message in text, result.output
+    assert not (tmp_path / "paper").exists() and not (tmp_path / "report").exists()
+
+
+def test_a_suite_part_is_stale_once_a_model_it_read_changes(tmp_path: Path) -> None:
+    from evaluation.paper import stale_inputs
+    from evaluation.suite import inputs_digest
+
+    model = tmp_path / "models" / "ranker"
+    model.mkdir(parents=True)
+    (model / "ranker.json").write_text("{}")
+    body = {"inputs": inputs_digest(tmp_path, [model])}
+    assert list(body["inputs"]) == ["models/ranker"] and stale_inputs(tmp_path, body) == []
+    (model / "ranker.json").write_text('{"refitted": 1}')
+    assert stale_inputs(tmp_path, body) == ["models/ranker"]
+    (model / "ranker.json").unlink()
+    model.rmdir()
+    assert stale_inputs(tmp_path, body) == ["models/ranker"] and stale_inputs(tmp_path, {}) == []
+
+
+def test_the_suites_reruns_carry_the_workdirs_protocol(tmp_path: Path) -> None:
+    """A seed or low-resource rerun gets the workdir's protocol, refit interval and test-target sample as options."""
+    from evaluation.suite import _protocol_args
+
+    (tmp_path / "splits").mkdir()
+    info = {"protocol": "temporal", "refits": ["2024-01-15T00:00:00+00:00", "2024-01-01T00:00:00+00:00"],
+            "test_targets": {"kept": 500, "of": 2000, "seed": 0}}
+    (tmp_path / "splits" / "protocol.json").write_text(json.dumps(info))
+    assert _protocol_args(tmp_path) == ["--protocol", "temporal", "--refit-every-days", "14", "--max-test-targets",
+                                        "500"]
+    info |= {"protocol": "loo", "test_targets": {"kept": 2000, "of": 2000, "seed": 0}}
+    (tmp_path / "splits" / "protocol.json").write_text(json.dumps(info))
+    assert _protocol_args(tmp_path) == ["--protocol", "loo", "--max-test-targets", "0"]
