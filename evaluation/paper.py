@@ -40,10 +40,10 @@ class Section:
     name: str
     workdir: Path
     oracle: dict | None = None  # the dataset's ceiling (`evaluation.metrics.targets_ceiling`)
-    covered: pd.DataFrame | None = None  # (user_id, target_item_id, target_ts) of the test targets the oracle covers,
-    # where it covers only some: the ceiling fraction is then taken over these targets alone
     note: str = ""  # protocol and resolution, one line
     results: list[dict] = field(default_factory=list)
+    covered: pd.DataFrame | None = None  # (user_id, target_item_id, target_ts) of the test targets the oracle covers,
+    # where it covers only some: the ceiling fraction is then taken over these targets alone
 
     def __post_init__(self) -> None:
         if not self.results:
