@@ -97,6 +97,23 @@ def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 CHECK = "check"  # train_prompts.parquet's held-out generation prompts (the format check), never trained on
 
 
+def format_check_targets(n: int, train: int, check: int, seed: int) -> np.ndarray:
+    """(n,) True for the sampled validation targets held out for the format check: `check` of them, seeded, taken
+    only from beyond the `train` the adapter trains on (fewer, or none, where validation targets are few)."""
+    k = min(check, max(n - train, 0))
+    return np.isin(np.arange(n), np.random.default_rng([seed, 1]).permutation(n)[:k])
+
+
+def mark_format_check(df: pd.DataFrame, held: set) -> pd.DataFrame:
+    """Training prompts with the held-out moments' (user, time) generation prompts marked `CHECK` and their candidate
+    prompts dropped: nothing of a held-out target is trained on."""
+    at = np.array([k in held for k in moment_keys(df)], bool)
+    keep = ~at | (df["kind"] == "generate").to_numpy()
+    out = df[keep].reset_index(drop=True)
+    out.loc[at[keep], "kind"] = CHECK
+    return out
+
+
 def _training(df: pd.DataFrame) -> pd.DataFrame:
     """The prompts the adapter trains on (the held-out format-check prompts left out)."""
     return df[df["kind"] != CHECK].reset_index(drop=True)
@@ -118,8 +135,7 @@ def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
     # The training targets, and `format_check` more whose generation prompts are held out of training: the
     # adapter's format-violation rate is measured on them, before and after fine-tuning.
     val = _sample(targets[targets["split"] == "val"], llm.train_prompts + llm.format_check, llm.seed)
-    n_held = min(llm.format_check, max(len(val) - llm.train_prompts, 0))  # fewer where validation targets are few
-    held = np.isin(np.arange(len(val)), np.random.default_rng([llm.seed, 1]).permutation(len(val))[:n_held])
+    held = format_check_targets(len(val), llm.train_prompts, llm.format_check, llm.seed)
     # The candidates: the ranker's top 20 by out-of-fold scores (the lists ranker-llm shows the LLM).
     top = pd.read_parquet(workdir.layout.ranker_val_top)
     by_key = dict(zip(zip(moment_keys(top), top["target_item_id"], strict=True), top["items"], strict=True))
@@ -127,10 +143,7 @@ def llm_prompts(context: AssetExecutionContext, workdir: WorkdirResource, llm: L
     tokenizer = load_tokenizer(llm.model, corpus=_corpus(catalog, targets))  # prompts need no weights
     df = training_prompts(val, lists, PromptFactory(memory), items, catalog, tokenizer,
                           PromptConfig(budget=llm.budget_tokens), llm.candidates, llm.seed)
-    held_keys = set(moment_keys(val[held]))
-    is_held = np.array([k in held_keys for k in moment_keys(df)], bool)
-    df = df[~is_held | (df["kind"] == "generate").to_numpy()].reset_index(drop=True)  # a held target: its generation
-    df.loc[np.array([k in held_keys for k in moment_keys(df)], bool), "kind"] = CHECK  # prompt only, not trained on
+    df = mark_format_check(df, set(moment_keys(val[held])))
     out = _llm_dir(workdir) / "train_prompts.parquet"
     df.to_parquet(out, index=False)
     n_check = int((df["kind"] == CHECK).sum())

@@ -74,7 +74,7 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
     (tmp_path / "models").mkdir()
     tiny_workdir(tmp_path)
     resources = build_resources(None, "canonical", str(tmp_path), training={"title_epochs": 1, "progress": False},
-                                llm={"model": "tiny", "train_prompts": 1, "eval_targets": 3, "max_train_seconds": 20,
+                                llm={"model": "tiny", "train_prompts": 4, "eval_targets": 3, "max_train_seconds": 20,
                                      "max_new_tokens": 12, "format_check": 1})
     with DagsterInstance.ephemeral() as instance:
         result = materialize(all_assets, resources=resources, instance=instance,
@@ -144,23 +144,16 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
     again = json.loads((tmp_path / "eval" / "retrieval-id-only" / "metrics.json").read_text())
     assert again["overall"]["n"] == 3 and again["id_fits"] == 2 and "variant_weights" not in again
 
-    # The LLM group: prompts from 1 of the 2 validation targets, the other's generation prompt held out of training
-    # for the format check; an adapter that names its base model; the llm-* rows.
-    assert n_val == 2
+    # The LLM group: prompts from the validation target (too few to hold one out for the format check: see
+    # test_the_format_check_holds_out_whole_targets), an adapter that names its base model, the llm-* rows.
     prompts = result.asset_materializations_for_node("llm_prompts")[0].metadata
-    assert prompts["generate_prompts"].value == 1 and prompts["base_model"].value == "tiny"
-    assert prompts["format_check_prompts"].value == 1 and prompts["validation_targets"].value == 1
-    # A candidate prompt for each training target whose bought item is in its ranker list (here: every one).
-    assert prompts["candidate_prompts"].value == 1
-    written = pd.read_parquet(tmp_path / "llm" / "train_prompts.parquet")
-    trained = written[written["kind"] != "check"]
-    check = written[written["kind"] == "check"]
-    assert len(trained) == 2 and len(check) == 1
-    assert set(zip(trained["user_id"], trained["target_ts"])).isdisjoint(zip(check["user_id"], check["target_ts"]))
-    assert len(pd.read_parquet(tmp_path / "llm" / "perplexity.parquet")) == 2  # the check prompt is not trained on
+    assert prompts["generate_prompts"].value == n_val and prompts["base_model"].value == "tiny"
+    assert prompts["format_check_prompts"].value == 0 and prompts["validation_targets"].value == n_val
+    # A candidate prompt for each validation target whose bought item is in its ranker list (here: every one).
+    assert prompts["candidate_prompts"].value == n_val
+    assert len(pd.read_parquet(tmp_path / "llm" / "perplexity.parquet")) == 2 * n_val
     adapter = result.asset_materializations_for_node("llm_adapter")[0].metadata
     assert adapter["base_model"].value == "tiny" and adapter["steps"].value >= 1
-    assert 0 <= adapter["format_violation_before"].value <= 1 and 0 <= adapter["format_violation_after"].value <= 1
     assert 0 < adapter["trainable_parameters"].value < adapter["parameters"].value
     assert (tmp_path / "models" / "llm_adapter" / "adapter_config.json").exists()
     assert json.loads((tmp_path / "models" / "llm_adapter" / "llm_meta.json").read_text())["base_model"] == "tiny"
@@ -180,3 +173,19 @@ def test_materialize_text_and_llm_groups(tmp_path: Path, monkeypatch: pytest.Mon
             assert (items.loc[list(ids)] == cat).all()  # every recommended item is in the target's category
     gen = json.loads((tmp_path / "eval" / "llm-generate-mixup" / "metrics.json").read_text())["generation"]
     assert gen["n"] == 3 and 0 <= gen["format_violation_rate"] <= 1
+
+
+def test_the_format_check_holds_out_whole_targets() -> None:
+    """The format check's targets come only from beyond the training sample; a held-out target keeps its generation
+    prompt (as `check`) and loses its candidate prompt, so nothing of it is trained on."""
+    from orchestration.assets.llm import CHECK, format_check_targets, mark_format_check
+
+    held = format_check_targets(10, 6, 4, seed=0)
+    assert held.sum() == 4 and (held == format_check_targets(10, 6, 4, seed=0)).all()
+    assert format_check_targets(7, 6, 4, seed=0).sum() == 1 and format_check_targets(5, 6, 4, seed=0).sum() == 0
+    ts = pd.to_datetime(["2024-01-01", "2024-01-01", "2024-01-02", "2024-01-02", "2024-01-03"], utc=True)
+    df = pd.DataFrame({"user_id": ["a", "a", "b", "b", "a"], "target_ts": ts,
+                       "kind": ["generate", "candidates", "generate", "candidates", "generate"]})
+    out = mark_format_check(df, {("b", ts[2])})
+    assert out["kind"].tolist() == ["generate", "candidates", CHECK, "generate"]
+    assert out["user_id"].tolist() == ["a", "a", "b", "a"]
