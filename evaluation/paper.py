@@ -191,7 +191,7 @@ def plot_cold_warm(df: pd.DataFrame, title: str, path: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(df) + 1.4))
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(df) + 1.8))
     y = np.arange(len(df))
     ax.barh(y - 0.2, df["cold N@10"], height=0.4, label=labels[0], color="#4878a8")
     ax.barh(y + 0.2, df["warm N@10"], height=0.4, label=labels[1], color="#e0a040")
@@ -199,7 +199,7 @@ def plot_cold_warm(df: pd.DataFrame, title: str, path: Path,
     ax.invert_yaxis()
     ax.set_xlabel("NDCG@10")
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)  # below the axes: no bar hidden
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, metadata=PNG_META)
