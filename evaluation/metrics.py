@@ -25,7 +25,7 @@ over exactly the targets evaluated.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,33 +248,38 @@ def load_oracle_targets(data_dir: Path | None) -> pd.DataFrame | None:
 CEILING_COLUMNS = ("exp_recall10", "exp_ndcg10", "exp_mrr")
 
 
+TARGET_KEY = ["user_id", "target_item_id", "target_ts"]
+
+
+def target_ms(ts: pd.Series) -> pd.Series:
+    """Target times as UTC milliseconds, the resolution targets are matched at across tables."""
+    return pd.to_datetime(ts, utc=True).astype("datetime64[ms, UTC]")
+
+
+def _matched(targets: pd.DataFrame, oracle: pd.DataFrame, columns: Sequence[str] = ()) -> pd.DataFrame:
+    """The targets that match an oracle row on (user_id, target_item_id, target_ts), with the oracle's `columns`."""
+    o = oracle.rename(columns={"item_id": "target_item_id", "timestamp": "target_ts"})
+    o = o.assign(target_ts=target_ms(o["target_ts"]))[[*TARGET_KEY, *columns]].drop_duplicates(TARGET_KEY)
+    return targets.assign(target_ts=target_ms(targets["target_ts"])).merge(o, on=TARGET_KEY, how="inner")
+
+
 def oracle_covered(data_dir: Path | None, targets: pd.DataFrame) -> pd.DataFrame | None:
     """The targets (user_id, target_item_id, target_ts) the dataset's per-target oracle covers: the ones `ceiling`
     averages over; None without a per-target oracle."""
     oracle = load_oracle_targets(data_dir)
-    if oracle is None:
-        return None
-    cols = ["user_id", "target_item_id", "target_ts"]
-    o = oracle.rename(columns={"item_id": "target_item_id", "timestamp": "target_ts"})
-    o = o.assign(target_ts=pd.to_datetime(o["target_ts"], utc=True).astype("datetime64[ms, UTC]"))
-    t = targets.assign(target_ts=pd.to_datetime(targets["target_ts"], utc=True).astype("datetime64[ms, UTC]"))
-    return t[cols].merge(o[cols].drop_duplicates(), on=cols, how="inner")
+    return None if oracle is None else _matched(targets[TARGET_KEY], oracle)
 
 
 def ceiling(targets: pd.DataFrame, oracle: pd.DataFrame) -> dict:
     """The ceiling of exactly these targets: the mean of the oracle's exp_* over them, overall, per category and
     over the cold ones. Targets match oracle rows on (user_id, target_item_id, target_ts); `coverage` is the share
     of targets that matched (the means are over the matched ones)."""
-    o = oracle.rename(columns={"item_id": "target_item_id", "timestamp": "target_ts"})
-    o = o.assign(target_ts=pd.to_datetime(o["target_ts"], utc=True).astype("datetime64[ms, UTC]"))
-    t = targets.assign(target_ts=pd.to_datetime(targets["target_ts"], utc=True).astype("datetime64[ms, UTC]"))
-    cols = ["user_id", "target_item_id", "target_ts"]
-    m = t.merge(o[[*cols, *CEILING_COLUMNS]].drop_duplicates(cols), on=cols, how="inner")
+    m = _matched(targets, oracle, CEILING_COLUMNS)
 
     def mean(df: pd.DataFrame) -> dict:
         return {"n": int(len(df)), **{c: float(df[c].mean()) if len(df) else float("nan") for c in CEILING_COLUMNS}}
 
-    out = {"all": mean(m), "coverage": float(len(m) / len(t)) if len(t) else float("nan")}
+    out = {"all": mean(m), "coverage": float(len(m) / len(targets)) if len(targets) else float("nan")}
     if "cold_start" in m:
         out["cold"] = mean(m[m["cold_start"].astype(bool)])
     if "category" in m:

@@ -84,9 +84,11 @@ def bootstrap_interval(values: np.ndarray, seed: int = 0, n: int = BOOTSTRAP) ->
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def _keys(df: pd.DataFrame) -> pd.Series:
+def target_keys(df: pd.DataFrame) -> pd.Series:
     """(user, item, ms timestamp) of each target row as one string, to match targets across tables."""
-    ts = pd.to_datetime(df["target_ts"], utc=True).astype("datetime64[ms, UTC]").astype("int64")
+    from evaluation.metrics import target_ms
+
+    ts = target_ms(df["target_ts"]).astype("int64")
     return df["user_id"].astype(str) + "\x1f" + df["target_item_id"].astype(str) + "\x1f" + ts.astype(str)
 
 
@@ -107,12 +109,12 @@ def table2(section: Section, seed: int = 0) -> pd.DataFrame:
     targets (from its per-target ranks) against the ceiling over the same targets."""
     rows, covered = [], None
     if section.covered is not None:
-        covered = set(_keys(section.covered))
+        covered = set(target_keys(section.covered))
     for m in section.results:
         o = m["overall"]
         r = section.ranks(m["method"])
         lo, hi = bootstrap_interval(ndcg_at(r["target_rank"].to_numpy()), seed) if r is not None else (np.nan,) * 2
-        on_covered = rank_metrics(r["target_rank"].to_numpy()[_keys(r).isin(covered).to_numpy()]) \
+        on_covered = rank_metrics(r["target_rank"].to_numpy()[target_keys(r).isin(covered).to_numpy()]) \
             if covered is not None and r is not None and len(r) else {}
         rows.append({"method": m["method"], "kind": kind(m["method"]), "n": o["n"],
                      **{k: o[k] for k, _ in METRICS}, "ndcg_lo": lo, "ndcg_hi": hi,
@@ -291,10 +293,11 @@ def write_report(root: Path, sections: Sequence[Section], seed: int = 0) -> Path
                                                                                "No evaluated method."))
         if len(df) and (df["kind"] == "LLM").any():
             n = int(df.loc[df["kind"] == "LLM", "n"].max())
-            parts.append(f"The LLM rows are on a seeded sample of {n:,} test targets: read them against "
-                         "`llm-sample-base` (the retrieval list the LLM reads, on the same targets) and "
-                         "`ranker-on-llm-sample` (the ranker on the same targets), not against the rows on every "
-                         "target. `benchmarks/llm.py` is their measure of record.")
+            base, ranker = SAMPLE_REFERENCES
+            parts.append(f"The LLM rows are on a seeded sample of {n:,} test targets: read them against `{base}` "
+                         f"(the retrieval list the LLM reads, on the same targets) and `{ranker}` (the ranker on the "
+                         "same targets), not against the rows on every target. `benchmarks/llm.py` is their measure "
+                         "of record.")
     ablation_dir = out / "ablations"
     abl = sorted(ablation_dir.glob("*.json")) if ablation_dir.exists() else []
     parts.append("## Table 3: ablations")

@@ -17,6 +17,7 @@ from feature_repo.layout import Layout
 from models.catalog import Catalog
 from models.ranker.features import FEATURE_GROUPS
 from models.ranker.model import LearnedRanker, RankerConfig
+from models.text.train import TitleTrainConfig
 
 RANKER_GROUPS = "ranker_feature_groups"
 RETRIEVAL = "retrieval"
@@ -244,25 +245,19 @@ def _protocol_args(workdir: Path) -> list[str]:
 
 def _same_targets(workdir: Path, sub: Path) -> None:
     """Refuse a rerun that scored other test targets than the workdir (its rows would not be comparable)."""
+    from evaluation.paper import target_keys
+
     def keys(w: Path) -> set:
-        t = Layout(w).test_targets()
-        return set(zip(t["user_id"].astype(str), t["target_item_id"].astype(str),
-                       pd_ms(t["target_ts"]), strict=True))
+        return set(target_keys(Layout(w).test_targets()))
 
     if keys(workdir) != keys(sub):
         raise RuntimeError(f"{sub} scored other test targets than {workdir}: delete it and run the suite again with "
                            "the workdir's protocol settings")
 
 
-def pd_ms(ts: object) -> list[int]:
-    import pandas as pd
-
-    return pd.to_datetime(ts, utc=True).astype("datetime64[ms, UTC]").astype("int64").tolist()
-
-
 def workdir_seed(workdir: Path) -> int:
     """The training seed the workdir ran with (`TrainingResource.seed`, recorded with its title model)."""
-    return int(getattr(_title_settings(Layout(workdir))[0], "seed", 0))
+    return _title_settings(Layout(workdir))[0].seed
 
 
 def _run(data: Path, fmt: str, sub: Path, args: Sequence[str], log: Callable[[str], None]) -> None:
@@ -347,12 +342,10 @@ ZERO_SHOT = (("Footwear", "Luggage & Bags"), ("Footwear", "Clothing"), ("Footwea
              ("Luggage & Bags", "Footwear"))
 
 
-def _title_settings(lay: Layout) -> tuple[object, float, int]:
+def _title_settings(lay: Layout) -> tuple[TitleTrainConfig, float, int]:
     """The workdir's title-model settings (`title_model` asset): its training config (epochs, seed), and the share
     and seed of the users that trained it."""
     from dataclasses import replace
-
-    from models.text.train import TitleTrainConfig
 
     saved = lay.at("val").title_model / "train_config.json"
     d = json.loads(saved.read_text()) if saved.exists() else {}
