@@ -7,7 +7,10 @@ out-of-fold validation lists, `models/ranker_val_top.parquet`). Every row is sco
 - `ranker-llm`: the LLM scores the ranker's top 20 and a second LambdaMART pass re-orders them
   (`models.ranker.llm_pass`), fitted on validation lists the LLM was not fine-tuned on;
 - llm-candidates zero-shot (the base model) and fine-tuned (over the mixup + variants list);
-- llm-generate-mixup (the paper's framework), free and catalog-constrained, on `--generate-targets` of them.
+- llm-generate-mixup (the paper's framework), free and catalog-constrained, on `--generate-targets` of them;
+- Table 3's ablations of it on the same targets (`--ablations`, `evaluation.suite.LLM_GENERATION_ABLATIONS`): w/o
+  product attributes, w/o the memory, w/o the text or the ID embedding, the paper's two combinations, MiniLM in
+  place of the LSTM; the prompt switches act at inference, on the adapter tuned on full prompts.
 
 Columns: R@10, N@10, MRR, cold R@10; for generation rows the format-violation and valid-catalog-ID rates and the
 exact-item and family hit rates; for candidate rows the candidate recall and the position bias (top letter A
@@ -55,7 +58,7 @@ from evaluation.llm import (
 from evaluation.metrics import evaluate
 from evaluation.periods import by_fit, parts
 from evaluation.retrieval import VariantScorer
-from evaluation.suite import llm_ablations
+from evaluation.suite import LLM_GENERATION_ABLATIONS, PRETRAINED, llm_ablations, llm_generation_ablation
 from feature_repo.layout import Layout
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import fit_layouts
@@ -120,6 +123,8 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
          bf16: Annotated[bool, typer.Option(help="Train and score in bf16 (CUDA)")] = False,
          qlora: Annotated[bool, typer.Option(help="QLoRA: the base in 4-bit NF4 storage (CUDA; SmolLM2 is read "
                                                   "from its fp32 cache)")] = False,
+         ablations: Annotated[bool, typer.Option(help="Table 3's ablation rows on llm-generate-mixup (the "
+                                                      "generation sample, the same adapter)")] = True,
          json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here")] = None,
          seed: int = 0) -> None:
     t_start = time.perf_counter()
@@ -289,18 +294,42 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
         encoder = load_title_model(lay.title_model)
         gen_on = test if generate_targets < 0 else test.head(generate_targets)
 
-        def generator(fit: Layout, constrained: bool, e: Engine = eng, encoder: object = encoder
+        def generator(fit: Layout, constrained: bool, e: Engine = eng, encoder: object = encoder,
+                      base: object = None, prompt_cfg: PromptConfig = cfg, factory: PromptFactory = factory
                       ) -> LLMGenerateScorer:
             ckpt = load_checkpoint(fit.model(ID_MODEL))
-            return LLMGenerateScorer(mixups[fit].base, e, factory, items, encoder,
-                                     trained_id_vectors(ckpt.model, ckpt.vocab), cfg,
+            return LLMGenerateScorer(mixups[fit].base if base is None else base, e, factory, items, encoder,
+                                     trained_id_vectors(ckpt.model, ckpt.vocab), prompt_cfg,
                                      GenerateConfig(batch_size=infer_batch, seed=seed), constrained=constrained)
 
+        def generate(name: str, scorer: object, on: pd.DataFrame = gen_on) -> None:
+            run(name, scorer, lambda g=scorer: generation_summary([r for p in parts(g) for r in p.records], catalog),
+                on=on)
+
         for constrained in (False, True):
-            gen = by_fit(lay, lambda fit, c=constrained: generator(fit, c))
-            run("llm-generate-mixup" + (" (constrained)" if constrained else ""), gen,
-                lambda g=gen: generation_summary([r for p in parts(g) for r in p.records], catalog), on=gen_on)
+            generate("llm-generate-mixup" + (" (constrained)" if constrained else ""),
+                     by_fit(lay, lambda fit, c=constrained: generator(fit, c)))
         run(f"mixup + variants (the generation rows' {len(gen_on)})", by_fit(lay, lambda fit: mixups[fit]), on=gen_on)
+        if ablations:  # Table 3's rows on the paper's framework: the same adapter, each part switched off
+            for row in LLM_GENERATION_ABLATIONS:
+                prompt_cfg, mode, title_list = llm_generation_ablation(row, cfg)
+                mem, text, enc, fac = memory, None, encoder, factory
+                if row == PRETRAINED:
+                    try:
+                        from models.text import MiniLMEncoder
+                        from models.text.train import embed_catalog
+                    except ImportError as e:
+                        typer.echo(f"skipping {row}: {e}")
+                        continue
+                    enc = MiniLMEncoder()
+                    text = (enc, embed_catalog(enc, catalog.items))
+                    mem = AsOfMemory.build(tables.search_results, enc)
+                    fac = PromptFactory(mem)
+                rcfg = RetrievalConfig(mode=mode, n=1, title_list=title_list)  # type: ignore[arg-type]
+                generate(f"llm-generate-mixup {row}", by_fit(lay, lambda fit, r=rcfg, m=mem, t=text, en=enc, f=fac,
+                                                             p=prompt_cfg: generator(
+                    fit, False, encoder=en, base=retrieval_scorer(fit, catalog, r, m, text=t), prompt_cfg=p,
+                    factory=f)))
 
     typer.echo(f"\n{len(test)} test targets (seed {seed}), {workdir}; base model {tuned_name} on "
                f"{runs_on if device == 'cpu' else device}; prompt {PROMPT_VERSION}; {trainable} trainable LoRA "

@@ -145,8 +145,8 @@ def retrieval_ablation(workdir: Path, pretrained: bool = True, progress: bool = 
         "note": ("The paper's Table 3 removes parts of its framework; these rows remove them from the retrieval the "
                  "LLM's output is mapped through (mixup: the ID list's top 1, then the title list; the title list "
                  "starts with the query-product memory's products for the last search), each list re-ranked by the "
-                 "variant ranker. `w/o product attributes` changes only the LLM's prompt, so it has no row here (nor, yet, "
-                 "on the LLM path)." + encoder_note),
+                 "variant ranker. `w/o product attributes` changes only the LLM's prompt, so it has no row here: "
+                 "the LLM path's table has it (`benchmarks/llm.py`)." + encoder_note),
         "reference": "mixup + variants",
         "rows": {k: {kk: v[kk] for kk in ("overall", "cold_start", "warm", "seconds")} for k, v in rows.items()},
         "inputs": inputs_digest(lay.root, [lay.variant_ranker, lay.at("test").title_model]),
@@ -462,6 +462,27 @@ LLM_GENERATION = "llm_generation"
 LLM_PATH_ROWS = ("ranker", "ranker-llm", "llm-candidates", "llm-candidates zero-shot", "mixup + variants",
                  "title-only + variants", "last-search")
 GENERATION_ROWS = ("llm-generate-mixup", "mixup + variants (the generation rows'")
+# Table 3's rows on the paper's framework (llm-generate-mixup): row -> (the prompt switches it turns off, the
+# retrieval row of RETRIEVAL_ROWS the answer is mapped through). The pretrained row swaps the title encoder (and the
+# memory's keys) for all-MiniLM-L6-v2. The switches act at inference: the adapter is the one tuned on full prompts.
+LLM_GENERATION_ABLATIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "w/o product attributes": (("include_attributes",), "mixup + variants"),
+    "w/o query-product memory": (("include_memory",), "w/o query-product memory"),
+    "w/o text embedding": ((), "w/o text embedding"),
+    "w/o ID embedding": ((), "w/o ID embedding"),
+    "w/o memory & ID embedding": (("include_memory",), "w/o memory & ID embedding"),
+    "w/o memory & ID & attributes": (("include_memory", "include_attributes"), "w/o memory & ID embedding"),
+    PRETRAINED: ((), "mixup + variants"),
+}
+
+
+def llm_generation_ablation(name: str, cfg: object) -> tuple[object, str, str]:
+    """(the prompt config, the retrieval mode, the title list) of one LLM_GENERATION_ABLATIONS row."""
+    from dataclasses import replace
+
+    switches, retrieval = LLM_GENERATION_ABLATIONS[name]
+    mode, title_list = RETRIEVAL_ROWS[retrieval]
+    return replace(cfg, **dict.fromkeys(switches, False)), mode, title_list  # type: ignore[type-var]
 
 
 def llm_ablations(workdir: Path, bench: dict, source: str = "benchmarks/llm.py --json") -> list[Path]:

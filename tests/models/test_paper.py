@@ -147,7 +147,8 @@ def test_the_llm_benchmarks_rows_become_table_3s_llm_path(tmp_path: Path) -> Non
                       _bench_row("ranker-llm (25% of the budget)", 4, .5), _bench_row("ranker-llm", 4, .33),
                       _bench_row("llm-candidates", 4, .15), _bench_row("llm-generate-mixup", 4, .10),
                       _bench_row("llm-generate-mixup (constrained)", 4, .12),
-                      _bench_row("mixup + variants (the generation rows' 4)", 4, .20)],
+                      _bench_row("mixup + variants (the generation rows' 4)", 4, .20),
+                      _bench_row("llm-generate-mixup w/o product attributes", 4, .08)],
              "curve": [{"share": .25, "steps": 13, "ranker_llm_ndcg@10": .5, "ranker_ndcg@10": .5, "targets": 2}]}
     path, gen = llm_ablations(tmp_path, bench)
     body = json.loads(path.read_text())
@@ -156,7 +157,8 @@ def test_the_llm_benchmarks_rows_become_table_3s_llm_path(tmp_path: Path) -> Non
                                   "mixup + variants", "last-search"] and body["reference"] == "ranker"
     assert "stopped part way" in body["title"] and "25% of the budget (13 steps)" in body["note"]
     assert list(json.loads(gen.read_text())["rows"]) == ["llm-generate-mixup", "llm-generate-mixup (constrained)",
-                                                        "mixup + variants (the generation rows' 4)"]
+                                                        "mixup + variants (the generation rows' 4)",
+                                                        "llm-generate-mixup w/o product attributes"]
     text = write_report(tmp_path, []).read_text()
     ranker_llm = text.split("| ranker-llm |")[1].split("\n")[0]
     assert "| 0.3300 |" in ranker_llm and f"{.33 / .30:.3f}x" in ranker_llm  # N@10 against the ranker's
@@ -164,6 +166,32 @@ def test_the_llm_benchmarks_rows_become_table_3s_llm_path(tmp_path: Path) -> Non
     assert f"{.12 / .20:.3f}x" in constrained  # against mixup + variants on the same 4 targets
     bench["rows"] = [r for r in bench["rows"] if not r["method"].startswith(("llm-generate", "mixup + variants ("))]
     assert llm_ablations(tmp_path, bench) == [path] and not gen.exists()  # no generation rows: none left over
+
+
+def test_each_llm_path_ablation_switches_off_exactly_its_parts() -> None:
+    """Table 3's rows on llm-generate-mixup: each turns off its prompt segments and maps the answer through its
+    retrieval, and leaves the rest of the prompt config as it was."""
+    from dataclasses import asdict
+
+    from evaluation.suite import LLM_GENERATION_ABLATIONS, PRETRAINED, llm_generation_ablation
+    from models.llm.prompt import PromptConfig
+
+    full = PromptConfig(budget=777, memory_products=5)
+    expected = {  # row: (prompt switches off, mode, title list)
+        "w/o product attributes": ({"include_attributes"}, "mixup", "memory_first"),
+        "w/o query-product memory": ({"include_memory"}, "mixup", "cosine"),
+        "w/o text embedding": (set(), "id_only", "memory_first"),
+        "w/o ID embedding": (set(), "title_only", "memory_first"),
+        "w/o memory & ID embedding": ({"include_memory"}, "title_only", "cosine"),
+        "w/o memory & ID & attributes": ({"include_memory", "include_attributes"}, "title_only", "cosine"),
+        PRETRAINED: (set(), "mixup", "memory_first"),
+    }
+    assert set(LLM_GENERATION_ABLATIONS) == set(expected)
+    for row, (off, mode, title_list) in expected.items():
+        cfg, got_mode, got_list = llm_generation_ablation(row, full)
+        changed = {k for k, v in asdict(cfg).items() if v != asdict(full)[k]}
+        assert changed == off and all(getattr(cfg, k) is False for k in off), row
+        assert (got_mode, got_list) == (mode, title_list), row
 
 
 @pytest.mark.slow
