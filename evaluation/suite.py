@@ -507,11 +507,17 @@ def llm_ablations(workdir: Path, bench: dict, source: str = "benchmarks/llm.py -
     ablation_path(workdir, LLM_GENERATION).unlink(missing_ok=True)  # an earlier import's, if this run has none
     if gen_rows and ref:
         k = gen_rows[ref]["overall"]["n"]
+        ablated = [m for m in gen_rows if m.removeprefix("llm-generate-mixup ") in LLM_GENERATION_ABLATIONS]
         written.append(_write(ablation_path(workdir, LLM_GENERATION), {
-            "title": f"Candidate scoring against generation: {k} seeded test targets, {model}{stopped}",
+            "title": (f"Candidate scoring against generation{', and the ablations of generation' if ablated else ''}:"
+                      f" {k} seeded test targets, {model}{stopped}"),
             "note": ("The paper's framework (the LLM generates an ID and a title; mixup retrieval maps them onto the "
                      "catalog), free and constrained to catalog IDs, against the retrieval list it starts from, on "
-                     "the same targets."), "reference": ref, "rows": gen_rows}))
+                     "the same targets." + (
+                         " The `w/o` rows are the paper's Table 3 on this path: each turns its prompt segments off "
+                         "and maps the answer through the retrieval without its part (the retrieval table's rows), "
+                         "with the adapter tuned on full prompts (the switches act at inference, not in training)."
+                         if ablated else "")), "reference": ref, "rows": gen_rows}))
     return written
 
 

@@ -159,6 +159,7 @@ def test_the_llm_benchmarks_rows_become_table_3s_llm_path(tmp_path: Path) -> Non
     assert list(json.loads(gen.read_text())["rows"]) == ["llm-generate-mixup", "llm-generate-mixup (constrained)",
                                                         "mixup + variants (the generation rows' 4)",
                                                         "llm-generate-mixup w/o product attributes"]
+    assert "the ablations of generation" in json.loads(gen.read_text())["title"]
     text = write_report(tmp_path, []).read_text()
     ranker_llm = text.split("| ranker-llm |")[1].split("\n")[0]
     assert "| 0.3300 |" in ranker_llm and f"{.33 / .30:.3f}x" in ranker_llm  # N@10 against the ranker's
