@@ -342,6 +342,10 @@ def write_report(root: Path, sections: Sequence[Section], seed: int = 0) -> Path
                            labels=("trained on the other category", "trained on every category"))
             parts.append("![Fig. 5](fig5-zero-shot.png)")
         parts.append(body.get("note", "") + "\n\n" + frame_markdown(df))
+    text = "\n\n".join(parts) + "\n"
+    for old in out.glob("fig*.png"):  # a figure this report no longer shows (a section since removed)
+        if f"]({old.name})" not in text:
+            old.unlink()
     path = out / "index.md"
-    path.write_text("\n\n".join(parts) + "\n")
+    path.write_text(text)
     return path

@@ -165,7 +165,10 @@ def _same_data(a: Path, b: Path) -> bool:
         files = sorted(Path(d).glob("*.parquet"))
         return hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest() if files else None
 
-    return Path(a).resolve() == Path(b).resolve() or (digest(a) is not None and digest(a) == digest(b))
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    first = digest(a)
+    return first is not None and first == digest(b)
 
 
 def datasets(workdir: Path, extra: Sequence[tuple[str, Path, str]] = ()) -> list[tuple[str, Path, str]]:

@@ -169,6 +169,20 @@ def test_the_llm_benchmarks_rows_become_table_3s_llm_path(tmp_path: Path) -> Non
     assert llm_ablations(tmp_path, bench) == [path] and not gen.exists()  # no generation rows: none left over
 
 
+def test_the_report_keeps_only_the_figures_it_shows(tmp_path: Path) -> None:
+    from evaluation.paper import write_report
+
+    suite = tmp_path / "report" / "suite"
+    suite.mkdir(parents=True)
+    rows = [{"method": m, "share": s, "ndcg@10": v} for m, s, v in (("ranker", .1, .2), ("ranker", 1., .3))]
+    (suite / "low_resource.json").write_text(json.dumps({"rows": rows, "note": "n"}))
+    old = tmp_path / "report" / "fig4-cold-start-a-dataset-since-removed.png"
+    old.write_bytes(b"an earlier report's figure")
+    text = write_report(tmp_path, []).read_text()
+    assert not old.exists() and "](fig6-low-resource.png)" in text
+    assert sorted(p.name for p in (tmp_path / "report").glob("*.png")) == ["fig6-low-resource.png"]
+
+
 def test_each_llm_path_ablation_switches_off_exactly_its_parts() -> None:
     """Table 3's rows on llm-generate-mixup: each turns off its prompt segments and maps the answer through its
     retrieval, and leaves the rest of the prompt config as it was."""
@@ -247,8 +261,12 @@ class TestOnTheSampleRun:
             assert result.exit_code == 0, result.output
             return {p.name: p.read_bytes() for p in sorted((sample_workdir / "report").glob("*.*"))}
 
+        gone = sample_workdir / "report" / "fig4-cold-start-a-section-since-removed.png"
+        gone.parent.mkdir(parents=True, exist_ok=True)
+        gone.write_bytes(b"an earlier report's figure")
         first, second = run(), run()
         assert first == second and "index.md" in first and any(n.endswith(".png") for n in first)
+        assert gone.name not in first  # the report shows every figure it keeps
         text = first["index.md"].decode()
         methods = [json.loads(p.read_text())["method"] for p in (sample_workdir / "eval").glob("*/metrics.json")]
         table = text.split("## Table 3")[0]
