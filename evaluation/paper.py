@@ -209,6 +209,30 @@ def plot_cold_warm(df: pd.DataFrame, title: str, path: Path,
     return path
 
 
+def plot_spread(df: pd.DataFrame, title: str, path: Path) -> Path:
+    """Per method, its mean N@10 over the seeds (a dot) and the range (a bar from min to max): the seed spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = df.sort_values("mean N@10", ascending=False).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(df) + 1.5))
+    y = np.arange(len(df))
+    ax.hlines(y, df["min N@10"], df["max N@10"], color="#4878a8", linewidth=6, alpha=0.5, label="range over the seeds")
+    ax.plot(df["mean N@10"], y, "o", color="#203850", label="mean")
+    ax.set_yticks(y, df["method"])
+    ax.invert_yaxis()
+    ax.set_xlabel("NDCG@10")
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata=PNG_META)
+    plt.close(fig)
+    return path
+
+
 def plot_lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str, path: Path) -> Path:
     """One line per `hue` value of `y` against `x` (Fig. 6's curves)."""
     import matplotlib
@@ -341,6 +365,9 @@ def write_report(root: Path, sections: Sequence[Section], seed: int = 0) -> Path
             plot_cold_warm(bars, "Zero-shot: title-only + variants, N@10", out / "fig5-zero-shot.png",
                            labels=("trained on the other category", "trained on every category"))
             parts.append("![Fig. 5](fig5-zero-shot.png)")
+        if stem == "seeds" and len(df):
+            plot_spread(df, f"N@10 over {int(df['seeds'].max())} training seeds", out / "fig-seed-spread.png")
+            parts.append("![Seed spread](fig-seed-spread.png)")
         parts.append(body.get("note", "") + "\n\n" + frame_markdown(df))
     text = "\n\n".join(parts) + "\n"
     for old in out.glob("fig*.png"):  # a figure this report no longer shows (a section since removed)

@@ -176,11 +176,14 @@ def test_the_report_keeps_only_the_figures_it_shows(tmp_path: Path) -> None:
     suite.mkdir(parents=True)
     rows = [{"method": m, "share": s, "ndcg@10": v} for m, s, v in (("ranker", .1, .2), ("ranker", 1., .3))]
     (suite / "low_resource.json").write_text(json.dumps({"rows": rows, "note": "n"}))
+    spread = [{"method": "ranker", "seeds": 3, "mean N@10": .30, "sd N@10": .001, "min N@10": .29, "max N@10": .31}]
+    (suite / "seeds.json").write_text(json.dumps({"rows": spread, "note": "n"}))
     old = tmp_path / "report" / "fig4-cold-start-a-dataset-since-removed.png"
     old.write_bytes(b"an earlier report's figure")
     text = write_report(tmp_path, []).read_text()
-    assert not old.exists() and "](fig6-low-resource.png)" in text
-    assert sorted(p.name for p in (tmp_path / "report").glob("*.png")) == ["fig6-low-resource.png"]
+    assert not old.exists() and "](fig6-low-resource.png)" in text and "](fig-seed-spread.png)" in text
+    assert sorted(p.name for p in (tmp_path / "report").glob("*.png")) == ["fig-seed-spread.png",
+                                                                           "fig6-low-resource.png"]
 
 
 def test_each_llm_path_ablation_switches_off_exactly_its_parts() -> None:
