@@ -295,6 +295,21 @@ def ablation_markdown(ablations: dict[str, dict], reference: str = "ranker") -> 
     return "\n".join(lines) + ("\n\n" + " ".join(notes) if notes else "")
 
 
+# Table 3's rows for our own parts, read off Table 2's rows of the workdir's dataset: the variant (the row that has
+# every part up to it) -> the Table 2 method.
+OWN_PARTS = {
+    "ranker (every part)": "ranker",
+    "w/o the learned ranker (mixup + variants)": "retrieval-mixup-variants",
+    "w/o the learned ranker and variant selection (mixup, the paper's retrieval)": "retrieval-mixup",
+}
+
+
+def own_parts(section: Section) -> dict[str, dict]:
+    """OWN_PARTS' rows from the section's evaluations (those it has), in OWN_PARTS' order."""
+    by_method = {r["method"]: r for r in section.results}
+    return {name: by_method[m] for name, m in OWN_PARTS.items() if m in by_method}
+
+
 def stale_inputs(root: Path, body: dict) -> list[str]:
     """The models a suite part recorded (`inputs`: path -> digest) that have changed or gone since it ran."""
     from serving.registry import file_digest
@@ -325,6 +340,12 @@ def write_report(root: Path, sections: Sequence[Section], seed: int = 0) -> Path
     ablation_dir = out / "ablations"
     abl = sorted(ablation_dir.glob("*.json")) if ablation_dir.exists() else []
     parts.append("## Table 3: ablations")
+    own = own_parts(sections[0]) if sections else {}
+    if len(own) > 1:
+        parts.append(f"### Our own parts: {sections[0].name}\n\nTable 2's rows, each without one more of the parts we "
+                     "added to the paper's framework: the learned ranker, then the variant selection (the re-rank "
+                     "that picks each family's size and colour for the shopper).\n\n"
+                     + ablation_markdown(own, reference=next(iter(own))))
     if abl:
         for p in abl:
             body = json.loads(p.read_text())

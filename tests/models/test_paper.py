@@ -93,6 +93,24 @@ def test_table2_gains_over_the_best_baseline_by_hand(tmp_path: Path) -> None:
     assert math.isnan(row["ndcg_lo"])  # no rankings.parquet: no interval
 
 
+def test_table3_reads_our_own_parts_off_table2(tmp_path: Path) -> None:
+    """The ranker, then without it (mixup + variants), then without variant selection too (mixup): each row's N@10
+    against the ranker's (.15 / .30 = .500x, .12 / .30 = .400x); a dataset without the ranker row has no table."""
+    from evaluation.paper import own_parts, write_report
+
+    results = [_metrics("ranker", 100, .45, .30, .27), _metrics("retrieval-mixup", 100, .2, .12, .1),
+               _metrics("retrieval-mixup-variants", 100, .25, .15, .13), _metrics("last-search", 100, .3, .15, .12)]
+    section = Section("toy", tmp_path, results=results)
+    assert [r["method"] for r in own_parts(section).values()] == ["ranker", "retrieval-mixup-variants",
+                                                                  "retrieval-mixup"]
+    text = write_report(tmp_path, [section]).read_text()
+    table = text.split("### Our own parts: toy")[1].split("##")[0]
+    assert "| w/o the learned ranker (mixup + variants) | 0.2500 | 0.1500 | 0.1300 | 0.2500 | 0.500x |" in table
+    assert "variant selection (mixup, the paper's retrieval) | 0.2000 | 0.1200 | 0.1000 | 0.2000 | 0.400x |" in table
+    only = Section("toy", tmp_path, results=results[3:])
+    assert "Our own parts" not in write_report(tmp_path, [only]).read_text()
+
+
 def test_the_ceiling_fraction_is_over_the_targets_the_oracle_covers(tmp_path: Path) -> None:
     """Where the oracle covers 2 of 4 targets, the ranker's fraction of the ceiling is its N@10 over those 2 (ranks 1
     and 3: (1 + 1/log2(4)) / 2 = .75) against the ceiling over them (.5): 1.5, not its N@10 over all 4 (ranks 1, 3,
