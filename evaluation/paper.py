@@ -184,14 +184,31 @@ def cold_warm(section: Section) -> pd.DataFrame:
         if rows else pd.DataFrame()
 
 
-def plot_cold_warm(df: pd.DataFrame, title: str, path: Path,
-                   labels: tuple[str, str] = ("cold-start targets", "warm targets")) -> Path:
-    """Grouped bars per row: its "cold N@10" and "warm N@10" (N@10 on cold and on warm targets per method, or any
-    two bars named by `labels`)."""
+def _pyplot():  # noqa: ANN202 - matplotlib.pyplot, headless
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: object, path: Path) -> Path:
+    """The figure as a PNG with no version stamp (the same numbers give the same bytes), closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()  # type: ignore[attr-defined]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata=PNG_META)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return path
+
+
+def plot_cold_warm(df: pd.DataFrame, title: str, path: Path,
+                   labels: tuple[str, str] = ("cold-start targets", "warm targets")) -> Path:
+    """Grouped bars per row: its "cold N@10" and "warm N@10" (N@10 on cold and on warm targets per method, or any
+    two bars named by `labels`)."""
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(df) + 1.8))
     y = np.arange(len(df))
@@ -202,19 +219,12 @@ def plot_cold_warm(df: pd.DataFrame, title: str, path: Path,
     ax.set_xlabel("NDCG@10")
     ax.set_title(title)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)  # below the axes: no bar hidden
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata=PNG_META)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_spread(df: pd.DataFrame, title: str, path: Path) -> Path:
     """Per method, its mean N@10 over the seeds (a dot) and the range (a bar from min to max): the seed spread."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     df = df.sort_values("mean N@10", ascending=False).reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(df) + 1.5))
@@ -226,19 +236,12 @@ def plot_spread(df: pd.DataFrame, title: str, path: Path) -> Path:
     ax.set_xlabel("NDCG@10")
     ax.set_title(title)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata=PNG_META)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str, path: Path) -> Path:
     """One line per `hue` value of `y` against `x` (Fig. 6's curves)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, g in df.sort_values(x).groupby(hue, sort=True):
@@ -247,11 +250,7 @@ def plot_lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str, path: Pat
     ax.set_ylabel(y)
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata=PNG_META)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # The paper's Table 3 (Luggage & Bags, Falcon-7B): each variant's N@10 as a share of its full framework's (.2037).
