@@ -261,7 +261,9 @@ PAPER_FULL_NDCG = .2037
 
 
 def paper_share(variant: str) -> float | None:
-    """The paper's N@10 of the variant this row names, over its full framework's; None where the paper has none."""
+    """The paper's N@10 of the variant this row names (on the retrieval side, or on the LLM path: "llm-generate-mixup
+    w/o ..."), over its full framework's; None where the paper has none."""
+    variant = variant.removeprefix("llm-generate-mixup ")
     for name, v in PAPER_TABLE3.items():
         if variant.startswith(name):
             return v / PAPER_FULL_NDCG

@@ -181,6 +181,8 @@ def test_the_llm_benchmarks_rows_become_table_3s_llm_path(tmp_path: Path) -> Non
     text = write_report(tmp_path, []).read_text()
     ranker_llm = text.split("| ranker-llm |")[1].split("\n")[0]
     assert "| 0.3300 |" in ranker_llm and f"{.33 / .30:.3f}x" in ranker_llm  # N@10 against the ranker's
+    no_attributes = text.split("| llm-generate-mixup w/o product attributes |")[1].split("\n")[0]
+    assert no_attributes.endswith(f"| {.1396 / .2037:.3f}x |")  # the paper's own drop for that row (its Table 3)
     constrained = text.split("| llm-generate-mixup (constrained) |")[1].split("\n")[0]
     assert f"{.12 / .20:.3f}x" in constrained  # against mixup + variants on the same 4 targets
     bench["rows"] = [r for r in bench["rows"] if not r["method"].startswith(("llm-generate", "mixup + variants ("))]
