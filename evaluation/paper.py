@@ -223,33 +223,44 @@ def plot_cold_warm(df: pd.DataFrame, title: str, path: Path,
 
 
 def plot_spread(df: pd.DataFrame, title: str, path: Path) -> Path:
-    """Per method, its mean N@10 over the seeds (a dot) and the range (a bar from min to max): the seed spread."""
+    """Per method, the range of its N@10 over the seeds around its mean (min - mean to max - mean, with ± one
+    standard deviation darker), the mean written beside it: the spreads are thousandths where the means are tenths,
+    so they share an axis of their own."""
     plt = _pyplot()
 
     df = df.sort_values("mean N@10", ascending=False).reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(df) + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(df) + 1.6))
     y = np.arange(len(df))
-    ax.hlines(y, df["min N@10"], df["max N@10"], color="#4878a8", linewidth=6, alpha=0.5, label="range over the seeds")
-    ax.plot(df["mean N@10"], y, "o", color="#203850", label="mean")
-    ax.set_yticks(y, df["method"])
+    mean = df["mean N@10"]
+    ax.hlines(y, df["min N@10"] - mean, df["max N@10"] - mean, color="#4878a8", linewidth=8, alpha=0.4,
+              label="range over the seeds")
+    ax.hlines(y, -df["sd N@10"], df["sd N@10"], color="#203850", linewidth=3, label="± 1 sd")
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_yticks(y, [f"{m} (mean {v:.4f})" for m, v in zip(df["method"], mean, strict=True)])
     ax.invert_yaxis()
-    ax.set_xlabel("NDCG@10")
+    ax.set_xlabel("N@10 minus the method's mean over the seeds")
     ax.set_title(title)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     return _save(fig, path)
 
 
-def plot_lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str, path: Path) -> Path:
-    """One line per `hue` value of `y` against `x` (Fig. 6's curves)."""
+def plot_lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str, path: Path, xlabel: str | None = None,
+               log_x: bool = False) -> Path:
+    """One line per `hue` value of `y` against `x` (Fig. 6's curves), the legend beside the axes (no line hidden)."""
     plt = _pyplot()
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     for name, g in df.sort_values(x).groupby(hue, sort=True):
         ax.plot(g[x], g[y], marker="o", label=str(name))
-    ax.set_xlabel(x)
+    if log_x:
+        ticks = sorted(df[x].unique())
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{t:.0%}" for t in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel(xlabel or x)
     ax.set_ylabel(y)
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     return _save(fig, path)
 
 
@@ -379,7 +390,7 @@ def write_report(root: Path, sections: Sequence[Section], seed: int = 0) -> Path
         df = pd.DataFrame(body["rows"])
         if stem == "low_resource" and len(df):
             plot_lines(df, "share", "ndcg@10", "method", "Low resource: N@10 by share of training users",
-                       out / "fig6-low-resource.png")
+                       out / "fig6-low-resource.png", xlabel="share of the training users", log_x=True)
             parts.append("![Fig. 6](fig6-low-resource.png)")
         if stem == "zero_shot" and len(df):
             bars = pd.DataFrame({"method": df["trained on"] + " -> " + df["tested on"],
