@@ -79,8 +79,11 @@ def bootstrap_interval(values: np.ndarray, seed: int = 0, n: int = BOOTSTRAP) ->
     v = np.asarray(values, np.float64)
     if len(v) < 2:
         return float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, len(v), size=(n, len(v)))
-    means = v[idx].mean(axis=1)
+    rng = np.random.default_rng(seed)
+    rows = max(1, 2**24 // len(v))  # resamples per chunk: about 128 MB of indices, whatever the target count
+    # (the generator's stream is the same drawn in chunks as at once, so the interval does not depend on `rows`)
+    means = np.concatenate([v[rng.integers(0, len(v), size=(min(rows, n - i), len(v)))].mean(axis=1)
+                            for i in range(0, n, rows)])
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 

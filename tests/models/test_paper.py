@@ -69,6 +69,10 @@ def test_bootstrap_interval() -> None:
     lo, hi = bootstrap_interval(v)
     assert 0.35 < lo < 0.5 < hi < 0.65 and bootstrap_interval(v) == (lo, hi)  # seeded
     assert all(math.isnan(b) for b in bootstrap_interval(np.ones(1)))
+    # 20,000 targets are resampled in chunks (bounded memory); the interval is the one all 1,000 resamples at once give
+    big = np.random.default_rng(1).random(20_000)
+    means = big[np.random.default_rng(0).integers(0, len(big), size=(1000, len(big)))].mean(axis=1)
+    assert bootstrap_interval(big) == (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
 def _metrics(method: str, n: int, r: float, nd: float, mrr: float) -> dict:
