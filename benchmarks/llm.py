@@ -58,7 +58,13 @@ from evaluation.llm import (
 from evaluation.metrics import evaluate
 from evaluation.periods import by_fit, parts
 from evaluation.retrieval import VariantScorer
-from evaluation.suite import LLM_GENERATION_ABLATIONS, PRETRAINED, llm_ablations, llm_generation_ablation
+from evaluation.suite import (
+    LLM_GENERATION_ABLATIONS,
+    PRETRAINED,
+    llm_ablations,
+    llm_generation_ablation,
+    pretrained_text,
+)
 from feature_repo.layout import Layout
 from feature_repo.schema import CanonicalTables
 from feature_repo.splits import fit_layouts
@@ -316,15 +322,11 @@ def main(workdir: Annotated[Path, typer.Option(help="Workdir the graph ran into"
                 mem, text, enc, fac = memory, None, encoder, factory
                 if row == PRETRAINED:
                     try:
-                        from models.text import MiniLMEncoder
-                        from models.text.train import embed_catalog
+                        enc, vectors, mem = pretrained_text(catalog, tables.search_results)
                     except ImportError as e:
                         typer.echo(f"skipping {row}: {e}")
                         continue
-                    enc = MiniLMEncoder()
-                    text = (enc, embed_catalog(enc, catalog.items))
-                    mem = AsOfMemory.build(tables.search_results, enc)
-                    fac = PromptFactory(mem)
+                    text, fac = (enc, vectors), PromptFactory(mem)
                 rcfg = RetrievalConfig(mode=mode, n=1, title_list=title_list)  # type: ignore[arg-type]
                 generate(f"llm-generate-mixup {row}", by_fit(lay, lambda fit, r=rcfg, m=mem, t=text, en=enc, f=fac,
                                                              p=prompt_cfg: generator(

@@ -52,6 +52,17 @@ def ablation_path(workdir: Path, name: str) -> Path:
     return Path(workdir) / "report" / "ablations" / f"{name}.json"
 
 
+def pretrained_text(catalog: Catalog, search_results: object) -> tuple[object, object, object]:
+    """The PRETRAINED row's text side: all-MiniLM-L6-v2 (the `pretrained` extra; ImportError without it), the
+    catalog's titles through it (catalog order) and the query-product memory keyed by it."""
+    from models.text import MiniLMEncoder
+    from models.text.memory import AsOfMemory
+    from models.text.train import embed_catalog
+
+    minilm = MiniLMEncoder()
+    return minilm, embed_catalog(minilm, catalog.items), AsOfMemory.build(search_results, minilm)
+
+
 def ranker_feature_groups(workdir: Path, groups: tuple[str, ...] = tuple(FEATURE_GROUPS), progress: bool = True,
                           log: Callable[[str], None] = print) -> Path:
     """Table 3's ranker rows: the learned ranker refitted without each feature group on the same validation
@@ -101,7 +112,6 @@ def retrieval_ablation(workdir: Path, pretrained: bool = True, progress: bool = 
     from evaluation.metrics import evaluate
     from evaluation.retrieval import VariantScorer
     from models.retrieval import RetrievalConfig
-    from models.text.memory import AsOfMemory
     from models.variants import VariantRanker
 
     lay = Layout(workdir)
@@ -125,13 +135,8 @@ def retrieval_ablation(workdir: Path, pretrained: bool = True, progress: bool = 
     encoder_note = ""
     if pretrained:
         try:
-            from models.text import MiniLMEncoder
-            from models.text.train import embed_catalog
-
             t1 = time.perf_counter()
-            minilm = MiniLMEncoder()
-            vectors = embed_catalog(minilm, catalog.items)
-            mem = AsOfMemory.build(pd.read_parquet(lay.search_results), minilm)
+            minilm, vectors, mem = pretrained_text(catalog, pd.read_parquet(lay.search_results))
             rows[PRETRAINED] = evaluate(PRETRAINED, scorer("mixup", "memory_first", mem, (minilm, vectors)), targets,
                                         catalog, progress=progress).metrics
             rows[PRETRAINED]["seconds"] = round(time.perf_counter() - t1, 1)
